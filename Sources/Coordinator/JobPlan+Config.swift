@@ -1,0 +1,84 @@
+// JobPlan+Config: resolving a validated job file into the plan the ranks execute.
+import Core
+import Foundation
+import Worker
+
+extension OptimizerSettings {
+    init(_ config: OptimizerConfig) {
+        switch config {
+        case let .adamw(settings):
+            self = .adamw(learningRate: Float(settings.learningRate), weightDecay: Float(settings.weightDecay),
+                          beta1: Float(settings.beta1), beta2: Float(settings.beta2), epsilon: Float(settings.epsilon))
+        case let .sgd(settings):
+            self.init(kind: .sgd(momentum: Float(settings.momentum)), learningRate: Float(settings.learningRate),
+                      weightDecay: Float(settings.weightDecay))
+        }
+    }
+}
+
+extension JobPlan {
+    /// Checks what the file schema cannot (a mode the model does not support yet) and builds
+    /// the plan. Throws one-line errors naming the key.
+    public init(config: JobConfig) throws {
+        let model: ModelSpec
+        switch config.model.architecture {
+        case let .mlp(shape):
+            model = .mlp(MLPConfiguration(inputCount: config.model.inputFeatureCount, hidden: shape.hidden,
+                                          activation: shape.activation))
+        case .vit:
+            throw OrthofuseError("job.yaml: model.arch: vit is not available in this version (use mlp)")
+        }
+        let layout = model.layout
+        guard let trained = config.finetune.mode.trainedParameters(layout) else {
+            throw OrthofuseError("job.yaml: finetune.mode: '\(config.finetune.mode.rawValue)' is not available for arch \(config.model.architectureName) in this version (use full)")
+        }
+        let finetune = TrainingSettings(
+            steps: config.finetune.steps, batchSize: config.finetune.batchSize,
+            optimizer: OptimizerSettings(config.finetune.optimizer),
+            warmupSteps: config.finetune.schedule.warmupSteps, decay: config.finetune.schedule.decay,
+            gradientClip: Float(config.finetune.gradClip), labelSmoothing: Float(config.finetune.labelSmoothing),
+            orthoReg: OrthoRegSettings(lambda: Float(config.finetune.orthoreg.lambda), form: config.finetune.orthoreg.form),
+            trainedParameters: trained, regularizedParameters: config.finetune.mode.regularizedParameters(layout))
+
+        let base: BaseSource
+        if let path = config.base {
+            base = .file(path.url)
+        } else if let pretrain = config.pretrain {
+            let sources: [PretrainPlan.Source]
+            if let data = pretrain.data {
+                sources = data.map { PretrainPlan.Source(name: $0.name, classes: $0.classes, train: $0.train.source) }
+            } else {
+                sources = config.tasks.map { PretrainPlan.Source(name: $0.name, classes: $0.classes, train: $0.train.source) }
+            }
+            let training = TrainingSettings(
+                steps: pretrain.steps, batchSize: pretrain.batchSize, optimizer: OptimizerSettings(pretrain.optimizer),
+                warmupSteps: pretrain.schedule.warmupSteps, decay: pretrain.schedule.decay,
+                trainedParameters: Array(layout.specs.indices), trainsHead: true)
+            base = .pretrain(PretrainPlan(sources: sources, fraction: pretrain.fraction, training: training))
+        } else {
+            base = .initialization
+        }
+
+        let tasks = config.tasks.map { task in
+            TaskSpec(name: task.name, classes: task.classes, train: task.train.source, test: task.test.source,
+                     validationFraction: config.validationFraction(of: task), validationMax: config.validationMax)
+        }
+        self.init(
+            name: config.name, seed: config.seed, model: model, base: base, tasks: tasks, mode: config.finetune.mode,
+            finetune: finetune,
+            probe: ProbeSettings(steps: config.head.steps, batchSize: config.head.batchSize,
+                                 optimizer: OptimizerSettings(config.head.optimizer)),
+            mergeMethods: config.merge.methods.map(\.rawValue), alphaGrid: config.alphaGrid,
+            evaluateBatch: config.evaluate.batchSize, coordinatorTrains: config.runtime.coordinatorTrains,
+            blasThreads: config.runtime.blasThreads, output: config.output.url, canonicalJob: config.canonicalYAML)
+    }
+}
+
+extension ModelConfig {
+    var architectureName: String {
+        switch architecture {
+        case .mlp: return "mlp"
+        case .vit: return "vit"
+        }
+    }
+}

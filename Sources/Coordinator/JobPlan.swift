@@ -1,0 +1,93 @@
+// JobPlan: a validated job, resolved into what the ranks execute (model, θ0 source, tasks, settings).
+import Core
+import Foundation
+import Worker
+
+public enum ModelSpec: Sendable, Equatable {
+    case mlp(MLPConfiguration)
+
+    /// A fresh backbone with its own workspace for `maxBatch` rows.
+    public func makeBackbone(maxBatch: Int) -> any Backbone {
+        switch self {
+        case let .mlp(configuration): return MLPBackbone(configuration, maxBatch: maxBatch)
+        }
+    }
+
+    public var layout: ParameterLayout {
+        switch self {
+        case let .mlp(configuration): return configuration.layout
+        }
+    }
+
+    public var inputCount: Int {
+        switch self {
+        case let .mlp(configuration): return configuration.inputCount
+        }
+    }
+}
+
+/// Pre-training of θ0 on rank 0: a joint classifier over `fraction` of each dataset.
+public struct PretrainPlan: Sendable, Equatable {
+    public struct Source: Sendable, Equatable {
+        public var name: String
+        public var classes: Int
+        public var train: DatasetSource
+    }
+
+    public var sources: [Source]
+    public var fraction: Double
+    public var training: TrainingSettings
+}
+
+public enum BaseSource: Sendable, Equatable {
+    case file(URL)
+    case pretrain(PretrainPlan)
+    /// Seeded random initialisation.
+    case initialization
+}
+
+public struct JobPlan: Sendable {
+    public var name: String
+    public var seed: UInt64
+    public var model: ModelSpec
+    public var base: BaseSource
+    public var tasks: [TaskSpec]
+    public var mode: FineTuneMode
+    public var finetune: TrainingSettings
+    public var probe: ProbeSettings
+    public var mergeMethods: [String]
+    public var alphaGrid: [Double]
+    public var evaluateBatch: Int
+    public var coordinatorTrains: Bool
+    public var blasThreads: Int
+    public var output: URL
+    /// The fully-defaulted job text, recorded in the outputs.
+    public var canonicalJob: String
+
+    public init(name: String, seed: UInt64, model: ModelSpec, base: BaseSource, tasks: [TaskSpec], mode: FineTuneMode,
+                finetune: TrainingSettings, probe: ProbeSettings, mergeMethods: [String], alphaGrid: [Double],
+                evaluateBatch: Int, coordinatorTrains: Bool, blasThreads: Int, output: URL, canonicalJob: String) {
+        self.name = name
+        self.seed = seed
+        self.model = model
+        self.base = base
+        self.tasks = tasks
+        self.mode = mode
+        self.finetune = finetune
+        self.probe = probe
+        self.mergeMethods = mergeMethods
+        self.alphaGrid = alphaGrid
+        self.evaluateBatch = evaluateBatch
+        self.coordinatorTrains = coordinatorTrains
+        self.blasThreads = blasThreads
+        self.output = output
+        self.canonicalJob = canonicalJob
+    }
+
+    /// Task index → rank that fine-tunes (and later evaluates) it: round-robin over the worker
+    /// ranks, so every rank derives the same table without messages.
+    public func assignment(worldSize: Int) -> [Int] {
+        let workers = (coordinatorTrains || worldSize == 1) ? Array(0..<worldSize) : Array(1..<worldSize)
+        return tasks.indices.map { workers[$0 % workers.count] }
+    }
+}

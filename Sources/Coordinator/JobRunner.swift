@@ -1,0 +1,339 @@
+// JobRunner: the SPMD program of `orthofuse run`, executed by every rank.
+//
+// The coordinator/worker protocol, step by step (R ranks, T tasks; rank 0 is the coordinator):
+//  1. Job.     Rank 0 has parsed and checked the job (every named file exists) before this
+//              runs; the caller broadcasts the job text so all ranks execute the same plan.
+//  2. θ0.      Rank 0 loads `base:`, or pre-trains (`pretrain:`; cached in output/base.safetensors
+//              and reused when its fingerprint matches), or makes the seeded initialisation;
+//              then broadcasts θ0 as raw floats. Every rank holds the same θ0, bit for bit.
+//  3. Assign.  Task t goes to worker rank assignment[t] (round-robin over the ranks that train;
+//              rank 0 trains unless `runtime.coordinator_trains: false`). Every rank computes the
+//              same table; no message is needed.
+//  4. Train.   Each rank fine-tunes its tasks in job order. Each task's random streams derive
+//              from (seed, task name), so a task's result does not depend on rank or order.
+//              A phase agreement (allReduce of failure flags; failing ranks send their message to
+//              rank 0) ends the job cleanly on every rank if any task failed.
+//  5. Gather.  allGather of each rank's [τt ‖ head t] blocks, in task order; allReduce of the
+//              per-task metrics (each task's slots are filled by its owner, zeros elsewhere).
+//              Every rank now holds all task vectors.
+//  6. Save.    Rank 0 writes base, task vectors and heads (atomically).
+//  7. Merge.   For each method, every rank builds the merged model for each α of the grid and
+//              evaluates the tasks it owns on their validation splits; allReduce of the
+//              accuracies; every rank picks the same α (max mean normalised validation
+//              accuracy, the smallest α on ties); the owners evaluate the test splits at that α;
+//              allReduce again.
+//  8. Report.  Rank 0 writes merged/<method>.safetensors and report.json and prints the table;
+//              a final barrier keeps every rank alive until the outputs exist.
+import Core
+import Foundation
+import Transport
+import Worker
+
+public final class JobRunner {
+    public let plan: JobPlan
+    public let communicator: any Communicator
+    public let console: Console
+    public static let version = "0.1.0"
+
+    public init(plan: JobPlan, communicator: any Communicator, console: Console) {
+        self.plan = plan
+        self.communicator = communicator
+        self.console = console
+    }
+
+    private var rank: Int { communicator.rank }
+    private var isCoordinator: Bool { communicator.rank == 0 }
+
+    /// Runs the whole job; returns the report on rank 0 and nil elsewhere.
+    @discardableResult
+    public func run() throws -> RunReport? {
+        let started = Date()
+        BLASRuntime.setThreads(plan.blasThreads)
+        let layout = plan.model.layout
+        let assignment = plan.assignment(worldSize: communicator.size)
+        if isCoordinator {
+            console.info("job '\(plan.name)': \(plan.tasks.count) tasks on \(communicator.size) rank(s), "
+                + "model \(layout.totalCount) parameters, mode \(plan.mode.rawValue), OpenBLAS \(BLASRuntime.coreName)")
+        }
+
+        // 2. θ0
+        let base = FloatBuffer(count: layout.totalCount)
+        let baseSummary = try PhaseAgreement.run(communicator) { () -> String in
+            isCoordinator ? try prepareBase(into: base) : ""
+        }
+        try communicator.broadcast(base.buffer, root: 0)
+        if isCoordinator { console.info("θ0: \(baseSummary)") }
+
+        // 3–4. Assign and train.
+        let myTasks = plan.tasks.indices.filter { assignment[$0] == rank }
+        if isCoordinator {
+            let table = plan.tasks.indices.map { "\(plan.tasks[$0].name)→\(assignment[$0])" }.joined(separator: ", ")
+            console.info("assignment (task→rank): \(table)")
+        }
+        let maxBatch = max(plan.finetune.batchSize, plan.probe.batchSize, plan.evaluateBatch)
+        let backbone = plan.model.makeBackbone(maxBatch: maxBatch)
+        let worker = TaskWorker(backbone: backbone, base: base, seed: plan.seed, finetune: plan.finetune,
+                                probe: plan.probe, console: console)
+        let results: [Int: TaskResult] = try PhaseAgreement.run(communicator) {
+            var results: [Int: TaskResult] = [:]
+            for index in myTasks {
+                results[index] = try worker.run(plan.tasks[index])
+            }
+            return results
+        }
+
+        // 5. Gather task vectors, heads and metrics.
+        let gathered = try gather(results: results, assignment: assignment, layout: layout)
+
+        // 6. Save base, task vectors, heads.
+        if isCoordinator {
+            try PhaseAgreement.run(communicator) { try saveTrainingOutputs(base: base, gathered: gathered, layout: layout) }
+        } else {
+            try PhaseAgreement.run(communicator) {}
+        }
+
+        // 7. Merge and evaluate.
+        var merges: [RunReport.MergeEntry] = []
+        let taskVectorSum = TaskVector.sum(gathered.taskVectors, count: layout.totalCount)
+        for method in plan.mergeMethods {
+            let entry = try mergeAndEvaluate(method: method, base: base, taskVectorSum: taskVectorSum,
+                                             results: results, entries: gathered.entries, backbone: backbone)
+            merges.append(entry)
+        }
+
+        // 8. Report.
+        var report: RunReport?
+        if isCoordinator {
+            let info = RunReport.RunInfo(
+                job: plan.name, seed: plan.seed, ranks: communicator.size, finetuneMode: plan.mode.rawValue,
+                orthoRegLambda: Double(plan.finetune.orthoReg.lambda), orthoRegForm: plan.finetune.orthoReg.form.rawValue,
+                blasCore: BLASRuntime.coreName, wallSeconds: Date().timeIntervalSince(started), version: Self.version)
+            report = RunReport(run: info, tasks: gathered.entries, merges: merges)
+        }
+        try PhaseAgreement.run(communicator) {
+            if let report {
+                try AtomicFile.write(report.encoded(), to: plan.output.appendingPathComponent("report.json"))
+            }
+        }
+        if let report {
+            console.result("\n" + report.table())
+            console.info(String(format: "outputs in %@ (%.1f s)", plan.output.path, report.run.wallSeconds))
+        }
+        try communicator.barrier()
+        return report
+    }
+
+    // MARK: θ0
+
+    /// Fills `base` on rank 0 from the job's θ0 source; returns a one-line description.
+    private func prepareBase(into base: FloatBuffer) throws -> String {
+        let layout = plan.model.layout
+        switch plan.base {
+        case let .file(url):
+            let file = try Safetensors.read(url)
+            try layout.load(file, into: base, origin: url.path, ignoringPrefixes: ["head."])
+            return "loaded from \(url.path)"
+        case .initialization:
+            let backbone = plan.model.makeBackbone(maxBatch: 1)
+            var random = RandomStream(seed: plan.seed, label: "initialization")
+            backbone.initialize(base, random: &random)
+            return "seeded random initialisation (seed \(plan.seed))"
+        case let .pretrain(pretrain):
+            let pretrainer = Pretrainer(plan: plan, pretrain: pretrain, console: console)
+            return try pretrainer.obtain(into: base)
+        }
+    }
+
+    // MARK: Gather
+
+    struct Gathered {
+        var taskVectors: [FloatBuffer]
+        var heads: [ClassificationHead]
+        var entries: [RunReport.TaskEntry]
+    }
+
+    private func gather(results: [Int: TaskResult], assignment: [Int], layout: ParameterLayout) throws -> Gathered {
+        let parameterCount = layout.totalCount
+        let headCounts = plan.tasks.map { ClassificationHead(classes: $0.classes, featureCount: featureCount).layout.totalCount }
+        // This rank's block: for each of its tasks in job order, τt then the head's parameters.
+        var block: [Float] = []
+        for index in plan.tasks.indices where assignment[index] == rank {
+            let result = results[index]!
+            block.append(contentsOf: UnsafeBufferPointer(result.taskVector.buffer))
+            block.append(contentsOf: UnsafeBufferPointer(result.head.parameters.buffer))
+        }
+        let blocks = try communicator.allGather(block)
+        var cursor = [Int](repeating: 0, count: communicator.size)
+        var taskVectors: [FloatBuffer] = []
+        var heads: [ClassificationHead] = []
+        for (index, task) in plan.tasks.enumerated() {
+            let owner = assignment[index]
+            let source = blocks[owner]
+            let start = cursor[owner]
+            guard source.count >= start + parameterCount + headCounts[index] else {
+                throw OrthofuseError("rank \(owner) sent \(source.count) values, fewer than its tasks need")
+            }
+            let vector = FloatBuffer(Array(source[start..<(start + parameterCount)]))
+            let head = ClassificationHead(classes: task.classes, featureCount: featureCount)
+            head.parameters.copy(from: Array(source[(start + parameterCount)..<(start + parameterCount + headCounts[index])]))
+            cursor[owner] = start + parameterCount + headCounts[index]
+            taskVectors.append(vector)
+            heads.append(head)
+        }
+
+        // Metrics: a fixed slot layout per task, filled by the owner, summed over ranks.
+        let slots = TaskMetricSlots.count
+        var metrics = [Double](repeating: 0, count: plan.tasks.count * slots)
+        for (index, result) in results {
+            TaskMetricSlots.encode(result.entry, into: &metrics, at: index * slots)
+        }
+        metrics = try communicator.allReduce(metrics, .sum)
+        let entries = plan.tasks.indices.map {
+            TaskMetricSlots.decode(name: plan.tasks[$0].name, from: metrics, at: $0 * slots)
+        }
+        return Gathered(taskVectors: taskVectors, heads: heads, entries: entries)
+    }
+
+    private var featureCount: Int { plan.model.makeBackbone(maxBatch: 1).featureCount }
+
+    // MARK: Save
+
+    private func saveTrainingOutputs(base: FloatBuffer, gathered: Gathered, layout: ParameterLayout) throws {
+        let output = plan.output
+        var metadata = commonMetadata()
+        metadata["orthofuse.kind"] = "base"
+        try Safetensors.write(layout.records(from: base), metadata: metadata,
+                              to: output.appendingPathComponent("base.safetensors"))
+        for (index, task) in plan.tasks.enumerated() {
+            var vectorMetadata = commonMetadata()
+            vectorMetadata["orthofuse.kind"] = "task_vector"
+            vectorMetadata["orthofuse.task"] = task.name
+            vectorMetadata["orthofuse.mode"] = plan.mode.rawValue
+            vectorMetadata["orthofuse.orthoreg_lambda"] = "\(plan.finetune.orthoReg.lambda)"
+            vectorMetadata["orthofuse.orthoreg_form"] = plan.finetune.orthoReg.form.rawValue
+            try Safetensors.write(layout.records(from: gathered.taskVectors[index]), metadata: vectorMetadata,
+                                  to: output.appendingPathComponent("task_vectors/\(task.name).safetensors"))
+            var headMetadata = commonMetadata()
+            headMetadata["orthofuse.kind"] = "head"
+            headMetadata["orthofuse.task"] = task.name
+            headMetadata["orthofuse.classes"] = "\(task.classes)"
+            try Safetensors.write(gathered.heads[index].layout.records(from: gathered.heads[index].parameters),
+                                  metadata: headMetadata, to: output.appendingPathComponent("heads/\(task.name).safetensors"))
+        }
+        try AtomicFile.write(Data(plan.canonicalJob.utf8), to: output.appendingPathComponent("job.yaml"))
+        console.info("saved θ0, \(plan.tasks.count) task vectors and heads in \(output.path)")
+    }
+
+    private func commonMetadata() -> [String: String] {
+        ["orthofuse.job": plan.name, "orthofuse.seed": "\(plan.seed)", "orthofuse.version": Self.version]
+    }
+
+    // MARK: Merge
+
+    private func mergeAndEvaluate(
+        method: String, base: FloatBuffer, taskVectorSum: FloatBuffer, results: [Int: TaskResult],
+        entries: [RunReport.TaskEntry], backbone: any Backbone
+    ) throws -> RunReport.MergeEntry {
+        guard method == "task_arithmetic" else {
+            throw OrthofuseError("merge method '\(method)' is not available in this version")
+        }
+        let merged = FloatBuffer(count: base.count)
+        let tasks = plan.tasks
+        let grid = plan.alphaGrid
+
+        // Validation accuracy of every (α, task) pair, each task measured by its owner.
+        let validation: [Double] = try PhaseAgreement.run(communicator) {
+            var values = [Double](repeating: 0, count: grid.count * tasks.count)
+            for (a, alpha) in grid.enumerated() {
+                TaskArithmetic.merge(base: base, taskVectorSum: taskVectorSum, alpha: Float(alpha), into: merged)
+                for (index, result) in results {
+                    values[a * tasks.count + index] = Evaluation.accuracy(
+                        backbone: backbone, parameters: merged, head: result.head, data: result.data.validation)
+                }
+            }
+            return values
+        }
+        let validationAll = try communicator.allReduce(validation, .sum)
+        var curve: [RunReport.AlphaPoint] = []
+        var bestIndex = 0
+        var bestScore = -Double.infinity
+        for (a, alpha) in grid.enumerated() {
+            var normalized = 0.0
+            var absolute = 0.0
+            for index in tasks.indices {
+                let accuracy = validationAll[a * tasks.count + index]
+                absolute += accuracy
+                normalized += Self.normalized(accuracy, by: entries[index].finetunedValidationAccuracy)
+            }
+            normalized /= Double(tasks.count)
+            absolute /= Double(tasks.count)
+            curve.append(RunReport.AlphaPoint(alpha: alpha, validationNormalizedAccuracy: normalized,
+                                              validationAbsoluteAccuracy: absolute))
+            if normalized > bestScore {
+                bestScore = normalized
+                bestIndex = a
+            }
+        }
+        let alpha = grid[bestIndex]
+
+        // Test accuracy at the chosen α.
+        TaskArithmetic.merge(base: base, taskVectorSum: taskVectorSum, alpha: Float(alpha), into: merged)
+        var test = [Double](repeating: 0, count: tasks.count)
+        for (index, result) in results {
+            test[index] = Evaluation.accuracy(backbone: backbone, parameters: merged, head: result.head, data: result.data.test)
+        }
+        test = try communicator.allReduce(test, .sum)
+        let perTask = tasks.indices.map { index in
+            RunReport.PerTaskAccuracy(name: tasks[index].name, accuracy: test[index],
+                                      normalizedAccuracy: Self.normalized(test[index], by: entries[index].finetunedAccuracy))
+        }
+        let file = "merged/\(method).safetensors"
+        if isCoordinator {
+            var metadata = commonMetadata()
+            metadata["orthofuse.kind"] = "merged"
+            metadata["orthofuse.method"] = method
+            metadata["orthofuse.alpha"] = "\(alpha)"
+            metadata["orthofuse.tasks"] = tasks.map(\.name).joined(separator: ",")
+            try PhaseAgreement.run(communicator) {
+                try Safetensors.write(plan.model.layout.records(from: merged), metadata: metadata,
+                                      to: plan.output.appendingPathComponent(file))
+            }
+            console.info(String(format: "%@: α = %.2f chosen on validation (normalised %.2f%%)", method, alpha, 100 * bestScore))
+        } else {
+            try PhaseAgreement.run(communicator) {}
+        }
+        let count = Double(tasks.count)
+        return RunReport.MergeEntry(
+            method: method, alpha: alpha, absoluteAccuracy: perTask.map(\.accuracy).reduce(0, +) / count,
+            normalizedAccuracy: perTask.map(\.normalizedAccuracy).reduce(0, +) / count,
+            perTask: perTask, alphaCurve: curve, file: file)
+    }
+
+    static func normalized(_ accuracy: Double, by reference: Double) -> Double {
+        reference > 0 ? accuracy / reference : 0
+    }
+}
+
+/// The per-task metrics as a fixed vector of doubles, for the allReduce of step 5.
+enum TaskMetricSlots {
+    static let count = 12
+
+    static func encode(_ entry: RunReport.TaskEntry, into values: inout [Double], at offset: Int) {
+        let fields: [Double] = [
+            entry.zeroShotAccuracy, entry.finetunedAccuracy, entry.zeroShotValidationAccuracy,
+            entry.finetunedValidationAccuracy, Double(entry.trainSamples), Double(entry.validationSamples),
+            Double(entry.testSamples), entry.taskVectorNorm, entry.orthoRegPenalty, entry.finalLoss,
+            entry.trainSeconds, Double(entry.rank),
+        ]
+        for (i, value) in fields.enumerated() { values[offset + i] = value }
+    }
+
+    static func decode(name: String, from values: [Double], at offset: Int) -> RunReport.TaskEntry {
+        let v = Array(values[offset..<(offset + count)])
+        return RunReport.TaskEntry(
+            name: name, zeroShotAccuracy: v[0], finetunedAccuracy: v[1], zeroShotValidationAccuracy: v[2],
+            finetunedValidationAccuracy: v[3], trainSamples: Int(v[4]), validationSamples: Int(v[5]),
+            testSamples: Int(v[6]), taskVectorNorm: v[7], orthoRegPenalty: v[8], finalLoss: v[9],
+            trainSeconds: v[10], rank: Int(v[11]))
+    }
+}

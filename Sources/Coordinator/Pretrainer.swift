@@ -1,0 +1,112 @@
+// Pretrainer: makes θ0 on rank 0 by training the backbone on a joint task over slices of the
+// pre-training datasets, and caches it in the run directory.
+import Core
+import Foundation
+import Worker
+
+struct Pretrainer {
+    let plan: JobPlan
+    let pretrain: PretrainPlan
+    let console: Console
+
+    static let fingerprintKey = "orthofuse.pretrain_fingerprint"
+
+    /// A cache key over everything that determines θ0: model, pre-training settings, seed and
+    /// the data files (path, size, modification time). FNV-1a 64 is enough for a cache key.
+    var fingerprint: String {
+        var text = "\(plan.model)|\(pretrain)|\(plan.seed)"
+        for source in pretrain.sources {
+            for url in source.train.urls {
+                let attributes = try? FileManager.default.attributesOfItem(atPath: url.path)
+                let size = (attributes?[.size] as? NSNumber)?.int64Value ?? -1
+                let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+                text += "|\(url.path):\(size):\(modified)"
+            }
+        }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in text.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        return String(hash, radix: 16)
+    }
+
+    var cacheURL: URL { plan.output.appendingPathComponent("base.safetensors") }
+
+    /// Reuses output/base.safetensors when its fingerprint matches, else pre-trains and saves it.
+    func obtain(into base: FloatBuffer) throws -> String {
+        let layout = plan.model.layout
+        let key = fingerprint
+        if FileManager.default.fileExists(atPath: cacheURL.path),
+           let cached = try? Safetensors.read(cacheURL), cached.metadata[Self.fingerprintKey] == key,
+           (try? layout.load(cached, into: base, origin: cacheURL.path)) != nil
+        {
+            return "pre-trained θ0 reused from \(cacheURL.path)"
+        }
+        let started = Date()
+        let (data, classes) = try jointData()
+        console.info("pre-training θ0 on \(data.count) samples, \(classes) joint classes, \(pretrain.training.steps) steps")
+        let backbone = plan.model.makeBackbone(maxBatch: pretrain.training.batchSize)
+        var random = RandomStream(seed: plan.seed, label: "initialization")
+        backbone.initialize(base, random: &random)
+        let initial = FloatBuffer(count: base.count)
+        initial.copy(from: base)
+        let head = ClassificationHead(classes: classes, featureCount: backbone.featureCount)
+        var headRandom = RandomStream(seed: plan.seed, label: "pretrain-head")
+        let bound = 1 / Double(backbone.featureCount).squareRoot()
+        for i in 0..<head.parameters.count {
+            head.parameters[i] = Float((2 * headRandom.nextDouble() - 1) * bound)
+        }
+        let trainer = Trainer(backbone: backbone, head: head, settings: pretrain.training)
+        let reportEvery = max(1, pretrain.training.steps / 10)
+        try trainer.run(parameters: base, base: initial, data: data, random: RandomStream(seed: plan.seed, label: "pretrain"),
+                        label: "pre-training", reportEvery: reportEvery) { progress in
+            console.info(String(format: "pretrain: step %d/%d loss %.4f %.0f samples/s", progress.step, progress.steps,
+                                progress.loss, progress.samplesPerSecond))
+        }
+        let accuracy = Evaluation.accuracy(backbone: backbone, parameters: base, head: head, data: data)
+        let metadata = [
+            Self.fingerprintKey: key, "orthofuse.kind": "base", "orthofuse.job": plan.name,
+            "orthofuse.pretrain_train_accuracy": String(format: "%.4f", accuracy),
+        ]
+        try Safetensors.write(layout.records(from: base), metadata: metadata, to: cacheURL)
+        return String(format: "pre-trained in %.1f s (joint train accuracy %.2f%%), cached in %@",
+                      Date().timeIntervalSince(started), 100 * accuracy, cacheURL.path)
+    }
+
+    /// `fraction` of each source's samples (seeded), labels offset into one joint label space.
+    private func jointData() throws -> (Dataset, Int) {
+        var inputs: [Float] = []
+        var labels: [Int32] = []
+        var offset = 0
+        var sampleShape: [Int] = []
+        for source in pretrain.sources {
+            let data = try Dataset.load(source.train)
+            guard data.featureCount == plan.model.inputCount else {
+                throw OrthofuseError("pretrain data '\(source.name)': samples have \(data.featureCount) features, the model input needs \(plan.model.inputCount)")
+            }
+            if let bad = data.labels.first(where: { $0 < 0 || Int($0) >= source.classes }) {
+                throw OrthofuseError("pretrain data '\(source.name)': label \(bad) is outside 0..<\(source.classes)")
+            }
+            var random = RandomStream(seed: plan.seed, label: "pretrain-subset/\(source.name)")
+            let take = max(1, Int((pretrain.fraction * Double(data.count)).rounded(.down)))
+            let chosen = Array(random.permutation(data.count)[0..<take]).sorted()
+            let subset = data.subset(chosen)
+            inputs.append(contentsOf: subset.inputs)
+            labels.append(contentsOf: subset.labels.map { $0 + Int32(offset) })
+            offset += source.classes
+            sampleShape = subset.sampleShape
+        }
+        return (Dataset(inputs: inputs, labels: labels, sampleShape: sampleShape), offset)
+    }
+}
+
+extension DatasetSource {
+    /// The files this source reads.
+    var urls: [URL] {
+        switch self {
+        case let .npz(url): return [url]
+        case let .idx(images, labels): return [images, labels]
+        }
+    }
+}

@@ -1,0 +1,120 @@
+// Datasets: the in-memory classification dataset and its loaders for .npz and IDX (MNIST) files.
+import Foundation
+
+/// Where a dataset comes from.
+public enum DatasetSource: Sendable, Equatable {
+    /// An .npz archive with arrays `x` (samples, shape [N, ...]) and `y` (integer labels, shape [N]).
+    case npz(URL)
+    /// A pair of IDX files (raw or gzip-compressed), as MNIST is distributed.
+    case idx(images: URL, labels: URL)
+}
+
+/// Samples with their integer class labels. Inputs are row-major, `count × featureCount`.
+public struct Dataset: Sendable, Equatable {
+    public let inputs: [Float]
+    public let labels: [Int32]
+    public let count: Int
+    /// The shape of one sample, e.g. [28, 28]; `featureCount` is its element count.
+    public let sampleShape: [Int]
+    public let featureCount: Int
+
+    public init(inputs: [Float], labels: [Int32], sampleShape: [Int]) {
+        let featureCount = sampleShape.reduce(1, *)
+        precondition(sampleShape.allSatisfy { $0 >= 0 }, "Dataset: negative dimension in sample shape \(sampleShape)")
+        precondition(inputs.count == labels.count * featureCount,
+                     "Dataset: \(inputs.count) inputs do not match \(labels.count) labels of \(featureCount) features")
+        self.inputs = inputs
+        self.labels = labels
+        self.count = labels.count
+        self.sampleShape = sampleShape
+        self.featureCount = featureCount
+    }
+
+    /// The samples at `indices`, in that order (repeats allowed).
+    public func subset(_ indices: [Int]) -> Dataset {
+        var selectedInputs: [Float] = []
+        selectedInputs.reserveCapacity(indices.count * featureCount)
+        var selectedLabels: [Int32] = []
+        selectedLabels.reserveCapacity(indices.count)
+        for index in indices {
+            precondition(index >= 0 && index < count, "Dataset.subset: index \(index) out of range 0..<\(count)")
+            selectedInputs.append(contentsOf: inputs[(index * featureCount)..<((index + 1) * featureCount)])
+            selectedLabels.append(labels[index])
+        }
+        return Dataset(inputs: selectedInputs, labels: selectedLabels, sampleShape: sampleShape)
+    }
+
+    public static func load(_ source: DatasetSource) throws -> Dataset {
+        switch source {
+        case .npz(let url): return try loadNPZ(url)
+        case .idx(let images, let labels): return try loadIDX(images: images, labels: labels)
+        }
+    }
+
+    /// Loads `x` (float32 as is, float64 converted, uint8 divided by 255) and `y` (any integer dtype).
+    public static func loadNPZ(_ url: URL) throws -> Dataset {
+        let path = FileBytes.displayPath(url)
+        let arrays = try NumpyArchive.readArrays(url, names: ["x", "y"])
+        let x = arrays["x"]!, y = arrays["y"]!
+        guard !x.shape.isEmpty else {
+            throw OrthofuseError("\(path): array 'x' is 0-dimensional; expected shape (N, ...)")
+        }
+        guard y.shape.count == 1 else {
+            throw OrthofuseError("\(path): array 'y' has shape \(NumpyArray.describeShape(y.shape)); expected (N,)")
+        }
+        guard x.shape[0] == y.shape[0] else {
+            throw OrthofuseError("\(path): array 'x' has \(x.shape[0]) samples but 'y' has \(y.shape[0]) labels")
+        }
+        let inputs: [Float]
+        switch x.elementType {
+        case .float32, .float64: inputs = x.floatValues()
+        case .uint8: inputs = x.floatValues(scaleBytes: true)
+        default:
+            throw OrthofuseError("\(path): array 'x' has dtype \(x.descr); expected float32, float64 or uint8")
+        }
+        guard y.elementType.isInteger else {
+            throw OrthofuseError("\(path): array 'y' has dtype \(y.descr); labels must be integers")
+        }
+        return try assemble(inputs: inputs, mayHoldNonFinite: x.elementType != .uint8, labels: y.int32Values(), shape: x.shape,
+                            inputsName: "\(path): array 'x'", labelsName: "\(path): array 'y'")
+    }
+
+    /// Loads MNIST-style IDX files: images of unsigned bytes (divided by 255) or floats, shape [N, ...],
+    /// and integer labels, shape [N].
+    public static func loadIDX(images: URL, labels: URL) throws -> Dataset {
+        let imagesPath = FileBytes.displayPath(images), labelsPath = FileBytes.displayPath(labels)
+        let imageArray = try IDXArray.read(images)
+        let labelArray = try IDXArray.read(labels)
+        guard imageArray.elementType == .uint8 || imageArray.elementType == .float32 || imageArray.elementType == .float64 else {
+            throw OrthofuseError("\(imagesPath): IDX images of \(imageArray.elementType.name) are not supported (expected unsigned byte or float)")
+        }
+        guard labelArray.dimensions.count == 1 else {
+            throw OrthofuseError("\(labelsPath): IDX labels have \(labelArray.dimensions.count) dimensions \(Safetensors.describe(labelArray.dimensions)); expected 1")
+        }
+        guard imageArray.dimensions[0] == labelArray.dimensions[0] else {
+            throw OrthofuseError("\(imagesPath): \(imageArray.dimensions[0]) images but \(labelsPath) has \(labelArray.dimensions[0]) labels")
+        }
+        return try assemble(inputs: imageArray.floatValues(scaleBytes: true), mayHoldNonFinite: imageArray.elementType != .uint8,
+                            labels: labelArray.int32Values(),
+                            shape: imageArray.dimensions, inputsName: imagesPath, labelsName: labelsPath)
+    }
+
+    /// Final checks shared by the loaders: at least one sample and one feature, finite inputs,
+    /// non-negative labels (they index classes).
+    private static func assemble(inputs: [Float], mayHoldNonFinite: Bool, labels: [Int32], shape: [Int],
+                                 inputsName: String, labelsName: String) throws -> Dataset {
+        guard shape[0] > 0 else { throw OrthofuseError("\(inputsName): holds no samples (N == 0)") }
+        let sampleShape = Array(shape.dropFirst())
+        guard !sampleShape.contains(0) else {
+            throw OrthofuseError("\(inputsName): samples have no features (shape \(Safetensors.describe(shape)))")
+        }
+        if mayHoldNonFinite, let bad = inputs.firstIndex(where: { !$0.isFinite }) {
+            let featureCount = inputs.count / shape[0]
+            throw OrthofuseError("\(inputsName): non-finite value \(inputs[bad]) in sample \(bad / featureCount)")
+        }
+        if let bad = labels.firstIndex(where: { $0 < 0 }) {
+            throw OrthofuseError("\(labelsName): negative label \(labels[bad]) at index \(bad)")
+        }
+        return Dataset(inputs: inputs, labels: labels, sampleShape: sampleShape)
+    }
+}

@@ -1,0 +1,115 @@
+// NumpyArchive: reading named arrays from .npz files (zip archives of .npy arrays, stored or deflated).
+import Foundation
+import ZIPFoundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum NumpyArchive {
+    /// Reads the arrays `names` (keys as given to np.savez, without ".npy") from the .npz file at `url`.
+    /// Missing arrays are reported together with the names the archive does hold.
+    public static func readArrays(_ url: URL, names: [String]) throws -> [String: NumpyArray] {
+        let path = FileBytes.displayPath(url)
+        let fileData = try FileBytes.load(url)
+        guard !fileData.isEmpty else { throw OrthofuseError("\(path): file is empty, not an .npz archive") }
+        let archive: Archive
+        do {
+            archive = try Archive(url: url, accessMode: .read)
+        } catch {
+            throw OrthofuseError("\(path): not a zip archive (an .npz file is a zip archive of .npy arrays)")
+        }
+        let entries = archive.filter { $0.type == .file }
+        var arrays: [String: NumpyArray] = [:]
+        for name in names {
+            guard let entry = entries.first(where: { $0.path == name + ".npy" }) ?? entries.first(where: { $0.path == name }) else {
+                let present = entries.map { $0.path.hasSuffix(".npy") ? String($0.path.dropLast(4)) : $0.path }
+                let listed = present.prefix(10).map { MessageText.quoted($0) }.joined(separator: ", ")
+                let more = present.count > 10 ? " and \(present.count - 10) more" : ""
+                let holds = present.isEmpty ? "the archive is empty" : "the archive holds: \(listed)\(more)"
+                throw OrthofuseError("\(path): array '\(name)' missing (\(holds))")
+            }
+            let source = "\(path): array '\(name)'"
+            let bytes = try fileData.withUnsafeBytes { raw in
+                try entryContents(entry, in: raw, source: source)
+            }
+            arrays[name] = try NumpyArray.parse(bytes, source: source)
+        }
+        return arrays
+    }
+
+    /// The uncompressed bytes of `entry`, located, inflated and CRC-checked here with explicit bounds
+    /// rather than through `Archive.extract`, whose Linux inflate loop never ends on a deflate stream
+    /// that runs past the end of the file.
+    static func entryContents(_ entry: Entry, in raw: UnsafeRawBufferPointer, source: String) throws -> Data {
+        func fail(_ problem: String) -> OrthofuseError { OrthofuseError("\(source): \(problem)") }
+        guard entry.compressedSize <= UInt64(raw.count) else {
+            throw fail("zip entry claims \(entry.compressedSize) compressed bytes, more than the whole file (archive corrupt)")
+        }
+        guard entry.uncompressedSize <= UInt64(Int.max) else { throw fail("zip entry size is out of range (archive corrupt)") }
+        let compressedSize = Int(entry.compressedSize)
+        let uncompressedSize = Int(entry.uncompressedSize)
+        guard let header = localHeader(of: entry, in: raw) else {
+            throw fail("zip local header for \(MessageText.quoted(entry.path)) not found (archive corrupt)")
+        }
+        guard header.flags & 0x0001 == 0 else { throw fail("encrypted zip entries are not supported") }
+        guard header.dataStart <= raw.count, compressedSize <= raw.count - header.dataStart else {
+            throw fail("zip entry data is truncated (archive corrupt)")
+        }
+        let compressed = Data(UnsafeRawBufferPointer(rebasing: raw[header.dataStart..<(header.dataStart + compressedSize)]))
+        let contents: Data
+        let checksum: CRC32
+        switch header.method {
+        case CompressionMethod.none.rawValue:
+            guard compressedSize == uncompressedSize else {
+                throw fail("stored zip entry has compressed size \(compressedSize) but size \(uncompressedSize) (archive corrupt)")
+            }
+            contents = compressed
+            checksum = compressed.crc32(checksum: 0)
+        case CompressionMethod.deflate.rawValue:
+            do {
+                (contents, checksum) = try RawDeflate.inflate(compressed, expectedCount: uncompressedSize)
+            } catch let failure as RawDeflate.Failure {
+                throw fail("zip entry is damaged: \(failure.message) (archive corrupt)")
+            }
+        default:
+            throw fail("unsupported zip compression method \(header.method) (only stored and deflate)")
+        }
+        guard checksum == entry.checksum else {
+            throw fail("zip entry CRC32 mismatch (archive corrupt)")
+        }
+        return contents
+    }
+
+    private struct LocalHeader {
+        let flags: UInt16
+        let method: UInt16
+        let dataStart: Int
+    }
+
+    /// Finds the local file header of `entry` by its signature and name. ZIPFoundation does not
+    /// publish the header offset, and the name, CRC and bounds checks make a false match harmless.
+    private static func localHeader(of entry: Entry, in raw: UnsafeRawBufferPointer) -> LocalHeader? {
+        let name = Array(entry.path.utf8)
+        let fixedSize = 30
+        guard raw.count >= fixedSize + name.count else { return nil }
+        let lastStart = raw.count - fixedSize - name.count
+        var searchStart = 0
+        // memchr finds candidate 'P' bytes quickly, which matters for large archives in debug builds.
+        while searchStart <= lastStart, let found = memchr(raw.baseAddress! + searchStart, 0x50, lastStart + 1 - searchStart) {
+            let offset = raw.baseAddress!.distance(to: UnsafeRawPointer(found))
+            searchStart = offset + 1
+            guard raw[offset + 1] == 0x4B, raw[offset + 2] == 0x03, raw[offset + 3] == 0x04 else { continue }
+            let nameLength = Int(raw.littleEndianInteger(at: offset + 26, as: UInt16.self))
+            guard nameLength == name.count,
+                  raw[(offset + fixedSize)..<(offset + fixedSize + nameLength)].elementsEqual(name) else { continue }
+            let flags = raw.littleEndianInteger(at: offset + 6, as: UInt16.self)
+            let localCRC = raw.littleEndianInteger(at: offset + 14, as: UInt32.self)
+            // With a data descriptor (flag bit 3) the local CRC is zero; otherwise it must agree.
+            if flags & 0x0008 == 0 && localCRC != entry.checksum { continue }
+            let extraLength = Int(raw.littleEndianInteger(at: offset + 28, as: UInt16.self))
+            return LocalHeader(flags: flags, method: raw.littleEndianInteger(at: offset + 8, as: UInt16.self),
+                               dataStart: offset + fixedSize + nameLength + extraLength)
+        }
+        return nil
+    }
+}

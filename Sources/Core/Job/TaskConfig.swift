@@ -1,0 +1,69 @@
+// TaskConfig: one entry of `tasks:` (a classification task and its data) and of `pretrain.data:`.
+
+/// A classification task: one rank fine-tunes on it and it contributes one task vector.
+public struct TaskConfig: Sendable, Equatable, Codable {
+    /// Unique within the job; used in file names.
+    public let name: String
+    public let classes: Int
+    public let train: DatasetLocation
+    public let test: DatasetLocation
+    /// This task's held-out share of `train`; nil = the job's `validation_fraction`.
+    public let validationFraction: Double?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case name, classes, train, test
+        case validationFraction = "validation_fraction"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.strictContainer(keyedBy: CodingKeys.self)
+        name = try container.required(String.self, .name)
+        if let message = JobName.violation(name) { throw container.invalid(.name, message) }
+        classes = try container.integer(.classes, in: 2...JobLimits.classes)
+        train = try container.required(DatasetLocation.self, .train)
+        test = try container.required(DatasetLocation.self, .test)
+        validationFraction = try container.optionalNumber(.validationFraction)
+        if let validationFraction {
+            try container.check(
+                validationFraction >= 0 && validationFraction <= 0.5, .validationFraction, "must be in [0, 0.5]"
+            )
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(name, forKey: .name)
+        try container.encode(classes, forKey: .classes)
+        try container.encode(train, forKey: .train)
+        try container.encode(test, forKey: .test)
+        if let validationFraction {
+            try container.encodeNumber(validationFraction, forKey: .validationFraction)
+        }
+    }
+}
+
+/// An extra dataset for pre-training θ0: only its training split is read.
+public struct PretrainDataset: Sendable, Equatable, Codable {
+    public let name: String
+    public let classes: Int
+    public let train: DatasetLocation
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case name, classes, train
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.strictContainer(keyedBy: CodingKeys.self)
+        name = try container.required(String.self, .name)
+        if let message = JobName.violation(name) { throw container.invalid(.name, message) }
+        classes = try container.integer(.classes, in: 2...JobLimits.classes)
+        train = try container.required(DatasetLocation.self, .train)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(name, forKey: .name)
+        try container.encode(classes, forKey: .classes)
+        try container.encode(train, forKey: .train)
+    }
+}

@@ -1,0 +1,26 @@
+// Backbone: the interface every feature extractor implements (MLP now, ViT next).
+
+/// A feature extractor with manual forward and backward over a flat parameter buffer.
+/// An instance owns its activation workspace, sized for `maxBatch` rows, so a training step
+/// allocates nothing; it is therefore used by one thread at a time.
+public protocol Backbone: AnyObject {
+    var layout: ParameterLayout { get }
+    /// Features of one input sample (its flattened size).
+    var inputCount: Int { get }
+    /// Width of the features handed to a task's classification head.
+    var featureCount: Int { get }
+    var maxBatch: Int { get }
+
+    /// Runs the network on `batch` rows of `inputs` [batch, inputCount]; returns a pointer to the
+    /// features [batch, featureCount], valid until the next call. Saves what backward needs.
+    func forward(parameters: UnsafePointer<Float>, inputs: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float>
+
+    /// Back-propagates `featureGradient` [batch, featureCount] through the last forward call;
+    /// *adds* into `parameterGradient` (layout order) and into `inputGradient` when given.
+    func backward(
+        featureGradient: UnsafePointer<Float>, parameters: UnsafePointer<Float>, inputs: UnsafePointer<Float>,
+        batch: Int, parameterGradient: UnsafeMutablePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?)
+
+    /// Seeded initialisation of all parameters.
+    func initialize(_ parameters: FloatBuffer, random: inout RandomStream)
+}

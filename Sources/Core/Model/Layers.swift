@@ -1,0 +1,206 @@
+// Layers: forward and backward kernels of the dense layers (Linear, ReLU, GELU).
+//
+// Legend: B batch rows, I input features, O output features.
+// Argument order everywhere: outputs, inputs, weights, sizes. Backward takes the output
+// gradient first and *adds* into parameter and input gradients, so residual paths and
+// accumulation need no special cases and zeroing is explicit.
+import Foundation
+
+public enum Linear {
+    /// out[B, O] = inp[B, I] · weight[O, I]ᵀ + bias[O]
+    public static func forward(
+        out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
+        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, rows: Int, inputs: Int, outputs: Int
+    ) {
+        if let bias {
+            for r in 0..<rows { (out + r * outputs).update(from: bias, count: outputs) }
+        }
+        sgemm(transposeA: false, transposeB: true, m: rows, n: outputs, k: inputs,
+              alpha: 1, a: inp, lda: inputs, b: weight, ldb: inputs,
+              beta: bias == nil ? 0 : 1, c: out, ldc: outputs)
+    }
+
+    /// dinp[B, I] += dout[B, O] · weight[O, I];  dweight[O, I] += doutᵀ · inp;  dbias[O] += Σ_B dout.
+    public static func backward(
+        dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
+        dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        rows: Int, inputs: Int, outputs: Int
+    ) {
+        if let dinp {
+            sgemm(transposeA: false, transposeB: false, m: rows, n: inputs, k: outputs,
+                  alpha: 1, a: dout, lda: outputs, b: weight, ldb: inputs, beta: 1, c: dinp, ldc: inputs)
+        }
+        if let dweight {
+            sgemm(transposeA: true, transposeB: false, m: outputs, n: inputs, k: rows,
+                  alpha: 1, a: dout, lda: outputs, b: inp, ldb: inputs, beta: 1, c: dweight, ldc: inputs)
+        }
+        if let dbias {
+            for r in 0..<rows {
+                ElementWise.add(dbias, dout + r * outputs, count: outputs)
+            }
+        }
+    }
+}
+
+public enum Activation: String, Sendable, Codable, CaseIterable {
+    case relu
+    case gelu
+
+    /// out = act(inp), element-wise over `count` values.
+    public func forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
+        switch self {
+        case .relu: ReLU.forward(out: out, inp: inp, count: count)
+        case .gelu: GELU.forward(out: out, inp: inp, count: count)
+        }
+    }
+
+    /// dinp += act'(inp) ⊙ dout.
+    public func backward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
+        switch self {
+        case .relu: ReLU.backward(dinp: dinp, dout: dout, inp: inp, count: count)
+        case .gelu: GELU.backward(dinp: dinp, dout: dout, inp: inp, count: count)
+        }
+    }
+}
+
+public enum ReLU {
+    public static func forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
+        let zero = SIMD16<Float>(repeating: 0)
+        var i = 0
+        while i + 16 <= count {
+            let x = UnsafeRawPointer(inp + i).loadUnaligned(as: SIMD16<Float>.self)
+            UnsafeMutableRawPointer(out + i).storeBytes(of: pointwiseMax(x, zero), as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < count {
+            out[i] = max(inp[i], 0)
+            i += 1
+        }
+    }
+
+    public static func backward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
+        let zero = SIMD16<Float>(repeating: 0)
+        var i = 0
+        while i + 16 <= count {
+            let x = UnsafeRawPointer(inp + i).loadUnaligned(as: SIMD16<Float>.self)
+            let g = UnsafeRawPointer(dout + i).loadUnaligned(as: SIMD16<Float>.self)
+            let d = UnsafeRawPointer(dinp + i).loadUnaligned(as: SIMD16<Float>.self)
+            let masked = zero.replacing(with: g, where: x .> zero)
+            UnsafeMutableRawPointer(dinp + i).storeBytes(of: d + masked, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < count {
+            if inp[i] > 0 { dinp[i] += dout[i] }
+            i += 1
+        }
+    }
+}
+
+/// GELU with the exact erf form, x·Φ(x), as PyTorch's default `nn.GELU()`.
+public enum GELU {
+    private static let inverseSqrt2: Float = 0.70710678118654752
+    private static let inverseSqrt2Pi: Float = 0.39894228040143268
+
+    public static func forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
+        for i in 0..<count {
+            let x = inp[i]
+            out[i] = 0.5 * x * (1 + erff(x * inverseSqrt2))
+        }
+    }
+
+    public static func backward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
+        for i in 0..<count {
+            let x = inp[i]
+            let cdf = 0.5 * (1 + erff(x * inverseSqrt2))
+            let pdf = inverseSqrt2Pi * expf(-0.5 * x * x)
+            dinp[i] += dout[i] * (cdf + x * pdf)
+        }
+    }
+}
+
+/// SIMD element-wise kernels over flat buffers.
+public enum ElementWise {
+    /// y += x
+    public static func add(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int) {
+        var i = 0
+        while i + 16 <= count {
+            let a = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD16<Float>.self)
+            let b = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
+            UnsafeMutableRawPointer(y + i).storeBytes(of: a + b, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < count {
+            y[i] += x[i]
+            i += 1
+        }
+    }
+
+    /// y += a · x
+    public static func axpy(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>, count: Int) {
+        let va = SIMD16<Float>(repeating: a)
+        var i = 0
+        while i + 16 <= count {
+            let yv = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD16<Float>.self)
+            let xv = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
+            UnsafeMutableRawPointer(y + i).storeBytes(of: yv + va * xv, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < count {
+            y[i] += a * x[i]
+            i += 1
+        }
+    }
+
+    /// out = a - b
+    public static func subtract(_ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) {
+        var i = 0
+        while i + 16 <= count {
+            let av = UnsafeRawPointer(a + i).loadUnaligned(as: SIMD16<Float>.self)
+            let bv = UnsafeRawPointer(b + i).loadUnaligned(as: SIMD16<Float>.self)
+            UnsafeMutableRawPointer(out + i).storeBytes(of: av - bv, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < count {
+            out[i] = a[i] - b[i]
+            i += 1
+        }
+    }
+
+    /// x *= a
+    public static func scale(_ x: UnsafeMutablePointer<Float>, _ a: Float, count: Int) {
+        let va = SIMD16<Float>(repeating: a)
+        var i = 0
+        while i + 16 <= count {
+            let xv = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
+            UnsafeMutableRawPointer(x + i).storeBytes(of: xv * va, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < count {
+            x[i] *= a
+            i += 1
+        }
+    }
+
+    /// Σ x² accumulated in Double (used for norms that decide clipping).
+    public static func sumOfSquares(_ x: UnsafePointer<Float>, count: Int) -> Double {
+        var accumulator = SIMD16<Float>(repeating: 0)
+        var total = 0.0
+        var i = 0
+        while i + 16 <= count {
+            let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
+            accumulator += v * v
+            i += 16
+            // Flush into Double every 4096 values so long vectors do not lose precision.
+            if i & 4095 == 0 {
+                total += Double(accumulator.sum())
+                accumulator = .init(repeating: 0)
+            }
+        }
+        total += Double(accumulator.sum())
+        while i < count {
+            total += Double(x[i]) * Double(x[i])
+            i += 1
+        }
+        return total
+    }
+}

@@ -1,0 +1,118 @@
+// MLP: a multilayer perceptron backbone, `layers.i` Linear + activation, PyTorch layout.
+//
+// Legend: B batch rows, D input features, H_i width of hidden layer i.
+// Every Linear is followed by the activation, the last one included: the backbone output
+// (features) is the last hidden activation, and a task's head maps it to class logits.
+
+public struct MLPConfiguration: Sendable, Equatable {
+    public var inputCount: Int
+    public var hidden: [Int]
+    public var activation: Activation
+
+    public init(inputCount: Int, hidden: [Int], activation: Activation) {
+        self.inputCount = inputCount
+        self.hidden = hidden
+        self.activation = activation
+    }
+
+    /// Names and shapes: layers.i.weight [H_i, H_{i-1}], layers.i.bias [H_i].
+    public var layout: ParameterLayout {
+        var specs: [ParameterSpec] = []
+        var fanIn = inputCount
+        for (i, width) in hidden.enumerated() {
+            specs.append(ParameterSpec(name: "layers.\(i).weight", shape: [width, fanIn]))
+            specs.append(ParameterSpec(name: "layers.\(i).bias", shape: [width]))
+            fanIn = width
+        }
+        return ParameterLayout(specs)
+    }
+}
+
+public final class MLPBackbone: Backbone {
+    public let configuration: MLPConfiguration
+    public let layout: ParameterLayout
+    public let maxBatch: Int
+    public var inputCount: Int { configuration.inputCount }
+    public var featureCount: Int { configuration.hidden.last ?? configuration.inputCount }
+
+    // Saved by forward for backward: pre-activations[i] [B, H_i], activations[i] [B, H_i].
+    private let preActivations: [FloatBuffer]
+    private let activations: [FloatBuffer]
+    // Scratch gradients w.r.t. activations and pre-activations, [B, max H].
+    private let activationGradient: FloatBuffer
+    private let preActivationGradient: FloatBuffer
+
+    public init(_ configuration: MLPConfiguration, maxBatch: Int) {
+        precondition(!configuration.hidden.isEmpty, "an MLP needs at least one hidden layer")
+        self.configuration = configuration
+        self.layout = configuration.layout
+        self.maxBatch = maxBatch
+        preActivations = configuration.hidden.map { FloatBuffer(count: maxBatch * $0) }
+        activations = configuration.hidden.map { FloatBuffer(count: maxBatch * $0) }
+        let widest = configuration.hidden.max()!
+        activationGradient = FloatBuffer(count: maxBatch * widest)
+        preActivationGradient = FloatBuffer(count: maxBatch * widest)
+    }
+
+    public func forward(parameters: UnsafePointer<Float>, inputs: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+        precondition(batch <= maxBatch, "batch \(batch) exceeds the workspace (\(maxBatch))")
+        var layerInput = inputs
+        var fanIn = configuration.inputCount
+        for (i, width) in configuration.hidden.enumerated() {
+            let weight = parameters + layout.offsets[2 * i]
+            let bias = parameters + layout.offsets[2 * i + 1]
+            Linear.forward(out: preActivations[i].pointer, inp: layerInput, weight: weight, bias: bias,
+                           rows: batch, inputs: fanIn, outputs: width)
+            configuration.activation.forward(out: activations[i].pointer, inp: preActivations[i].pointer,
+                                             count: batch * width)
+            layerInput = UnsafePointer(activations[i].pointer)
+            fanIn = width
+        }
+        return layerInput
+    }
+
+    public func backward(
+        featureGradient: UnsafePointer<Float>, parameters: UnsafePointer<Float>, inputs: UnsafePointer<Float>,
+        batch: Int, parameterGradient: UnsafeMutablePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?
+    ) {
+        let hidden = configuration.hidden
+        var upstream = featureGradient
+        for i in stride(from: hidden.count - 1, through: 0, by: -1) {
+            let width = hidden[i]
+            let fanIn = i == 0 ? configuration.inputCount : hidden[i - 1]
+            let count = batch * width
+            preActivationGradient.pointer.update(repeating: 0, count: count)
+            configuration.activation.backward(dinp: preActivationGradient.pointer, dout: upstream,
+                                              inp: preActivations[i].pointer, count: count)
+            let layerInput = i == 0 ? inputs : UnsafePointer(activations[i - 1].pointer)
+            // The gradient w.r.t. this layer's input: either the previous activation's
+            // (into scratch, then handed upstream) or the caller's input gradient.
+            var inputGradientTarget: UnsafeMutablePointer<Float>? = nil
+            if i > 0 {
+                activationGradient.pointer.update(repeating: 0, count: batch * fanIn)
+                inputGradientTarget = activationGradient.pointer
+            } else {
+                inputGradientTarget = inputGradient
+            }
+            Linear.backward(dinp: inputGradientTarget,
+                            dweight: parameterGradient + layout.offsets[2 * i],
+                            dbias: parameterGradient + layout.offsets[2 * i + 1],
+                            dout: preActivationGradient.pointer, inp: layerInput,
+                            weight: parameters + layout.offsets[2 * i],
+                            rows: batch, inputs: fanIn, outputs: width)
+            upstream = UnsafePointer(activationGradient.pointer)
+        }
+    }
+
+    /// PyTorch's default Linear initialisation: weight and bias uniform in ±1/√fan_in.
+    public func initialize(_ parameters: FloatBuffer, random: inout RandomStream) {
+        precondition(parameters.count == layout.totalCount)
+        for (i, spec) in layout.specs.enumerated() {
+            let fanIn = i % 2 == 0 ? spec.shape[1] : layout.specs[i - 1].shape[1]
+            let bound = 1 / Double(fanIn).squareRoot()
+            for j in layout.range(at: i) {
+                parameters[j] = Float((2 * random.nextDouble() - 1) * bound)
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+// ParameterLayout: the one list of a model's named tensors and their offsets in a flat buffer.
+
+/// One named parameter tensor, with PyTorch's shape convention (Linear weight is [out, in]).
+public struct ParameterSpec: Sendable, Equatable {
+    public let name: String
+    public let shape: [Int]
+
+    public init(name: String, shape: [Int]) {
+        self.name = name
+        self.shape = shape
+    }
+
+    public var count: Int { shape.reduce(1, *) }
+    /// A weight matrix: what OrthoReg and TSV act on.
+    public var isMatrix: Bool { shape.count == 2 }
+}
+
+/// Parameters, gradients, optimizer moments and task vectors all share this flat layout, so the
+/// optimizer, OrthoReg and merging are loops over buffers; names and shapes are declared once.
+public struct ParameterLayout: Sendable, Equatable {
+    public let specs: [ParameterSpec]
+    public let offsets: [Int]
+    public let totalCount: Int
+    private let indexByName: [String: Int]
+
+    public init(_ specs: [ParameterSpec]) {
+        self.specs = specs
+        var offsets: [Int] = []
+        var total = 0
+        for spec in specs {
+            offsets.append(total)
+            total += spec.count
+        }
+        self.offsets = offsets
+        totalCount = total
+        var index: [String: Int] = [:]
+        for (i, spec) in specs.enumerated() {
+            precondition(index[spec.name] == nil, "duplicate parameter name \(spec.name)")
+            index[spec.name] = i
+        }
+        indexByName = index
+    }
+
+    public func index(of name: String) -> Int? { indexByName[name] }
+
+    public func range(of name: String) -> Range<Int>? {
+        guard let i = indexByName[name] else { return nil }
+        return offsets[i]..<(offsets[i] + specs[i].count)
+    }
+
+    public func range(at index: Int) -> Range<Int> {
+        offsets[index]..<(offsets[index] + specs[index].count)
+    }
+
+    /// Splits a flat buffer into named tensors (for saving).
+    public func records(from values: UnsafeBufferPointer<Float>) -> [TensorRecord] {
+        precondition(values.count == totalCount, "buffer does not match the layout")
+        return specs.enumerated().map { i, spec in
+            TensorRecord(name: spec.name, shape: spec.shape, values: Array(values[range(at: i)]))
+        }
+    }
+
+    public func records(from buffer: FloatBuffer) -> [TensorRecord] {
+        records(from: UnsafeBufferPointer(buffer.buffer))
+    }
+
+    /// Fills a flat buffer from named tensors, strictly: every parameter must be present with
+    /// its exact shape. Extra tensors are an error unless `ignoringExtra` lists their prefix.
+    public func load(
+        _ file: SafetensorsFile, into destination: FloatBuffer, origin: String, ignoringPrefixes: [String] = []
+    ) throws {
+        precondition(destination.count == totalCount, "buffer does not match the layout")
+        for (i, spec) in specs.enumerated() {
+            guard let record = file[spec.name] else {
+                throw OrthofuseError("\(origin): tensor '\(spec.name)' missing (expected shape \(spec.shape))")
+            }
+            guard record.shape == spec.shape else {
+                throw OrthofuseError(
+                    "\(origin): tensor '\(spec.name)' has shape \(record.shape), the model needs \(spec.shape)")
+            }
+            let offset = offsets[i]
+            record.values.withUnsafeBufferPointer { source in
+                if let base = source.baseAddress { (destination.pointer + offset).update(from: base, count: spec.count) }
+            }
+        }
+        for record in file.tensors where indexByName[record.name] == nil {
+            if ignoringPrefixes.contains(where: { record.name.hasPrefix($0) }) { continue }
+            throw OrthofuseError("\(origin): unexpected tensor '\(record.name)' (not a parameter of this model)")
+        }
+    }
+}

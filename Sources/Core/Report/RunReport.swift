@@ -1,0 +1,210 @@
+// RunReport: the contents of report.json and the results table printed at the end of a run.
+import Foundation
+
+public struct RunReport: Codable, Sendable, Equatable {
+    public struct TaskEntry: Codable, Sendable, Equatable {
+        public var name: String
+        /// Test accuracy of the head on θ0 (the frozen linear probe, no fine-tuning).
+        public var zeroShotAccuracy: Double
+        /// Test accuracy of θt, the model fine-tuned on this task alone.
+        public var finetunedAccuracy: Double
+        public var zeroShotValidationAccuracy: Double
+        public var finetunedValidationAccuracy: Double
+        public var trainSamples: Int
+        public var validationSamples: Int
+        public var testSamples: Int
+        /// ‖τt‖₂ over the whole backbone.
+        public var taskVectorNorm: Double
+        /// Σ over regularised matrices of ‖G − I‖ of τt (the OrthoReg penalty of the final update).
+        public var orthoRegPenalty: Double
+        public var finalLoss: Double
+        public var trainSeconds: Double
+        public var rank: Int
+
+        public init(name: String, zeroShotAccuracy: Double, finetunedAccuracy: Double, zeroShotValidationAccuracy: Double, finetunedValidationAccuracy: Double, trainSamples: Int, validationSamples: Int, testSamples: Int, taskVectorNorm: Double, orthoRegPenalty: Double, finalLoss: Double, trainSeconds: Double, rank: Int) {
+            self.name = name
+            self.zeroShotAccuracy = zeroShotAccuracy
+            self.finetunedAccuracy = finetunedAccuracy
+            self.zeroShotValidationAccuracy = zeroShotValidationAccuracy
+            self.finetunedValidationAccuracy = finetunedValidationAccuracy
+            self.trainSamples = trainSamples
+            self.validationSamples = validationSamples
+            self.testSamples = testSamples
+            self.taskVectorNorm = taskVectorNorm
+            self.orthoRegPenalty = orthoRegPenalty
+            self.finalLoss = finalLoss
+            self.trainSeconds = trainSeconds
+            self.rank = rank
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case name, rank
+            case zeroShotAccuracy = "zero_shot_accuracy"
+            case finetunedAccuracy = "finetuned_accuracy"
+            case zeroShotValidationAccuracy = "zero_shot_validation_accuracy"
+            case finetunedValidationAccuracy = "finetuned_validation_accuracy"
+            case trainSamples = "train_samples"
+            case validationSamples = "validation_samples"
+            case testSamples = "test_samples"
+            case taskVectorNorm = "task_vector_norm"
+            case orthoRegPenalty = "orthoreg_penalty"
+            case finalLoss = "final_loss"
+            case trainSeconds = "train_seconds"
+        }
+    }
+
+    public struct PerTaskAccuracy: Codable, Sendable, Equatable {
+        public var name: String
+        public var accuracy: Double
+        public var normalizedAccuracy: Double
+
+        public init(name: String, accuracy: Double, normalizedAccuracy: Double) {
+            self.name = name
+            self.accuracy = accuracy
+            self.normalizedAccuracy = normalizedAccuracy
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case name, accuracy
+            case normalizedAccuracy = "normalized_accuracy"
+        }
+    }
+
+    public struct AlphaPoint: Codable, Sendable, Equatable {
+        public var alpha: Double
+        public var validationNormalizedAccuracy: Double
+        public var validationAbsoluteAccuracy: Double
+
+        public init(alpha: Double, validationNormalizedAccuracy: Double, validationAbsoluteAccuracy: Double) {
+            self.alpha = alpha
+            self.validationNormalizedAccuracy = validationNormalizedAccuracy
+            self.validationAbsoluteAccuracy = validationAbsoluteAccuracy
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case alpha
+            case validationNormalizedAccuracy = "validation_normalized_accuracy"
+            case validationAbsoluteAccuracy = "validation_absolute_accuracy"
+        }
+    }
+
+    public struct MergeEntry: Codable, Sendable, Equatable {
+        public var method: String
+        /// The α chosen on the validation splits.
+        public var alpha: Double
+        /// Mean over tasks of test accuracy of the merged model.
+        public var absoluteAccuracy: Double
+        /// Mean over tasks of accuracy(merged) / accuracy(fine-tuned), on test.
+        public var normalizedAccuracy: Double
+        public var perTask: [PerTaskAccuracy]
+        public var alphaCurve: [AlphaPoint]
+        public var file: String
+
+        public init(method: String, alpha: Double, absoluteAccuracy: Double, normalizedAccuracy: Double, perTask: [PerTaskAccuracy], alphaCurve: [AlphaPoint], file: String) {
+            self.method = method
+            self.alpha = alpha
+            self.absoluteAccuracy = absoluteAccuracy
+            self.normalizedAccuracy = normalizedAccuracy
+            self.perTask = perTask
+            self.alphaCurve = alphaCurve
+            self.file = file
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case method, alpha, file
+            case absoluteAccuracy = "absolute_accuracy"
+            case normalizedAccuracy = "normalized_accuracy"
+            case perTask = "per_task"
+            case alphaCurve = "alpha_curve"
+        }
+    }
+
+    public struct RunInfo: Codable, Sendable, Equatable {
+        public var job: String
+        public var seed: UInt64
+        public var ranks: Int
+        public var finetuneMode: String
+        public var orthoRegLambda: Double
+        public var orthoRegForm: String
+        public var blasCore: String
+        public var wallSeconds: Double
+        public var version: String
+
+        public init(job: String, seed: UInt64, ranks: Int, finetuneMode: String, orthoRegLambda: Double, orthoRegForm: String, blasCore: String, wallSeconds: Double, version: String) {
+            self.job = job
+            self.seed = seed
+            self.ranks = ranks
+            self.finetuneMode = finetuneMode
+            self.orthoRegLambda = orthoRegLambda
+            self.orthoRegForm = orthoRegForm
+            self.blasCore = blasCore
+            self.wallSeconds = wallSeconds
+            self.version = version
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case job, seed, ranks, version
+            case finetuneMode = "finetune_mode"
+            case orthoRegLambda = "orthoreg_lambda"
+            case orthoRegForm = "orthoreg_form"
+            case blasCore = "blas_core"
+            case wallSeconds = "wall_seconds"
+        }
+    }
+
+    public var run: RunInfo
+    public var tasks: [TaskEntry]
+    public var merges: [MergeEntry]
+
+    public init(run: RunInfo, tasks: [TaskEntry], merges: [MergeEntry]) {
+        self.run = run
+        self.tasks = tasks
+        self.merges = merges
+    }
+
+    public func encoded() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return try encoder.encode(self)
+    }
+
+    /// The table printed at the end of a run: one row per task, one column per stage/method.
+    public func table() -> String {
+        var header = ["task", "zero-shot", "fine-tuned"]
+        header += merges.map { "\($0.method) α=\(Self.format($0.alpha, digits: 2))" }
+        var rows: [[String]] = []
+        for (i, task) in tasks.enumerated() {
+            var row = [task.name, Self.percent(task.zeroShotAccuracy), Self.percent(task.finetunedAccuracy)]
+            row += merges.map { Self.percent($0.perTask[i].accuracy) }
+            rows.append(row)
+        }
+        let count = Double(max(tasks.count, 1))
+        var mean = ["mean (abs.)",
+                    Self.percent(tasks.map(\.zeroShotAccuracy).reduce(0, +) / count),
+                    Self.percent(tasks.map(\.finetunedAccuracy).reduce(0, +) / count)]
+        mean += merges.map { Self.percent($0.absoluteAccuracy) }
+        rows.append(mean)
+        var normalized = ["mean (norm.)", "", ""]
+        normalized += merges.map { Self.percent($0.normalizedAccuracy) }
+        rows.append(normalized)
+
+        let widths = header.indices.map { column in
+            ([header[column]] + rows.map { $0[column] }).map(\.count).max()!
+        }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { column, cell in
+                column == 0 ? cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+                    : String(repeating: " ", count: widths[column] - cell.count) + cell
+            }.joined(separator: "  ")
+        }
+        var lines = [line(header), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")]
+        lines += rows.map(line)
+        return lines.joined(separator: "\n")
+    }
+
+    static func percent(_ value: Double) -> String { format(100 * value, digits: 2) }
+
+    static func format(_ value: Double, digits: Int) -> String {
+        String(format: "%.\(digits)f", value)
+    }
+}

@@ -1,0 +1,12 @@
+// OrthofuseError: the one error type users see; its message is a single, self-contained line.
+
+/// An error whose `description` is the one line the user reads (file or key path first).
+public struct OrthofuseError: Error, CustomStringConvertible, Sendable, Equatable {
+    public let message: String
+
+    public init(_ message: String) {
+        self.message = message
+    }
+
+    public var description: String { message }
+}

@@ -1,0 +1,127 @@
+// OrthoReg: the orthogonality penalty on weight updates ΔW = W − W0 and its analytic gradient.
+//
+// For ΔW [m, n] let k = min(m, n) and G the k×k Gram: ΔWᵀΔW when m ≥ n, else ΔWΔWᵀ.
+//   squared   (the paper):         R = ‖G − I‖²_F,  ∂R/∂ΔW = 4 ΔW (G − I)  or  4 (G − I) ΔW
+//   frobenius (the released code): R = ‖G − I‖_F,   ∂R/∂ΔW = 2 ΔW (G − I) / R  (0 when R = 0)
+// No normalisation by size; the identity includes the diagonal, so the penalty is
+// Σ_i (σ_i² − 1)² over the singular values of ΔW in the squared form.
+
+public enum OrthoRegForm: String, Sendable, Codable, CaseIterable {
+    /// ‖G − I‖_F, the plain norm of the released code; the default because it is what the
+    /// published λ values (10 full fine-tuning, 1 LoRA) were tuned with.
+    case frobenius
+    /// ‖G − I‖²_F, as written in the paper.
+    case squared
+}
+
+public struct OrthoRegSettings: Sendable, Equatable {
+    public var lambda: Float
+    public var form: OrthoRegForm
+
+    public init(lambda: Float, form: OrthoRegForm = .frobenius) {
+        self.lambda = lambda
+        self.form = form
+    }
+
+    public var isActive: Bool { lambda > 0 }
+}
+
+/// Applies the penalty to a set of matrices of a flat layout, with preallocated scratch
+/// (ΔW, G, and the gradient product) sized for the largest matrix.
+public final class OrthoRegularizer {
+    public let settings: OrthoRegSettings
+    private let matrices: [(offset: Int, rows: Int, columns: Int)]
+    private let delta: FloatBuffer
+    private let gram: FloatBuffer
+    private let product: FloatBuffer
+
+    /// `parameterIndices`: the layout entries to regularise (each must be 2-D).
+    public init(settings: OrthoRegSettings, layout: ParameterLayout, parameterIndices: [Int]) {
+        self.settings = settings
+        matrices = parameterIndices.map { index in
+            let spec = layout.specs[index]
+            precondition(spec.isMatrix, "OrthoReg applies to 2-D weights only (\(spec.name))")
+            return (layout.offsets[index], spec.shape[0], spec.shape[1])
+        }
+        let largest = matrices.map { $0.rows * $0.columns }.max() ?? 0
+        let largestGram = matrices.map { min($0.rows, $0.columns) }.map { $0 * $0 }.max() ?? 0
+        delta = FloatBuffer(count: largest)
+        gram = FloatBuffer(count: largestGram)
+        product = FloatBuffer(count: largest)
+    }
+
+    /// Adds λ·∂R/∂W into `gradient` for every matrix; returns Σ R (without λ).
+    @discardableResult
+    public func apply(parameters: UnsafePointer<Float>, base: UnsafePointer<Float>,
+                      gradient: UnsafeMutablePointer<Float>) -> Double {
+        var total = 0.0
+        for matrix in matrices {
+            let count = matrix.rows * matrix.columns
+            ElementWise.subtract(delta.pointer, parameters + matrix.offset, base + matrix.offset, count: count)
+            let value = Self.penaltyAndGradient(
+                delta: delta.pointer, rows: matrix.rows, columns: matrix.columns, form: settings.form,
+                gram: gram.pointer, gradientOut: product.pointer)
+            total += value
+            ElementWise.axpy(gradient + matrix.offset, settings.lambda, product.pointer, count: count)
+        }
+        return total
+    }
+
+    /// The penalty of all matrices (no gradient), e.g. for logging or analysis.
+    public func value(parameters: UnsafePointer<Float>, base: UnsafePointer<Float>) -> Double {
+        var total = 0.0
+        for matrix in matrices {
+            let count = matrix.rows * matrix.columns
+            ElementWise.subtract(delta.pointer, parameters + matrix.offset, base + matrix.offset, count: count)
+            total += Self.penaltyAndGradient(delta: delta.pointer, rows: matrix.rows, columns: matrix.columns,
+                                             form: settings.form, gram: gram.pointer, gradientOut: nil)
+        }
+        return total
+    }
+
+    /// R(ΔW) for one matrix and, when `gradientOut` is given, ∂R/∂ΔW [rows, columns] into it.
+    /// `gram` is scratch of at least k² floats.
+    public static func penaltyAndGradient(
+        delta: UnsafePointer<Float>, rows m: Int, columns n: Int, form: OrthoRegForm,
+        gram: UnsafeMutablePointer<Float>, gradientOut: UnsafeMutablePointer<Float>?
+    ) -> Double {
+        let tall = m >= n
+        let k = tall ? n : m
+        // G = ΔWᵀΔW [n, n] (tall) or ΔWΔWᵀ [m, m] (wide).
+        if tall {
+            sgemm(transposeA: true, transposeB: false, m: n, n: n, k: m, alpha: 1,
+                  a: delta, lda: n, b: delta, ldb: n, beta: 0, c: gram, ldc: n)
+        } else {
+            sgemm(transposeA: false, transposeB: true, m: m, n: m, k: n, alpha: 1,
+                  a: delta, lda: n, b: delta, ldb: n, beta: 0, c: gram, ldc: m)
+        }
+        for i in 0..<k { gram[i * k + i] -= 1 }
+        let squaredNorm = ElementWise.sumOfSquares(gram, count: k * k)
+        let value = form == .squared ? squaredNorm : squaredNorm.squareRoot()
+        guard let gradientOut else { return value }
+        let scale: Float
+        switch form {
+        case .squared: scale = 4
+        case .frobenius: scale = value > 0 ? Float(2 / value) : 0
+        }
+        // ∂R/∂ΔW = scale · ΔW (G − I) (tall) or scale · (G − I) ΔW (wide); G − I is symmetric.
+        if tall {
+            sgemm(transposeA: false, transposeB: false, m: m, n: n, k: n, alpha: scale,
+                  a: delta, lda: n, b: gram, ldb: n, beta: 0, c: gradientOut, ldc: n)
+        } else {
+            sgemm(transposeA: false, transposeB: false, m: m, n: n, k: m, alpha: scale,
+                  a: gram, lda: m, b: delta, ldb: n, beta: 0, c: gradientOut, ldc: n)
+        }
+        return value
+    }
+
+    /// ‖G − I‖ of one matrix, allocating its own scratch (analysis, not the training step).
+    public static func penalty(delta: [Float], rows: Int, columns: Int, form: OrthoRegForm) -> Double {
+        let k = min(rows, columns)
+        let gram = FloatBuffer(count: k * k)
+        return delta.withUnsafeBufferPointer {
+            penaltyAndGradient(delta: $0.baseAddress!, rows: rows, columns: columns, form: form,
+                               gram: gram.pointer, gradientOut: nil)
+        }
+    }
+}

@@ -1,0 +1,42 @@
+// Communicator: the message-passing interface the coordinator and workers are written against.
+
+/// A failure of the transport itself (a peer vanished, a message was malformed).
+public struct TransportError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+public enum ReduceOperation: Sendable {
+    case sum, max, min
+}
+
+/// A group of `size` ranks running the same program (SPMD). Collective calls must be made by
+/// every rank of the group in the same order. Implementations: MPI (one process per rank) and
+/// in-process (one thread per rank, for tests).
+public protocol Communicator: Sendable {
+    /// This rank, in 0..<size. Rank 0 is the coordinator.
+    var rank: Int { get }
+    var size: Int { get }
+
+    /// Blocks until every rank has entered the barrier.
+    func barrier() throws
+
+    /// Every rank receives `root`'s bytes; the other ranks' arguments are ignored.
+    func broadcast(_ bytes: [UInt8], root: Int) throws -> [UInt8]
+
+    /// Every rank receives `root`'s values into `values`; all ranks pass the same count.
+    func broadcast(_ values: UnsafeMutableBufferPointer<Float>, root: Int) throws
+
+    /// Every rank contributes a block of any length; every rank receives all blocks, by rank.
+    func allGather(_ block: [Float]) throws -> [[Float]]
+
+    /// Element-wise reduction over ranks; every rank passes the same count and gets the result.
+    func allReduce(_ values: [Double], _ operation: ReduceOperation) throws -> [Double]
+
+    /// Point-to-point: delivers `bytes` to rank `destination`, matched by `tag` (tag ≥ 0).
+    func send(_ bytes: [UInt8], to destination: Int, tag: Int) throws
+
+    /// Receives the next message with `tag`, from `source` or from any rank when nil.
+    func receive(from source: Int?, tag: Int) throws -> (source: Int, bytes: [UInt8])
+}

@@ -1,0 +1,151 @@
+// TaskWorker: everything one rank does for one task: load and split its data, fit the frozen
+// head on θ0, fine-tune the backbone, and measure it.
+import Core
+import Foundation
+
+/// One task of the job, with its files resolved.
+public struct TaskSpec: Sendable, Equatable {
+    public var name: String
+    public var classes: Int
+    public var train: DatasetSource
+    public var test: DatasetSource
+    public var validationFraction: Double
+    public var validationMax: Int
+
+    public init(name: String, classes: Int, train: DatasetSource, test: DatasetSource,
+                validationFraction: Double, validationMax: Int) {
+        self.name = name
+        self.classes = classes
+        self.train = train
+        self.test = test
+        self.validationFraction = validationFraction
+        self.validationMax = validationMax
+    }
+}
+
+/// How the frozen head is fitted (a linear probe on θ0 features).
+public struct ProbeSettings: Sendable, Equatable {
+    public var steps: Int
+    public var batchSize: Int
+    public var optimizer: OptimizerSettings
+
+    public init(steps: Int, batchSize: Int, optimizer: OptimizerSettings) {
+        self.steps = steps
+        self.batchSize = batchSize
+        self.optimizer = optimizer
+    }
+}
+
+/// A task's splits, loaded once and kept for the evaluations after merging.
+public struct TaskData: Sendable {
+    public var train: Dataset
+    public var validation: Dataset
+    public var test: Dataset
+}
+
+/// What a worker hands back for one task.
+public struct TaskResult: @unchecked Sendable {
+    // FloatBuffer and ClassificationHead are reference types, handed over once finished.
+    public var name: String
+    public var taskVector: FloatBuffer
+    public var head: ClassificationHead
+    public var data: TaskData
+    public var entry: RunReport.TaskEntry
+}
+
+
+public enum TaskDataLoader {
+    /// Loads a task's train and test files, checks them against the model and the task, and
+    /// holds out the validation split with the task's own random stream.
+    public static func load(_ task: TaskSpec, inputCount: Int, seed: UInt64) throws -> TaskData {
+        let train = try Dataset.load(task.train)
+        let test = try Dataset.load(task.test)
+        for (split, data) in [("train", train), ("test", test)] {
+            guard data.featureCount == inputCount else {
+                throw OrthofuseError(
+                    "task '\(task.name)': \(split) samples have \(data.featureCount) features (shape \(data.sampleShape)), the model input needs \(inputCount)")
+            }
+            if let bad = data.labels.first(where: { $0 < 0 || Int($0) >= task.classes }) {
+                throw OrthofuseError("task '\(task.name)': \(split) label \(bad) is outside 0..<\(task.classes) (classes: \(task.classes))")
+            }
+        }
+        let (trainPart, validation) = train.splitValidation(
+            fraction: task.validationFraction, maxValidation: task.validationMax,
+            random: RandomStream(seed: seed, label: "validation-split/\(task.name)"))
+        return TaskData(train: trainPart, validation: validation, test: test)
+    }
+}
+
+public final class TaskWorker {
+    public let seed: UInt64
+    public let base: FloatBuffer
+    public let finetune: TrainingSettings
+    public let probe: ProbeSettings
+    public let console: Console
+    private let backbone: any Backbone
+    private let regularizedForReport: [Int]
+
+    /// `backbone` is this worker's own instance (it owns the activation workspace).
+    public init(backbone: any Backbone, base: FloatBuffer, seed: UInt64, finetune: TrainingSettings,
+                probe: ProbeSettings, console: Console) {
+        self.backbone = backbone
+        self.base = base
+        self.seed = seed
+        self.finetune = finetune
+        self.probe = probe
+        self.console = console
+        regularizedForReport = finetune.regularizedParameters.isEmpty
+            ? backbone.layout.specs.indices.filter { backbone.layout.specs[$0].isMatrix }
+            : finetune.regularizedParameters
+    }
+
+    public func run(_ task: TaskSpec) throws -> TaskResult {
+        let started = Date()
+        let data = try TaskDataLoader.load(task, inputCount: backbone.inputCount, seed: seed)
+        console.info("\(task.name): \(data.train.count) train / \(data.validation.count) validation / \(data.test.count) test samples")
+
+        let head = ClassificationHead(classes: task.classes, featureCount: backbone.featureCount)
+        LinearProbe.fit(head: head, backbone: backbone, parameters: base, data: data.train, steps: probe.steps,
+                        batchSize: probe.batchSize, optimizer: probe.optimizer,
+                        random: RandomStream(seed: seed, label: "probe/\(task.name)"))
+        let zeroShotTest = Evaluation.accuracy(backbone: backbone, parameters: base, head: head, data: data.test)
+        let zeroShotValidation = Evaluation.accuracy(backbone: backbone, parameters: base, head: head, data: data.validation)
+        console.info("\(task.name): head fitted on θ0, zero-shot test accuracy \(percent(zeroShotTest))")
+
+        let parameters = FloatBuffer(count: base.count)
+        parameters.copy(from: base)
+        let trainer = Trainer(backbone: backbone, head: head, settings: finetune)
+        var finalLoss = Double.nan
+        let reportEvery = max(1, min(100, finetune.steps / 10))
+        try trainer.run(parameters: parameters, base: base, data: data.train,
+                        random: RandomStream(seed: seed, label: "finetune/\(task.name)"), label: "task '\(task.name)'",
+                        reportEvery: reportEvery) { progress in
+            finalLoss = progress.loss
+            let ortho = finetune.orthoReg.isActive ? String(format: " orthoreg %.4f", progress.orthoReg) : ""
+            self.console.info(String(
+                format: "%@: step %d/%d loss %.4f%@ lr %.2e %.0f samples/s",
+                task.name, progress.step, progress.steps, progress.loss, ortho, progress.learningRate,
+                progress.samplesPerSecond))
+        }
+        let finetunedTest = Evaluation.accuracy(backbone: backbone, parameters: parameters, head: head, data: data.test)
+        let finetunedValidation = Evaluation.accuracy(backbone: backbone, parameters: parameters, head: head,
+                                                      data: data.validation)
+        let taskVector = TaskVector.difference(finetuned: parameters, base: base)
+        let norm = ElementWise.sumOfSquares(taskVector.pointer, count: taskVector.count).squareRoot()
+        let penalty = OrthoRegularizer(settings: OrthoRegSettings(lambda: 1, form: finetune.orthoReg.form),
+                                       layout: backbone.layout, parameterIndices: regularizedForReport)
+            .value(parameters: parameters.pointer, base: base.pointer)
+        let seconds = Date().timeIntervalSince(started)
+        console.info("\(task.name): fine-tuned test accuracy \(percent(finetunedTest)) (zero-shot \(percent(zeroShotTest))), ‖τ‖ \(String(format: "%.3f", norm)), \(String(format: "%.1f", seconds)) s")
+
+        let entry = RunReport.TaskEntry(
+            name: task.name, zeroShotAccuracy: zeroShotTest, finetunedAccuracy: finetunedTest,
+            zeroShotValidationAccuracy: zeroShotValidation, finetunedValidationAccuracy: finetunedValidation,
+            trainSamples: data.train.count, validationSamples: data.validation.count, testSamples: data.test.count,
+            taskVectorNorm: norm, orthoRegPenalty: penalty, finalLoss: finalLoss, trainSeconds: seconds,
+            rank: console.rank)
+        return TaskResult(name: task.name, taskVector: taskVector, head: head, data: data, entry: entry)
+    }
+
+    private func percent(_ value: Double) -> String { String(format: "%.2f%%", 100 * value) }
+}

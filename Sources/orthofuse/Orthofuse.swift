@@ -1,0 +1,106 @@
+// Orthofuse: the command-line entry point (run, demo, doctor).
+import ArgumentParser
+import Coordinator
+import Core
+import Foundation
+import MPITransport
+import Transport
+
+@main
+struct Orthofuse: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "orthofuse",
+        abstract: "Fine-tune one model per task with OrthoReg on MPI ranks, merge the task vectors, evaluate.",
+        version: JobRunner.version,
+        subcommands: [Run.self, Demo.self, Doctor.self])
+
+    static func main() {
+        BLASEnvironment.ensureCoreType()
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+/// Output verbosity, shared by the commands that run jobs.
+struct OutputOptions: ParsableArguments {
+    @Flag(name: .shortAndLong, help: "Print only the results table and errors.")
+    var quiet = false
+
+    @Flag(name: .shortAndLong, help: "Print more detail (every rank's progress).")
+    var verbose = false
+
+    var level: Console.Level { quiet ? .quiet : (verbose ? .verbose : .normal) }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a job: fine-tune every task, gather the task vectors, merge, evaluate, report.",
+        discussion: """
+            Without mpirun one process does every task in turn. Under `mpirun -np N` rank 0 \
+            coordinates and the ranks fine-tune tasks in parallel; results do not depend on N.
+            """)
+
+    @Argument(help: "The job file (YAML).")
+    var job: String
+
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        try Launch.runJob(source: .file(URL(fileURLWithPath: job)), level: output.level)
+    }
+}
+
+struct Demo: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the built-in demo job: 4 real image tasks (MNIST, Fashion-MNIST, Animal-MNIST, digits).",
+        discussion: "Prepare the data first with scripts/prepare_data.py (scripts/demo.sh does everything).")
+
+    @Option(help: "Directory holding the prepared datasets (mnist/, fashion_mnist/, animal_mnist/, digits/).")
+    var data = "data"
+
+    @Option(help: "Run directory for the outputs.")
+    var output = "runs/demo"
+
+    @Flag(help: "Print the demo job file and exit.")
+    var printJob = false
+
+    @OptionGroup var verbosity: OutputOptions
+
+    func run() throws {
+        let text = DemoJob.yaml(dataDirectory: data, output: output)
+        if printJob {
+            print(text, terminator: "")
+            return
+        }
+        let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+        try Launch.runJob(source: .text(text, origin: "demo job", baseDirectory: cwd), level: verbosity.level)
+    }
+}
+
+struct Doctor: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check this installation: MPI collectives on every rank, OpenBLAS kernels and speed.")
+
+    func run() throws {
+        let communicator = try Launch.makeCommunicator()
+        defer { Launch.finish(communicator) }
+        let lines = try CommunicatorSelfCheck.run(communicator)
+        let speed = BLASCheck.sgemmGigaflops(size: 512)
+        if communicator.rank == 0 {
+            for line in lines { print("mpi \(line)") }
+            print("ranks: \(communicator.size)")
+        }
+        let speeds = try communicator.allReduce(
+            (0..<communicator.size).map { $0 == communicator.rank ? speed : 0 }, .sum)
+        if communicator.rank == 0 {
+            print("OpenBLAS core: \(BLASRuntime.coreName)")
+            for (rank, value) in speeds.enumerated() {
+                print(String(format: "rank %d: sgemm 512³ %.1f GFLOP/s (1 thread)", rank, value))
+            }
+        }
+    }
+}

@@ -1,0 +1,332 @@
+// DatasetTests: .npy, .npz and IDX (raw and gzip) loading, and one test per class of malformed input.
+import Foundation
+import XCTest
+@testable import Core
+
+final class DatasetTests: XCTestCase {
+    private var directory: URL!
+
+    override func setUpWithError() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("dataset-tests-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    // MARK: Helpers
+
+    private func fixture(_ name: String) throws -> URL {
+        try XCTUnwrap(Bundle.module.url(forResource: name, withExtension: nil, subdirectory: "Fixtures"), "missing fixture \(name)")
+    }
+
+    private func fixtureBytes(_ name: String) throws -> [UInt8] {
+        [UInt8](try Data(contentsOf: fixture(name)))
+    }
+
+    private func temporaryFile(_ name: String, _ bytes: [UInt8]) throws -> URL {
+        let url = directory.appendingPathComponent(name)
+        try Data(bytes).write(to: url)
+        return url
+    }
+
+    /// A version 1.0 .npy image with the given header dictionary text and payload.
+    private func npy(_ dictionary: String, payload: [UInt8], version: UInt8 = 1) -> [UInt8] {
+        var header = Array(dictionary.utf8)
+        let preamble = version == 1 ? 10 : 12
+        header += Array(repeating: UInt8(ascii: " "), count: (64 - (preamble + header.count + 1) % 64) % 64) + [0x0A]
+        var bytes: [UInt8] = [0x93] + Array("NUMPY".utf8) + [version, 0]
+        if version == 1 {
+            bytes += [UInt8(header.count & 0xFF), UInt8(header.count >> 8)]
+        } else {
+            withUnsafeBytes(of: UInt32(header.count).littleEndian) { bytes += $0 }
+        }
+        return bytes + header + payload
+    }
+
+    private func idx(_ type: UInt8, _ dimensions: [UInt32], payload: [UInt8]) -> [UInt8] {
+        var bytes: [UInt8] = [0, 0, type, UInt8(dimensions.count)]
+        for dimension in dimensions { withUnsafeBytes(of: dimension.bigEndian) { bytes += $0 } }
+        return bytes + payload
+    }
+
+    /// Asserts one single-line OrthofuseError that starts with `source` and contains every fragment.
+    private func assertFails<T>(_ source: String, _ fragments: [String], file: StaticString = #filePath, line: UInt = #line,
+                                _ body: () throws -> T) {
+        do {
+            _ = try body()
+            XCTFail("expected an error mentioning \(fragments)", file: file, line: line)
+        } catch let error as OrthofuseError {
+            XCTAssertTrue(error.message.hasPrefix(source + ": "), "message does not start with '\(source)': \(error.message)", file: file, line: line)
+            XCTAssertFalse(error.message.contains("\n"), "message spans lines: \(error.message)", file: file, line: line)
+            for fragment in fragments {
+                XCTAssertTrue(error.message.contains(fragment), "'\(error.message)' lacks '\(fragment)'", file: file, line: line)
+            }
+        } catch {
+            XCTFail("unexpected error type \(type(of: error)): \(error)", file: file, line: line)
+        }
+    }
+
+    // MARK: .npy
+
+    func testReadsNumpyFixturesOfEveryVersionAndByteOrder() throws {
+        let f4 = try NumpyArray.read(fixture("npy_f4_2x3.npy"))
+        XCTAssertEqual(f4.descr, "<f4")
+        XCTAssertEqual(f4.shape, [2, 3])
+        XCTAssertEqual(f4.floatValues(), [1.5, -2, 0, 3.25, 1e-3, -7])
+
+        let f8 = try NumpyArray.read(fixture("npy_f8_big_endian.npy"))
+        XCTAssertEqual(f8.descr, ">f8")
+        XCTAssertEqual(f8.floatValues(), [1, -0.5, 1e10])
+
+        let i2 = try NumpyArray.read(fixture("npy_i2_big_endian.npy"))
+        XCTAssertEqual(try i2.int32Values(), [-2, 513, 32767])
+
+        let scalar = try NumpyArray.read(fixture("npy_0d.npy"))
+        XCTAssertEqual(scalar.shape, [])
+        XCTAssertEqual(scalar.floatValues(), [2.5])
+
+        let u1 = try NumpyArray.read(fixture("npy_u1_v2.npy"))
+        XCTAssertEqual(u1.shape, [2, 2])
+        XCTAssertEqual(try u1.int32Values(), [0, 1, 254, 255])
+
+        let i8 = try NumpyArray.read(fixture("npy_i8_v3.npy"))
+        XCTAssertEqual(i8.floatValues(), [-8_589_934_592, 5])
+        let source = try fixture("npy_i8_v3.npy").path
+        assertFails(source, ["value -8589934592 at index 0 does not fit in Int32"]) { try i8.int32Values() }
+    }
+
+    func testFortranOrderIsRejected() throws {
+        let url = try fixture("npy_fortran_2x3.npy")
+        assertFails(url.path, ["Fortran order", "not supported"]) { try NumpyArray.read(url) }
+        // One-dimensional arrays have the same layout in both orders.
+        let oneDimensional = npy("{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }", payload: [0, 0, 128, 63, 0, 0, 0, 64])
+        XCTAssertEqual(try NumpyArray.parse(Data(oneDimensional), source: "v").floatValues(), [1, 2])
+    }
+
+    func testHandBuiltNumpyHeaderVariants() throws {
+        // Double quotes, no trailing comma, keys in another order, Python 2 long suffix, format 2.0.
+        let bytes = npy(#"{"shape": (2L, 1L), "fortran_order": False, "descr": "|i1"}"#, payload: [0xFF, 0x05], version: 2)
+        let array = try NumpyArray.parse(Data(bytes), source: "v")
+        XCTAssertEqual(array.shape, [2, 1])
+        XCTAssertEqual(try array.int32Values(), [-1, 5])
+        let empty = try NumpyArray.parse(Data(npy("{'descr': '<f8', 'fortran_order': False, 'shape': (0, 3), }", payload: [])), source: "v")
+        XCTAssertEqual(empty.elementCount, 0)
+        XCTAssertEqual(empty.floatValues(), [])
+    }
+
+    func testMalformedNumpyFiles() throws {
+        let good = "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }"
+        let eightBytes: [UInt8] = Array(repeating: 0, count: 8)
+        let cases: [([UInt8], String)] = [
+            ([], "file is empty"),
+            (Array("PK\u{03}\u{04}not numpy".utf8), "missing the \\x93NUMPY magic"),
+            ([0x93] + Array("NUMPY".utf8) + [4, 0, 0, 0], "unsupported .npy format version 4.0"),
+            ([0x93] + Array("NUMPY".utf8) + [1, 0, 0xFF, 0xFF] + Array("{}".utf8), ".npy header length 65535 exceeds the 2 bytes left"),
+            ([0x93] + Array("NUMPY".utf8) + [2, 0, 0xFF, 0xFF, 0xFF, 0x7F], "exceeds the 1048576-byte limit"),
+            (npy(good, payload: [0, 0, 0]), "array data is truncated: shape (2,) of <f4 needs 8 bytes, file has 3"),
+            (npy(good, payload: eightBytes + [1]), "1 unexpected bytes after the array data"),
+            (npy("['descr', '<f4']", payload: []), ".npy header is not a dictionary"),
+            (npy("{'descr': '<f4', 'shape': (2,)}", payload: eightBytes), "missing the key 'fortran_order'"),
+            (npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'extra': 1}", payload: eightBytes), "unexpected key 'extra'"),
+            (npy("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (2,)}", payload: eightBytes), "key 'descr' appears twice"),
+            (npy("{'descr': '<c8', 'fortran_order': False, 'shape': (1,)}", payload: eightBytes), "unsupported dtype '<c8'"),
+            (npy("{'descr': '|O', 'fortran_order': False, 'shape': (1,)}", payload: eightBytes), "Python objects"),
+            (npy("{'descr': '|f4', 'fortran_order': False, 'shape': (2,)}", payload: eightBytes), "unsupported dtype '|f4'"),
+            (npy("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,)}", payload: eightBytes), "structured dtypes"),
+            (npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, -1)}", payload: []), "negative dimension -1"),
+            (npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296)}", payload: []), "integer overflow"),
+            (npy("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999,)}", payload: []), "too large"),
+            (npy("{'descr': '<f4', 'fortran_order': 'no', 'shape': (2,)}", payload: eightBytes), "'fortran_order' is not True or False"),
+            (npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,)", payload: eightBytes), "not a valid Python literal"),
+            (npy(String(repeating: "(", count: 500), payload: []), "not a valid Python literal (nesting too deep)"),
+        ]
+        for (bytes, fragment) in cases {
+            assertFails("bad.npy", [fragment]) { try NumpyArray.parse(Data(bytes), source: "bad.npy") }
+        }
+    }
+
+    // MARK: .npz
+
+    func testLoadsStoredNpzWithByteInputs() throws {
+        let dataset = try Dataset.load(.npz(fixture("npz_stored_u8.npz")))
+        XCTAssertEqual(dataset.count, 4)
+        XCTAssertEqual(dataset.sampleShape, [2, 3])
+        XCTAssertEqual(dataset.featureCount, 6)
+        XCTAssertEqual(dataset.labels, [0, 1, 2, 1])
+        XCTAssertEqual(dataset.inputs.count, 24)
+        XCTAssertEqual(dataset.inputs, (0..<24).map { Float($0 * 10) / 255 })
+    }
+
+    func testLoadsDeflatedNpzWithFloatInputs() throws {
+        let dataset = try Dataset.loadNPZ(fixture("npz_deflated_f4.npz"))
+        XCTAssertEqual(dataset.count, 5)
+        XCTAssertEqual(dataset.sampleShape, [4])
+        XCTAssertEqual(dataset.labels, [3, 0, 1, 2, 3])
+        XCTAssertEqual(dataset.inputs.first, -1)
+        XCTAssertEqual(dataset.inputs.last, 1)
+        XCTAssertEqual(dataset.inputs.count, 20)
+
+        let doubles = try Dataset.loadNPZ(fixture("npz_f8_i4.npz"))
+        XCTAssertEqual(doubles.inputs, [0.25, 0.5, 1, 2])
+        XCTAssertEqual(doubles.labels, [1, 0])
+    }
+
+    func testNpzContentProblemsNameTheFileAndArray() throws {
+        let cases: [(String, [String])] = [
+            ("npz_missing_y.npz", ["array 'y' missing (the archive holds: 'x', 'labels')"]),
+            ("npz_float_labels.npz", ["array 'y' has dtype <f4; labels must be integers"]),
+            ("npz_count_mismatch.npz", ["array 'x' has 3 samples but 'y' has 2 labels"]),
+            ("npz_no_samples.npz", ["array 'x': holds no samples"]),
+            ("npz_nonfinite.npz", ["array 'x': non-finite value nan in sample 1"]),
+        ]
+        for (name, fragments) in cases {
+            let url = try fixture(name)
+            assertFails(url.path, fragments) { try Dataset.loadNPZ(url) }
+        }
+    }
+
+    func testNpzThatIsNotAZipOrIsMissing() throws {
+        let junk = try temporaryFile("junk.npz", Array("definitely not a zip archive".utf8))
+        assertFails(junk.path, ["not a zip archive"]) { try Dataset.loadNPZ(junk) }
+        let empty = try temporaryFile("empty.npz", [])
+        assertFails(empty.path, ["file is empty"]) { try Dataset.loadNPZ(empty) }
+        let missing = directory.appendingPathComponent("absent.npz")
+        assertFails(missing.path, ["no such file"]) { try Dataset.loadNPZ(missing) }
+        assertFails(directory.path, ["is a directory"]) { try Dataset.loadNPZ(directory) }
+    }
+
+    func testDamagedNpzEntriesAreDetected() throws {
+        // Flip bytes inside the first entry's compressed data (its local header is at offset 0).
+        var deflated = try fixtureBytes("npz_deflated_f4.npz")
+        let dataStart = 30 + Int(deflated[26]) + Int(deflated[28]) | Int(deflated[29]) << 8
+        for offset in (dataStart + 20)..<(dataStart + 28) { deflated[offset] ^= 0x5A }
+        let damaged = try temporaryFile("damaged.npz", deflated)
+        assertFails(damaged.path, ["array 'x'", "archive corrupt"]) { try Dataset.loadNPZ(damaged) }
+
+        // A flipped byte in stored data is caught by the CRC.
+        var stored = try fixtureBytes("npz_stored_u8.npz")
+        let storedStart = 30 + Int(stored[26]) + Int(stored[28]) | Int(stored[29]) << 8
+        stored[storedStart + 140] ^= 0x01
+        let flipped = try temporaryFile("flipped.npz", stored)
+        assertFails(flipped.path, ["array 'x': zip entry CRC32 mismatch"]) { try Dataset.loadNPZ(flipped) }
+
+        // Cutting the file loses the central directory.
+        let truncated = try temporaryFile("truncated.npz", Array(try fixtureBytes("npz_stored_u8.npz").prefix(300)))
+        assertFails(truncated.path, ["not a zip archive"]) { try Dataset.loadNPZ(truncated) }
+    }
+
+    // MARK: IDX and gzip
+
+    private let expectedImages: [Float] = [0, 51, 102, 153, 204, 255, 1, 2, 3, 4, 5, 6, 255, 0, 255, 0, 255, 0].map { $0 / 255 }
+
+    func testLoadsRawIDX() throws {
+        let dataset = try Dataset.load(.idx(images: fixture("idx_images.idx"), labels: fixture("idx_labels.idx")))
+        XCTAssertEqual(dataset.count, 3)
+        XCTAssertEqual(dataset.sampleShape, [2, 3])
+        XCTAssertEqual(dataset.featureCount, 6)
+        XCTAssertEqual(dataset.labels, [7, 0, 9])
+        XCTAssertEqual(dataset.inputs, expectedImages)
+    }
+
+    func testLoadsGzipIDXDetectedByMagicNotName() throws {
+        let gzipped = try Dataset.loadIDX(images: fixture("idx_images_gzipped.idx"), labels: fixture("idx_labels.idx.gz"))
+        XCTAssertEqual(gzipped.inputs, expectedImages)
+        XCTAssertEqual(gzipped.labels, [7, 0, 9])
+        // An uncompressed file with a .gz name is read as it is.
+        let misnamed = try temporaryFile("labels.gz", try fixtureBytes("idx_labels.idx"))
+        XCTAssertEqual(try Dataset.loadIDX(images: fixture("idx_images.idx"), labels: misnamed).labels, [7, 0, 9])
+    }
+
+    func testGzipHeaderWithEveryOptionalField() throws {
+        let data = try Data(contentsOf: fixture("idx_labels_allflags.gz"))
+        XCTAssertEqual(try Gzip.decompress(data, source: "f"), try Data(contentsOf: fixture("idx_labels.idx")))
+        var corruptHeader = [UInt8](data)
+        corruptHeader[20] ^= 0xFF  // inside FEXTRA, so the header CRC no longer matches
+        let url = try temporaryFile("header.gz", corruptHeader)
+        assertFails(url.path, ["gzip header CRC mismatch"]) { try IDXArray.read(url) }
+    }
+
+    func testTruncatedGzip() throws {
+        let bytes = try fixtureBytes("idx_images_gzipped.idx")
+        for length in [2, 12, bytes.count / 2, bytes.count - 3] {
+            let url = try temporaryFile("cut-\(length).idx", Array(bytes.prefix(length)))
+            assertFails(url.path, ["truncated"]) { try IDXArray.read(url) }
+        }
+        // The deflate stream cut short while the trailer survives (the stream starts at byte 25).
+        let cutStream = Array(bytes.prefix(35)) + Array(bytes.suffix(8))
+        let url = try temporaryFile("cut-stream.idx", cutStream)
+        assertFails(url.path, ["the compressed data ends before the deflate stream does", "truncated"]) { try IDXArray.read(url) }
+    }
+
+    func testGzipWithBadCRC() throws {
+        var bytes = try fixtureBytes("idx_images_gzipped.idx")
+        bytes[bytes.count - 8] ^= 0x01
+        let url = try temporaryFile("crc.idx", bytes)
+        assertFails(url.path, ["gzip CRC32 mismatch"]) { try IDXArray.read(url) }
+        var size = try fixtureBytes("idx_images_gzipped.idx")
+        size[size.count - 4] &+= 1
+        let sizeURL = try temporaryFile("size.idx", size)
+        assertFails(sizeURL.path, ["inflates to", "recorded"]) { try IDXArray.read(sizeURL) }
+    }
+
+    func testGzipWithCorruptDeflateData() throws {
+        var bytes = try fixtureBytes("idx_images_gzipped.idx")
+        bytes[26] = 0xFF  // the header has FNAME "idx_images.idx", so the stream starts at byte 25
+        bytes[27] = 0xFF
+        let url = try temporaryFile("corrupt.idx", bytes)
+        assertFails(url.path, ["gzip data is damaged"]) { try IDXArray.read(url) }
+    }
+
+    func testMalformedIDXFiles() throws {
+        let cases: [([UInt8], String)] = [
+            ([], "file is empty"),
+            ([1, 2, 3, 4, 5], "not an IDX file"),
+            ([0, 0, 0x07, 1, 0, 0, 0, 0], "unknown IDX element type 0x7"),
+            ([0, 0, 0x08, 0], "zero dimensions"),
+            ([0, 0, 0x08, 3, 0, 0, 0, 1], "IDX header is truncated: 3 dimensions need 16 bytes"),
+            (idx(0x08, [2, 2], payload: [1, 2, 3]), "IDX data is truncated: dimensions [2, 2] of unsigned byte need 4 bytes, file has 3"),
+            (idx(0x08, [2], payload: [1, 2, 3]), "1 unexpected bytes after the IDX data"),
+            (idx(0x0E, [0xFFFF_FFFF, 0xFFFF_FFFF, 0xFFFF_FFFF], payload: []), "too large (integer overflow)"),
+        ]
+        for (bytes, fragment) in cases {
+            let url = try temporaryFile("bad.idx", bytes)
+            assertFails(url.path, [fragment]) { try IDXArray.read(url) }
+        }
+    }
+
+    func testIDXPairProblems() throws {
+        let images = try fixture("idx_images.idx")
+        let twoLabels = try temporaryFile("two.idx", idx(0x08, [2], payload: [1, 2]))
+        assertFails(images.path, ["3 images but", "two.idx has 2 labels"]) { try Dataset.loadIDX(images: images, labels: twoLabels) }
+        let matrixLabels = try temporaryFile("matrix.idx", idx(0x08, [3, 1], payload: [1, 2, 3]))
+        assertFails(matrixLabels.path, ["2 dimensions", "expected 1"]) { try Dataset.loadIDX(images: images, labels: matrixLabels) }
+        let floatLabels = try temporaryFile("float.idx", idx(0x0D, [3], payload: Array(repeating: 0, count: 12)))
+        assertFails(floatLabels.path, ["not an integer type"]) { try Dataset.loadIDX(images: images, labels: floatLabels) }
+        let noImages = try temporaryFile("none.idx", idx(0x08, [0, 2, 2], payload: []))
+        let noLabels = try temporaryFile("nolabels.idx", idx(0x08, [0], payload: []))
+        assertFails(noImages.path, ["holds no samples"]) { try Dataset.loadIDX(images: noImages, labels: noLabels) }
+        let negative = try temporaryFile("negative.idx", idx(0x09, [3], payload: [1, 0xFF, 2]))
+        assertFails(negative.path, ["negative label -1 at index 1"]) { try Dataset.loadIDX(images: images, labels: negative) }
+        let missing = directory.appendingPathComponent("missing-labels.idx")
+        assertFails(missing.path, ["no such file"]) { try Dataset.loadIDX(images: images, labels: missing) }
+    }
+
+    // MARK: Dataset values
+
+    func testSubsetGathersRowsInOrder() throws {
+        let dataset = Dataset(inputs: [0, 1, 10, 11, 20, 21], labels: [5, 6, 7], sampleShape: [2])
+        let picked = dataset.subset([2, 0, 2])
+        XCTAssertEqual(picked.inputs, [20, 21, 0, 1, 20, 21])
+        XCTAssertEqual(picked.labels, [7, 5, 7])
+        XCTAssertEqual(picked.count, 3)
+        XCTAssertEqual(picked.sampleShape, [2])
+        XCTAssertEqual(dataset.subset([]).count, 0)
+    }
+
+    func testErrorsUseThePathAsWritten() throws {
+        let relative = URL(fileURLWithPath: "data/mnist/train.npz")
+        assertFails("data/mnist/train.npz", ["no such file"]) { try Dataset.loadNPZ(relative) }
+    }
+}

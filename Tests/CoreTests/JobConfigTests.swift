@@ -1,0 +1,469 @@
+// JobConfigTests: the job file's decoding, defaults, canonical text, path resolution and messages.
+import Foundation
+import XCTest
+@testable import Core
+
+final class JobConfigTests: XCTestCase {
+    private let jobDirectory = URL(fileURLWithPath: "/srv/jobs", isDirectory: true)
+
+    /// The smallest valid job: every other key takes its default.
+    private let minimalJob = """
+        name: quickstart
+        model: {arch: mlp, input: [784], hidden: [64]}
+        tasks:
+          - {name: mnist, classes: 10, train: data/mnist/train.npz, test: data/mnist/test.npz}
+        finetune: {steps: 10}
+        output: runs/quickstart
+        """
+
+    /// A job that sets every key, most of them away from their defaults.
+    private let fullJob = """
+        name: full-job_1.0
+        seed: 7
+        model:
+          arch: mlp
+          input: [1, 28, 28]
+          hidden: [256, 128]
+          activation: gelu
+        pretrain:
+          fraction: 0.1
+          steps: 500
+          batch_size: 32
+          optimizer: {name: sgd, lr: 0.1, weight_decay: 0.0005, momentum: 0.8}
+          schedule: {warmup_steps: 10, decay: linear}
+          data:
+            - {name: extra, classes: 5, train: ../shared/extra.npz}
+        tasks:
+          - name: mnist
+            classes: 10
+            train: data/mnist/train.npz
+            test: {images: data/mnist/t10k-images.gz, labels: /data/mnist/t10k-labels.gz}
+            validation_fraction: 0.2
+          - name: fashion
+            classes: 10
+            train: ~/fashion/train.npz
+            test: data/fashion/test.npz
+        validation_fraction: 0.05
+        validation_max: 0
+        finetune:
+          mode: lora
+          steps: 2000
+          batch_size: 64
+          optimizer: {name: adamw, lr: 1, weight_decay: 0.05, betas: [0.9, 0.98], eps: 1.0e-6}
+          schedule: {warmup_steps: 500, decay: cosine}
+          grad_clip: 1.0
+          label_smoothing: 0.1
+          lora: {rank: 8, alpha: 16}
+          orthoreg: {lambda: 10, form: squared}
+          checkpoint_every: 100
+        head:
+          steps: 100
+          batch_size: 512
+          optimizer: {lr: 0.02, weight_decay: 0}
+        merge:
+          methods: [task_arithmetic]
+          alpha: {from: 0.2, to: 0.8, count: 4}
+        evaluate: {batch_size: 2048}
+        runtime: {coordinator_trains: false, blas_threads: 2}
+        output: /runs/full
+        """
+
+    private func parse(_ yaml: String) throws -> JobConfig {
+        try JobConfig.parse(yaml, origin: "job.yaml", baseDirectory: jobDirectory)
+    }
+
+    /// The one-line message `yaml` is refused with (fails the test if it is accepted).
+    private func refusal(_ yaml: String, file: StaticString = #filePath, line: UInt = #line) -> String {
+        do {
+            _ = try parse(yaml)
+            XCTFail("accepted:\n\(yaml)", file: file, line: line)
+            return ""
+        } catch let error as OrthofuseError {
+            XCTAssertFalse(error.message.contains("\n"), "one line: \(error.message)", file: file, line: line)
+            return error.message
+        } catch {
+            XCTFail("not an OrthofuseError: \(error)", file: file, line: line)
+            return ""
+        }
+    }
+
+    /// `minimalJob` with `original` replaced by `replacement`.
+    private func minimal(replacing original: String, with replacement: String) -> String {
+        precondition(minimalJob.contains(original), "test edit does not apply: \(original)")
+        return minimalJob.replacingOccurrences(of: original, with: replacement)
+    }
+
+    // MARK: - Valid jobs
+
+    func testFullJobDecodesEveryKey() throws {
+        let job = try parse(fullJob)
+        XCTAssertEqual(job.name, "full-job_1.0")
+        XCTAssertEqual(job.seed, 7)
+        XCTAssertEqual(job.model.input, [1, 28, 28])
+        XCTAssertEqual(job.inputFeatureCount, 784)
+        guard case .mlp(let shape) = job.model.architecture else { return XCTFail("expected an MLP") }
+        XCTAssertEqual(shape.hidden, [256, 128])
+        XCTAssertEqual(shape.activation, .gelu)
+        XCTAssertEqual(job.model.featureWidth, 128)
+
+        let pretrain = try XCTUnwrap(job.pretrain)
+        XCTAssertEqual(pretrain.fraction, 0.1)
+        XCTAssertEqual(pretrain.optimizer, .sgd(SGDSettings(learningRate: 0.1, weightDecay: 0.0005, momentum: 0.8)))
+        XCTAssertEqual(pretrain.schedule.decay, .linear)
+        XCTAssertEqual(pretrain.data?.map(\.name), ["extra"])
+
+        XCTAssertEqual(job.tasks.map(\.name), ["mnist", "fashion"])
+        XCTAssertEqual(job.validationFraction(of: job.tasks[0]), 0.2)
+        XCTAssertEqual(job.validationFraction(of: job.tasks[1]), 0.05)
+        XCTAssertEqual(job.validationMax, 0)
+
+        XCTAssertEqual(job.finetune.mode, .lora)
+        XCTAssertEqual(job.finetune.optimizer, .adamw(AdamWSettings(
+            learningRate: 1, weightDecay: 0.05, beta1: 0.9, beta2: 0.98, epsilon: 1e-6)))
+        XCTAssertEqual(job.finetune.schedule.warmupSteps, 500)
+        XCTAssertEqual(job.finetune.lora?.rank, 8)
+        XCTAssertEqual(job.finetune.lora?.scale, 2)
+        XCTAssertEqual(job.finetune.orthoreg.lambda, 10)
+        XCTAssertEqual(job.finetune.orthoreg.form, .squared)
+        XCTAssertEqual(job.finetune.checkpointEvery, 100)
+        XCTAssertEqual(job.head.optimizer, .adamw(AdamWSettings(learningRate: 0.02, weightDecay: 0)))
+        XCTAssertEqual(job.evaluate.batchSize, 2048)
+        XCTAssertEqual(job.runtime.coordinatorTrains, false)
+        XCTAssertEqual(job.runtime.blasThreads, 2)
+    }
+
+    func testCanonicalYAMLRoundTripsFromAnyDirectory() throws {
+        let job = try parse(fullJob)
+        let text = job.canonicalYAML
+        let reread = try JobConfig.parse(text, origin: "copy.yaml", baseDirectory: URL(fileURLWithPath: "/elsewhere"))
+        XCTAssertEqual(reread, job)
+        XCTAssertEqual(reread.canonicalYAML, text)
+        XCTAssertTrue(text.contains("lr: 1.0\n"), "numbers in their shortest exact form:\n\(text)")
+        XCTAssertTrue(text.contains("eps: 1e-06\n"))
+        XCTAssertTrue(text.contains("train: /srv/jobs/data/mnist/train.npz\n"), "paths resolved:\n\(text)")
+    }
+
+    func testDefaultsAreApplied() throws {
+        let job = try parse(minimalJob)
+        XCTAssertEqual(job.seed, 1993)
+        XCTAssertNil(job.base)
+        XCTAssertNil(job.pretrain)
+        XCTAssertEqual(job.validationFraction, 0.1)
+        XCTAssertEqual(job.validationMax, 5000)
+        XCTAssertNil(job.tasks[0].validationFraction)
+        guard case .mlp(let shape) = job.model.architecture else { return XCTFail("expected an MLP") }
+        XCTAssertEqual(shape.activation, .relu)
+
+        let finetune = job.finetune
+        XCTAssertEqual(finetune.mode, .full)
+        XCTAssertEqual(finetune.batchSize, 128)
+        XCTAssertEqual(finetune.optimizer, .adamw(AdamWSettings(
+            learningRate: 1e-3, weightDecay: 0.1, beta1: 0.9, beta2: 0.999, epsilon: 1e-8)))
+        XCTAssertEqual(finetune.schedule, ScheduleConfig(warmupSteps: 0, decay: .constant))
+        XCTAssertEqual(finetune.gradClip, 0)
+        XCTAssertEqual(finetune.labelSmoothing, 0)
+        XCTAssertNil(finetune.lora)
+        XCTAssertEqual(finetune.orthoreg, OrthoRegConfig(lambda: 0, form: .frobenius))
+        XCTAssertFalse(finetune.orthoreg.isEnabled)
+        XCTAssertEqual(finetune.checkpointEvery, 0)
+
+        XCTAssertEqual(job.head.steps, 300)
+        XCTAssertEqual(job.head.batchSize, 256)
+        XCTAssertEqual(job.head.optimizer, .adamw(AdamWSettings(learningRate: 1e-2, weightDecay: 0)))
+        XCTAssertEqual(job.merge.methods, [.taskArithmetic])
+        XCTAssertEqual(job.merge.alpha, AlphaRange(from: 0, to: 1, count: 21))
+        XCTAssertEqual(job.evaluate.batchSize, 1024)
+        XCTAssertEqual(job.runtime.coordinatorTrains, true)
+        XCTAssertEqual(job.runtime.blasThreads, 1)
+    }
+
+    func testSectionDefaults() throws {
+        let sgd = try parse(minimal(replacing: "finetune: {steps: 10}", with: "finetune: {steps: 10, optimizer: {name: sgd, lr: 1}}"))
+        XCTAssertEqual(sgd.finetune.optimizer, .sgd(SGDSettings(learningRate: 1, weightDecay: 0, momentum: 0.9)))
+        let lora = try parse(minimal(replacing: "finetune: {steps: 10}", with: "finetune: {steps: 10, mode: lora, lora: {rank: 4}}"))
+        XCTAssertEqual(lora.finetune.lora?.alpha, 4)
+        let pretrain = try XCTUnwrap(try parse(minimal(replacing: "name: quickstart", with: "name: q\npretrain: {steps: 5}")).pretrain)
+        XCTAssertEqual(pretrain.fraction, 0.05)
+        XCTAssertEqual(pretrain.batchSize, 128)
+        XCTAssertEqual(pretrain.optimizer, .finetuneDefault)
+        XCTAssertNil(pretrain.data)
+    }
+
+    func testDefaultsWrittenOutGiveTheSameCanonicalText() throws {
+        let explicit = minimal(replacing: "finetune: {steps: 10}", with: """
+            seed: 1993
+            validation_fraction: 0.1
+            finetune:
+              steps: 10
+              mode: full
+              optimizer: {name: adamw, lr: 0.001}
+            merge: {alpha: {count: 21}}
+            runtime: {blas_threads: 1}
+            """)
+        XCTAssertEqual(try parse(explicit).canonicalYAML, try parse(minimalJob).canonicalYAML)
+    }
+
+    func testVisionTransformerShape() throws {
+        let job = try parse(minimal(
+            replacing: "{arch: mlp, input: [784], hidden: [64]}",
+            with: "{arch: vit, input: [3, 32, 32], patch: 4, width: 192, depth: 6, heads: 3}"
+        ))
+        guard case .vit(let shape) = job.model.architecture else { return XCTFail("expected a ViT") }
+        XCTAssertEqual([shape.patch, shape.width, shape.depth, shape.heads, shape.mlpRatio], [4, 192, 6, 3, 4])
+        XCTAssertEqual(job.inputFeatureCount, 3 * 32 * 32)
+        XCTAssertEqual(job.model.featureWidth, 192)
+        XCTAssertEqual(try parse(job.canonicalYAML), job)
+    }
+
+    // MARK: - Paths
+
+    func testRelativePathsResolveAgainstTheJobDirectory() throws {
+        let job = try parse(fullJob)
+        let home = NSString(string: "~").expandingTildeInPath
+        XCTAssertEqual(job.tasks[0].train, .npz(JobPath("data/mnist/train.npz", relativeTo: jobDirectory, label: "")))
+        XCTAssertEqual(job.tasks[0].train.source, .npz(URL(fileURLWithPath: "/srv/jobs/data/mnist/train.npz")))
+        XCTAssertEqual(job.tasks[0].test.source, .idx(
+            images: URL(fileURLWithPath: "/srv/jobs/data/mnist/t10k-images.gz"),
+            labels: URL(fileURLWithPath: "/data/mnist/t10k-labels.gz")
+        ))
+        XCTAssertEqual(job.tasks[1].train.files[0].url.path, home + "/fashion/train.npz")
+        XCTAssertEqual(job.pretrain?.data?[0].train.files[0].url.path, "/srv/shared/extra.npz")
+        XCTAssertEqual(job.output.url.path, "/runs/full")
+
+        let written = job.tasks[0].train.files[0]
+        XCTAssertEqual(written.written, "data/mnist/train.npz")
+        XCTAssertEqual(written.label, "job.yaml: tasks[0].train")
+        XCTAssertEqual(job.tasks[1].train.files[0].written, "~/fashion/train.npz")
+    }
+
+    func testLoadResolvesAgainstTheFilesDirectoryNotTheWorkingDirectory() throws {
+        let directory = try temporaryDirectory()
+        let jobFile = directory.appendingPathComponent("jobs/job.yaml")
+        try FileManager.default.createDirectory(at: jobFile.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try minimalJob.write(to: jobFile, atomically: true, encoding: .utf8)
+        let job = try JobConfig.load(jobFile)
+        XCTAssertEqual(job.tasks[0].train.files[0].url.path, directory.path + "/jobs/data/mnist/train.npz")
+        XCTAssertEqual(job.output.url.path, directory.path + "/jobs/runs/quickstart")
+        XCTAssertTrue(job.tasks[0].train.files[0].label.hasSuffix("job.yaml: tasks[0].train"))
+    }
+
+    func testLoadReportsAMissingJobFile() {
+        XCTAssertThrowsError(try JobConfig.load(URL(fileURLWithPath: "/nonexistent/job.yaml"))) { error in
+            XCTAssertEqual((error as? OrthofuseError)?.message, "/nonexistent/job.yaml: no such file")
+        }
+    }
+
+    // MARK: - Derived values
+
+    func testAlphaGridHitsTheDecimalPoints() throws {
+        let grid = try parse(minimalJob).alphaGrid
+        XCTAssertEqual(grid, [0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5,
+                              0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0])
+        XCTAssertEqual(AlphaRange(from: 0.3, to: 0.9, count: 1).values, [0.3])
+        XCTAssertEqual(AlphaRange(from: -1, to: 1, count: 5).values, [-1, -0.5, 0, 0.5, 1])
+        XCTAssertEqual(AlphaRange(from: 0.2, to: 0.8, count: 4).values.last, 0.8)
+        XCTAssertEqual(AlphaRange(from: 0, to: 1, count: 10_001).values[1234], 0.1234)
+    }
+
+    // MARK: - Errors
+
+    func testUnknownKeysAreNamedWithTheAllowedKeys() {
+        XCTAssertEqual(
+            refusal(minimal(replacing: "finetune: {steps: 10}", with: "finetune: {steps: 10, optimzer: {lr: 1}}")),
+            "job.yaml: finetune.optimzer: unknown key (allowed: mode, steps, batch_size, optimizer, schedule, "
+                + "grad_clip, label_smoothing, lora, orthoreg, checkpoint_every)"
+        )
+        XCTAssertEqual(
+            refusal(minimal(replacing: "name: quickstart", with: "name: q\nepochs: 3")),
+            "job.yaml: epochs: unknown key (allowed: name, seed, model, base, pretrain, tasks, validation_fraction, "
+                + "validation_max, finetune, head, merge, evaluate, runtime, output)"
+        )
+        XCTAssertEqual(
+            refusal(minimal(replacing: "train: data/mnist/train.npz", with: "train: {images: a, labels: b, extra: c}")),
+            "job.yaml: tasks[0].train.extra: unknown key (allowed: images, labels)"
+        )
+        XCTAssertEqual(
+            refusal(minimal(replacing: "hidden: [64]", with: "hidden: [64], patch: 4")),
+            "job.yaml: model.patch: only allowed with arch: vit"
+        )
+        XCTAssertEqual(
+            refusal(minimal(replacing: "finetune: {steps: 10}", with: "finetune: {steps: 10, optimizer: {name: sgd, lr: 1, eps: 1}}")),
+            "job.yaml: finetune.optimizer.eps: only allowed with name: adamw"
+        )
+        XCTAssertEqual(
+            refusal(minimal(replacing: "finetune: {steps: 10}", with: "finetune: {steps: 10, lora: {rank: 2}}")),
+            "job.yaml: finetune.lora: only allowed with mode: lora"
+        )
+    }
+
+    func testWrongTypesNameTheKeyAndTheWrittenValue() {
+        let cases: [(String, String, String)] = [
+            ("classes: 10", "classes: ten", "job.yaml: tasks[0].classes: expected an integer, got \"ten\""),
+            ("classes: 10", "classes: 10.0", "job.yaml: tasks[0].classes: expected an integer, got 10.0"),
+            ("classes: 10", "classes: \"10\"", "job.yaml: tasks[0].classes: expected an integer, got \"10\""),
+            ("classes: 10", "classes: 99999999999999999999",
+             "job.yaml: tasks[0].classes: integer out of range, got 99999999999999999999"),
+            ("hidden: [64]", "hidden: 64", "job.yaml: model.hidden: expected a list, got 64"),
+            ("hidden: [64]", "hidden: [64, [1]]", "job.yaml: model.hidden[1]: expected a single value, got a list"),
+            ("finetune: {steps: 10}", "finetune: {steps: 10, optimizer: {lr: fast}}",
+             "job.yaml: finetune.optimizer.lr: expected a number, got \"fast\""),
+            ("finetune: {steps: 10}", "finetune: {steps: 10, mode: partial}",
+             "job.yaml: finetune.mode: expected one of full, attention, lora, linearized, got \"partial\""),
+            ("finetune: {steps: 10}", "finetune: [10]", "job.yaml: finetune: expected a mapping, got a list"),
+            ("train: data/mnist/train.npz", "train: [a.npz]",
+             "job.yaml: tasks[0].train: expected an .npz path or {images: path, labels: path}, got a list"),
+            ("name: quickstart", "name: q\nseed: -1", "job.yaml: seed: must be >= 0"),
+            ("name: quickstart", "name: q\nruntime: {coordinator_trains: maybe}",
+             "job.yaml: runtime.coordinator_trains: expected true or false, got \"maybe\""),
+            ("name: quickstart", "name: q\nmerge: {methods: [task_arithmetic, ties]}",
+             "job.yaml: merge.methods[1]: expected one of task_arithmetic, got \"ties\""),
+        ]
+        for (original, replacement, expected) in cases {
+            XCTAssertEqual(refusal(minimal(replacing: original, with: replacement)), expected)
+        }
+        XCTAssertEqual(
+            refusal("- name: q\n"), "job.yaml: expected a mapping of job settings, got a list"
+        )
+    }
+
+    func testIntegersAreAcceptedWhereNumbersAreExpected() throws {
+        let job = try parse(minimal(replacing: "finetune: {steps: 10}", with: "finetune: {steps: 10, optimizer: {lr: 1}}"))
+        XCTAssertEqual(job.finetune.optimizer.learningRate, 1)
+    }
+
+    func testMissingRequiredKeys() {
+        XCTAssertEqual(refusal(minimal(replacing: "finetune: {steps: 10}", with: "finetune: {batch_size: 8}")),
+                       "job.yaml: finetune.steps: required")
+        XCTAssertEqual(refusal(minimal(replacing: "finetune: {steps: 10}", with: "finetune: {steps: }")),
+                       "job.yaml: finetune.steps: required")
+        XCTAssertEqual(refusal(minimal(replacing: "finetune: {steps: 10}", with: "")),
+                       "job.yaml: finetune: required")
+        XCTAssertEqual(refusal(minimal(replacing: "output: runs/quickstart", with: "")),
+                       "job.yaml: output: required")
+        XCTAssertEqual(refusal(minimal(replacing: "finetune: {steps: 10}", with: "finetune: {steps: 10, mode: lora}")),
+                       "job.yaml: finetune.lora: required")
+        XCTAssertEqual(refusal(minimal(replacing: "test: data/mnist/test.npz", with: "test: {images: a.gz}")),
+                       "job.yaml: tasks[0].test.labels: required")
+        XCTAssertEqual(refusal(minimal(replacing: "{arch: mlp, input: [784], hidden: [64]}", with: "{arch: mlp, input: [784]}")),
+                       "job.yaml: model.hidden: required")
+    }
+
+    func testInvalidValuesNameTheRule() {
+        let cases: [(String, String, String)] = [
+            ("finetune: {steps: 10}", "finetune: {steps: 10, optimizer: {lr: -1}}",
+             "job.yaml: finetune.optimizer.lr: must be > 0"),
+            ("finetune: {steps: 10}", "finetune: {steps: 0}", "job.yaml: finetune.steps: must be > 0"),
+            ("finetune: {steps: 10}", "finetune: {steps: 10, schedule: {warmup_steps: 11}}",
+             "job.yaml: finetune.schedule.warmup_steps: must be <= finetune.steps (10)"),
+            ("finetune: {steps: 10}", "finetune: {steps: 10, label_smoothing: 1}",
+             "job.yaml: finetune.label_smoothing: must be in [0, 1)"),
+            ("finetune: {steps: 10}", "finetune: {steps: 10, optimizer: {lr: 1, betas: [0.9, 1.5]}}",
+             "job.yaml: finetune.optimizer.betas[1]: must be in [0, 1)"),
+            ("finetune: {steps: 10}", "finetune: {steps: 10, orthoreg: {lambda: -1}}",
+             "job.yaml: finetune.orthoreg.lambda: must be >= 0"),
+            ("finetune: {steps: 10}", "finetune: {steps: 10, mode: attention}",
+             "job.yaml: finetune.mode: attention needs arch: vit (an MLP has no attention)"),
+            ("classes: 10", "classes: 1", "job.yaml: tasks[0].classes: must be >= 2"),
+            ("hidden: [64]", "hidden: []", "job.yaml: model.hidden: must not be empty"),
+            ("hidden: [64]", "hidden: [64, 0]", "job.yaml: model.hidden[1]: must be > 0"),
+            ("name: quickstart", "name: my run", "job.yaml: name: must match [A-Za-z0-9_.-]+"),
+            ("name: quickstart", "name: q\nvalidation_fraction: 0.6", "job.yaml: validation_fraction: must be in [0, 0.5]"),
+            ("name: quickstart", "name: q\nvalidation_fraction: .nan", "job.yaml: validation_fraction: must be a finite number"),
+            ("name: quickstart", "name: q\nbase: b.safetensors\npretrain: {steps: 3}",
+             "job.yaml: pretrain: not allowed together with base (the starting weights come from one or the other)"),
+            ("name: quickstart", "name: q\nmerge: {alpha: {from: 1, to: 0}}", "job.yaml: merge.alpha.to: must be >= from (1.0)"),
+            ("name: quickstart", "name: q\nmerge: {methods: []}", "job.yaml: merge.methods: must not be empty"),
+            ("name: quickstart", "name: q\nmerge: {methods: [task_arithmetic, task_arithmetic]}",
+             "job.yaml: merge.methods[1]: duplicate method task_arithmetic"),
+            ("tasks:\n", "tasks:\n  - {name: mnist, classes: 3, train: a, test: b}\n",
+             "job.yaml: tasks[1].name: duplicate task name \"mnist\""),
+            ("train: data/mnist/train.npz", "train: \"\"", "job.yaml: tasks[0].train: must not be empty"),
+        ]
+        for (original, replacement, expected) in cases {
+            XCTAssertEqual(refusal(minimal(replacing: original, with: replacement)), expected)
+        }
+        let noTasks = minimal(
+            replacing: "  - {name: mnist, classes: 10, train: data/mnist/train.npz, test: data/mnist/test.npz}", with: "  []"
+        )
+        XCTAssertEqual(refusal(noTasks), "job.yaml: tasks: must not be empty")
+    }
+
+    func testAbsurdSizesAreRefusedWithTheLimit() {
+        let cases: [(String, String, String)] = [
+            ("finetune: {steps: 10}", "finetune: {steps: 2000000000}", "job.yaml: finetune.steps: must be <= 1000000000"),
+            ("finetune: {steps: 10}", "finetune: {steps: 10, batch_size: 2000000}",
+             "job.yaml: finetune.batch_size: must be <= 1048576"),
+            ("classes: 10", "classes: 2000000", "job.yaml: tasks[0].classes: must be <= 1048576"),
+            ("hidden: [64]", "hidden: [100000]", "job.yaml: model.hidden[0]: must be <= 65536"),
+            ("hidden: [64]", "hidden: [65536, 65536]",
+             "job.yaml: model.hidden[1]: a 65536 x 65536 weight matrix exceeds 268435456 entries"),
+            ("input: [784]", "input: [65536, 65536]", "job.yaml: model.input: must have at most 67108864 values in total"),
+            ("name: quickstart", "name: q\nmerge: {alpha: {count: 20000}}", "job.yaml: merge.alpha.count: must be <= 10001"),
+        ]
+        for (original, replacement, expected) in cases {
+            XCTAssertEqual(refusal(minimal(replacing: original, with: replacement)), expected)
+        }
+    }
+
+    func testSyntaxErrorsGiveTheLine() {
+        XCTAssertEqual(refusal(minimal(replacing: "finetune: {steps: 10}", with: "finetune: {steps: [10}")),
+                       "job.yaml:5:22: did not find expected ',' or ']' (while parsing a flow sequence at line 5, column 19)")
+        XCTAssertEqual(refusal(minimal(replacing: "finetune: {steps: 10}", with: "finetune:\n steps: 10\n  mode: full")),
+                       "job.yaml:7:7: mapping values are not allowed in this context")
+        XCTAssertEqual(refusal(minimal(replacing: "finetune: {steps: 10}", with: "finetune: {steps: 10}\nfinetune: {steps: 3}")),
+                       "job.yaml:5:1: duplicate key 'finetune' in one mapping")
+        XCTAssertEqual(refusal(""), "job.yaml: empty job file")
+    }
+
+    // MARK: - Files
+
+    func testCheckFilesNamesTheMissingFile() throws {
+        let directory = try temporaryDirectory()
+        let job = try JobConfig.parse(minimalJob, origin: "job.yaml", baseDirectory: directory)
+        XCTAssertThrowsError(try job.checkFiles()) { error in
+            XCTAssertEqual((error as? OrthofuseError)?.message, "job.yaml: tasks[0].train: data/mnist/train.npz: no such file")
+        }
+        try FileManager.default.createDirectory(
+            at: directory.appendingPathComponent("data/mnist/train.npz"), withIntermediateDirectories: true)
+        XCTAssertThrowsError(try job.checkFiles()) { error in
+            XCTAssertEqual((error as? OrthofuseError)?.message,
+                           "job.yaml: tasks[0].train: data/mnist/train.npz: is a directory, expected a file")
+        }
+        try FileManager.default.removeItem(at: directory.appendingPathComponent("data/mnist/train.npz"))
+        try Data([1]).write(to: directory.appendingPathComponent("data/mnist/train.npz"))
+        XCTAssertThrowsError(try job.checkFiles()) { error in
+            XCTAssertEqual((error as? OrthofuseError)?.message, "job.yaml: tasks[0].test: data/mnist/test.npz: no such file")
+        }
+        try Data([1]).write(to: directory.appendingPathComponent("data/mnist/test.npz"))
+        XCTAssertNoThrow(try job.checkFiles())
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("runs"), withIntermediateDirectories: true)
+        try Data([1]).write(to: directory.appendingPathComponent("runs/quickstart"))
+        XCTAssertThrowsError(try job.checkFiles()) { error in
+            XCTAssertEqual((error as? OrthofuseError)?.message,
+                           "job.yaml: output: runs/quickstart: exists and is not a directory")
+        }
+    }
+
+    func testCheckFilesCoversIDXPairsAndTheBase() throws {
+        let directory = try temporaryDirectory()
+        try Data([1]).write(to: directory.appendingPathComponent("images.gz"))
+        try Data([1]).write(to: directory.appendingPathComponent("test.npz"))
+        let yaml = minimal(replacing: "train: data/mnist/train.npz", with: "train: {images: images.gz, labels: labels.gz}")
+            .replacingOccurrences(of: "test: data/mnist/test.npz", with: "test: test.npz")
+        let job = try JobConfig.parse(yaml, origin: "job.yaml", baseDirectory: directory)
+        XCTAssertThrowsError(try job.checkFiles()) { error in
+            XCTAssertEqual((error as? OrthofuseError)?.message, "job.yaml: tasks[0].train.labels: labels.gz: no such file")
+        }
+        let withBase = try JobConfig.parse("base: base.safetensors\n" + yaml, origin: "job.yaml", baseDirectory: directory)
+        XCTAssertThrowsError(try withBase.checkFiles()) { error in
+            XCTAssertEqual((error as? OrthofuseError)?.message, "job.yaml: base: base.safetensors: no such file")
+        }
+    }
+
+    private func temporaryDirectory() throws -> URL {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("orthofuse-job-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+        return directory
+    }
+}

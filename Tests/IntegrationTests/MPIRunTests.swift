@@ -1,0 +1,158 @@
+// MPIRunTests: the built `orthofuse` binary under real mpirun (and without it) on a synthetic job.
+import Foundation
+import XCTest
+import Core
+import TestSupport
+
+final class MPIRunTests: XCTestCase {
+    private var directory: URL!
+    private var taskNames: [String] = []
+
+    /// The package root, from this file's location (Tests/IntegrationTests/…).
+    private static let packageRoot = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// The orthofuse executable built next to the test bundle (`swift test` builds both).
+    private static var binary: URL {
+        let candidates = [
+            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
+            Bundle(for: MPIRunTests.self).bundleURL.deletingLastPathComponent(),
+            Bundle(for: MPIRunTests.self).bundleURL,
+            Bundle.main.bundleURL,
+        ].map { $0.appendingPathComponent("orthofuse") }
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[0]
+    }
+
+    override func setUpWithError() throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.binary.path) else {
+            throw OrthofuseError("orthofuse binary not built at \(Self.binary.path) (run `swift build --build-tests`)")
+        }
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("orthofuse-mpi-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        taskNames = try SyntheticTasks.write(to: directory)
+    }
+
+    override func tearDownWithError() throws {
+        if let directory { try? FileManager.default.removeItem(at: directory) }
+    }
+
+    struct Outcome {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    /// Runs a command with MPI's per-process variables scrubbed: a child mpirun that inherits
+    /// OMPI_/PMIX_/OPAL_/ORTE_ variables from an MPI process exits silently.
+    private func execute(_ arguments: [String], timeout: TimeInterval = 300) throws -> Outcome {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.currentDirectoryURL = directory
+        process.environment = ProcessInfo.processInfo.environment.filter { key, _ in
+            !["OMPI_", "PMIX_", "OPAL_", "ORTE_"].contains { key.hasPrefix($0) }
+        }
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        // Drain both pipes concurrently so a chatty child cannot block on a full pipe.
+        let outData = LockedData(), errData = LockedData()
+        let group = DispatchGroup()
+        for (pipe, sink) in [(out, outData), (err, errData)] {
+            group.enter()
+            DispatchQueue.global().async {
+                sink.set(pipe.fileHandleForReading.readDataToEndOfFile())
+                group.leave()
+            }
+        }
+        if group.wait(timeout: .now() + timeout) == .timedOut {
+            process.terminate()
+            XCTFail("timed out: \(arguments.joined(separator: " "))")
+        }
+        process.waitUntilExit()
+        return Outcome(status: process.terminationStatus, stdout: String(decoding: outData.get(), as: UTF8.self),
+                       stderr: String(decoding: errData.get(), as: UTF8.self))
+    }
+
+    private func launch(ranks: Int, _ arguments: [String]) throws -> Outcome {
+        try execute([Self.packageRoot.appendingPathComponent("cluster/launch.sh").path, "-np", "\(ranks)", "--",
+                     Self.binary.path] + arguments)
+    }
+
+    private func writeJob(_ name: String, output: String) throws -> String {
+        let text = SyntheticTasks.jobYAML(taskNames: taskNames).replacingOccurrences(of: "output: out", with: "output: \(output)")
+        try text.write(to: directory.appendingPathComponent(name), atomically: true, encoding: .utf8)
+        return directory.appendingPathComponent(name).path
+    }
+
+    private func tensors(_ path: String) throws -> [String: [Float]] {
+        let file = try Safetensors.read(directory.appendingPathComponent(path))
+        return Dictionary(uniqueKeysWithValues: file.tensors.map { ($0.name, $0.values) })
+    }
+
+    func testThreeRanksUnderMPIRunMatchOneProcessWithoutMPI() throws {
+        let job3 = try writeJob("job3.yaml", output: "np3")
+        let three = try launch(ranks: 3, ["run", job3])
+        XCTAssertEqual(three.status, 0, "mpirun -np 3 failed:\n\(three.stdout)\n\(three.stderr)")
+        XCTAssertTrue(three.stdout.contains("[rank 2]"), "rank 2 did work:\n\(three.stdout)")
+        XCTAssertTrue(three.stdout.contains("mean (norm.)"), "results table printed")
+
+        let job1 = try writeJob("job1.yaml", output: "np1")
+        let one = try execute([Self.binary.path, "run", job1])
+        XCTAssertEqual(one.status, 0, "single process failed:\n\(one.stdout)\n\(one.stderr)")
+
+        for file in ["base.safetensors", "report.json", "job.yaml", "merged/task_arithmetic.safetensors"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: directory.appendingPathComponent("np3/\(file)").path), file)
+        }
+        for name in taskNames {
+            XCTAssertEqual(try tensors("np3/task_vectors/\(name).safetensors"), try tensors("np1/task_vectors/\(name).safetensors"),
+                           "task vector \(name): np=3 differs from np=1")
+            XCTAssertEqual(try tensors("np3/heads/\(name).safetensors"), try tensors("np1/heads/\(name).safetensors"))
+        }
+        XCTAssertEqual(try tensors("np3/merged/task_arithmetic.safetensors"), try tensors("np1/merged/task_arithmetic.safetensors"))
+
+        // merged = θ0 + α Σ τ at the reported α.
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: directory.appendingPathComponent("np3/report.json"))) as? [String: Any]
+        let alpha = try XCTUnwrap(((report?["merges"] as? [[String: Any]])?.first?["alpha"]) as? Double)
+        let base = try tensors("np3/base.safetensors")
+        let merged = try tensors("np3/merged/task_arithmetic.safetensors")
+        let vectors = try taskNames.map { try tensors("np3/task_vectors/\($0).safetensors") }
+        for (name, values) in base {
+            for i in values.indices {
+                let expected = Double(values[i]) + alpha * vectors.map { Double($0[name]![i]) }.reduce(0, +)
+                XCTAssertEqual(Double(merged[name]![i]), expected, accuracy: 1e-5 * max(1, abs(expected)), "\(name)[\(i)]")
+            }
+        }
+    }
+
+    func testBadJobIsOneErrorLineAndNonZeroExit() throws {
+        let path = directory.appendingPathComponent("bad.yaml")
+        try SyntheticTasks.jobYAML(taskNames: taskNames).replacingOccurrences(of: "steps: 40", with: "stepz: 40")
+            .write(to: path, atomically: true, encoding: .utf8)
+        let outcome = try launch(ranks: 2, ["run", path.path])
+        XCTAssertNotEqual(outcome.status, 0)
+        let errorLines = outcome.stderr.split(separator: "\n").filter { $0.contains("orthofuse: error:") }
+        XCTAssertEqual(errorLines.count, 1, "exactly one error line from rank 0:\n\(outcome.stderr)")
+        XCTAssertTrue(errorLines.first?.contains("stepz") ?? false, outcome.stderr)
+
+        let missing = try execute([Self.binary.path, "run", directory.appendingPathComponent("nope.yaml").path])
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.stderr.contains("nope.yaml"), missing.stderr)
+    }
+
+    func testDoctorChecksCollectivesOnEveryRank() throws {
+        let outcome = try launch(ranks: 3, ["doctor"])
+        XCTAssertEqual(outcome.status, 0, outcome.stderr)
+        XCTAssertTrue(outcome.stdout.contains("ranks: 3"), outcome.stdout)
+        XCTAssertFalse(outcome.stdout.contains("FAIL"), outcome.stdout)
+    }
+}
+
+/// A Data box written by one reader thread and read after it finished.
+final class LockedData: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data = Data()
+    func set(_ value: Data) { lock.lock(); data = value; lock.unlock() }
+    func get() -> Data { lock.lock(); defer { lock.unlock() }; return data }
+}

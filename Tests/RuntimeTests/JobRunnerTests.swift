@@ -1,0 +1,123 @@
+// JobRunnerTests: the whole coordinator/worker program on in-process ranks (threads), checked as
+// a function of the world size: same outputs for any number of ranks, clean failure everywhere.
+import Foundation
+import XCTest
+@testable import Coordinator
+@testable import Core
+import TestSupport
+import Transport
+
+final class JobRunnerTests: XCTestCase {
+    private var directory: URL!
+    private var taskNames: [String] = []
+
+    override func setUpWithError() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("orthofuse-runner-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        taskNames = try SyntheticTasks.write(to: directory)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    private func plan(output: String, extra: String = "", yaml: String? = nil) throws -> JobPlan {
+        var text = yaml ?? SyntheticTasks.jobYAML(taskNames: taskNames, extra: extra)
+        text = text.replacingOccurrences(of: "output: out", with: "output: \(output)")
+        let config = try JobConfig.parse(text, origin: "job.yaml", baseDirectory: directory)
+        return try JobPlan(config: config)
+    }
+
+    private func run(_ plan: JobPlan, ranks: Int) throws -> RunReport {
+        let reports = try InProcessWorld.run(size: ranks) { communicator in
+            try JobRunner(plan: plan, communicator: communicator, console: Console(rank: communicator.rank, size: ranks, level: .quiet)).run()
+        }
+        return try XCTUnwrap(reports[0])
+    }
+
+    private func values(_ path: String) throws -> [String: [Float]] {
+        let file = try Safetensors.read(directory.appendingPathComponent(path))
+        return Dictionary(uniqueKeysWithValues: file.tensors.map { ($0.name, $0.values) })
+    }
+
+    func testResultsDoNotDependOnTheNumberOfRanks() throws {
+        let single = try run(plan(output: "np1"), ranks: 1)
+        let three = try run(plan(output: "np3"), ranks: 3)
+        let two = try run(plan(output: "np2"), ranks: 2)
+        for name in taskNames {
+            let reference = try values("np1/task_vectors/\(name).safetensors")
+            XCTAssertEqual(try values("np3/task_vectors/\(name).safetensors"), reference, "task vector \(name), 3 ranks")
+            XCTAssertEqual(try values("np2/task_vectors/\(name).safetensors"), reference, "task vector \(name), 2 ranks")
+            XCTAssertEqual(try values("np3/heads/\(name).safetensors"), try values("np1/heads/\(name).safetensors"))
+            XCTAssertGreaterThan(reference.values.map { $0.map { abs($0) }.max() ?? 0 }.max() ?? 0, 0, "τ is not zero")
+        }
+        XCTAssertEqual(try values("np3/merged/task_arithmetic.safetensors"), try values("np1/merged/task_arithmetic.safetensors"))
+        XCTAssertEqual(single.merges.map(\.alpha), three.merges.map(\.alpha))
+        XCTAssertEqual(single.tasks.map(\.finetunedAccuracy), three.tasks.map(\.finetunedAccuracy))
+        XCTAssertEqual(two.merges[0].perTask.map(\.accuracy), single.merges[0].perTask.map(\.accuracy))
+        XCTAssertEqual(three.tasks.map(\.rank), [0, 1, 2], "one task per rank")
+    }
+
+    func testOutputsAndMergedModelFormula() throws {
+        let report = try run(plan(output: "out"), ranks: 3)
+        let base = try values("out/base.safetensors")
+        let merged = try values("out/merged/task_arithmetic.safetensors")
+        let vectors = try taskNames.map { try values("out/task_vectors/\($0).safetensors") }
+        let alpha = report.merges[0].alpha
+        for (name, baseValues) in base {
+            let expected = baseValues.indices.map { i in
+                Double(baseValues[i]) + alpha * vectors.map { Double($0[name]![i]) }.reduce(0, +)
+            }
+            checkClose(merged[name]!, expected, name)
+        }
+        XCTAssertEqual(report.tasks.map(\.name), taskNames)
+        for task in report.tasks {
+            XCTAssertGreaterThan(task.finetunedAccuracy, 0.5, "\(task.name) learns")
+            XCTAssertGreaterThan(task.validationSamples, 0)
+        }
+        XCTAssertEqual(report.merges[0].alphaCurve.count, 9)
+        XCTAssertTrue(report.merges[0].alphaCurve.contains { $0.alpha == alpha })
+
+        // report.json carries the documented fields.
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: directory.appendingPathComponent("out/report.json")))
+        let root = try XCTUnwrap(json as? [String: Any])
+        let tasks = try XCTUnwrap(root["tasks"] as? [[String: Any]])
+        XCTAssertNotNil(tasks.first?["zero_shot_accuracy"] as? Double)
+        XCTAssertNotNil(tasks.first?["finetuned_accuracy"] as? Double)
+        let merges = try XCTUnwrap(root["merges"] as? [[String: Any]])
+        for key in ["method", "alpha", "absolute_accuracy", "normalized_accuracy", "per_task", "alpha_curve"] {
+            XCTAssertNotNil(merges.first?[key], key)
+        }
+        let curve = try XCTUnwrap(merges.first?["alpha_curve"] as? [[String: Any]])
+        XCTAssertNotNil(curve.first?["validation_normalized_accuracy"] as? Double)
+        let perTask = try XCTUnwrap(merges.first?["per_task"] as? [[String: Any]])
+        XCTAssertNotNil(perTask.first?["normalized_accuracy"] as? Double)
+    }
+
+    func testCoordinatorCanStayOutOfTraining() throws {
+        let report = try run(plan(output: "coord", extra: "runtime: {coordinator_trains: false}"), ranks: 3)
+        XCTAssertEqual(report.tasks.map(\.rank), [1, 2, 1])
+    }
+
+    func testAFailingTaskEndsTheJobOnEveryRankWithItsReason() throws {
+        // Task 1's training labels include 9 while the job says 4 classes.
+        let folder = directory.appendingPathComponent("task1")
+        try SyntheticTasks.idx(magic: 0x0801, dimensions: [240], bytes: [UInt8](repeating: 9, count: 240))
+            .write(to: folder.appendingPathComponent("train-labels.idx"))
+        let failing = try plan(output: "fail")
+        XCTAssertThrowsError(try run(failing, ranks: 3)) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains("task1") && text.contains("label 9"), text)
+        }
+        XCTAssertThrowsError(try run(failing, ranks: 1)) { error in
+            XCTAssertTrue("\(error)".contains("label 9"), "\(error)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory.appendingPathComponent("fail/report.json").path))
+    }
+
+    private func checkClose(_ actual: [Float], _ expected: [Double], _ name: String) {
+        XCTAssertEqual(actual.count, expected.count)
+        let worst = zip(actual, expected).map { abs(Double($0) - $1) / max(1, abs($1)) }.max() ?? 0
+        XCTAssertLessThan(worst, 1e-6, "\(name): merged ≠ θ0 + αΣτ (worst relative error \(worst))")
+    }
+}

@@ -1,0 +1,75 @@
+"""bench_torch.py: the PyTorch twin of orthofuse-bench's training step (MLP, AdamW, ± OrthoReg).
+
+Needs a CPU torch (pip install torch==2.13.0+cpu from the local wheel folder). One thread, like
+one orthofuse rank. Prints ms/step in the same format as orthofuse-bench.
+"""
+import argparse
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def orthoreg(model, base):
+    """Plain-norm OrthoReg (the released code's form): sum over 2-D weights of ||G - I||_F."""
+    total = 0.0
+    for (name, p), p0 in zip(model.named_parameters(), base):
+        if p.dim() != 2:
+            continue
+        delta = p - p0
+        m, n = delta.shape
+        gram = delta.t() @ delta if m >= n else delta @ delta.t()
+        total = total + torch.linalg.matrix_norm(gram - torch.eye(gram.shape[0]), "fro")
+    return total
+
+
+def step_ms(input_dim, hidden, classes, batch, steps, lam):
+    torch.manual_seed(1)
+    layers = []
+    fan_in = input_dim
+    for width in hidden:
+        layers += [nn.Linear(fan_in, width), nn.ReLU()]
+        fan_in = width
+    backbone = nn.Sequential(*layers)
+    head = nn.Linear(fan_in, classes)
+    for p in head.parameters():
+        p.requires_grad_(False)
+    base = [p.detach().clone() for p in backbone.parameters()]
+    optimizer = torch.optim.AdamW(backbone.parameters(), lr=1e-3, weight_decay=0.1)
+    x = torch.rand(batch * 8, input_dim)
+    y = torch.randint(0, classes, (batch * 8,))
+    times = []
+    for run in range(4):
+        start = time.perf_counter()
+        for step in range(steps):
+            index = torch.randint(0, batch * 8, (batch,))
+            loss = F.cross_entropy(head(backbone(x[index])), y[index])
+            if lam > 0:
+                loss = loss + lam * orthoreg(backbone, base)
+            optimizer.zero_grad(set_to_none=False)
+            loss.backward()
+            optimizer.step()
+        if run > 0:
+            times.append((time.perf_counter() - start) * 1000 / steps)
+    return sorted(times)[len(times) // 2]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--hidden", default="256,256")
+    parser.add_argument("--input", type=int, default=784)
+    parser.add_argument("--classes", type=int, default=10)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    hidden = [int(h) for h in args.hidden.split(",")]
+    for lam in (0.0, 1.0):
+        ms = step_ms(args.input, hidden, args.classes, args.batch, args.steps, lam)
+        print(f"torch mlp {args.input}-{'-'.join(map(str, hidden))}-{args.classes} batch {args.batch} "
+              f"adamw orthoreg={lam:g}: {ms:.3f} ms/step")
+
+
+if __name__ == "__main__":
+    main()
