@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # check_safetensors_interop: reads a .safetensors file with the reference library and prints what it holds.
 """Usage: python3 scripts/check_safetensors_interop.py FILE.safetensors
 

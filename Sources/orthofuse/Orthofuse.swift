@@ -65,13 +65,16 @@ struct Demo: ParsableCommand {
     @Option(help: "Run directory for the outputs.")
     var output = "runs/demo"
 
+    @Option(help: "OrthoReg strength λ (0 turns the regulariser off; compare the two runs).")
+    var orthoregLambda = 1.0
+
     @Flag(help: "Print the demo job file and exit.")
     var printJob = false
 
     @OptionGroup var verbosity: OutputOptions
 
     func run() throws {
-        let text = DemoJob.yaml(dataDirectory: data, output: output)
+        let text = DemoJob.yaml(dataDirectory: data, output: output, orthoRegLambda: orthoregLambda)
         if printJob {
             print(text, terminator: "")
             return

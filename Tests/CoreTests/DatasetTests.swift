@@ -212,6 +212,10 @@ final class DatasetTests: XCTestCase {
         let flipped = try temporaryFile("flipped.npz", stored)
         assertFails(flipped.path, ["array 'x': zip entry CRC32 mismatch"]) { try Dataset.loadNPZ(flipped) }
 
+        // A deflate stream that runs past the end of the file ends in an error, not an endless loop.
+        let endless = try fixture("npz_endless_deflate.npz")
+        assertFails(endless.path, ["array 'x'", "ends before the deflate stream does"]) { try Dataset.loadNPZ(endless) }
+
         // Cutting the file loses the central directory.
         let truncated = try temporaryFile("truncated.npz", Array(try fixtureBytes("npz_stored_u8.npz").prefix(300)))
         assertFails(truncated.path, ["not a zip archive"]) { try Dataset.loadNPZ(truncated) }
