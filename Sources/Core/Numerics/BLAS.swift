@@ -16,6 +16,28 @@ public func sgemm(
         blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
 }
 
+/// Row-major symmetric rank-k update into the *upper* triangle of C[n×n]:
+/// C = alpha · A·Aᵀ (A n×k) or, with `transpose`, alpha · Aᵀ·A (A k×n). Half the work of sgemm;
+/// the lower triangle is left untouched (see `mirrorUpperTriangle`).
+@inline(__always)
+public func ssyrkUpper(
+    transpose: Bool, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
+    beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+) {
+    if n == 0 { return }
+    cblas_ssyrk(CblasRowMajor, CblasUpper, transpose ? CblasTrans : CblasNoTrans,
+                blasint(n), blasint(k), alpha, a, blasint(lda), beta, c, blasint(ldc))
+}
+
+/// Copies the upper triangle of a row-major n×n matrix onto its lower triangle.
+public func mirrorUpperTriangle(_ c: UnsafeMutablePointer<Float>, n: Int) {
+    for row in 1..<max(n, 1) {
+        for column in 0..<row {
+            c[row * n + column] = c[column * n + row]
+        }
+    }
+}
+
 public enum BLASRuntime {
     /// Fixes OpenBLAS to `threads` threads. One thread per rank keeps results bitwise
     /// independent of the machine's load and of how many ranks share a host.

@@ -87,14 +87,9 @@ public final class OrthoRegularizer {
     ) -> Double {
         let tall = m >= n
         let k = tall ? n : m
-        // G = ΔWᵀΔW [n, n] (tall) or ΔWΔWᵀ [m, m] (wide).
-        if tall {
-            sgemm(transposeA: true, transposeB: false, m: n, n: n, k: m, alpha: 1,
-                  a: delta, lda: n, b: delta, ldb: n, beta: 0, c: gram, ldc: n)
-        } else {
-            sgemm(transposeA: false, transposeB: true, m: m, n: m, k: n, alpha: 1,
-                  a: delta, lda: n, b: delta, ldb: n, beta: 0, c: gram, ldc: m)
-        }
+        // G = ΔWᵀΔW [n, n] (tall) or ΔWΔWᵀ [m, m] (wide), as a symmetric rank-k update.
+        ssyrkUpper(transpose: tall, n: k, k: tall ? m : n, alpha: 1, a: delta, lda: n, beta: 0, c: gram, ldc: k)
+        mirrorUpperTriangle(gram, n: k)
         for i in 0..<k { gram[i * k + i] -= 1 }
         let squaredNorm = ElementWise.sumOfSquares(gram, count: k * k)
         let value = form == .squared ? squaredNorm : squaredNorm.squareRoot()
