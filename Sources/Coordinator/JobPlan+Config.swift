@@ -29,8 +29,21 @@ extension JobPlan {
             throw OrthofuseError("job.yaml: model.arch: vit is not available in this version (use mlp)")
         }
         let layout = model.layout
-        guard let trained = config.finetune.mode.trainedParameters(layout) else {
-            throw OrthofuseError("job.yaml: finetune.mode: '\(config.finetune.mode.rawValue)' is not available for arch \(config.model.architectureName) in this version (use full)")
+        let mode = config.finetune.mode
+        guard let trained = mode.trainedParameters(layout) else {
+            throw OrthofuseError("job.yaml: finetune.mode: '\(mode.rawValue)' needs attention layers; arch \(config.model.architectureName) has none (use full, lora or linearized)")
+        }
+        let parametrization: Parametrization
+        switch mode {
+        case .full, .attention:
+            parametrization = .direct
+        case .linearized:
+            parametrization = .linearized
+        case .lora:
+            guard let lora = config.finetune.lora else {
+                throw OrthofuseError("job.yaml: finetune.lora: required with mode: lora ({rank, alpha})")
+            }
+            parametrization = .lora(rank: lora.rank, alpha: Float(lora.alpha), targets: mode.loraTargets(layout))
         }
         let finetune = TrainingSettings(
             steps: config.finetune.steps, batchSize: config.finetune.batchSize,
@@ -38,7 +51,8 @@ extension JobPlan {
             warmupSteps: config.finetune.schedule.warmupSteps, decay: config.finetune.schedule.decay,
             gradientClip: Float(config.finetune.gradClip), labelSmoothing: Float(config.finetune.labelSmoothing),
             orthoReg: OrthoRegSettings(lambda: Float(config.finetune.orthoreg.lambda), form: config.finetune.orthoreg.form),
-            trainedParameters: trained, regularizedParameters: config.finetune.mode.regularizedParameters(layout))
+            trainedParameters: trained, regularizedParameters: mode.regularizedParameters(layout),
+            parametrization: parametrization)
 
         let base: BaseSource
         if let path = config.base {

@@ -239,6 +239,8 @@ public final class JobRunner {
         }
         let merged = FloatBuffer(count: base.count)
         let tasks = plan.tasks
+        // Linearized task vectors merge in tangent space: f(x; θ0) + J(x; θ0)·αΣτ.
+        let linearization = plan.finetune.parametrization == .linearized ? base : nil
         let grid = plan.alphaGrid
 
         // Validation accuracy of every (α, task) pair, each task measured by its owner.
@@ -248,7 +250,8 @@ public final class JobRunner {
                 TaskArithmetic.merge(base: base, taskVectorSum: taskVectorSum, alpha: Float(alpha), into: merged)
                 for (index, result) in results {
                     values[a * tasks.count + index] = Evaluation.accuracy(
-                        backbone: backbone, parameters: merged, head: result.head, data: result.data.validation)
+                        backbone: backbone, parameters: merged, head: result.head, data: result.data.validation,
+                        linearizedAround: linearization)
                 }
             }
             return values
@@ -280,7 +283,8 @@ public final class JobRunner {
         TaskArithmetic.merge(base: base, taskVectorSum: taskVectorSum, alpha: Float(alpha), into: merged)
         var test = [Double](repeating: 0, count: tasks.count)
         for (index, result) in results {
-            test[index] = Evaluation.accuracy(backbone: backbone, parameters: merged, head: result.head, data: result.data.test)
+            test[index] = Evaluation.accuracy(backbone: backbone, parameters: merged, head: result.head,
+                                              data: result.data.test, linearizedAround: linearization)
         }
         test = try communicator.allReduce(test, .sum)
         let perTask = tasks.indices.map { index in

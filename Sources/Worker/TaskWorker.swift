@@ -117,7 +117,7 @@ public final class TaskWorker {
         let trainer = Trainer(backbone: backbone, head: head, settings: finetune)
         var finalLoss = Double.nan
         let reportEvery = max(1, min(100, finetune.steps / 10))
-        try trainer.run(parameters: parameters, base: base, data: data.train,
+        let taskVector = try trainer.run(parameters: parameters, base: base, data: data.train,
                         random: RandomStream(seed: seed, label: "finetune/\(task.name)"), label: "task '\(task.name)'",
                         reportEvery: reportEvery) { progress in
             finalLoss = progress.loss
@@ -127,14 +127,16 @@ public final class TaskWorker {
                 task.name, progress.step, progress.steps, progress.loss, ortho, progress.learningRate,
                 progress.samplesPerSecond))
         }
-        let finetunedTest = Evaluation.accuracy(backbone: backbone, parameters: parameters, head: head, data: data.test)
+        // A linearized model is evaluated as f(x; θ0) + J(x; θ0)(θ − θ0), the model it trained.
+        let linearization = finetune.parametrization == .linearized ? base : nil
+        let finetunedTest = Evaluation.accuracy(backbone: backbone, parameters: parameters, head: head, data: data.test,
+                                                linearizedAround: linearization)
         let finetunedValidation = Evaluation.accuracy(backbone: backbone, parameters: parameters, head: head,
-                                                      data: data.validation)
-        let taskVector = TaskVector.difference(finetuned: parameters, base: base)
+                                                      data: data.validation, linearizedAround: linearization)
         let norm = ElementWise.sumOfSquares(taskVector.pointer, count: taskVector.count).squareRoot()
         let penalty = OrthoRegularizer(settings: OrthoRegSettings(lambda: 1, form: finetune.orthoReg.form),
                                        layout: backbone.layout, parameterIndices: regularizedForReport)
-            .value(parameters: parameters.pointer, base: base.pointer)
+            .value(parameters: taskVector.pointer, base: FloatBuffer(count: taskVector.count).pointer)
         let seconds = Date().timeIntervalSince(started)
         console.info("\(task.name): fine-tuned test accuracy \(percent(finetunedTest)) (zero-shot \(percent(zeroShotTest))), ‖τ‖ \(String(format: "%.3f", norm)), \(String(format: "%.1f", seconds)) s")
 

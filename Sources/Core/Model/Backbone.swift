@@ -21,6 +21,14 @@ public protocol Backbone: AnyObject {
         featureGradient: UnsafePointer<Float>, parameters: UnsafePointer<Float>, inputs: UnsafePointer<Float>,
         batch: Int, parameterGradient: UnsafeMutablePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?)
 
+    /// Forward-mode derivative (JVP) for linearized fine-tuning: runs the forward pass at
+    /// `parameters` exactly as `forward` does (saving what `backward` needs, and returning the
+    /// same features), and also writes J(x; θ)·`tangent` [batch, featureCount] into
+    /// `featureTangent`, where `tangent` is a direction in parameter space (layout order).
+    func forwardWithTangent(
+        parameters: UnsafePointer<Float>, tangent: UnsafePointer<Float>, inputs: UnsafePointer<Float>, batch: Int,
+        featureTangent: UnsafeMutablePointer<Float>) -> UnsafePointer<Float>
+
     /// Seeded initialisation of all parameters.
     func initialize(_ parameters: FloatBuffer, random: inout RandomStream)
 }

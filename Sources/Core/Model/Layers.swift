@@ -20,6 +20,20 @@ public enum Linear {
               beta: bias == nil ? 0 : 1, c: out, ldc: outputs)
     }
 
+    /// Tangent of the forward pass (JVP): ẏ = ẋ · Wᵀ + x · Ẇᵀ + ḃ, with ẋ nil when the input is
+    /// constant (the network's input).
+    public static func forwardTangent(
+        outTangent: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, inpTangent: UnsafePointer<Float>?,
+        weight: UnsafePointer<Float>, weightTangent: UnsafePointer<Float>, biasTangent: UnsafePointer<Float>?,
+        rows: Int, inputs: Int, outputs: Int
+    ) {
+        forward(out: outTangent, inp: inp, weight: weightTangent, bias: biasTangent, rows: rows, inputs: inputs, outputs: outputs)
+        if let inpTangent {
+            sgemm(transposeA: false, transposeB: true, m: rows, n: outputs, k: inputs,
+                  alpha: 1, a: inpTangent, lda: inputs, b: weight, ldb: inputs, beta: 1, c: outTangent, ldc: outputs)
+        }
+    }
+
     /// dinp[B, I] += dout[B, O] · weight[O, I];  dweight[O, I] += doutᵀ · inp;  dbias[O] += Σ_B dout.
     public static func backward(
         dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
@@ -52,6 +66,13 @@ public enum Activation: String, Sendable, Codable, CaseIterable {
         case .relu: ReLU.forward(out: out, inp: inp, count: count)
         case .gelu: GELU.forward(out: out, inp: inp, count: count)
         }
+    }
+
+    /// Tangent (JVP): outTangent = act'(inp) ⊙ inpTangent.
+    public func forwardTangent(outTangent: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
+                               inpTangent: UnsafePointer<Float>, count: Int) {
+        outTangent.update(repeating: 0, count: count)
+        backward(dinp: outTangent, dout: inpTangent, inp: inp, count: count)
     }
 
     /// dinp += act'(inp) ⊙ dout.

@@ -41,6 +41,9 @@ public final class MLPBackbone: Backbone {
     // Scratch gradients w.r.t. activations and pre-activations, [B, max H].
     private let activationGradient: FloatBuffer
     private let preActivationGradient: FloatBuffer
+    // Tangents of pre-activations and activations for the JVP, [B, H_i]; empty until first used.
+    private var preActivationTangents: [FloatBuffer] = []
+    private var activationTangents: [FloatBuffer] = []
 
     public init(_ configuration: MLPConfiguration, maxBatch: Int) {
         precondition(!configuration.hidden.isEmpty, "an MLP needs at least one hidden layer")
@@ -102,6 +105,35 @@ public final class MLPBackbone: Backbone {
                             rows: batch, inputs: fanIn, outputs: width)
             upstream = UnsafePointer(activationGradient.pointer)
         }
+    }
+
+    public func forwardWithTangent(
+        parameters: UnsafePointer<Float>, tangent: UnsafePointer<Float>, inputs: UnsafePointer<Float>, batch: Int,
+        featureTangent: UnsafeMutablePointer<Float>
+    ) -> UnsafePointer<Float> {
+        if preActivationTangents.isEmpty {
+            // Allocated once, on first use, so plain fine-tuning does not pay for them.
+            preActivationTangents = configuration.hidden.map { FloatBuffer(count: maxBatch * $0) }
+            activationTangents = configuration.hidden.map { FloatBuffer(count: maxBatch * $0) }
+        }
+        let features = forward(parameters: parameters, inputs: inputs, batch: batch)
+        var layerInput = inputs
+        var layerInputTangent: UnsafePointer<Float>? = nil
+        var fanIn = configuration.inputCount
+        for (i, width) in configuration.hidden.enumerated() {
+            Linear.forwardTangent(
+                outTangent: preActivationTangents[i].pointer, inp: layerInput, inpTangent: layerInputTangent,
+                weight: parameters + layout.offsets[2 * i], weightTangent: tangent + layout.offsets[2 * i],
+                biasTangent: tangent + layout.offsets[2 * i + 1], rows: batch, inputs: fanIn, outputs: width)
+            configuration.activation.forwardTangent(
+                outTangent: activationTangents[i].pointer, inp: preActivations[i].pointer,
+                inpTangent: preActivationTangents[i].pointer, count: batch * width)
+            layerInput = UnsafePointer(activations[i].pointer)
+            layerInputTangent = UnsafePointer(activationTangents[i].pointer)
+            fanIn = width
+        }
+        featureTangent.update(from: activationTangents.last!.pointer, count: batch * featureCount)
+        return features
     }
 
     /// PyTorch's default Linear initialisation: weight and bias uniform in ±1/√fan_in.

@@ -2,6 +2,17 @@
 // the minibatch sampler, the linear probe and accuracy evaluation.
 import Foundation
 
+/// How the trained quantity relates to the backbone's parameters θ.
+public enum Parametrization: Sendable, Equatable {
+    /// The optimizer updates θ's trained entries directly.
+    case direct
+    /// θ = θ0 + (alpha/rank)·B·A on each target weight [out, in]; A [rank, in] starts random
+    /// (uniform ±1/√in), B [out, rank] at zero; only A and B train.
+    case lora(rank: Int, alpha: Float, targets: [Int])
+    /// The model is f(x; θ0) + J(x; θ0)(θ − θ0) (tangent space); θ's trained entries train.
+    case linearized
+}
+
 /// What one training run does; built from the job's `finetune:` or `pretrain:` section.
 public struct TrainingSettings: Sendable, Equatable {
     public var steps: Int
@@ -9,21 +20,22 @@ public struct TrainingSettings: Sendable, Equatable {
     public var optimizer: OptimizerSettings
     public var warmupSteps: Int
     public var decay: LearningRateDecay
-    /// Global-norm clipping of the backbone gradient; 0 turns it off.
+    /// Global-norm clipping of the trained gradient; 0 turns it off.
     public var gradientClip: Float
     public var labelSmoothing: Float
     public var orthoReg: OrthoRegSettings
-    /// Layout indices of the backbone parameters that train; the others stay at θ0.
+    /// Layout indices of the backbone parameters that train (direct and linearized); the others stay at θ0.
     public var trainedParameters: [Int]
-    /// Layout indices (2-D, trained) that OrthoReg acts on.
+    /// Layout indices (2-D) whose update ΔW OrthoReg acts on.
     public var regularizedParameters: [Int]
     /// Pre-training also trains the head; fine-tuning keeps it frozen.
     public var trainsHead: Bool
+    public var parametrization: Parametrization
 
     public init(steps: Int, batchSize: Int, optimizer: OptimizerSettings, warmupSteps: Int = 0,
                 decay: LearningRateDecay = .constant, gradientClip: Float = 0, labelSmoothing: Float = 0,
                 orthoReg: OrthoRegSettings = OrthoRegSettings(lambda: 0), trainedParameters: [Int],
-                regularizedParameters: [Int] = [], trainsHead: Bool = false) {
+                regularizedParameters: [Int] = [], trainsHead: Bool = false, parametrization: Parametrization = .direct) {
         self.steps = steps
         self.batchSize = batchSize
         self.optimizer = optimizer
@@ -35,6 +47,7 @@ public struct TrainingSettings: Sendable, Equatable {
         self.trainedParameters = trainedParameters
         self.regularizedParameters = regularizedParameters
         self.trainsHead = trainsHead
+        self.parametrization = parametrization
     }
 }
 
@@ -81,13 +94,119 @@ public final class MinibatchSampler {
         }
         let width = data.featureCount
         data.inputs.withUnsafeBufferPointer { source in
-            for row in 0..<batchSize {
-                let sample = order[position + row]
-                (inputs.pointer + row * width).update(from: source.baseAddress! + sample * width, count: width)
-                labels[row] = data.labels[sample]
+            labels.withUnsafeMutableBufferPointer { labelBuffer in
+                for row in 0..<batchSize {
+                    let sample = order[position + row]
+                    (inputs.pointer + row * width).update(from: source.baseAddress! + sample * width, count: width)
+                    labelBuffer[row] = data.labels[sample]
+                }
             }
         }
         position += batchSize
+    }
+}
+
+/// LoRA adapters of one run: A and B of every target in one flat buffer, with the scratch the
+/// chain rule needs. ΔW = scale·B·A.
+final class LoRAAdapters {
+    struct Target {
+        let offset: Int  // of W in the backbone layout
+        let rows: Int  // out
+        let columns: Int  // in
+        let a: Int  // offset of A [rank, in] in `values`
+        let b: Int  // offset of B [out, rank] in `values`
+    }
+
+    let rank: Int
+    let scale: Float
+    let targets: [Target]
+    let values: FloatBuffer
+    let gradient: FloatBuffer
+    /// ΔW of the largest target, and OrthoReg's gradient w.r.t. it.
+    let delta: FloatBuffer
+    let deltaGradient: FloatBuffer
+    let gram: FloatBuffer
+
+    init(layout: ParameterLayout, targets indices: [Int], rank: Int, alpha: Float, random: RandomStream) {
+        self.rank = rank
+        scale = alpha / Float(rank)
+        var offset = 0
+        var targets: [Target] = []
+        for index in indices {
+            let spec = layout.specs[index]
+            precondition(spec.isMatrix, "LoRA adapts 2-D weights only (\(spec.name))")
+            let target = Target(offset: layout.offsets[index], rows: spec.shape[0], columns: spec.shape[1],
+                                a: offset, b: offset + rank * spec.shape[1])
+            offset += rank * (spec.shape[0] + spec.shape[1])
+            targets.append(target)
+        }
+        self.targets = targets
+        values = FloatBuffer(count: offset)
+        gradient = FloatBuffer(count: offset)
+        let largest = targets.map { $0.rows * $0.columns }.max() ?? 0
+        let largestGram = targets.map { min($0.rows, $0.columns) }.map { $0 * $0 }.max() ?? 0
+        delta = FloatBuffer(count: largest)
+        deltaGradient = FloatBuffer(count: largest)
+        gram = FloatBuffer(count: largestGram)
+        var stream = random
+        for target in targets {
+            let bound = 1 / Double(target.columns).squareRoot()
+            for i in 0..<(rank * target.columns) {
+                values[target.a + i] = Float((2 * stream.nextDouble() - 1) * bound)
+            }
+        }
+    }
+
+    /// delta = scale · B · A for `target`.
+    func computeDelta(_ target: Target) {
+        sgemm(transposeA: false, transposeB: false, m: target.rows, n: target.columns, k: rank, alpha: scale,
+              a: values.pointer + target.b, lda: rank, b: values.pointer + target.a, ldb: target.columns,
+              beta: 0, c: delta.pointer, ldc: target.columns)
+    }
+
+    /// θ[target] = θ0[target] + scale·B·A for every target.
+    func materialize(parameters: FloatBuffer, base: FloatBuffer) {
+        for target in targets {
+            computeDelta(target)
+            let count = target.rows * target.columns
+            (parameters.pointer + target.offset).update(from: base.pointer + target.offset, count: count)
+            ElementWise.add(parameters.pointer + target.offset, delta.pointer, count: count)
+        }
+    }
+
+    /// From the backbone gradient dW of each target (plus λ·∂R/∂ΔW when OrthoReg is on):
+    /// dA = scale·Bᵀ·dW, dB = scale·dW·Aᵀ. Returns Σ R.
+    func backpropagate(backboneGradient: FloatBuffer, orthoReg: OrthoRegSettings) -> Double {
+        var penalty = 0.0
+        for target in targets {
+            let dW = backboneGradient.pointer + target.offset
+            if orthoReg.isActive {
+                computeDelta(target)
+                penalty += OrthoRegularizer.penaltyAndGradient(
+                    delta: delta.pointer, rows: target.rows, columns: target.columns, form: orthoReg.form,
+                    gram: gram.pointer, gradientOut: deltaGradient.pointer)
+                ElementWise.axpy(dW, orthoReg.lambda, deltaGradient.pointer, count: target.rows * target.columns)
+            }
+            // dA [rank, in] = scale · Bᵀ [rank, out] · dW [out, in]
+            sgemm(transposeA: true, transposeB: false, m: rank, n: target.columns, k: target.rows, alpha: scale,
+                  a: values.pointer + target.b, lda: rank, b: dW, ldb: target.columns,
+                  beta: 0, c: gradient.pointer + target.a, ldc: target.columns)
+            // dB [out, rank] = scale · dW [out, in] · Aᵀ [in, rank]
+            sgemm(transposeA: false, transposeB: true, m: target.rows, n: rank, k: target.columns, alpha: scale,
+                  a: dW, lda: target.columns, b: values.pointer + target.a, ldb: target.columns,
+                  beta: 0, c: gradient.pointer + target.b, ldc: rank)
+        }
+        return penalty
+    }
+
+    /// The dense task vector: scale·B·A on the targets, exactly zero elsewhere.
+    func taskVector(count: Int) -> FloatBuffer {
+        let result = FloatBuffer(count: count)
+        for target in targets {
+            computeDelta(target)
+            (result.pointer + target.offset).update(from: delta.pointer, count: target.rows * target.columns)
+        }
+        return result
     }
 }
 
@@ -105,13 +224,15 @@ public final class Trainer {
         trainedRanges = settings.trainedParameters.sorted().map { backbone.layout.range(at: $0) }
     }
 
-    /// Trains `parameters` (which start at θ0 = `base`) in place for `settings.steps` steps.
-    /// `progress` is called about every `reportEvery` steps and after the last one.
-    /// Throws when the loss stops being finite, naming the step.
+    /// Trains from θ0 = `base` for `settings.steps` steps, leaving the final θ in `parameters`
+    /// (which must start equal to `base`), and returns the task vector τ = θ − θ0 (for LoRA the
+    /// exact dense scale·B·A). `progress` is called about every `reportEvery` steps and after the
+    /// last one. Throws when the loss stops being finite, naming the step.
+    @discardableResult
     public func run(
         parameters: FloatBuffer, base: FloatBuffer, data: Dataset, random: RandomStream, label: String,
         reportEvery: Int = 50, progress: (TrainingProgress) -> Void = { _ in }
-    ) throws {
+    ) throws -> FloatBuffer {
         let layout = backbone.layout
         precondition(parameters.count == layout.totalCount && base.count == layout.totalCount)
         let sampler = MinibatchSampler(data: data, batchSize: settings.batchSize, random: random)
@@ -119,17 +240,29 @@ public final class Trainer {
         let classes = head.classes
         let features = backbone.featureCount
 
+        var adapters: LoRAAdapters?
+        if case let .lora(rank, alpha, targets) = settings.parametrization {
+            var stream = random
+            adapters = LoRAAdapters(layout: layout, targets: targets, rank: rank, alpha: alpha,
+                                    random: RandomStream(seed: stream.next(), label: "lora-init"))
+        }
+        let linearized = settings.parametrization == .linearized
+        let tangent = FloatBuffer(count: linearized ? layout.totalCount : 0)
+        let featureTangent = FloatBuffer(count: linearized ? batch * features : 0)
+
         let gradient = FloatBuffer(count: layout.totalCount)
         let headGradient = FloatBuffer(count: settings.trainsHead ? head.layout.totalCount : 0)
         let logits = FloatBuffer(count: batch * classes)
         let logitGradient = FloatBuffer(count: batch * classes)
         let featureGradient = FloatBuffer(count: batch * features)
-        let optimizer = Optimizer(settings: settings.optimizer, parameterCount: layout.totalCount)
+        // The optimizer's parameter vector: the adapters for LoRA, θ otherwise.
+        let optimizer = Optimizer(settings: settings.optimizer, parameterCount: adapters?.values.count ?? layout.totalCount)
+        let optimizerRanges = adapters.map { [0..<$0.values.count] } ?? trainedRanges
         let headOptimizer = Optimizer(settings: settings.optimizer, parameterCount: headGradient.count)
         let headRanges = [0..<headGradient.count]
         let schedule = LearningRateSchedule(baseRate: settings.optimizer.learningRate, warmupSteps: settings.warmupSteps,
                                             totalSteps: settings.steps, decay: settings.decay)
-        let regularizer = settings.orthoReg.isActive
+        let regularizer = settings.orthoReg.isActive && adapters == nil
             ? OrthoRegularizer(settings: settings.orthoReg, layout: layout, parameterIndices: settings.regularizedParameters)
             : nil
 
@@ -142,7 +275,20 @@ public final class Trainer {
         for step in 0..<settings.steps {
             sampler.next()
             let rate = schedule.rate(at: step)
-            let featureOutput = backbone.forward(parameters: parameters.pointer, inputs: sampler.inputs.pointer, batch: batch)
+            adapters?.materialize(parameters: parameters, base: base)
+
+            // Forward: f(x; θ), or f(x; θ0) + J(x; θ0)(θ − θ0) in tangent space.
+            let featureOutput: UnsafePointer<Float>
+            if linearized {
+                ElementWise.subtract(tangent.pointer, parameters.pointer, base.pointer, count: layout.totalCount)
+                let primal = backbone.forwardWithTangent(parameters: base.pointer, tangent: tangent.pointer,
+                                                         inputs: sampler.inputs.pointer, batch: batch,
+                                                         featureTangent: featureTangent.pointer)
+                ElementWise.add(featureTangent.pointer, primal, count: batch * features)
+                featureOutput = UnsafePointer(featureTangent.pointer)
+            } else {
+                featureOutput = backbone.forward(parameters: parameters.pointer, inputs: sampler.inputs.pointer, batch: batch)
+            }
             head.forward(logits: logits.pointer, features: featureOutput, batch: batch)
             let loss = sampler.labels.withUnsafeBufferPointer {
                 CrossEntropy.forwardBackward(logitGradient: logitGradient.pointer, logits: logits.pointer,
@@ -157,17 +303,32 @@ public final class Trainer {
             head.backward(featureGradient: featureGradient.pointer,
                           parameterGradient: settings.trainsHead ? headGradient.pointer : nil,
                           logitGradient: logitGradient.pointer, features: featureOutput, batch: batch)
+
+            // Backward: at θ, or at θ0 for the linearized model (its Jacobian is J(x; θ0)).
             gradient.zero()
-            backbone.backward(featureGradient: featureGradient.pointer, parameters: parameters.pointer,
+            backbone.backward(featureGradient: featureGradient.pointer,
+                              parameters: linearized ? base.pointer : parameters.pointer,
                               inputs: sampler.inputs.pointer, batch: batch, parameterGradient: gradient.pointer,
                               inputGradient: nil)
-            if let regularizer {
-                lastPenalty = regularizer.apply(parameters: parameters.pointer, base: base.pointer, gradient: gradient.pointer)
+            if let adapters {
+                lastPenalty = adapters.backpropagate(backboneGradient: gradient, orthoReg: settings.orthoReg)
+                if settings.gradientClip > 0 {
+                    GradientClipping.clip(adapters.gradient.pointer, ranges: optimizerRanges, maxNorm: settings.gradientClip)
+                }
+                optimizer.step(parameters: adapters.values.pointer, gradient: adapters.gradient.pointer, rate: rate,
+                               ranges: optimizerRanges)
+            } else {
+                if let regularizer {
+                    lastPenalty = regularizer.apply(parameters: parameters.pointer, base: base.pointer, gradient: gradient.pointer)
+                }
+                if settings.gradientClip > 0 {
+                    GradientClipping.clip(gradient.pointer, ranges: trainedRanges, maxNorm: settings.gradientClip)
+                }
+                optimizer.step(parameters: parameters.pointer, gradient: gradient.pointer, rate: rate, ranges: trainedRanges)
             }
-            if settings.gradientClip > 0 {
-                GradientClipping.clip(gradient.pointer, ranges: trainedRanges, maxNorm: settings.gradientClip)
+            guard lastPenalty.isFinite else {
+                throw OrthofuseError("\(label): the OrthoReg penalty became \(lastPenalty) at step \(step + 1); lower λ or the learning rate")
             }
-            optimizer.step(parameters: parameters.pointer, gradient: gradient.pointer, rate: rate, ranges: trainedRanges)
             if settings.trainsHead {
                 headOptimizer.step(parameters: head.parameters.pointer, gradient: headGradient.pointer, rate: rate,
                                    ranges: headRanges)
@@ -188,6 +349,11 @@ public final class Trainer {
                 windowStart = now
             }
         }
+        if let adapters {
+            adapters.materialize(parameters: parameters, base: base)
+            return adapters.taskVector(count: layout.totalCount)
+        }
+        return TaskVector.difference(finetuned: parameters, base: base)
     }
 }
 
@@ -224,19 +390,14 @@ public enum LinearProbe {
 
 public enum Evaluation {
     /// Backbone features of every sample [count, featureCount], in chunks of the workspace size.
-    public static func features(backbone: any Backbone, parameters: FloatBuffer, data: Dataset) -> [Float] {
+    /// With `linearizedAround` θ0 the model is the linearized f(x; θ0) + J(x; θ0)(θ − θ0).
+    public static func features(backbone: any Backbone, parameters: FloatBuffer, data: Dataset,
+                                linearizedAround base: FloatBuffer? = nil) -> [Float] {
         let width = backbone.featureCount
         var result = [Float](repeating: 0, count: data.count * width)
-        data.inputs.withUnsafeBufferPointer { inputs in
-            result.withUnsafeMutableBufferPointer { output in
-                var start = 0
-                while start < data.count {
-                    let rows = min(backbone.maxBatch, data.count - start)
-                    let features = backbone.forward(parameters: parameters.pointer,
-                                                    inputs: inputs.baseAddress! + start * data.featureCount, batch: rows)
-                    (output.baseAddress! + start * width).update(from: features, count: rows * width)
-                    start += rows
-                }
+        forEachChunk(backbone: backbone, parameters: parameters, data: data, linearizedAround: base) { start, rows, features in
+            result.withUnsafeMutableBufferPointer {
+                ($0.baseAddress! + start * width).update(from: features, count: rows * width)
             }
         }
         return result
@@ -244,20 +405,13 @@ public enum Evaluation {
 
     /// Predicted class of every sample.
     public static func predictions(backbone: any Backbone, parameters: FloatBuffer, head: ClassificationHead,
-                                   data: Dataset) -> [Int32] {
+                                   data: Dataset, linearizedAround base: FloatBuffer? = nil) -> [Int32] {
         var result = [Int32](repeating: 0, count: data.count)
         let logits = FloatBuffer(count: backbone.maxBatch * head.classes)
-        data.inputs.withUnsafeBufferPointer { inputs in
-            var start = 0
-            while start < data.count {
-                let rows = min(backbone.maxBatch, data.count - start)
-                let features = backbone.forward(parameters: parameters.pointer,
-                                                inputs: inputs.baseAddress! + start * data.featureCount, batch: rows)
-                head.forward(logits: logits.pointer, features: features, batch: rows)
-                for row in 0..<rows {
-                    result[start + row] = Int32(CrossEntropy.argmax(logits.pointer, row: row, classes: head.classes))
-                }
-                start += rows
+        forEachChunk(backbone: backbone, parameters: parameters, data: data, linearizedAround: base) { start, rows, features in
+            head.forward(logits: logits.pointer, features: features, batch: rows)
+            for row in 0..<rows {
+                result[start + row] = Int32(CrossEntropy.argmax(logits.pointer, row: row, classes: head.classes))
             }
         }
         return result
@@ -265,11 +419,44 @@ public enum Evaluation {
 
     /// Top-1 accuracy in [0, 1] (0 for an empty dataset).
     public static func accuracy(backbone: any Backbone, parameters: FloatBuffer, head: ClassificationHead,
-                                data: Dataset) -> Double {
+                                data: Dataset, linearizedAround base: FloatBuffer? = nil) -> Double {
         guard data.count > 0 else { return 0 }
-        let predicted = predictions(backbone: backbone, parameters: parameters, head: head, data: data)
+        let predicted = predictions(backbone: backbone, parameters: parameters, head: head, data: data,
+                                    linearizedAround: base)
         var correct = 0
         for i in 0..<data.count where predicted[i] == data.labels[i] { correct += 1 }
         return Double(correct) / Double(data.count)
+    }
+
+    /// Runs the model over `data` in chunks of the backbone's workspace, handing each chunk's
+    /// features (start row, rows, pointer valid during the call) to `body`.
+    private static func forEachChunk(
+        backbone: any Backbone, parameters: FloatBuffer, data: Dataset, linearizedAround base: FloatBuffer?,
+        _ body: (Int, Int, UnsafePointer<Float>) -> Void
+    ) {
+        let width = backbone.featureCount
+        var tangent: FloatBuffer?
+        var featureTangent: FloatBuffer?
+        if let base {
+            tangent = TaskVector.difference(finetuned: parameters, base: base)
+            featureTangent = FloatBuffer(count: backbone.maxBatch * width)
+        }
+        data.inputs.withUnsafeBufferPointer { inputs in
+            var start = 0
+            while start < data.count {
+                let rows = min(backbone.maxBatch, data.count - start)
+                let chunk = inputs.baseAddress! + start * data.featureCount
+                if let base, let tangent, let featureTangent {
+                    let primal = backbone.forwardWithTangent(parameters: base.pointer, tangent: tangent.pointer,
+                                                             inputs: chunk, batch: rows,
+                                                             featureTangent: featureTangent.pointer)
+                    ElementWise.add(featureTangent.pointer, primal, count: rows * width)
+                    body(start, rows, UnsafePointer(featureTangent.pointer))
+                } else {
+                    body(start, rows, backbone.forward(parameters: parameters.pointer, inputs: chunk, batch: rows))
+                }
+                start += rows
+            }
+        }
     }
 }
