@@ -1,0 +1,496 @@
+// ViT: a Vision Transformer backbone (timm's VisionTransformer, class-token pooling, no head) with manual forward, backward and JVP.
+//
+// Legend: B batch, C channels, H×W image, P patch side, N = (H/P)·(W/P) patches, T = N + 1 tokens,
+// D width, NH heads, hd = D/NH head dim, F = mlpRatio·D MLP hidden width, K = C·P·P patch values.
+//
+//   x = [cls_token; Conv2d_P(image)] + pos_embed                     [B, T, D]
+//   per block:  x = x + proj(attention(qkv(norm1(x))))
+//               x = x + fc2(GELU(fc1(norm2(x))))
+//   features = norm(x)[:, 0]                                        [B, D]
+// Names, shapes and order are timm's state_dict (global_pool='token', qkv_bias=True, no pre-norm,
+// no layer scale), so a timm checkpoint's encoder maps onto the layout tensor for tensor.
+
+public struct ViTConfiguration: Sendable, Equatable {
+    public var channels: Int
+    public var height: Int
+    public var width: Int
+    /// Side of the square, non-overlapping patches; divides height and width.
+    public var patch: Int
+    /// Token width D.
+    public var dim: Int
+    public var depth: Int
+    /// Attention heads NH; divides dim.
+    public var heads: Int
+    /// MLP hidden width as a multiple of dim.
+    public var mlpRatio: Int
+    /// timm builds its LayerNorms with eps 1e-6 (PyTorch's default is 1e-5).
+    public var layerNormEpsilon: Float
+
+    public init(channels: Int, height: Int, width: Int, patch: Int, dim: Int, depth: Int, heads: Int,
+                mlpRatio: Int = 4, layerNormEpsilon: Float = 1e-6) {
+        self.channels = channels
+        self.height = height
+        self.width = width
+        self.patch = patch
+        self.dim = dim
+        self.depth = depth
+        self.heads = heads
+        self.mlpRatio = mlpRatio
+        self.layerNormEpsilon = layerNormEpsilon
+    }
+
+    /// N = (H/P)·(W/P).
+    public var patchCount: Int { (height / patch) * (width / patch) }
+    /// T = N + 1 (the class token first).
+    public var tokenCount: Int { patchCount + 1 }
+    public var headDim: Int { dim / heads }
+    /// F = mlpRatio·D.
+    public var hiddenWidth: Int { mlpRatio * dim }
+    /// K = C·P·P, the fan-in of the patch embedding.
+    public var patchFeatures: Int { channels * patch * patch }
+    /// C·H·W values per sample, in C, H, W order.
+    public var inputCount: Int { channels * height * width }
+
+    /// timm's state_dict order: cls_token [1, 1, D], pos_embed [1, T, D], patch_embed.proj.weight
+    /// [D, C, P, P] and .bias [D]; per block i: norm1, attn.qkv [3D, D], attn.proj [D, D], norm2,
+    /// mlp.fc1 [F, D], mlp.fc2 [D, F] (each .weight then .bias); then norm.weight, norm.bias [D].
+    public var layout: ParameterLayout {
+        var specs = [
+            ParameterSpec(name: "cls_token", shape: [1, 1, dim]),
+            ParameterSpec(name: "pos_embed", shape: [1, tokenCount, dim]),
+            ParameterSpec(name: "patch_embed.proj.weight", shape: [dim, channels, patch, patch]),
+            ParameterSpec(name: "patch_embed.proj.bias", shape: [dim]),
+        ]
+        for i in 0..<depth {
+            let block = "blocks.\(i)"
+            specs += [
+                ParameterSpec(name: "\(block).norm1.weight", shape: [dim]),
+                ParameterSpec(name: "\(block).norm1.bias", shape: [dim]),
+                ParameterSpec(name: "\(block).attn.qkv.weight", shape: [3 * dim, dim]),
+                ParameterSpec(name: "\(block).attn.qkv.bias", shape: [3 * dim]),
+                ParameterSpec(name: "\(block).attn.proj.weight", shape: [dim, dim]),
+                ParameterSpec(name: "\(block).attn.proj.bias", shape: [dim]),
+                ParameterSpec(name: "\(block).norm2.weight", shape: [dim]),
+                ParameterSpec(name: "\(block).norm2.bias", shape: [dim]),
+                ParameterSpec(name: "\(block).mlp.fc1.weight", shape: [hiddenWidth, dim]),
+                ParameterSpec(name: "\(block).mlp.fc1.bias", shape: [hiddenWidth]),
+                ParameterSpec(name: "\(block).mlp.fc2.weight", shape: [dim, hiddenWidth]),
+                ParameterSpec(name: "\(block).mlp.fc2.bias", shape: [dim]),
+            ]
+        }
+        specs += [
+            ParameterSpec(name: "norm.weight", shape: [dim]),
+            ParameterSpec(name: "norm.bias", shape: [dim]),
+        ]
+        return ParameterLayout(specs)
+    }
+}
+
+public final class ViTBackbone: Backbone {
+    public let configuration: ViTConfiguration
+    public let layout: ParameterLayout
+    public let maxBatch: Int
+    public var inputCount: Int { configuration.inputCount }
+    public var featureCount: Int { configuration.dim }
+
+    /// Offsets of one block's tensors in the flat parameter buffer (and in its gradient and
+    /// tangent, which share the layout); looked up by name once.
+    private struct BlockOffsets {
+        let norm1Weight, norm1Bias, qkvWeight, qkvBias, projWeight, projBias: Int
+        let norm2Weight, norm2Bias, fc1Weight, fc1Bias, fc2Weight, fc2Bias: Int
+    }
+
+    /// What forward saves of one block for backward and the tangent, for maxBatch samples.
+    private struct BlockActivations {
+        let norm1: FloatBuffer           // [B, T, D] norm1 output, input of qkv
+        let norm1Mean: FloatBuffer       // [B, T]
+        let norm1Rstd: FloatBuffer       // [B, T]
+        let qkv: FloatBuffer             // [B, T, 3D]
+        let probabilities: FloatBuffer   // [B, NH, T, T] softmax over keys
+        let attention: FloatBuffer       // [B, T, D] heads concatenated, input of proj
+        let afterAttention: FloatBuffer  // [B, T, D] residual stream after the attention branch
+        let norm2: FloatBuffer           // [B, T, D] norm2 output, input of fc1
+        let norm2Mean: FloatBuffer       // [B, T]
+        let norm2Rstd: FloatBuffer       // [B, T]
+        let fc1: FloatBuffer             // [B, T, F] pre-activation
+        let gelu: FloatBuffer            // [B, T, F] input of fc2
+        let output: FloatBuffer          // [B, T, D] residual stream after the block
+
+        init(batch: Int, tokens: Int, width: Int, heads: Int, hidden: Int) {
+            let rows = batch * tokens
+            norm1 = FloatBuffer(count: rows * width)
+            norm1Mean = FloatBuffer(count: rows)
+            norm1Rstd = FloatBuffer(count: rows)
+            qkv = FloatBuffer(count: rows * 3 * width)
+            probabilities = FloatBuffer(count: batch * heads * tokens * tokens)
+            attention = FloatBuffer(count: rows * width)
+            afterAttention = FloatBuffer(count: rows * width)
+            norm2 = FloatBuffer(count: rows * width)
+            norm2Mean = FloatBuffer(count: rows)
+            norm2Rstd = FloatBuffer(count: rows)
+            fc1 = FloatBuffer(count: rows * hidden)
+            gelu = FloatBuffer(count: rows * hidden)
+            output = FloatBuffer(count: rows * width)
+        }
+    }
+
+    /// Tangents of the forward pass; only the current block's are kept, since the JVP's result
+    /// is the only thing read afterwards.
+    private final class TangentWorkspace {
+        let patchTokens: FloatBuffer  // [B·N, D]
+        let stream: FloatBuffer       // [B, T, D] residual stream
+        let norm: FloatBuffer         // [B, T, D] norm1 / norm2 output
+        let qkv: FloatBuffer          // [B, T, 3D]
+        let attention: FloatBuffer    // [B, T, D]
+        let branch: FloatBuffer       // [B, T, D] proj / fc2 output, added to the stream
+        let fc1: FloatBuffer          // [B, T, F]
+        let gelu: FloatBuffer         // [B, T, F]
+        let scores: FloatBuffer       // [T, T] scratch for one (sample, head)
+        let classTokens: FloatBuffer  // [B, D]
+
+        init(_ c: ViTConfiguration, maxBatch: Int) {
+            let rows = maxBatch * c.tokenCount
+            patchTokens = FloatBuffer(count: maxBatch * c.patchCount * c.dim)
+            stream = FloatBuffer(count: rows * c.dim)
+            norm = FloatBuffer(count: rows * c.dim)
+            qkv = FloatBuffer(count: rows * 3 * c.dim)
+            attention = FloatBuffer(count: rows * c.dim)
+            branch = FloatBuffer(count: rows * c.dim)
+            fc1 = FloatBuffer(count: rows * c.hiddenWidth)
+            gelu = FloatBuffer(count: rows * c.hiddenWidth)
+            scores = FloatBuffer(count: c.tokenCount * c.tokenCount)
+            classTokens = FloatBuffer(count: maxBatch * c.dim)
+        }
+    }
+
+    private let classTokenOffset: Int
+    private let positionsOffset: Int
+    private let patchWeightOffset: Int
+    private let patchBiasOffset: Int
+    private let normWeightOffset: Int
+    private let normBiasOffset: Int
+    private let blockOffsets: [BlockOffsets]
+
+    // Saved by forward.
+    private let patches: FloatBuffer      // [B·N, K] im2col of the input
+    private let patchTokens: FloatBuffer  // [B·N, D] patch embedding output
+    private let tokens: FloatBuffer       // [B, T, D] input of block 0
+    private let blocks: [BlockActivations]
+    private let classTokens: FloatBuffer  // [B, D] class rows of the last block's output
+    private let finalMean: FloatBuffer    // [B]
+    private let finalRstd: FloatBuffer    // [B]
+    private let features: FloatBuffer     // [B, D] norm(class rows)
+
+    // Backward scratch.
+    private let streamGradient: FloatBuffer      // [B, T, D] gradient of the residual stream
+    private let normGradient: FloatBuffer        // [B, T, D] gradient of a norm output
+    private let qkvGradient: FloatBuffer         // [B, T, 3D]
+    private let attentionGradient: FloatBuffer   // [B, T, D]
+    private let geluGradient: FloatBuffer        // [B, T, F]
+    private let fc1Gradient: FloatBuffer         // [B, T, F]
+    private let scoreGradient: FloatBuffer       // [T, T] one (sample, head)
+    private let classGradient: FloatBuffer       // [B, D]
+    private let patchTokenGradient: FloatBuffer  // [B·N, D]
+    private let patchGradient: FloatBuffer       // [B·N, K] only when an input gradient is asked for
+
+    // Allocated on first use of forwardWithTangent, so plain fine-tuning does not pay for it.
+    private var tangents: TangentWorkspace?
+
+    public init(_ configuration: ViTConfiguration, maxBatch: Int) {
+        let c = configuration
+        precondition(c.channels > 0 && c.patch > 0 && c.dim > 0 && c.depth > 0 && c.heads > 0 && c.mlpRatio > 0,
+                     "ViT sizes must be positive")
+        precondition(c.height % c.patch == 0 && c.width % c.patch == 0,
+                     "patch \(c.patch) must divide the image (\(c.height) x \(c.width))")
+        precondition(c.height >= c.patch && c.width >= c.patch, "the image is smaller than one patch")
+        precondition(c.dim % c.heads == 0, "heads \(c.heads) must divide the width \(c.dim)")
+        self.configuration = c
+        self.layout = c.layout
+        self.maxBatch = maxBatch
+
+        let layout = self.layout
+        func offset(_ name: String) -> Int { layout.offsets[layout.index(of: name)!] }
+        classTokenOffset = offset("cls_token")
+        positionsOffset = offset("pos_embed")
+        patchWeightOffset = offset("patch_embed.proj.weight")
+        patchBiasOffset = offset("patch_embed.proj.bias")
+        normWeightOffset = offset("norm.weight")
+        normBiasOffset = offset("norm.bias")
+        blockOffsets = (0..<c.depth).map { i in
+            let block = "blocks.\(i)"
+            return BlockOffsets(
+                norm1Weight: offset("\(block).norm1.weight"), norm1Bias: offset("\(block).norm1.bias"),
+                qkvWeight: offset("\(block).attn.qkv.weight"), qkvBias: offset("\(block).attn.qkv.bias"),
+                projWeight: offset("\(block).attn.proj.weight"), projBias: offset("\(block).attn.proj.bias"),
+                norm2Weight: offset("\(block).norm2.weight"), norm2Bias: offset("\(block).norm2.bias"),
+                fc1Weight: offset("\(block).mlp.fc1.weight"), fc1Bias: offset("\(block).mlp.fc1.bias"),
+                fc2Weight: offset("\(block).mlp.fc2.weight"), fc2Bias: offset("\(block).mlp.fc2.bias"))
+        }
+
+        let rows = maxBatch * c.tokenCount
+        let patchRows = maxBatch * c.patchCount
+        patches = FloatBuffer(count: patchRows * c.patchFeatures)
+        patchTokens = FloatBuffer(count: patchRows * c.dim)
+        tokens = FloatBuffer(count: rows * c.dim)
+        blocks = (0..<c.depth).map { _ in
+            BlockActivations(batch: maxBatch, tokens: c.tokenCount, width: c.dim, heads: c.heads, hidden: c.hiddenWidth)
+        }
+        classTokens = FloatBuffer(count: maxBatch * c.dim)
+        finalMean = FloatBuffer(count: maxBatch)
+        finalRstd = FloatBuffer(count: maxBatch)
+        features = FloatBuffer(count: maxBatch * c.dim)
+
+        streamGradient = FloatBuffer(count: rows * c.dim)
+        normGradient = FloatBuffer(count: rows * c.dim)
+        qkvGradient = FloatBuffer(count: rows * 3 * c.dim)
+        attentionGradient = FloatBuffer(count: rows * c.dim)
+        geluGradient = FloatBuffer(count: rows * c.hiddenWidth)
+        fc1Gradient = FloatBuffer(count: rows * c.hiddenWidth)
+        scoreGradient = FloatBuffer(count: c.tokenCount * c.tokenCount)
+        classGradient = FloatBuffer(count: maxBatch * c.dim)
+        patchTokenGradient = FloatBuffer(count: patchRows * c.dim)
+        patchGradient = FloatBuffer(count: patchRows * c.patchFeatures)
+    }
+
+    public func forward(parameters: UnsafePointer<Float>, inputs: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+        precondition(batch <= maxBatch, "batch \(batch) exceeds the workspace (\(maxBatch))")
+        let c = configuration
+        let p = parameters
+        let tokenCount = c.tokenCount, width = c.dim, hidden = c.hiddenWidth
+        let rows = batch * tokenCount
+
+        PatchEmbedding.forward(out: patchTokens.pointer, patches: patches.pointer, images: inputs,
+                               weight: p + patchWeightOffset, bias: p + patchBiasOffset, batch: batch,
+                               channels: c.channels, height: c.height, width: c.width, patch: c.patch, outputs: width)
+        TokenEmbedding.forward(tokens: tokens.pointer, patchTokens: patchTokens.pointer,
+                               classToken: p + classTokenOffset, positions: p + positionsOffset,
+                               batch: batch, patches: c.patchCount, width: width)
+        var x = UnsafePointer(tokens.pointer)
+        for l in 0..<c.depth {
+            let o = blockOffsets[l]
+            let a = blocks[l]
+            LayerNorm.forward(out: a.norm1.pointer, mean: a.norm1Mean.pointer, rstd: a.norm1Rstd.pointer, inp: x,
+                              weight: p + o.norm1Weight, bias: p + o.norm1Bias,
+                              rows: rows, width: width, epsilon: c.layerNormEpsilon)
+            Linear.forward(out: a.qkv.pointer, inp: a.norm1.pointer, weight: p + o.qkvWeight, bias: p + o.qkvBias,
+                           rows: rows, inputs: width, outputs: 3 * width)
+            Attention.forward(out: a.attention.pointer, probabilities: a.probabilities.pointer, qkv: a.qkv.pointer,
+                              batch: batch, tokens: tokenCount, heads: c.heads, headDim: c.headDim)
+            Linear.forward(out: a.afterAttention.pointer, inp: a.attention.pointer,
+                           weight: p + o.projWeight, bias: p + o.projBias, rows: rows, inputs: width, outputs: width)
+            ElementWise.add(a.afterAttention.pointer, x, count: rows * width)
+
+            LayerNorm.forward(out: a.norm2.pointer, mean: a.norm2Mean.pointer, rstd: a.norm2Rstd.pointer,
+                              inp: a.afterAttention.pointer, weight: p + o.norm2Weight, bias: p + o.norm2Bias,
+                              rows: rows, width: width, epsilon: c.layerNormEpsilon)
+            Linear.forward(out: a.fc1.pointer, inp: a.norm2.pointer, weight: p + o.fc1Weight, bias: p + o.fc1Bias,
+                           rows: rows, inputs: width, outputs: hidden)
+            GELU.forward(out: a.gelu.pointer, inp: a.fc1.pointer, count: rows * hidden)
+            Linear.forward(out: a.output.pointer, inp: a.gelu.pointer, weight: p + o.fc2Weight, bias: p + o.fc2Bias,
+                           rows: rows, inputs: hidden, outputs: width)
+            ElementWise.add(a.output.pointer, a.afterAttention.pointer, count: rows * width)
+            x = UnsafePointer(a.output.pointer)
+        }
+        // Only the class token is pooled, so the final norm runs on B rows, not B·T.
+        Self.gatherClassRows(classTokens.pointer, from: x, batch: batch, tokens: tokenCount, width: width)
+        LayerNorm.forward(out: features.pointer, mean: finalMean.pointer, rstd: finalRstd.pointer,
+                          inp: classTokens.pointer, weight: p + normWeightOffset, bias: p + normBiasOffset,
+                          rows: batch, width: width, epsilon: c.layerNormEpsilon)
+        return UnsafePointer(features.pointer)
+    }
+
+    public func backward(
+        featureGradient: UnsafePointer<Float>, parameters: UnsafePointer<Float>, inputs: UnsafePointer<Float>,
+        batch: Int, parameterGradient: UnsafeMutablePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?
+    ) {
+        precondition(batch <= maxBatch, "batch \(batch) exceeds the workspace (\(maxBatch))")
+        let c = configuration
+        let p = parameters
+        let g = parameterGradient
+        let tokenCount = c.tokenCount, width = c.dim, hidden = c.hiddenWidth
+        let rows = batch * tokenCount
+
+        classGradient.pointer.update(repeating: 0, count: batch * width)
+        LayerNorm.backward(dinp: classGradient.pointer, dweight: g + normWeightOffset, dbias: g + normBiasOffset,
+                           dout: featureGradient, inp: classTokens.pointer, weight: p + normWeightOffset,
+                           mean: finalMean.pointer, rstd: finalRstd.pointer, rows: batch, width: width)
+        // Only the class rows of the last residual stream receive a gradient.
+        streamGradient.pointer.update(repeating: 0, count: rows * width)
+        for b in 0..<batch {
+            (streamGradient.pointer + b * tokenCount * width).update(from: classGradient.pointer + b * width, count: width)
+        }
+
+        // streamGradient holds dL/dx for the block's output; each branch's backward adds its share
+        // into it through the branch's LayerNorm, which turns it into dL/dx for the block's input.
+        for l in stride(from: c.depth - 1, through: 0, by: -1) {
+            let o = blockOffsets[l]
+            let a = blocks[l]
+            let blockInput = l == 0 ? UnsafePointer(tokens.pointer) : UnsafePointer(blocks[l - 1].output.pointer)
+
+            geluGradient.pointer.update(repeating: 0, count: rows * hidden)
+            Linear.backward(dinp: geluGradient.pointer, dweight: g + o.fc2Weight, dbias: g + o.fc2Bias,
+                            dout: streamGradient.pointer, inp: a.gelu.pointer, weight: p + o.fc2Weight,
+                            rows: rows, inputs: hidden, outputs: width)
+            fc1Gradient.pointer.update(repeating: 0, count: rows * hidden)
+            GELU.backward(dinp: fc1Gradient.pointer, dout: geluGradient.pointer, inp: a.fc1.pointer, count: rows * hidden)
+            normGradient.pointer.update(repeating: 0, count: rows * width)
+            Linear.backward(dinp: normGradient.pointer, dweight: g + o.fc1Weight, dbias: g + o.fc1Bias,
+                            dout: fc1Gradient.pointer, inp: a.norm2.pointer, weight: p + o.fc1Weight,
+                            rows: rows, inputs: width, outputs: hidden)
+            LayerNorm.backward(dinp: streamGradient.pointer, dweight: g + o.norm2Weight, dbias: g + o.norm2Bias,
+                               dout: normGradient.pointer, inp: a.afterAttention.pointer, weight: p + o.norm2Weight,
+                               mean: a.norm2Mean.pointer, rstd: a.norm2Rstd.pointer, rows: rows, width: width)
+
+            attentionGradient.pointer.update(repeating: 0, count: rows * width)
+            Linear.backward(dinp: attentionGradient.pointer, dweight: g + o.projWeight, dbias: g + o.projBias,
+                            dout: streamGradient.pointer, inp: a.attention.pointer, weight: p + o.projWeight,
+                            rows: rows, inputs: width, outputs: width)
+            qkvGradient.pointer.update(repeating: 0, count: rows * 3 * width)
+            Attention.backward(dqkv: qkvGradient.pointer, dscores: scoreGradient.pointer,
+                               dout: attentionGradient.pointer, probabilities: a.probabilities.pointer, qkv: a.qkv.pointer,
+                               batch: batch, tokens: tokenCount, heads: c.heads, headDim: c.headDim)
+            normGradient.pointer.update(repeating: 0, count: rows * width)
+            Linear.backward(dinp: normGradient.pointer, dweight: g + o.qkvWeight, dbias: g + o.qkvBias,
+                            dout: qkvGradient.pointer, inp: a.norm1.pointer, weight: p + o.qkvWeight,
+                            rows: rows, inputs: width, outputs: 3 * width)
+            LayerNorm.backward(dinp: streamGradient.pointer, dweight: g + o.norm1Weight, dbias: g + o.norm1Bias,
+                               dout: normGradient.pointer, inp: blockInput, weight: p + o.norm1Weight,
+                               mean: a.norm1Mean.pointer, rstd: a.norm1Rstd.pointer, rows: rows, width: width)
+        }
+
+        patchTokenGradient.pointer.update(repeating: 0, count: batch * c.patchCount * width)
+        TokenEmbedding.backward(dpatchTokens: patchTokenGradient.pointer, dclassToken: g + classTokenOffset,
+                                dpositions: g + positionsOffset, dtokens: streamGradient.pointer,
+                                batch: batch, patches: c.patchCount, width: width)
+        PatchEmbedding.backward(dimages: inputGradient, dpatches: patchGradient.pointer,
+                                dweight: g + patchWeightOffset, dbias: g + patchBiasOffset,
+                                dout: patchTokenGradient.pointer, patches: patches.pointer, weight: p + patchWeightOffset,
+                                batch: batch, channels: c.channels, height: c.height, width: c.width, patch: c.patch,
+                                outputs: width)
+    }
+
+    public func forwardWithTangent(
+        parameters: UnsafePointer<Float>, tangent: UnsafePointer<Float>, inputs: UnsafePointer<Float>, batch: Int,
+        featureTangent: UnsafeMutablePointer<Float>
+    ) -> UnsafePointer<Float> {
+        let w: TangentWorkspace
+        if let existing = tangents {
+            w = existing
+        } else {
+            w = TangentWorkspace(configuration, maxBatch: maxBatch)
+            tangents = w
+        }
+        let result = forward(parameters: parameters, inputs: inputs, batch: batch)
+        let c = configuration
+        let p = parameters
+        let t = tangent
+        let tokenCount = c.tokenCount, width = c.dim, hidden = c.hiddenWidth
+        let rows = batch * tokenCount
+
+        PatchEmbedding.forwardTangent(outTangent: w.patchTokens.pointer, patches: patches.pointer,
+                                      weightTangent: t + patchWeightOffset, biasTangent: t + patchBiasOffset,
+                                      batch: batch, channels: c.channels, height: c.height, width: c.width,
+                                      patch: c.patch, outputs: width)
+        TokenEmbedding.forward(tokens: w.stream.pointer, patchTokens: w.patchTokens.pointer,
+                               classToken: t + classTokenOffset, positions: t + positionsOffset,
+                               batch: batch, patches: c.patchCount, width: width)
+        for l in 0..<c.depth {
+            let o = blockOffsets[l]
+            let a = blocks[l]
+            let blockInput = l == 0 ? UnsafePointer(tokens.pointer) : UnsafePointer(blocks[l - 1].output.pointer)
+
+            LayerNorm.forwardTangent(outTangent: w.norm.pointer, inp: blockInput, inpTangent: w.stream.pointer,
+                                     weight: p + o.norm1Weight, weightTangent: t + o.norm1Weight,
+                                     biasTangent: t + o.norm1Bias, mean: a.norm1Mean.pointer, rstd: a.norm1Rstd.pointer,
+                                     rows: rows, width: width)
+            Linear.forwardTangent(outTangent: w.qkv.pointer, inp: a.norm1.pointer, inpTangent: w.norm.pointer,
+                                  weight: p + o.qkvWeight, weightTangent: t + o.qkvWeight, biasTangent: t + o.qkvBias,
+                                  rows: rows, inputs: width, outputs: 3 * width)
+            Attention.forwardTangent(outTangent: w.attention.pointer, scoreTangent: w.scores.pointer,
+                                     qkv: a.qkv.pointer, qkvTangent: w.qkv.pointer, probabilities: a.probabilities.pointer,
+                                     batch: batch, tokens: tokenCount, heads: c.heads, headDim: c.headDim)
+            Linear.forwardTangent(outTangent: w.branch.pointer, inp: a.attention.pointer, inpTangent: w.attention.pointer,
+                                  weight: p + o.projWeight, weightTangent: t + o.projWeight, biasTangent: t + o.projBias,
+                                  rows: rows, inputs: width, outputs: width)
+            ElementWise.add(w.stream.pointer, w.branch.pointer, count: rows * width)
+
+            LayerNorm.forwardTangent(outTangent: w.norm.pointer, inp: a.afterAttention.pointer, inpTangent: w.stream.pointer,
+                                     weight: p + o.norm2Weight, weightTangent: t + o.norm2Weight,
+                                     biasTangent: t + o.norm2Bias, mean: a.norm2Mean.pointer, rstd: a.norm2Rstd.pointer,
+                                     rows: rows, width: width)
+            Linear.forwardTangent(outTangent: w.fc1.pointer, inp: a.norm2.pointer, inpTangent: w.norm.pointer,
+                                  weight: p + o.fc1Weight, weightTangent: t + o.fc1Weight, biasTangent: t + o.fc1Bias,
+                                  rows: rows, inputs: width, outputs: hidden)
+            Activation.gelu.forwardTangent(outTangent: w.gelu.pointer, inp: a.fc1.pointer, inpTangent: w.fc1.pointer,
+                                           count: rows * hidden)
+            Linear.forwardTangent(outTangent: w.branch.pointer, inp: a.gelu.pointer, inpTangent: w.gelu.pointer,
+                                  weight: p + o.fc2Weight, weightTangent: t + o.fc2Weight, biasTangent: t + o.fc2Bias,
+                                  rows: rows, inputs: hidden, outputs: width)
+            ElementWise.add(w.stream.pointer, w.branch.pointer, count: rows * width)
+        }
+        Self.gatherClassRows(w.classTokens.pointer, from: w.stream.pointer, batch: batch, tokens: tokenCount, width: width)
+        LayerNorm.forwardTangent(outTangent: featureTangent, inp: classTokens.pointer, inpTangent: w.classTokens.pointer,
+                                 weight: p + normWeightOffset, weightTangent: t + normWeightOffset,
+                                 biasTangent: t + normBiasOffset, mean: finalMean.pointer, rstd: finalRstd.pointer,
+                                 rows: batch, width: width)
+        return result
+    }
+
+    /// timm's default ('') initialisation: every Linear weight truncated normal (std 0.02, cut at
+    /// ±2 as timm's `trunc_normal_` does, which at this std never triggers), Linear biases 0;
+    /// LayerNorm weight 1, bias 0; pos_embed truncated normal std 0.02; cls_token normal std 1e-6.
+    /// The patch embedding is a Conv2d, which timm leaves at PyTorch's default: weight and bias
+    /// uniform in ±1/√K. Draws follow the layout order.
+    public func initialize(_ parameters: FloatBuffer, random: inout RandomStream) {
+        precondition(parameters.count == layout.totalCount)
+        let c = configuration
+        let values = parameters.pointer
+        func fill(_ offset: Int, _ count: Int, _ value: Float) {
+            (values + offset).update(repeating: value, count: count)
+        }
+        func fillTruncatedNormal(_ offset: Int, _ count: Int, std: Double, random: inout RandomStream) {
+            for i in 0..<count {
+                var value = random.nextGaussian() * std
+                while abs(value) > 2 { value = random.nextGaussian() * std }
+                values[offset + i] = Float(value)
+            }
+        }
+        for i in 0..<c.dim {
+            values[classTokenOffset + i] = Float(random.nextGaussian() * 1e-6)
+        }
+        fillTruncatedNormal(positionsOffset, c.tokenCount * c.dim, std: 0.02, random: &random)
+        let bound = 1 / Double(c.patchFeatures).squareRoot()
+        for i in 0..<(c.dim * c.patchFeatures) {
+            values[patchWeightOffset + i] = Float((2 * random.nextDouble() - 1) * bound)
+        }
+        for i in 0..<c.dim {
+            values[patchBiasOffset + i] = Float((2 * random.nextDouble() - 1) * bound)
+        }
+        let width = c.dim, hidden = c.hiddenWidth
+        for o in blockOffsets {
+            fill(o.norm1Weight, width, 1)
+            fill(o.norm1Bias, width, 0)
+            fillTruncatedNormal(o.qkvWeight, 3 * width * width, std: 0.02, random: &random)
+            fill(o.qkvBias, 3 * width, 0)
+            fillTruncatedNormal(o.projWeight, width * width, std: 0.02, random: &random)
+            fill(o.projBias, width, 0)
+            fill(o.norm2Weight, width, 1)
+            fill(o.norm2Bias, width, 0)
+            fillTruncatedNormal(o.fc1Weight, hidden * width, std: 0.02, random: &random)
+            fill(o.fc1Bias, hidden, 0)
+            fillTruncatedNormal(o.fc2Weight, width * hidden, std: 0.02, random: &random)
+            fill(o.fc2Bias, width, 0)
+        }
+        fill(normWeightOffset, width, 1)
+        fill(normBiasOffset, width, 0)
+    }
+
+    /// out[b] = x[b, 0] for b < B: the class token of each sample.
+    private static func gatherClassRows(
+        _ out: UnsafeMutablePointer<Float>, from x: UnsafePointer<Float>, batch: Int, tokens: Int, width: Int
+    ) {
+        for b in 0..<batch {
+            (out + b * width).update(from: x + b * tokens * width, count: width)
+        }
+    }
+}
