@@ -25,8 +25,11 @@ extension JobPlan {
         case let .mlp(shape):
             model = .mlp(MLPConfiguration(inputCount: config.model.inputFeatureCount, hidden: shape.hidden,
                                           activation: shape.activation))
-        case .vit:
-            throw OrthofuseError("job.yaml: model.arch: vit is not available in this version (use mlp)")
+        case let .vit(shape):
+            let input = config.model.input
+            model = .vit(ViTConfiguration(channels: input[0], height: input[1], width: input[2], patch: shape.patch,
+                                          dim: shape.width, depth: shape.depth, heads: shape.heads,
+                                          mlpRatio: shape.mlpRatio))
         }
         let layout = model.layout
         let mode = config.finetune.mode

@@ -5,23 +5,35 @@ import Worker
 
 public enum ModelSpec: Sendable, Equatable {
     case mlp(MLPConfiguration)
+    case vit(ViTConfiguration)
 
     /// A fresh backbone with its own workspace for `maxBatch` rows.
     public func makeBackbone(maxBatch: Int) -> any Backbone {
         switch self {
         case let .mlp(configuration): return MLPBackbone(configuration, maxBatch: maxBatch)
+        case let .vit(configuration): return ViTBackbone(configuration, maxBatch: maxBatch)
         }
     }
 
     public var layout: ParameterLayout {
         switch self {
         case let .mlp(configuration): return configuration.layout
+        case let .vit(configuration): return configuration.layout
         }
     }
 
     public var inputCount: Int {
         switch self {
         case let .mlp(configuration): return configuration.inputCount
+        case let .vit(configuration): return configuration.inputCount
+        }
+    }
+
+    /// Width of the features a task head reads.
+    public var featureCount: Int {
+        switch self {
+        case let .mlp(configuration): return configuration.hidden.last ?? configuration.inputCount
+        case let .vit(configuration): return configuration.dim
         }
     }
 }

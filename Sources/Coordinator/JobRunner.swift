@@ -194,7 +194,7 @@ public final class JobRunner {
         return Gathered(taskVectors: taskVectors, heads: heads, entries: entries)
     }
 
-    private var featureCount: Int { plan.model.makeBackbone(maxBatch: 1).featureCount }
+    private var featureCount: Int { plan.model.featureCount }
 
     // MARK: Save
 

@@ -276,4 +276,134 @@ final class TorchParityTests: XCTestCase {
                      maxRelativeError(jvp.array, try tensor(file, "jvp")),
                      maxRelativeError(linearized, try tensor(file, "linearized_features"))))
     }
+
+    // MARK: ViT (timm's VisionTransformer)
+
+    private struct ViTFixtureConfig: Decodable {
+        let channels: Int, height: Int, width: Int, patch: Int, dim: Int, depth: Int, heads: Int
+        let mlp_ratio: Int
+        let classes: Int
+        let batch: Int
+        let label_smoothing: Double
+        let layer_norm_eps: Double
+    }
+
+    private func vit(_ file: SafetensorsFile) throws -> (ViTBackbone, ViTFixtureConfig) {
+        let config = try JSONDecoder().decode(ViTFixtureConfig.self, from: Data(try XCTUnwrap(file.metadata["config"]).utf8))
+        let configuration = ViTConfiguration(channels: config.channels, height: config.height, width: config.width,
+                                             patch: config.patch, dim: config.dim, depth: config.depth, heads: config.heads,
+                                             mlpRatio: config.mlp_ratio, layerNormEpsilon: Float(config.layer_norm_eps))
+        return (ViTBackbone(configuration, maxBatch: config.batch), config)
+    }
+
+    /// timm's state_dict loads into orthofuse's layout by name, and forward, loss, every gradient
+    /// and two AdamW steps match timm's model run in PyTorch.
+    func testViTMatchesTimm() throws {
+        let file = try fixture("parity_vit")
+        let (backbone, config) = try vit(file)
+        let layout = backbone.layout
+        let parameters = try loadParameters(file, prefix: "param", layout: layout)
+        let head = ClassificationHead(classes: config.classes, featureCount: config.dim)
+        head.parameters.copy(from: try tensor(file, "param.head.weight") + tensor(file, "param.head.bias"))
+        let input = try tensor(file, "input")
+        let labels = try tensor(file, "labels").map { Int32($0) }
+        let pass = Self.lossAndGradients(backbone: backbone, parameters: parameters, head: head, input: input,
+                                         labels: labels, labelSmoothing: Float(config.label_smoothing))
+        var report: [String] = []
+        func compare(_ quantity: String, _ actual: [Float], _ expected: [Float], relative: Double = 1e-4) {
+            checkTensor("vit \(quantity)", actual, expected, relative: relative, absolute: 1e-5)
+            report.append(String(format: "%@ %.1e", quantity, maxRelativeError(actual, expected)))
+        }
+        compare("features", pass.features, try tensor(file, "features"))
+        compare("logits", pass.logits, try tensor(file, "logits"))
+        compare("loss", [Float(pass.loss)], try tensor(file, "loss"))
+        compare("input_grad", pass.inputGradient.array, try tensor(file, "input_grad"))
+        var worstGradient = 0.0
+        for (i, spec) in layout.specs.enumerated() {
+            let actual = Array(pass.gradient.array[layout.range(at: i)])
+            let expected = try tensor(file, "grad.\(spec.name)")
+            checkTensor("vit grad.\(spec.name)", actual, expected, relative: 1e-3, absolute: 1e-5)
+            worstGradient = max(worstGradient, maxRelativeError(actual, expected))
+        }
+        report.append(String(format: "gradients (worst tensor) %.1e", worstGradient))
+        compare("grad.head", pass.headGradient.array, try tensor(file, "grad.head.weight") + tensor(file, "grad.head.bias"))
+
+        for (prefix, steps) in [("adamw", 1), ("adamw2", 2)] {
+            let stepped = try loadParameters(file, prefix: "param", layout: layout)
+            let steppedHead = ClassificationHead(classes: config.classes, featureCount: config.dim)
+            steppedHead.parameters.copy(from: head.parameters)
+            let settings = OptimizerSettings.adamw(learningRate: 1e-3, weightDecay: 0.1)
+            let optimizer = Optimizer(settings: settings, parameterCount: stepped.count)
+            let headOptimizer = Optimizer(settings: settings, parameterCount: steppedHead.parameters.count)
+            for _ in 0..<steps {
+                let step = Self.lossAndGradients(backbone: backbone, parameters: stepped, head: steppedHead, input: input,
+                                                 labels: labels, labelSmoothing: Float(config.label_smoothing))
+                optimizer.step(parameters: stepped.pointer, gradient: step.gradient.pointer, rate: 1e-3,
+                               ranges: [0..<stepped.count])
+                headOptimizer.step(parameters: steppedHead.parameters.pointer, gradient: step.headGradient.pointer,
+                                   rate: 1e-3, ranges: [0..<steppedHead.parameters.count])
+            }
+            // The key bias has an exactly-zero gradient (softmax ignores a shift shared by a row's
+            // scores): float64 gives ~1e-17, float32 ~1e-9, and Adam's g/(|g| + ε) turns that rounding
+            // noise into steps of ~lr. Compare only entries whose gradient is not structurally zero.
+            let expectedGradient = try loadParameters(file, prefix: "grad", layout: layout).array
+            let scale = expectedGradient.map(abs).max() ?? 0
+            let informative = expectedGradient.indices.filter { abs(expectedGradient[$0]) > 1e-6 * scale }
+            XCTAssertGreaterThan(informative.count, layout.totalCount * 9 / 10)
+            let expected = try loadParameters(file, prefix: prefix, layout: layout).array
+            compare(prefix, informative.map { stepped.array[$0] }, informative.map { expected[$0] })
+        }
+        print("parity vit (timm): max relative error " + report.joined(separator: ", "))
+    }
+
+    /// The linearized ViT: f(x; θ0) + J(x; θ0)(θ − θ0) against torch.func.jvp, and its parameter
+    /// gradient (the VJP at θ0 of the linearized loss).
+    func testLinearizedViTMatchesTorchFunc() throws {
+        let file = try fixture("parity_linearized_vit")
+        let (backbone, config) = try vit(file)
+        let layout = backbone.layout
+        let base = try loadParameters(file, prefix: "param0", layout: layout)
+        let parameters = try loadParameters(file, prefix: "param", layout: layout)
+        let input = try tensor(file, "input")
+        let labels = try tensor(file, "labels").map { Int32($0) }
+        let tangent = TaskVector.difference(finetuned: parameters, base: base)
+        let jvp = FloatBuffer(count: config.batch * config.dim)
+        let primal = input.withUnsafeBufferPointer {
+            Array(UnsafeBufferPointer(start: backbone.forwardWithTangent(parameters: base.pointer, tangent: tangent.pointer,
+                                                                         inputs: $0.baseAddress!, batch: config.batch,
+                                                                         featureTangent: jvp.pointer),
+                                      count: config.batch * config.dim))
+        }
+        checkTensor("vit f(x; θ0)", primal, try tensor(file, "features0"), relative: 1e-4, absolute: 1e-5)
+        checkTensor("vit J(x; θ0)(θ − θ0)", jvp.array, try tensor(file, "jvp"), relative: 1e-4, absolute: 1e-5)
+
+        // Loss of the linearized model and its gradient: backward at θ0 with dL/df_lin.
+        let head = ClassificationHead(classes: config.classes, featureCount: config.dim)
+        head.parameters.copy(from: try tensor(file, "head.weight") + tensor(file, "head.bias"))
+        let linearized = zip(primal, jvp.array).map { $0 + $1 }
+        let logits = FloatBuffer(count: config.batch * config.classes)
+        let logitGradient = FloatBuffer(count: config.batch * config.classes)
+        let featureGradient = FloatBuffer(count: config.batch * config.dim)
+        head.forward(logits: logits.pointer, features: linearized, batch: config.batch)
+        let loss = CrossEntropy.forwardBackward(logitGradient: logitGradient.pointer, logits: logits.pointer, labels: labels,
+                                                batch: config.batch, classes: config.classes,
+                                                labelSmoothing: Float(config.label_smoothing))
+        checkTensor("vit linearized loss", [Float(loss)], try tensor(file, "loss"), relative: 1e-5)
+        head.backward(featureGradient: featureGradient.pointer, parameterGradient: nil, logitGradient: logitGradient.pointer,
+                      features: linearized, batch: config.batch)
+        let gradient = FloatBuffer(count: layout.totalCount)
+        input.withUnsafeBufferPointer {
+            backbone.backward(featureGradient: featureGradient.pointer, parameters: base.pointer, inputs: $0.baseAddress!,
+                              batch: config.batch, parameterGradient: gradient.pointer, inputGradient: nil)
+        }
+        var worst = 0.0
+        for (i, spec) in layout.specs.enumerated() {
+            let actual = Array(gradient.array[layout.range(at: i)])
+            let expected = try tensor(file, "grad.\(spec.name)")
+            checkTensor("vit linearized grad.\(spec.name)", actual, expected, relative: 1e-3, absolute: 1e-5)
+            worst = max(worst, maxRelativeError(actual, expected))
+        }
+        print(String(format: "parity linearized vit: max relative error jvp %.1e, gradients (worst tensor) %.1e",
+                     maxRelativeError(jvp.array, try tensor(file, "jvp")), worst))
+    }
 }

@@ -103,3 +103,85 @@ final class FineTuneModeRunTests: XCTestCase {
         return try XCTUnwrap(reports[0])
     }
 }
+
+/// The same whole runs with a small ViT (timm layout) on the 4×4 synthetic images.
+final class ViTModeRunTests: XCTestCase {
+    private var directory: URL!
+    private var taskNames: [String] = []
+
+    override func setUpWithError() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("orthofuse-vit-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        taskNames = try SyntheticTasks.write(to: directory)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    private func run(_ output: String, mode: String, lambda: Double) throws -> RunReport {
+        var text = SyntheticTasks.jobYAML(taskNames: taskNames, steps: 40, orthoRegLambda: lambda)
+        text = text
+            .replacingOccurrences(of: "model: {arch: mlp, input: [16], hidden: [12, 8], activation: gelu}",
+                                  with: "model: {arch: vit, input: [1, 4, 4], patch: 2, width: 8, depth: 1, heads: 2}")
+            .replacingOccurrences(of: "output: out", with: "output: \(output)")
+            .replacingOccurrences(of: "mode: full", with: mode == "lora" ? "mode: lora\n  lora: {rank: 2, alpha: 4}" : "mode: \(mode)")
+        let plan = try JobPlan(config: JobConfig.parse(text, origin: "job.yaml", baseDirectory: directory))
+        let reports = try InProcessWorld.run(size: 2) { communicator in
+            try JobRunner(plan: plan, communicator: communicator,
+                          console: Console(rank: communicator.rank, size: 2, level: .quiet)).run()
+        }
+        return try XCTUnwrap(reports[0])
+    }
+
+    private func taskVector(_ output: String, _ task: String) throws -> SafetensorsFile {
+        try Safetensors.read(directory.appendingPathComponent("\(output)/task_vectors/\(task).safetensors"))
+    }
+
+    private static func isAttentionWeight(_ name: String) -> Bool {
+        name.hasSuffix(".attn.qkv.weight") || name.hasSuffix(".attn.proj.weight")
+    }
+
+    func testEveryModeWithAndWithoutOrthoReg() throws {
+        for mode in FineTuneMode.allCases {
+            for lambda in [0.0, 5.0] {
+                let output = "\(mode.rawValue)-\(lambda)"
+                let report = try run(output, mode: mode.rawValue, lambda: lambda)
+                XCTAssertEqual(report.run.finetuneMode, mode.rawValue)
+                for task in taskNames {
+                    let vector = try taskVector(output, task)
+                    XCTAssertEqual(vector.names.first, "cls_token", "timm order")
+                    for tensor in vector.tensors {
+                        let moved = tensor.values.contains { $0 != 0 }
+                        switch mode {
+                        case .attention, .lora:
+                            if Self.isAttentionWeight(tensor.name) {
+                                XCTAssertTrue(moved, "\(output) \(task): \(tensor.name) trained")
+                            } else {
+                                XCTAssertFalse(moved, "\(output) \(task): \(tensor.name) must be exactly zero")
+                            }
+                        case .full, .linearized:
+                            if tensor.name.hasSuffix(".weight") && tensor.shape.count == 2 {
+                                XCTAssertTrue(moved, "\(output) \(task): \(tensor.name) trained")
+                            }
+                        }
+                    }
+                }
+            }
+            // With λ > 0, each trained 2-D weight's update is closer to orthogonal than without.
+            for task in taskNames {
+                let off = try taskVector("\(mode.rawValue)-0.0", task)
+                let on = try taskVector("\(mode.rawValue)-5.0", task)
+                for tensor in on.tensors where tensor.shape.count == 2 {
+                    let trained = mode == .full || mode == .linearized || Self.isAttentionWeight(tensor.name)
+                    guard trained, let reference = off[tensor.name] else { continue }
+                    let deviationOn = OrthoRegularizer.penalty(delta: tensor.values, rows: tensor.shape[0],
+                                                               columns: tensor.shape[1], form: .frobenius)
+                    let deviationOff = OrthoRegularizer.penalty(delta: reference.values, rows: tensor.shape[0],
+                                                                columns: tensor.shape[1], form: .frobenius)
+                    XCTAssertLessThan(deviationOn, deviationOff, "\(mode) \(task) \(tensor.name)")
+                }
+            }
+        }
+    }
+}
