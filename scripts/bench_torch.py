@@ -1,6 +1,7 @@
 """bench_torch.py: the PyTorch twin of orthofuse-bench's training step (MLP, AdamW, ± OrthoReg).
 
-Needs a CPU torch (pip install torch==2.13.0+cpu from the local wheel folder). One thread, like
+Needs a CPU torch (pip install torch==2.13.0+cpu from the local wheel folder), and timm for the
+ViT (pip install timm pillow --no-deps). One thread, like
 one orthofuse rank. Prints ms/step in the same format as orthofuse-bench.
 """
 import argparse
@@ -24,14 +25,27 @@ def orthoreg(model, base):
     return total
 
 
-def step_ms(input_dim, hidden, classes, batch, steps, lam):
-    torch.manual_seed(1)
+def make_mlp(input_dim, hidden):
     layers = []
     fan_in = input_dim
     for width in hidden:
         layers += [nn.Linear(fan_in, width), nn.ReLU()]
         fan_in = width
-    backbone = nn.Sequential(*layers)
+    return nn.Sequential(*layers), fan_in
+
+
+def make_vit():
+    """The demo's ViT from timm (28x28, patch 7, width 64, depth 4, 4 heads), features only."""
+    from torch_reference import import_timm
+    timm, _ = import_timm()
+    from timm.models.vision_transformer import VisionTransformer
+    model = VisionTransformer(img_size=28, patch_size=7, in_chans=1, embed_dim=64, depth=4, num_heads=4,
+                              mlp_ratio=4, num_classes=0, global_pool="token")
+    return nn.Sequential(nn.Unflatten(1, (1, 28, 28)), model), 64
+
+
+def step_ms(backbone, fan_in, input_dim, classes, batch, steps, lam):
+    torch.manual_seed(1)
     head = nn.Linear(fan_in, classes)
     for p in head.parameters():
         p.requires_grad_(False)
@@ -66,9 +80,17 @@ def main():
     torch.set_num_threads(1)
     hidden = [int(h) for h in args.hidden.split(",")]
     for lam in (0.0, 1.0):
-        ms = step_ms(args.input, hidden, args.classes, args.batch, args.steps, lam)
+        backbone, width = make_mlp(args.input, hidden)
+        ms = step_ms(backbone, width, args.input, args.classes, args.batch, args.steps, lam)
         print(f"torch mlp {args.input}-{'-'.join(map(str, hidden))}-{args.classes} batch {args.batch} "
               f"adamw orthoreg={lam:g}: {ms:.3f} ms/step")
+    try:
+        for lam in (0.0, 1.0):
+            backbone, width = make_vit()
+            ms = step_ms(backbone, width, 784, args.classes, args.batch, max(args.steps // 10, 10), lam)
+            print(f"torch vit 28x28 p7 d64 depth4 batch {args.batch} adamw orthoreg={lam:g}: {ms:.3f} ms/step")
+    except ImportError as error:
+        print(f"torch vit: skipped (timm not importable: {error}); pip install timm pillow --no-deps")
 
 
 if __name__ == "__main__":

@@ -28,11 +28,20 @@ struct Bench {
         BLASRuntime.setThreads(1)
         print("OpenBLAS core: \(BLASRuntime.coreName), 1 thread")
         print(String(format: "sgemm 1024³: %.1f GFLOP/s", sgemmGigaflops(1024)))
+        let mlp = MLPConfiguration(inputCount: input, hidden: hidden, activation: .relu)
         for lambda: Float in [0, 1] {
-            let milliseconds = trainingStepMilliseconds(input: input, hidden: hidden, classes: classes, batch: batch,
-                                                        steps: steps, orthoRegLambda: lambda)
+            let milliseconds = trainingStepMilliseconds(backbone: MLPBackbone(mlp, maxBatch: batch), classes: classes,
+                                                        batch: batch, steps: steps, orthoRegLambda: lambda)
             print(String(format: "orthofuse mlp %d-%@-%d batch %d adamw orthoreg=%g: %.3f ms/step",
                          input, hidden.map(String.init).joined(separator: "-"), classes, batch, lambda, milliseconds))
+        }
+        // The demo's ViT: 28×28, patch 7, width 64, depth 4, 4 heads.
+        let vit = ViTConfiguration(channels: 1, height: 28, width: 28, patch: 7, dim: 64, depth: 4, heads: 4)
+        for lambda: Float in [0, 1] {
+            let milliseconds = trainingStepMilliseconds(backbone: ViTBackbone(vit, maxBatch: batch), classes: classes,
+                                                        batch: batch, steps: max(steps / 10, 10), orthoRegLambda: lambda)
+            print(String(format: "orthofuse vit 28x28 p7 d64 depth4 batch %d adamw orthoreg=%g: %.3f ms/step",
+                         batch, lambda, milliseconds))
         }
     }
 
@@ -51,16 +60,16 @@ struct Bench {
     }
 
     /// The real Trainer on random data: median over 3 runs of (time / steps), after a warm-up run.
-    static func trainingStepMilliseconds(input: Int, hidden: [Int], classes: Int, batch: Int, steps: Int,
+    static func trainingStepMilliseconds(backbone: any Backbone, classes: Int, batch: Int, steps: Int,
                                          orthoRegLambda: Float) -> Double {
         var random = RandomStream(seed: 1)
         let count = batch * 8
+        let input = backbone.inputCount
         let data = Dataset(inputs: (0..<(count * input)).map { _ in Float(random.nextDouble()) },
                            labels: (0..<count).map { _ in Int32(random.nextInt(below: classes)) }, sampleShape: [input])
-        let backbone = MLPBackbone(MLPConfiguration(inputCount: input, hidden: hidden, activation: .relu), maxBatch: batch)
         let base = FloatBuffer(count: backbone.layout.totalCount)
         backbone.initialize(base, random: &random)
-        let head = ClassificationHead(classes: classes, featureCount: hidden.last!)
+        let head = ClassificationHead(classes: classes, featureCount: backbone.featureCount)
         let settings = TrainingSettings(
             steps: steps, batchSize: batch, optimizer: .adamw(learningRate: 1e-3),
             orthoReg: OrthoRegSettings(lambda: orthoRegLambda),

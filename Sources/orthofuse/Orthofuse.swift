@@ -65,16 +65,34 @@ struct Demo: ParsableCommand {
     @Option(help: "Run directory for the outputs.")
     var output = "runs/demo"
 
+    @Option(help: "Backbone: mlp (784-256-256) or vit (patch 7, width 64, depth 4, 4 heads).")
+    var model = "mlp"
+
+    @Option(help: "Fine-tuning mode: full, attention (vit only), lora or linearized.")
+    var mode = "full"
+
     @Option(help: "OrthoReg strength λ (0 turns the regulariser off; compare the two runs).")
     var orthoregLambda = 1.0
+
+    @Option(help: "Fine-tuning steps per task.")
+    var steps = 1000
 
     @Flag(help: "Print the demo job file and exit.")
     var printJob = false
 
     @OptionGroup var verbosity: OutputOptions
 
+    func validate() throws {
+        guard ["mlp", "vit"].contains(model) else { throw ValidationError("--model must be mlp or vit") }
+        guard ["full", "attention", "lora", "linearized"].contains(mode) else {
+            throw ValidationError("--mode must be full, attention, lora or linearized")
+        }
+        guard steps > 0 else { throw ValidationError("--steps must be positive") }
+    }
+
     func run() throws {
-        let text = DemoJob.yaml(dataDirectory: data, output: output, orthoRegLambda: orthoregLambda)
+        let text = DemoJob.yaml(DemoJob.Options(dataDirectory: data, output: output, model: model, mode: mode,
+                                                orthoRegLambda: orthoregLambda, steps: steps))
         if printJob {
             print(text, terminator: "")
             return

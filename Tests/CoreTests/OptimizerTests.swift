@@ -97,3 +97,24 @@ final class OptimizerTests: XCTestCase {
         }
     }
 }
+
+final class SIMDMathTests: XCTestCase {
+    func testExpAndErfAgainstLibm() {
+        var worstExp = 0.0, worstErf = 0.0
+        var x: Float = -20
+        while x <= 20 {
+            let lanes = SIMD16<Float>((0..<16).map { x + Float($0) * 0.0013 })
+            let e = SIMDMath.exp(lanes), r = SIMDMath.erf(lanes)
+            for lane in 0..<16 {
+                let v = Double(lanes[lane])
+                worstExp = max(worstExp, abs(Double(e[lane]) - Foundation.exp(v)) / Foundation.exp(v))
+                worstErf = max(worstErf, abs(Double(r[lane]) - Foundation.erf(v)))
+            }
+            x += 0.0208
+        }
+        XCTAssertLessThan(worstExp, 3e-7, "exp relative error")
+        XCTAssertLessThan(worstErf, 5e-7, "erf absolute error")
+        XCTAssertEqual(SIMDMath.exp(SIMD16<Float>(repeating: -200))[0], Foundation.expf(-87), accuracy: 1e-40)
+        XCTAssertTrue(SIMDMath.exp(SIMD16<Float>(repeating: 0))[3] == 1)
+    }
+}

@@ -90,7 +90,8 @@ public enum ReLU {
         var i = 0
         while i + 16 <= count {
             let x = UnsafeRawPointer(inp + i).loadUnaligned(as: SIMD16<Float>.self)
-            UnsafeMutableRawPointer(out + i).storeBytes(of: pointwiseMax(x, zero), as: SIMD16<Float>.self)
+            // A masked select: the generic pointwiseMax is not inlined and costs a call per vector.
+            UnsafeMutableRawPointer(out + i).storeBytes(of: x.replacing(with: zero, where: x .< zero), as: SIMD16<Float>.self)
             i += 16
         }
         while i < count {
@@ -117,24 +118,45 @@ public enum ReLU {
     }
 }
 
-/// GELU with the exact erf form, x·Φ(x), as PyTorch's default `nn.GELU()`.
+/// GELU with the exact erf form, x·Φ(x), as PyTorch's default `nn.GELU()`; 16 lanes at a time
+/// with SIMDMath's erf and exp (within 5e-7 of libm's), one vector at a time, then a scalar tail.
 public enum GELU {
     private static let inverseSqrt2: Float = 0.70710678118654752
     private static let inverseSqrt2Pi: Float = 0.39894228040143268
 
     public static func forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
-        for i in 0..<count {
+        var i = 0
+        while i + SIMDMath.Vector.scalarCount <= count {
+            let x = UnsafeRawPointer(inp + i).loadUnaligned(as: SIMDMath.Vector.self)
+            let y = 0.5 * x * (1 + SIMDMath.erf(x * inverseSqrt2))
+            UnsafeMutableRawPointer(out + i).storeBytes(of: y, as: SIMDMath.Vector.self)
+            i += SIMDMath.Vector.scalarCount
+        }
+        while i < count {
             let x = inp[i]
             out[i] = 0.5 * x * (1 + erff(x * inverseSqrt2))
+            i += 1
         }
     }
 
+    /// dinp += dout ⊙ (Φ(x) + x·φ(x)).
     public static func backward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
-        for i in 0..<count {
+        var i = 0
+        while i + SIMDMath.Vector.scalarCount <= count {
+            let x = UnsafeRawPointer(inp + i).loadUnaligned(as: SIMDMath.Vector.self)
+            let g = UnsafeRawPointer(dout + i).loadUnaligned(as: SIMDMath.Vector.self)
+            let d = UnsafeRawPointer(dinp + i).loadUnaligned(as: SIMDMath.Vector.self)
+            let cdf = 0.5 * (1 + SIMDMath.erf(x * inverseSqrt2))
+            let pdf = inverseSqrt2Pi * SIMDMath.exp(-0.5 * x * x)
+            UnsafeMutableRawPointer(dinp + i).storeBytes(of: d + g * (cdf + x * pdf), as: SIMDMath.Vector.self)
+            i += SIMDMath.Vector.scalarCount
+        }
+        while i < count {
             let x = inp[i]
             let cdf = 0.5 * (1 + erff(x * inverseSqrt2))
             let pdf = inverseSqrt2Pi * expf(-0.5 * x * x)
             dinp[i] += dout[i] * (cdf + x * pdf)
+            i += 1
         }
     }
 }

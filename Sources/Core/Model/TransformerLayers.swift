@@ -279,8 +279,8 @@ public enum Attention {
     /// x = softmax(x) over one row, shifted by its maximum so exp cannot overflow.
     @inline(__always)
     private static func softmaxInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
-        var largest = -Float.infinity
-        for i in 0..<count { largest = max(largest, x[i]) }
+        var largest = x[0]
+        for i in 1..<count where x[i] > largest { largest = x[i] }
         var total: Float = 0
         for i in 0..<count {
             let e = expf(x[i] - largest)
