@@ -38,7 +38,7 @@ let package = Package(
         // Speed measurements (scripts/bench.sh compares them with PyTorch); never run by tests.
         .executableTarget(name: "orthofuse-bench", dependencies: ["Core"]),
         // Shared test helpers (synthetic tasks as real files).
-        .target(name: "TestSupport", dependencies: ["Core"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Core", "Coordinator", "Transport"], path: "Tests/TestSupport"),
         .testTarget(name: "CoreTests", dependencies: ["Core"], resources: [.copy("Fixtures")]),
         .testTarget(name: "RuntimeTests", dependencies: ["Core", "Transport", "Worker", "Coordinator", "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Core", "TestSupport"]),

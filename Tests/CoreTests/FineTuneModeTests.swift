@@ -66,17 +66,7 @@ final class FineTuneModeTests: XCTestCase {
             }
             return total + Double(lambda) * penalty
         }
-        var numeric = [Double](repeating: 0, count: values.count)
-        var probe = values
-        for i in values.indices {
-            let h = 1e-6
-            probe[i] = values[i] + h
-            let up = loss(probe)
-            probe[i] = values[i] - h
-            let down = loss(probe)
-            probe[i] = values[i]
-            numeric[i] = (up - down) / (2 * h)
-        }
+        let numeric = numericGradient(values, loss)
         checkTensor("LoRA dA, dB", adapters.gradient.array, numeric, relative: 1e-3, absolute: 1e-4)
     }
 

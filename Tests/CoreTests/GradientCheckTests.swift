@@ -78,20 +78,6 @@ private enum Reference {
         return form == .squared ? sum : sum.squareRoot()
     }
 
-    /// ∂f/∂x_i by central differences, step h.
-    static func numericGradient(_ x: [Double], h: Double = 1e-6, _ f: ([Double]) -> Double) -> [Double] {
-        var gradient = [Double](repeating: 0, count: x.count)
-        var probe = x
-        for i in x.indices {
-            probe[i] = x[i] + h
-            let up = f(probe)
-            probe[i] = x[i] - h
-            let down = f(probe)
-            probe[i] = x[i]
-            gradient[i] = (up - down) / (2 * h)
-        }
-        return gradient
-    }
 }
 
 private func randomValues(_ count: Int, scale: Double, random: inout RandomStream) -> [Float] {
@@ -139,13 +125,13 @@ final class GradientCheckTests: XCTestCase {
         let x = input.map(Double.init)
         let y = labels.map(Int.init)
         let s = Double(smoothing)
-        let numericParameters = Reference.numericGradient(p) {
+        let numericParameters = numericGradient(p) {
             Reference.mlpLoss(parameters: $0, head: h, input: x, labels: y, configuration: configuration, classes: classes, smoothing: s)
         }
-        let numericHead = Reference.numericGradient(h) {
+        let numericHead = numericGradient(h) {
             Reference.mlpLoss(parameters: p, head: $0, input: x, labels: y, configuration: configuration, classes: classes, smoothing: s)
         }
-        let numericInput = Reference.numericGradient(x) {
+        let numericInput = numericGradient(x) {
             Reference.mlpLoss(parameters: p, head: h, input: $0, labels: y, configuration: configuration, classes: classes, smoothing: s)
         }
         checkTensor("backbone gradient (\(activation))", parameterGradient.array, numericParameters, relative: 1e-3, absolute: 1e-5, file: file, line: line)
@@ -188,9 +174,9 @@ final class GradientCheckTests: XCTestCase {
         Linear.backward(dinp: &dx, dweight: &dw, dbias: &db, dout: c, inp: x, weight: w,
                         rows: rows, inputs: inputs, outputs: outputs)
         let xd = x.map(Double.init), wd = w.map(Double.init), bd = b.map(Double.init)
-        checkTensor("dx", dx, Reference.numericGradient(xd) { loss($0, wd, bd) }.map { $0 + 0.5 }, relative: 1e-4, absolute: 1e-4)
-        checkTensor("dw", dw, Reference.numericGradient(wd) { loss(xd, $0, bd) }, relative: 1e-4, absolute: 1e-4)
-        checkTensor("db", db, Reference.numericGradient(bd) { loss(xd, wd, $0) }, relative: 1e-4, absolute: 1e-4)
+        checkTensor("dx", dx, numericGradient(xd) { loss($0, wd, bd) }.map { $0 + 0.5 }, relative: 1e-4, absolute: 1e-4)
+        checkTensor("dw", dw, numericGradient(wd) { loss(xd, $0, bd) }, relative: 1e-4, absolute: 1e-4)
+        checkTensor("db", db, numericGradient(bd) { loss(xd, wd, $0) }, relative: 1e-4, absolute: 1e-4)
     }
 
     func testActivationGradients() {
@@ -224,7 +210,7 @@ final class GradientCheckTests: XCTestCase {
                 let d = delta.map(Double.init)
                 let expectedValue = Reference.orthoReg(d, rows: rows, columns: columns, form: form)
                 XCTAssertEqual(value, expectedValue, accuracy: 1e-4 * max(1, expectedValue), "\(form) \(rows)x\(columns) value")
-                let numeric = Reference.numericGradient(d) { Reference.orthoReg($0, rows: rows, columns: columns, form: form) }
+                let numeric = numericGradient(d) { Reference.orthoReg($0, rows: rows, columns: columns, form: form) }
                 checkTensor("OrthoReg \(form) \(rows)x\(columns) gradient", gradient, numeric, relative: 1e-3, absolute: 1e-4)
             }
         }
@@ -255,7 +241,7 @@ final class GradientCheckTests: XCTestCase {
         let value = regularizer.apply(parameters: parameters.pointer, base: base.pointer, gradient: gradient.pointer)
         let delta = (0..<12).map { Double(parameters[$0]) - Double(base[$0]) }
         XCTAssertEqual(value, Reference.orthoReg(delta, rows: 4, columns: 3, form: .squared), accuracy: 1e-3)
-        let numeric = Reference.numericGradient(delta) { 2.5 * Reference.orthoReg($0, rows: 4, columns: 3, form: .squared) }
+        let numeric = numericGradient(delta) { 2.5 * Reference.orthoReg($0, rows: 4, columns: 3, form: .squared) }
         checkTensor("λ·∇R", Array(gradient.array[0..<12]), numeric, relative: 1e-3, absolute: 1e-4)
         XCTAssertEqual(Array(gradient.array[12...]), [0, 0, 0, 0], "bias must not be regularised")
     }
@@ -272,7 +258,7 @@ final class GradientCheckTests: XCTestCase {
             let y = labels.map(Int.init)
             let expected = Reference.crossEntropy(logits.map(Double.init), labels: y, classes: classes, smoothing: Double(smoothing))
             XCTAssertEqual(loss, expected, accuracy: 1e-6)
-            let numeric = Reference.numericGradient(logits.map(Double.init)) {
+            let numeric = numericGradient(logits.map(Double.init)) {
                 Reference.crossEntropy($0, labels: y, classes: classes, smoothing: Double(smoothing))
             }
             checkTensor("cross-entropy gradient ε=\(smoothing)", gradient, numeric, relative: 1e-4, absolute: 1e-6)

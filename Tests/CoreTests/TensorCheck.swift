@@ -43,3 +43,19 @@ func maxRelativeError(_ actual: [Float], _ expected: [Float]) -> Double {
     let difference = zip(actual, expected).map { abs(Double($0) - Double($1)) }.max() ?? 0
     return scale > 0 ? difference / scale : difference
 }
+
+/// ∂f/∂x_i by central differences with step h, in Float64 (against which Float32 analytic
+/// gradients are checked).
+func numericGradient(_ x: [Double], h: Double = 1e-6, _ f: ([Double]) -> Double) -> [Double] {
+    var gradient = [Double](repeating: 0, count: x.count)
+    var probe = x
+    for i in x.indices {
+        probe[i] = x[i] + h
+        let up = f(probe)
+        probe[i] = x[i] - h
+        let down = f(probe)
+        probe[i] = x[i]
+        gradient[i] = (up - down) / (2 * h)
+    }
+    return gradient
+}

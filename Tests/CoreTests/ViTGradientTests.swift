@@ -141,21 +141,6 @@ private enum ViTReference {
                          rows: batch, width: width, epsilon: epsilon)
     }
 
-    /// ∂f/∂x_i by central differences, step h.
-    static func numericGradient(_ x: [Double], h: Double = 1e-6, _ f: ([Double]) -> Double) -> [Double] {
-        var gradient = [Double](repeating: 0, count: x.count)
-        var probe = x
-        for i in x.indices {
-            probe[i] = x[i] + h
-            let up = f(probe)
-            probe[i] = x[i] - h
-            let down = f(probe)
-            probe[i] = x[i]
-            gradient[i] = (up - down) / (2 * h)
-        }
-        return gradient
-    }
-
     /// (f(x + h·t) − f(x − h·t)) / 2h, element-wise over f's outputs: the directional derivative.
     static func numericTangent(_ x: [Double], direction t: [Double], h: Double = 1e-6, _ f: ([Double]) -> [Double]) -> [Double] {
         let up = f(zip(x, t).map { $0 + h * $1 })
@@ -266,9 +251,9 @@ final class ViTGradientTests: XCTestCase {
         func loss(_ x: [Double], _ w: [Double], _ b: [Double]) -> Double {
             ViTReference.weightedSum(ViTReference.layerNorm(x, weight: w, bias: b, rows: rows, width: width, epsilon: e), c)
         }
-        let numericX = ViTReference.numericGradient(xd) { loss($0, wd, bd) }
-        let numericW = ViTReference.numericGradient(wd) { loss(xd, $0, bd) }
-        let numericB = ViTReference.numericGradient(bd) { loss(xd, wd, $0) }
+        let numericX = numericGradient(xd) { loss($0, wd, bd) }
+        let numericW = numericGradient(wd) { loss(xd, $0, bd) }
+        let numericB = numericGradient(bd) { loss(xd, wd, $0) }
         assertSignificant("LayerNorm dx", numericX, absolute: 1e-4)
         assertSignificant("LayerNorm dweight", numericW, absolute: 1e-4)
         checkTensor("LayerNorm dx", dx, numericX.map { $0 + 0.5 }, relative: 1e-3, absolute: 1e-3)
@@ -310,7 +295,7 @@ final class ViTGradientTests: XCTestCase {
         var scratch = [Float](repeating: .nan, count: tokens * tokens)
         Attention.backward(dqkv: &dqkv, dscores: &scratch, dout: c, probabilities: probabilities, qkv: qkv,
                            batch: batch, tokens: tokens, heads: heads, headDim: headDim)
-        let numeric = ViTReference.numericGradient(qd) {
+        let numeric = numericGradient(qd) {
             ViTReference.weightedSum(ViTReference.attention($0, batch: batch, tokens: tokens, heads: heads, headDim: headDim), c)
         }
         // Each of q, k and v must receive a real gradient for the check to cover all three.
@@ -359,9 +344,9 @@ final class ViTGradientTests: XCTestCase {
         PatchEmbedding.backward(dimages: &dimages, dpatches: &dpatches, dweight: &dweight, dbias: &dbias, dout: c,
                                 patches: patches, weight: weight, batch: batch, channels: channels,
                                 height: height, width: width, patch: patch, outputs: outputs)
-        let numericImages = ViTReference.numericGradient(imagesD) { ViTReference.weightedSum(convolution($0, weightD, biasD), c) }
-        let numericWeight = ViTReference.numericGradient(weightD) { ViTReference.weightedSum(convolution(imagesD, $0, biasD), c) }
-        let numericBias = ViTReference.numericGradient(biasD) { ViTReference.weightedSum(convolution(imagesD, weightD, $0), c) }
+        let numericImages = numericGradient(imagesD) { ViTReference.weightedSum(convolution($0, weightD, biasD), c) }
+        let numericWeight = numericGradient(weightD) { ViTReference.weightedSum(convolution(imagesD, $0, biasD), c) }
+        let numericBias = numericGradient(biasD) { ViTReference.weightedSum(convolution(imagesD, weightD, $0), c) }
         assertSignificant("patch embedding dimages", numericImages, absolute: 1e-4)
         checkTensor("patch embedding dimages", dimages, numericImages.map { $0 + 0.5 }, relative: 1e-4, absolute: 1e-4)
         checkTensor("patch embedding dweight", dweight, numericWeight, relative: 1e-4, absolute: 1e-4)
@@ -414,10 +399,10 @@ final class ViTGradientTests: XCTestCase {
 
         let p = parameters.array.map(Double.init)
         let x = input.map(Double.init)
-        let numericParameters = ViTReference.numericGradient(p) {
+        let numericParameters = numericGradient(p) {
             ViTReference.weightedSum(ViTReference.features(parameters: $0, input: x, configuration: self.tiny, batch: batch), c)
         }
-        let numericInput = ViTReference.numericGradient(x) {
+        let numericInput = numericGradient(x) {
             ViTReference.weightedSum(ViTReference.features(parameters: p, input: $0, configuration: self.tiny, batch: batch), c)
         }
         let analytic = parameterGradient.array.map { $0 - 0.25 }

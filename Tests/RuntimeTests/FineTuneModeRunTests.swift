@@ -8,35 +8,29 @@ import TestSupport
 import Transport
 
 final class FineTuneModeRunTests: XCTestCase {
-    private var directory: URL!
-    private var taskNames: [String] = []
+    private var workspace: SyntheticWorkspace!
+    private var taskNames: [String] { workspace.taskNames }
 
     override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("orthofuse-modes-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        taskNames = try SyntheticTasks.write(to: directory)
+        workspace = try SyntheticWorkspace(label: "modes")
     }
 
     override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(at: directory)
+        workspace?.remove()
     }
 
+    /// The synthetic MLP job in `mode` (with `finetuneExtra` lines under `finetune:`).
     private func run(output: String, mode: String, lambda: Double, form: String = "frobenius",
-                     extra: String = "", ranks: Int = 2) throws -> RunReport {
-        var text = SyntheticTasks.jobYAML(taskNames: taskNames, steps: 60, extra: extra, orthoRegLambda: lambda)
-        text = text.replacingOccurrences(of: "output: out", with: "output: \(output)")
-            .replacingOccurrences(of: "mode: full", with: "mode: \(mode)")
-            .replacingOccurrences(of: "form: frobenius", with: "form: \(form)")
-        let plan = try JobPlan(config: JobConfig.parse(text, origin: "job.yaml", baseDirectory: directory))
-        let reports = try InProcessWorld.run(size: ranks) { communicator in
-            try JobRunner(plan: plan, communicator: communicator,
-                          console: Console(rank: communicator.rank, size: ranks, level: .quiet)).run()
+                     finetuneExtra: String = "", ranks: Int = 2) throws -> RunReport {
+        let text = workspace.jobText(output: output, steps: 60, orthoRegLambda: lambda) {
+            $0.replacingOccurrences(of: "mode: full", with: "mode: \(mode)" + finetuneExtra)
+                .replacingOccurrences(of: "form: frobenius", with: "form: \(form)")
         }
-        return try XCTUnwrap(reports[0])
+        return try workspace.run(workspace.plan(text), ranks: ranks)
     }
 
     private func taskVector(_ output: String, _ task: String) throws -> SafetensorsFile {
-        try Safetensors.read(directory.appendingPathComponent("\(output)/task_vectors/\(task).safetensors"))
+        try workspace.read("\(output)/task_vectors/\(task).safetensors")
     }
 
     /// Σ over 2-D tensors of ‖G − I‖_F, recomputed from a saved task vector.
@@ -48,7 +42,7 @@ final class FineTuneModeRunTests: XCTestCase {
 
     func testEveryModeRunsAndRespectsWhatItTrains() throws {
         // LoRA: the task vector is the dense (α/r)·B·A on every 2-D weight, biases exactly zero.
-        let lora = try runWithSection(output: "lora", mode: "lora", section: "  lora: {rank: 2, alpha: 4}")
+        let lora = try run(output: "lora", mode: "lora", lambda: 0.5, finetuneExtra: "\n  lora: {rank: 2, alpha: 4}")
         for task in taskNames {
             let file = try taskVector("lora", task)
             for tensor in file.tensors {
@@ -86,56 +80,32 @@ final class FineTuneModeRunTests: XCTestCase {
             }
         }
     }
-
-    private func runWithSection(output: String, mode: String, section: String) throws -> RunReport {
-        try run(output: output, mode: mode, lambda: 0.5, extraFinetune: section)
-    }
-
-    private func run(output: String, mode: String, lambda: Double, extraFinetune: String) throws -> RunReport {
-        var text = SyntheticTasks.jobYAML(taskNames: taskNames, steps: 60, orthoRegLambda: lambda)
-        text = text.replacingOccurrences(of: "output: out", with: "output: \(output)")
-            .replacingOccurrences(of: "mode: full", with: "mode: \(mode)\n\(extraFinetune)")
-        let plan = try JobPlan(config: JobConfig.parse(text, origin: "job.yaml", baseDirectory: directory))
-        let reports = try InProcessWorld.run(size: 2) { communicator in
-            try JobRunner(plan: plan, communicator: communicator,
-                          console: Console(rank: communicator.rank, size: 2, level: .quiet)).run()
-        }
-        return try XCTUnwrap(reports[0])
-    }
 }
 
 /// The same whole runs with a small ViT (timm layout) on the 4×4 synthetic images.
 final class ViTModeRunTests: XCTestCase {
-    private var directory: URL!
-    private var taskNames: [String] = []
+    private var workspace: SyntheticWorkspace!
+    private var taskNames: [String] { workspace.taskNames }
 
     override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("orthofuse-vit-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        taskNames = try SyntheticTasks.write(to: directory)
+        workspace = try SyntheticWorkspace(label: "vit")
     }
 
     override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(at: directory)
+        workspace?.remove()
     }
 
     private func run(_ output: String, mode: String, lambda: Double) throws -> RunReport {
-        var text = SyntheticTasks.jobYAML(taskNames: taskNames, steps: 40, orthoRegLambda: lambda)
-        text = text
-            .replacingOccurrences(of: "model: {arch: mlp, input: [16], hidden: [12, 8], activation: gelu}",
-                                  with: "model: {arch: vit, input: [1, 4, 4], patch: 2, width: 8, depth: 1, heads: 2}")
-            .replacingOccurrences(of: "output: out", with: "output: \(output)")
-            .replacingOccurrences(of: "mode: full", with: mode == "lora" ? "mode: lora\n  lora: {rank: 2, alpha: 4}" : "mode: \(mode)")
-        let plan = try JobPlan(config: JobConfig.parse(text, origin: "job.yaml", baseDirectory: directory))
-        let reports = try InProcessWorld.run(size: 2) { communicator in
-            try JobRunner(plan: plan, communicator: communicator,
-                          console: Console(rank: communicator.rank, size: 2, level: .quiet)).run()
+        let text = workspace.jobText(output: output, orthoRegLambda: lambda) {
+            $0.replacingOccurrences(of: "model: {arch: mlp, input: [16], hidden: [12, 8], activation: gelu}",
+                                    with: "model: {arch: vit, input: [1, 4, 4], patch: 2, width: 8, depth: 1, heads: 2}")
+                .replacingOccurrences(of: "mode: full", with: mode == "lora" ? "mode: lora\n  lora: {rank: 2, alpha: 4}" : "mode: \(mode)")
         }
-        return try XCTUnwrap(reports[0])
+        return try workspace.run(workspace.plan(text), ranks: 2)
     }
 
     private func taskVector(_ output: String, _ task: String) throws -> SafetensorsFile {
-        try Safetensors.read(directory.appendingPathComponent("\(output)/task_vectors/\(task).safetensors"))
+        try workspace.read("\(output)/task_vectors/\(task).safetensors")
     }
 
     private static func isAttentionWeight(_ name: String) -> Bool {

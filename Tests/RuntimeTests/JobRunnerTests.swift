@@ -8,36 +8,28 @@ import TestSupport
 import Transport
 
 final class JobRunnerTests: XCTestCase {
-    private var directory: URL!
-    private var taskNames: [String] = []
+    private var workspace: SyntheticWorkspace!
+    private var directory: URL { workspace.directory }
+    private var taskNames: [String] { workspace.taskNames }
 
     override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("orthofuse-runner-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        taskNames = try SyntheticTasks.write(to: directory)
+        workspace = try SyntheticWorkspace(label: "runner")
     }
 
     override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(at: directory)
+        workspace?.remove()
     }
 
-    private func plan(output: String, extra: String = "", yaml: String? = nil) throws -> JobPlan {
-        var text = yaml ?? SyntheticTasks.jobYAML(taskNames: taskNames, extra: extra)
-        text = text.replacingOccurrences(of: "output: out", with: "output: \(output)")
-        let config = try JobConfig.parse(text, origin: "job.yaml", baseDirectory: directory)
-        return try JobPlan(config: config)
+    private func plan(output: String, extra: String = "") throws -> JobPlan {
+        try workspace.plan(workspace.jobText(output: output, extra: extra))
     }
 
     private func run(_ plan: JobPlan, ranks: Int) throws -> RunReport {
-        let reports = try InProcessWorld.run(size: ranks) { communicator in
-            try JobRunner(plan: plan, communicator: communicator, console: Console(rank: communicator.rank, size: ranks, level: .quiet)).run()
-        }
-        return try XCTUnwrap(reports[0])
+        try workspace.run(plan, ranks: ranks)
     }
 
     private func values(_ path: String) throws -> [String: [Float]] {
-        let file = try Safetensors.read(directory.appendingPathComponent(path))
-        return Dictionary(uniqueKeysWithValues: file.tensors.map { ($0.name, $0.values) })
+        try workspace.values(path)
     }
 
     func testResultsDoNotDependOnTheNumberOfRanks() throws {
