@@ -126,6 +126,33 @@ final class MPIRunTests: XCTestCase {
         }
     }
 
+    /// A ViT job in attention-only mode with OrthoReg under mpirun: only the attention projection
+    /// weights move, and the three ranks agree with one process.
+    func testViTAttentionOnlyUnderMPIRun() throws {
+        func job(_ output: String) throws -> String {
+            let text = SyntheticTasks.jobYAML(taskNames: taskNames, orthoRegLambda: 2)
+                .replacingOccurrences(of: "output: out", with: "output: \(output)")
+                .replacingOccurrences(of: "model: {arch: mlp, input: [16], hidden: [12, 8], activation: gelu}",
+                                      with: "model: {arch: vit, input: [1, 4, 4], patch: 2, width: 8, depth: 2, heads: 2}")
+                .replacingOccurrences(of: "mode: full", with: "mode: attention")
+            let path = directory.appendingPathComponent("\(output).yaml")
+            try text.write(to: path, atomically: true, encoding: .utf8)
+            return path.path
+        }
+        let three = try launch(ranks: 3, ["run", try job("vit3"), "--quiet"])
+        XCTAssertEqual(three.status, 0, "mpirun -np 3 failed:\n\(three.stdout)\n\(three.stderr)")
+        let one = try execute([Self.binary.path, "run", try job("vit1"), "--quiet"])
+        XCTAssertEqual(one.status, 0, one.stderr)
+        for name in taskNames {
+            let vector = try tensors("vit3/task_vectors/\(name).safetensors")
+            XCTAssertEqual(vector, try tensors("vit1/task_vectors/\(name).safetensors"), "\(name): np=3 differs from np=1")
+            for (tensor, values) in vector {
+                let attention = tensor.hasSuffix(".attn.qkv.weight") || tensor.hasSuffix(".attn.proj.weight")
+                XCTAssertEqual(values.contains { $0 != 0 }, attention, "\(name) \(tensor)")
+            }
+        }
+    }
+
     func testBadJobIsOneErrorLineAndNonZeroExit() throws {
         let path = directory.appendingPathComponent("bad.yaml")
         try SyntheticTasks.jobYAML(taskNames: taskNames).replacingOccurrences(of: "steps: 40", with: "stepz: 40")
