@@ -1,2 +1,3 @@
-// CBLAS: OpenBLAS's CBLAS and LAPACKE interface, plus its thread-count control.
+// CBLAS: OpenBLAS's CBLAS interface and thread-count control, and the LAPACK routines it exports (lapack.h).
 #include <cblas.h>
+#include "lapack.h"

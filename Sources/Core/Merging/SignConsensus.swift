@@ -1,0 +1,59 @@
+// SignConsensus: the second and third merge parts: plain sum, or TIES' sign election followed by
+// the disjoint mean, over sparsified task vectors.
+
+enum SparsifiedCombine {
+    /// Δ = Σt sparsify(τt), accumulated in task order.
+    static func sum(_ taskVectors: [FloatBuffer], count: Int, sparsifier: some TaskVectorSparsifier) -> FloatBuffer {
+        let total = FloatBuffer(count: count)
+        let scratch = FloatBuffer(count: count)
+        for (task, vector) in taskVectors.enumerated() {
+            sparsifier.sparsify(task: task, vector.pointer, into: scratch.pointer)
+            ElementWise.add(total.pointer, scratch.pointer, count: count)
+        }
+        return total
+    }
+
+    /// TIES-Merging (Yadav et al. 2023) steps 2 and 3, as in its released code:
+    /// elect γ = sign(Σt τ̂t) per entry (τ̂ the sparsified vectors, summed in task order in
+    /// Float32); entries with γ = 0 take the majority sign sign(Σ over all entries of γ) of the
+    /// whole vector (also when trimming was per tensor); the disjoint mean is then the mean of the
+    /// non-zero τ̂t,i whose sign equals γ_i, and 0 where none does. If even the majority sign is 0
+    /// (the code then selects the negative entries there) the entry is 0.
+    ///
+    /// Two passes over the tasks (sum, then agreeing mean) re-run the sparsifier rather than keep
+    /// T sparsified copies: memory stays at a few buffers of the layout whatever T is.
+    static func electedDisjointMean(_ taskVectors: [FloatBuffer], count: Int,
+                                    sparsifier: some TaskVectorSparsifier) -> FloatBuffer {
+        let scratch = FloatBuffer(count: count)
+        let merged = sum(taskVectors, count: count, sparsifier: sparsifier)
+        let elected = UnsafeMutableBufferPointer<Int8>.allocate(capacity: max(count, 1))
+        defer { elected.deallocate() }
+        let total = merged.pointer
+        var signTotal = 0
+        for i in 0..<count {
+            let sign: Int8 = total[i] > 0 ? 1 : (total[i] < 0 ? -1 : 0)
+            elected[i] = sign
+            signTotal += Int(sign)
+        }
+        let majority: Int8 = signTotal > 0 ? 1 : (signTotal < 0 ? -1 : 0)
+        for i in 0..<count where elected[i] == 0 { elected[i] = majority }
+
+        // `merged` now accumulates the agreeing entries, `agreeing` counts them.
+        merged.zero()
+        let agreeing = FloatBuffer(count: count)
+        let counts = agreeing.pointer
+        let sparse = scratch.pointer
+        for (task, vector) in taskVectors.enumerated() {
+            sparsifier.sparsify(task: task, vector.pointer, into: sparse)
+            for i in 0..<count {
+                let value = sparse[i]
+                if (value > 0 && elected[i] > 0) || (value < 0 && elected[i] < 0) {
+                    total[i] += value
+                    counts[i] += 1
+                }
+            }
+        }
+        for i in 0..<count where counts[i] > 0 { total[i] /= counts[i] }
+        return merged
+    }
+}
