@@ -30,7 +30,7 @@ public struct OptimizerSettings: Sendable, Equatable {
 /// trained ranges; the rest of the buffer (frozen parameters) is never touched.
 public final class Optimizer {
     public let settings: OptimizerSettings
-    public private(set) var stepCount = 0
+    public internal(set) var stepCount = 0
     let firstMoment: FloatBuffer
     let secondMoment: FloatBuffer
 

@@ -72,8 +72,11 @@ public final class MinibatchSampler {
     public let inputs: FloatBuffer
     public private(set) var labels: [Int32]
     private var order: [Int]
-    private var position: Int
     private var random: RandomStream
+    /// Where the sampler stands: how many epochs were shuffled and how far into the current one.
+    /// Restoring it replays the shuffles, so a resumed run draws exactly the batches it would have.
+    public private(set) var shuffles = 0
+    public private(set) var position: Int
 
     public init(data: Dataset, batchSize: Int, random: RandomStream) {
         precondition(batchSize > 0 && data.count > 0)
@@ -86,10 +89,20 @@ public final class MinibatchSampler {
         position = data.count  // forces a shuffle on first use
     }
 
+    /// Moves to the state reached after `shuffles` epochs' shuffles and `position` samples of the
+    /// current epoch (from a fresh sampler with the same stream).
+    public func restore(shuffles target: Int, position: Int) {
+        precondition(shuffles == 0 && target >= 0 && position >= 0 && position <= order.count)
+        for _ in 0..<target { random.shuffle(&order) }
+        shuffles = target
+        self.position = position
+    }
+
     /// Fills `inputs` and `labels` with the next batch.
     public func next() {
         if position + batchSize > order.count {
             self.random.shuffle(&order)
+            shuffles += 1
             position = 0
         }
         let width = data.featureCount
@@ -228,10 +241,13 @@ public final class Trainer {
     /// (which must start equal to `base`), and returns the task vector τ = θ − θ0 (for LoRA the
     /// exact dense scale·B·A). `progress` is called about every `reportEvery` steps and after the
     /// last one. Throws when the loss stops being finite, naming the step.
+    /// With `checkpointing`, a matching checkpoint is resumed from (the result is bitwise the one
+    /// of an uninterrupted run) and the state is saved every `every` steps and at the end.
     @discardableResult
     public func run(
         parameters: FloatBuffer, base: FloatBuffer, data: Dataset, random: RandomStream, label: String,
-        reportEvery: Int = 50, progress: (TrainingProgress) -> Void = { _ in }
+        reportEvery: Int = 50, checkpointing: Checkpointing? = nil,
+        progress: (TrainingProgress) -> Void = { _ in }, resumed: (Int) -> Void = { _ in }
     ) throws -> FloatBuffer {
         let layout = backbone.layout
         precondition(parameters.count == layout.totalCount && base.count == layout.totalCount)
@@ -266,13 +282,41 @@ public final class Trainer {
             ? OrthoRegularizer(settings: settings.orthoReg, layout: layout, parameterIndices: settings.regularizedParameters)
             : nil
 
+        // The trained vector the checkpoint holds: the adapters for LoRA, θ otherwise.
+        let trainedValues = adapters?.values ?? parameters
+        var firstStep = 0
+        if let checkpointing,
+           let saved = TrainingCheckpoint.read(from: checkpointing.url, fingerprint: checkpointing.fingerprint,
+                                               trainedCount: trainedValues.count, headCount: headGradient.count),
+           saved.step <= settings.steps,
+           optimizer.restore(steps: saved.optimizerSteps, first: saved.firstMoment, second: saved.secondMoment),
+           headOptimizer.restore(steps: saved.optimizerSteps, first: saved.headFirstMoment, second: saved.headSecondMoment)
+        {
+            trainedValues.copy(from: saved.trained)
+            if settings.trainsHead { head.parameters.copy(from: saved.head) }
+            sampler.restore(shuffles: saved.shuffles, position: saved.position)
+            firstStep = saved.step
+            resumed(firstStep)
+        }
+        func saveCheckpoint(after step: Int) throws {
+            guard let checkpointing else { return }
+            let moments = optimizer.state
+            let headMoments = headOptimizer.state
+            try TrainingCheckpoint(
+                step: step, optimizerSteps: moments.steps, shuffles: sampler.shuffles, position: sampler.position,
+                trained: trainedValues.array, firstMoment: moments.first, secondMoment: moments.second,
+                head: settings.trainsHead ? head.parameters.array : [], headFirstMoment: headMoments.first,
+                headSecondMoment: headMoments.second
+            ).write(to: checkpointing.url, fingerprint: checkpointing.fingerprint)
+        }
+
         var lossSum = 0.0
         var lossCount = 0
         var lastPenalty = 0.0
         let start = Date()
         var windowStart = start
         var windowSamples = 0
-        for step in 0..<settings.steps {
+        for step in firstStep..<settings.steps {
             sampler.next()
             let rate = schedule.rate(at: step)
             adapters?.materialize(parameters: parameters, base: base)
@@ -336,6 +380,10 @@ public final class Trainer {
             lossSum += loss
             lossCount += 1
             windowSamples += batch
+            if let checkpointing, step + 1 == settings.steps
+                || (checkpointing.every > 0 && (step + 1) % checkpointing.every == 0) {
+                try saveCheckpoint(after: step + 1)
+            }
             if (step + 1) % max(reportEvery, 1) == 0 || step + 1 == settings.steps {
                 let now = Date()
                 let window = now.timeIntervalSince(windowStart)
