@@ -85,7 +85,9 @@ extension JobPlan {
             finetune: finetune,
             probe: ProbeSettings(steps: config.head.steps, batchSize: config.head.batchSize,
                                  optimizer: OptimizerSettings(config.head.optimizer)),
-            mergeMethods: config.merge.methods.map(\.rawValue), alphaGrid: config.alphaGrid,
+            merges: config.merge.methods.map {
+                MergePlan(label: $0.label, settings: $0.settings, alphaGrid: config.merge.alphaGrid(for: $0))
+            },
             evaluateBatch: config.evaluate.batchSize, coordinatorTrains: config.runtime.coordinatorTrains,
             blasThreads: config.runtime.blasThreads, output: config.output.url, canonicalJob: config.canonicalYAML)
     }

@@ -58,6 +58,20 @@ public enum BaseSource: Sendable, Equatable {
     case initialization
 }
 
+/// One merge of step 7: a method with its knobs, the α values searched on validation, and the
+/// label that names its report column and `merged/<label>.safetensors`.
+public struct MergePlan: Sendable, Equatable {
+    public var label: String
+    public var settings: MergeSettings
+    public var alphaGrid: [Double]
+
+    public init(label: String, settings: MergeSettings, alphaGrid: [Double]) {
+        self.label = label
+        self.settings = settings
+        self.alphaGrid = alphaGrid
+    }
+}
+
 public struct JobPlan: Sendable {
     public var name: String
     public var seed: UInt64
@@ -67,8 +81,8 @@ public struct JobPlan: Sendable {
     public var mode: FineTuneMode
     public var finetune: TrainingSettings
     public var probe: ProbeSettings
-    public var mergeMethods: [String]
-    public var alphaGrid: [Double]
+    /// In job order.
+    public var merges: [MergePlan]
     public var evaluateBatch: Int
     public var coordinatorTrains: Bool
     public var blasThreads: Int
@@ -77,7 +91,7 @@ public struct JobPlan: Sendable {
     public var canonicalJob: String
 
     public init(name: String, seed: UInt64, model: ModelSpec, base: BaseSource, tasks: [TaskSpec], mode: FineTuneMode,
-                finetune: TrainingSettings, probe: ProbeSettings, mergeMethods: [String], alphaGrid: [Double],
+                finetune: TrainingSettings, probe: ProbeSettings, merges: [MergePlan],
                 evaluateBatch: Int, coordinatorTrains: Bool, blasThreads: Int, output: URL, canonicalJob: String) {
         self.name = name
         self.seed = seed
@@ -87,8 +101,7 @@ public struct JobPlan: Sendable {
         self.mode = mode
         self.finetune = finetune
         self.probe = probe
-        self.mergeMethods = mergeMethods
-        self.alphaGrid = alphaGrid
+        self.merges = merges
         self.evaluateBatch = evaluateBatch
         self.coordinatorTrains = coordinatorTrains
         self.blasThreads = blasThreads

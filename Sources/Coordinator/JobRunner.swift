@@ -17,13 +17,15 @@
 //              per-task metrics (each task's slots are filled by its owner, zeros elsewhere).
 //              Every rank now holds all task vectors.
 //  6. Save.    Rank 0 writes base, task vectors and heads (atomically).
-//  7. Merge.   For each method, every rank builds the merged model for each α of the grid and
-//              evaluates the tasks it owns on their validation splits; allReduce of the
-//              accuracies; every rank picks the same α (max mean normalised validation
-//              accuracy, the smallest α on ties); the owners evaluate the test splits at that α;
-//              allReduce again.
-//  8. Report.  Rank 0 writes merged/<method>.safetensors and report.json and prints the table;
-//              a final barrier keeps every rank alive until the outputs exist.
+//  7. Merge.   For each method entry, every rank computes the same merged task vector Δ from
+//              the gathered task vectors (deterministic: same inputs, same seed, same kernels;
+//              a phase agreement reports a failure); then for each α of that entry's grid it
+//              builds θ0 + α·Δ and evaluates the tasks it owns on their validation splits;
+//              allReduce of the accuracies; every rank picks the same α (max mean normalised
+//              validation accuracy, the smallest α on ties); the owners evaluate the test splits
+//              at that α; allReduce again. Rank 0 writes merged/<label>.safetensors.
+//  8. Report.  Rank 0 writes report.json and prints the table; a final barrier keeps every
+//              rank alive until the outputs exist.
 import Core
 import Foundation
 import Transport
@@ -94,9 +96,12 @@ public final class JobRunner {
 
         // 7. Merge and evaluate.
         var merges: [RunReport.MergeEntry] = []
-        let taskVectorSum = TaskVector.sum(gathered.taskVectors, count: layout.totalCount)
-        for method in plan.mergeMethods {
-            let entry = try mergeAndEvaluate(method: method, base: base, taskVectorSum: taskVectorSum,
+        for merge in plan.merges {
+            // One Δ per entry, held only while its α grid is evaluated.
+            let mergedVector = try PhaseAgreement.run(communicator) {
+                try TaskVectorMerger.mergedTaskVector(gathered.taskVectors, layout: layout, settings: merge.settings)
+            }
+            let entry = try mergeAndEvaluate(merge, base: base, mergedVector: mergedVector,
                                              results: results, entries: gathered.entries, backbone: backbone)
             merges.append(entry)
         }
@@ -230,24 +235,22 @@ public final class JobRunner {
 
     // MARK: Merge
 
+    /// Chooses α for θ0 + α·Δ on validation, evaluates the test splits there, writes the merged model.
     private func mergeAndEvaluate(
-        method: String, base: FloatBuffer, taskVectorSum: FloatBuffer, results: [Int: TaskResult],
+        _ merge: MergePlan, base: FloatBuffer, mergedVector: FloatBuffer, results: [Int: TaskResult],
         entries: [RunReport.TaskEntry], backbone: any Backbone
     ) throws -> RunReport.MergeEntry {
-        guard method == "task_arithmetic" else {
-            throw OrthofuseError("merge method '\(method)' is not available in this version")
-        }
         let merged = FloatBuffer(count: base.count)
         let tasks = plan.tasks
-        // Linearized task vectors merge in tangent space: f(x; θ0) + J(x; θ0)·αΣτ.
+        // Linearized task vectors merge in tangent space: f(x; θ0) + J(x; θ0)·αΔ.
         let linearization = plan.finetune.parametrization == .linearized ? base : nil
-        let grid = plan.alphaGrid
+        let grid = merge.alphaGrid
 
         // Validation accuracy of every (α, task) pair, each task measured by its owner.
         let validation: [Double] = try PhaseAgreement.run(communicator) {
             var values = [Double](repeating: 0, count: grid.count * tasks.count)
             for (a, alpha) in grid.enumerated() {
-                TaskArithmetic.merge(base: base, taskVectorSum: taskVectorSum, alpha: Float(alpha), into: merged)
+                TaskArithmetic.merge(base: base, taskVectorSum: mergedVector, alpha: Float(alpha), into: merged)
                 for (index, result) in results {
                     values[a * tasks.count + index] = Evaluation.accuracy(
                         backbone: backbone, parameters: merged, head: result.head, data: result.data.validation,
@@ -280,7 +283,7 @@ public final class JobRunner {
         let alpha = grid[bestIndex]
 
         // Test accuracy at the chosen α.
-        TaskArithmetic.merge(base: base, taskVectorSum: taskVectorSum, alpha: Float(alpha), into: merged)
+        TaskArithmetic.merge(base: base, taskVectorSum: mergedVector, alpha: Float(alpha), into: merged)
         var test = [Double](repeating: 0, count: tasks.count)
         for (index, result) in results {
             test[index] = Evaluation.accuracy(backbone: backbone, parameters: merged, head: result.head,
@@ -291,24 +294,27 @@ public final class JobRunner {
             RunReport.PerTaskAccuracy(name: tasks[index].name, accuracy: test[index],
                                       normalizedAccuracy: Self.normalized(test[index], by: entries[index].finetunedAccuracy))
         }
-        let file = "merged/\(method).safetensors"
+        let method = merge.settings.method.rawValue
+        let file = "merged/\(merge.label).safetensors"
         if isCoordinator {
             var metadata = commonMetadata()
+            metadata.merge(merge.settings.metadata) { _, knob in knob }
             metadata["orthofuse.kind"] = "merged"
-            metadata["orthofuse.method"] = method
+            metadata["orthofuse.label"] = merge.label
             metadata["orthofuse.alpha"] = "\(alpha)"
             metadata["orthofuse.tasks"] = tasks.map(\.name).joined(separator: ",")
             try PhaseAgreement.run(communicator) {
                 try Safetensors.write(plan.model.layout.records(from: merged), metadata: metadata,
                                       to: plan.output.appendingPathComponent(file))
             }
-            console.info(String(format: "%@: α = %.2f chosen on validation (normalised %.2f%%)", method, alpha, 100 * bestScore))
+            console.info(String(format: "%@: α = %.2f chosen on validation (normalised %.2f%%)", merge.label, alpha, 100 * bestScore))
         } else {
             try PhaseAgreement.run(communicator) {}
         }
         let count = Double(tasks.count)
         return RunReport.MergeEntry(
-            method: method, alpha: alpha, absoluteAccuracy: perTask.map(\.accuracy).reduce(0, +) / count,
+            method: method, label: merge.label, settings: merge.settings.reportKnobs, alpha: alpha,
+            absoluteAccuracy: perTask.map(\.accuracy).reduce(0, +) / count,
             normalizedAccuracy: perTask.map(\.normalizedAccuracy).reduce(0, +) / count,
             perTask: perTask, alphaCurve: curve, file: file)
     }

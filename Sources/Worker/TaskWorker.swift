@@ -82,18 +82,23 @@ public final class TaskWorker {
     public let finetune: TrainingSettings
     public let probe: ProbeSettings
     public let console: Console
+    /// Where each task's training checkpoint lives (`<directory>/<task>.safetensors`), how often it
+    /// is saved, and the fingerprint of the job and θ0 it belongs to; nil: no checkpoints.
+    public let checkpoints: (directory: URL, every: Int, fingerprint: String)?
     private let backbone: any Backbone
     private let regularizedForReport: [Int]
 
     /// `backbone` is this worker's own instance (it owns the activation workspace).
     public init(backbone: any Backbone, base: FloatBuffer, seed: UInt64, finetune: TrainingSettings,
-                probe: ProbeSettings, console: Console) {
+                probe: ProbeSettings, console: Console,
+                checkpoints: (directory: URL, every: Int, fingerprint: String)? = nil) {
         self.backbone = backbone
         self.base = base
         self.seed = seed
         self.finetune = finetune
         self.probe = probe
         self.console = console
+        self.checkpoints = checkpoints
         regularizedForReport = finetune.regularizedParameters.isEmpty
             ? backbone.layout.specs.indices.filter { backbone.layout.specs[$0].isMatrix }
             : finetune.regularizedParameters
@@ -117,16 +122,29 @@ public final class TaskWorker {
         let trainer = Trainer(backbone: backbone, head: head, settings: finetune)
         var finalLoss = Double.nan
         let reportEvery = max(1, min(100, finetune.steps / 10))
-        let taskVector = try trainer.run(parameters: parameters, base: base, data: data.train,
-                        random: RandomStream(seed: seed, label: "finetune/\(task.name)"), label: "task '\(task.name)'",
-                        reportEvery: reportEvery) { progress in
-            finalLoss = progress.loss
-            let ortho = finetune.orthoReg.isActive ? String(format: " orthoreg %.4f", progress.orthoReg) : ""
-            self.console.info(String(
-                format: "%@: step %d/%d loss %.4f%@ lr %.2e %.0f samples/s",
-                task.name, progress.step, progress.steps, progress.loss, ortho, progress.learningRate,
-                progress.samplesPerSecond))
+        let checkpointing = checkpoints.map {
+            Checkpointing(url: $0.directory.appendingPathComponent("\(task.name).safetensors"), every: $0.every,
+                          fingerprint: "\($0.fingerprint)/\(task.name)")
         }
+        let finetune = self.finetune
+        let console = self.console
+        let taskVector = try trainer.run(
+            parameters: parameters, base: base, data: data.train,
+            random: RandomStream(seed: seed, label: "finetune/\(task.name)"), label: "task '\(task.name)'",
+            reportEvery: reportEvery, checkpointing: checkpointing,
+            progress: { progress in
+                finalLoss = progress.loss
+                let ortho = finetune.orthoReg.isActive ? String(format: " orthoreg %.4f", progress.orthoReg) : ""
+                console.info(String(
+                    format: "%@: step %d/%d loss %.4f%@ lr %.2e %.0f samples/s",
+                    task.name, progress.step, progress.steps, progress.loss, ortho, progress.learningRate,
+                    progress.samplesPerSecond))
+            },
+            resumed: { step in
+                console.info(step == finetune.steps
+                    ? "\(task.name): already fine-tuned (checkpoint at step \(step)); not retrained"
+                    : "\(task.name): resuming from the checkpoint at step \(step)")
+            })
         // A linearized model is evaluated as f(x; θ0) + J(x; θ0)(θ − θ0), the model it trained.
         let linearization = finetune.parametrization == .linearized ? base : nil
         let finetunedTest = Evaluation.accuracy(backbone: backbone, parameters: parameters, head: head, data: data.test,

@@ -61,7 +61,14 @@ final class JobConfigTests: XCTestCase {
           batch_size: 512
           optimizer: {lr: 0.02, weight_decay: 0}
         merge:
-          methods: [task_arithmetic]
+          methods:
+            - task_arithmetic
+            - {name: ties, density: 0.1, trim: per-tensor, alpha: {from: 0.8, to: 2.5, count: 18}}
+            - {name: ties, label: ties-paper}
+            - {name: dare_ties, density: 0.3, seed: 5}
+            - {name: breadcrumbs, density: 0.8, gamma: 0.05}
+            - {name: consensus, lambda: 0.4, k: 2}
+            - tsv
           alpha: {from: 0.2, to: 0.8, count: 4}
         evaluate: {batch_size: 2048}
         runtime: {coordinator_trains: false, blas_threads: 2}
@@ -130,6 +137,20 @@ final class JobConfigTests: XCTestCase {
         XCTAssertEqual(job.evaluate.batchSize, 2048)
         XCTAssertEqual(job.runtime.coordinatorTrains, false)
         XCTAssertEqual(job.runtime.blasThreads, 2)
+
+        let methods = job.merge.methods
+        XCTAssertEqual(methods.map(\.label),
+                       ["task_arithmetic", "ties", "ties-paper", "dare_ties", "breadcrumbs", "consensus", "tsv"])
+        XCTAssertEqual(methods[1].settings, MergeSettings(method: .ties, density: 0.1, trim: .perTensor))
+        XCTAssertEqual(methods[1].alpha, AlphaRange(from: 0.8, to: 2.5, count: 18))
+        XCTAssertEqual(methods[2].settings, MergeSettings(method: .ties))
+        XCTAssertEqual(methods[3].settings, MergeSettings(method: .dareTies, density: 0.3, seed: 5))
+        XCTAssertEqual(methods[4].settings, MergeSettings(method: .breadcrumbs, density: 0.8, gamma: 0.05))
+        XCTAssertEqual(methods[5].settings, MergeSettings(method: .consensus, consensusLambda: 0.4, consensusK: 2))
+        XCTAssertEqual(methods[6].settings, MergeSettings(method: .tsv))
+        XCTAssertEqual(job.merge.alphaGrid(for: methods[1]).count, 18)
+        XCTAssertEqual(job.merge.alphaGrid(for: methods[1]).last, 2.5)
+        XCTAssertEqual(job.merge.alphaGrid(for: methods[2]), job.merge.alpha.values)
     }
 
     func testCanonicalYAMLRoundTripsFromAnyDirectory() throws {
@@ -170,7 +191,7 @@ final class JobConfigTests: XCTestCase {
         XCTAssertEqual(job.head.steps, 300)
         XCTAssertEqual(job.head.batchSize, 256)
         XCTAssertEqual(job.head.optimizer, .adamw(AdamWSettings(learningRate: 1e-2, weightDecay: 0)))
-        XCTAssertEqual(job.merge.methods, [.taskArithmetic])
+        XCTAssertEqual(job.merge.methods, [MergeMethodConfig(settings: MergeSettings(method: .taskArithmetic))])
         XCTAssertEqual(job.merge.alpha, AlphaRange(from: 0, to: 1, count: 21))
         XCTAssertEqual(job.evaluate.batchSize, 1024)
         XCTAssertEqual(job.runtime.coordinatorTrains, true)
@@ -315,8 +336,15 @@ final class JobConfigTests: XCTestCase {
             ("name: quickstart", "name: q\nseed: -1", "job.yaml: seed: must be >= 0"),
             ("name: quickstart", "name: q\nruntime: {coordinator_trains: maybe}",
              "job.yaml: runtime.coordinator_trains: expected true or false, got \"maybe\""),
-            ("name: quickstart", "name: q\nmerge: {methods: [task_arithmetic, ties]}",
-             "job.yaml: merge.methods[1]: expected one of task_arithmetic, got \"ties\""),
+            ("name: quickstart", "name: q\nmerge: {methods: [task_arithmetic, tie]}",
+             "job.yaml: merge.methods[1]: expected one of average, task_arithmetic, ties, dare, dare_ties, breadcrumbs, "
+                + "tsv, consensus, got \"tie\""),
+            ("name: quickstart", "name: q\nmerge: {methods: [[ties]]}",
+             "job.yaml: merge.methods[0]: expected a method name or {name: method, ...}, got a list"),
+            ("name: quickstart", "name: q\nmerge: {methods: [{name: ties, trim: local}]}",
+             "job.yaml: merge.methods[0].trim: expected one of global, per-tensor, got \"local\""),
+            ("name: quickstart", "name: q\nmerge: {methods: [{name: ties, density: high}]}",
+             "job.yaml: merge.methods[0].density: expected a number, got \"high\""),
         ]
         for (original, replacement, expected) in cases {
             XCTAssertEqual(refusal(minimal(replacing: original, with: replacement)), expected)
@@ -413,6 +441,81 @@ final class JobConfigTests: XCTestCase {
         XCTAssertEqual(refusal(minimal(replacing: "finetune: {steps: 10}", with: "finetune: {steps: 10}\nfinetune: {steps: 3}")),
                        "job.yaml:5:1: duplicate key 'finetune' in one mapping")
         XCTAssertEqual(refusal(""), "job.yaml: empty job file")
+    }
+
+    // MARK: - Merge methods
+
+    private func mergeJob(_ merge: String) -> String {
+        minimal(replacing: "name: quickstart", with: "name: q\nmerge: \(merge)")
+    }
+
+    func testRepeatedMethodsAreNumberedUnlessLabelled() throws {
+        let job = try parse(mergeJob("{methods: [{name: ties, density: 0.1}, ties, {name: ties, density: 0.3}, {name: ties, label: wide, alpha: {to: 2.5}}]}"))
+        XCTAssertEqual(job.merge.methods.map(\.label), ["ties", "ties-2", "ties-3", "wide"])
+        XCTAssertEqual(job.merge.methods.map(\.settings.density), [0.1, MergeSettings(method: .ties).density, 0.3,
+                                                                  MergeSettings(method: .ties).density])
+        XCTAssertEqual(job.merge.alphaGrid(for: job.merge.methods[0]), job.alphaGrid)
+        XCTAssertEqual(job.merge.alphaGrid(for: job.merge.methods[3]).last, 2.5)
+        let reread = try JobConfig.parse(job.canonicalYAML, origin: "copy.yaml", baseDirectory: jobDirectory)
+        XCTAssertEqual(reread, job)
+        XCTAssertEqual(reread.canonicalYAML, job.canonicalYAML)
+    }
+
+    func testMethodDefaultsWrittenOutGiveTheSameCanonicalText() throws {
+        let defaults = MergeSettings(method: .ties)
+        let plain = try parse(mergeJob("{methods: [task_arithmetic, ties]}"))
+        let explicit = try parse(mergeJob(
+            "{methods: [{name: task_arithmetic}, {name: ties, density: \(defaults.density), trim: \(defaults.trim.rawValue)}]}"
+        ))
+        XCTAssertEqual(plain, explicit)
+        XCTAssertEqual(plain.canonicalYAML, explicit.canonicalYAML)
+        XCTAssertTrue(plain.canonicalYAML.contains("- task_arithmetic\n"), "a method without knobs stays a name:\n\(plain.canonicalYAML)")
+        XCTAssertTrue(plain.canonicalYAML.contains("density: \(defaults.density)\n"), "knobs written out:\n\(plain.canonicalYAML)")
+    }
+
+    func testEveryMethodReadsOnlyItsKnobs() {
+        XCTAssertEqual(MergeMethodName.taskArithmetic.knobs, [])
+        XCTAssertEqual(MergeMethodName.ties.knobs, [.density, .trim])
+        XCTAssertEqual(MergeMethodName.dare.knobs, [.density, .seed])
+        XCTAssertEqual(MergeMethodName.breadcrumbs.knobs, [.density, .gamma])
+        XCTAssertEqual(MergeMethodName.consensus.knobs, [.lambda, .k])
+        let settings = MergeSettings(method: .ties, density: 0.25, trim: .perTensor)
+        XCTAssertEqual(settings.metadata, ["orthofuse.method": "ties", "orthofuse.density": "0.25", "orthofuse.trim": "per-tensor"])
+        XCTAssertEqual(settings.reportKnobs, RunReport.MergeKnobs(density: 0.25, trim: "per-tensor"))
+        XCTAssertEqual(settings.knobSummary, "density 0.25, trim per-tensor")
+    }
+
+    func testMergeMethodErrorsNameTheKey() {
+        let cases: [(String, String)] = [
+            ("{methods: [{name: ties, densty: 0.2}]}",
+             "job.yaml: merge.methods[0].densty: unknown key (allowed: name, label, density, trim, gamma, lambda, k, seed, alpha)"),
+            ("{methods: [{density: 0.2}]}", "job.yaml: merge.methods[0].name: required"),
+            ("{methods: [{name: tsv, density: 0.2}]}",
+             "job.yaml: merge.methods[0].density: only allowed with name: ties, dare, dare_ties, breadcrumbs"),
+            ("{methods: [{name: dare, trim: global}]}", "job.yaml: merge.methods[0].trim: only allowed with name: ties"),
+            ("{methods: [{name: ties, seed: 3}]}", "job.yaml: merge.methods[0].seed: only allowed with name: dare, dare_ties"),
+            ("{methods: [{name: ties, density: 0}]}", "job.yaml: merge.methods[0].density: must be in (0, 1]"),
+            ("{methods: [{name: dare, density: 1.5}]}", "job.yaml: merge.methods[0].density: must be in (0, 1]"),
+            ("{methods: [{name: breadcrumbs, gamma: 1}]}", "job.yaml: merge.methods[0].gamma: must be in [0, 1)"),
+            ("{methods: [{name: breadcrumbs, density: 0.9, gamma: 0.2}]}",
+             "job.yaml: merge.methods[0].density: must be <= 1 - gamma (0.8) for breadcrumbs"),
+            ("{methods: [{name: consensus, lambda: -1}]}", "job.yaml: merge.methods[0].lambda: must be >= 0"),
+            ("{methods: [{name: consensus, k: 0}]}", "job.yaml: merge.methods[0].k: must be > 0"),
+            ("{methods: [{name: consensus, k: 2}]}", "job.yaml: merge.methods[0].k: must be <= the number of tasks (1)"),
+            ("{methods: [{name: dare, seed: -3}]}", "job.yaml: merge.methods[0].seed: must be >= 0"),
+            ("{methods: [{name: ties, alpha: {from: 2, to: 1}}]}", "job.yaml: merge.methods[0].alpha.to: must be >= from (2.0)"),
+            ("{methods: [{name: ties, alpha: {count: 0}}]}", "job.yaml: merge.methods[0].alpha.count: must be > 0"),
+            ("{methods: [{name: ties, label: \"my ties\"}]}", "job.yaml: merge.methods[0].label: must match [A-Za-z0-9_.-]+"),
+            ("{methods: [ties, {name: ties, density: \(MergeSettings(method: .ties).density)}]}",
+             "job.yaml: merge.methods[1]: duplicate method ties"),
+            ("{methods: [{name: dare, label: ties}, ties]}",
+             "job.yaml: merge.methods[1]: label ties is used twice (outputs are named after it; set label: to tell them apart)"),
+            ("{methods: [{name: ties, density: 0.3}, {name: dare, label: ties-2}, {name: ties, density: 0.4}]}",
+             "job.yaml: merge.methods[2]: label ties-2 is used twice (outputs are named after it; set label: to tell them apart)"),
+        ]
+        for (merge, expected) in cases {
+            XCTAssertEqual(refusal(mergeJob(merge)), expected)
+        }
     }
 
     // MARK: - Files

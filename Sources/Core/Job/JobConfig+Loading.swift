@@ -29,32 +29,8 @@ extension JobConfig {
     /// Validates the job text `yaml`. `origin` names it in messages (`job.yaml: ...`); relative
     /// paths are resolved against `baseDirectory`.
     public static func parse(_ yaml: String, origin: String, baseDirectory: URL) throws -> JobConfig {
-        let root: Node
-        do {
-            guard let document = try Yams.compose(yaml: yaml) else {
-                throw OrthofuseError("\(origin): empty job file")
-            }
-            root = document
-        } catch let error as YamlError {
-            throw OrthofuseError(syntaxErrorLine(error, origin: origin, yaml: yaml))
-        }
-        let userInfo: [CodingUserInfoKey: Any] = [
-            JobDecodingContext.baseDirectory: baseDirectory,
-            JobDecodingContext.origin: origin,
-        ]
-        do {
-            return try YAMLDecoder().decode(JobConfig.self, from: root, userInfo: userInfo)
-        } catch let error as JobFieldError {
-            var message = error.message
-            if error.showsWrittenValue, let node = root.lookup(error.codingPath) {
-                message += ", got \(node.writtenValueText)"
-            }
-            throw OrthofuseError(located(message, at: error.codingPath, origin: origin))
-        } catch let error as DecodingError {
-            throw OrthofuseError(decodingErrorLine(error, origin: origin, root: root))
-        } catch {
-            throw OrthofuseError("\(origin): " + "\(error)".split(separator: "\n").joined(separator: " "))
-        }
+        try StrictYAML.decode(JobConfig.self, yaml: yaml, origin: origin, baseDirectory: baseDirectory,
+                              documentKind: "job file", topLevel: "a mapping of job settings")
     }
 
     /// Throws for the first file the job reads that is missing, not a regular file, or unreadable
@@ -82,6 +58,43 @@ extension JobConfig {
     }
 }
 
+/// Decoding a strict YAML document (the job file, the merge file) into one-line errors.
+enum StrictYAML {
+    /// Decodes `yaml`; every failure is an `OrthofuseError` naming `origin` and the key path.
+    /// Relative paths in the document resolve against `baseDirectory`. `documentKind` names an
+    /// empty document ("empty job file"), `topLevel` what the top must be.
+    static func decode<T: Decodable>(
+        _ type: T.Type, yaml: String, origin: String, baseDirectory: URL, documentKind: String, topLevel: String
+    ) throws -> T {
+        let root: Node
+        do {
+            guard let document = try Yams.compose(yaml: yaml) else {
+                throw OrthofuseError("\(origin): empty \(documentKind)")
+            }
+            root = document
+        } catch let error as YamlError {
+            throw OrthofuseError(syntaxErrorLine(error, origin: origin, yaml: yaml))
+        }
+        let userInfo: [CodingUserInfoKey: Any] = [
+            JobDecodingContext.baseDirectory: baseDirectory,
+            JobDecodingContext.origin: origin,
+        ]
+        do {
+            return try YAMLDecoder().decode(T.self, from: root, userInfo: userInfo)
+        } catch let error as JobFieldError {
+            var message = error.message
+            if error.showsWrittenValue, let node = root.lookup(error.codingPath) {
+                message += ", got \(node.writtenValueText)"
+            }
+            throw OrthofuseError(located(message, at: error.codingPath, origin: origin))
+        } catch let error as DecodingError {
+            throw OrthofuseError(decodingErrorLine(error, origin: origin, root: root, topLevel: topLevel))
+        } catch {
+            throw OrthofuseError("\(origin): " + "\(error)".split(separator: "\n").joined(separator: " "))
+        }
+    }
+}
+
 /// `job.yaml: tasks[1].classes: message`, or `job.yaml: message` at the top.
 private func located(_ message: String, at codingPath: [any CodingKey], origin: String) -> String {
     let keyPath = StrictDecoding.keyPath(codingPath)
@@ -89,13 +102,14 @@ private func located(_ message: String, at codingPath: [any CodingKey], origin: 
 }
 
 /// One line for a failure the decoder itself reports: a missing key or a value of the wrong kind.
-private func decodingErrorLine(_ error: DecodingError, origin: String, root: Node) -> String {
+private func decodingErrorLine(_ error: DecodingError, origin: String, root: Node, topLevel: String) -> String {
     switch error {
     case .keyNotFound(let key, let context):
         return located("required", at: context.codingPath + [key], origin: origin)
     case .typeMismatch(let type, let context), .valueNotFound(let type, let context):
         let message = mismatchMessage(
-            expected: type, written: root.lookup(context.codingPath), atTop: context.codingPath.isEmpty
+            expected: type, written: root.lookup(context.codingPath),
+            topLevel: context.codingPath.isEmpty ? topLevel : nil
         )
         return located(message, at: context.codingPath, origin: origin)
     case .dataCorrupted(let context):
@@ -106,13 +120,13 @@ private func decodingErrorLine(_ error: DecodingError, origin: String, root: Nod
 }
 
 /// "expected an integer, got \"ten\"", or the range problem when an integer did not fit.
-private func mismatchMessage(expected type: Any.Type, written: Node?, atTop: Bool) -> String {
+private func mismatchMessage(expected type: Any.Type, written: Node?, topLevel: String?) -> String {
     if type is any BinaryInteger.Type, let written, case .scalar(let scalar) = written,
        Resolver.default.resolveTag(of: written) == .int {
         if type is any UnsignedInteger.Type, scalar.string.hasPrefix("-") { return "must be >= 0" }
         return "integer out of range, got \(scalar.string)"
     }
-    let expected = atTop ? "a mapping of job settings" : kindName(type)
+    let expected = topLevel ?? kindName(type)
     guard let written else { return "expected \(expected)" }
     return "expected \(expected), got \(written.writtenValueText)"
 }

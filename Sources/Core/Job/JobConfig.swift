@@ -100,6 +100,14 @@ public struct JobConfig: Sendable, Equatable, Codable {
         }
         head = try container.optional(HeadConfig.self, .head, default: .default)
         merge = try container.optional(MergeConfig.self, .merge, default: .default)
+        // Consensus keeps entries used by at least k tasks: with fewer tasks it keeps nothing.
+        for (index, method) in merge.methods.enumerated()
+        where method.settings.method == .consensus && method.settings.consensusK > tasks.count {
+            throw container.invalid(
+                .merge, [MergeConfig.CodingKeys.methods, AnyCodingKey.index(index), MergeMethodConfig.CodingKeys.k],
+                "must be <= the number of tasks (\(tasks.count))"
+            )
+        }
         evaluate = try container.optional(EvaluateConfig.self, .evaluate, default: .default)
         runtime = try container.optional(RuntimeConfig.self, .runtime, default: .default)
         output = try container.required(JobPath.self, .output)

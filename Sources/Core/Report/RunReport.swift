@@ -88,8 +88,31 @@ public struct RunReport: Codable, Sendable, Equatable {
         }
     }
 
+    /// The knobs a merging method read; the ones it does not read are absent.
+    public struct MergeKnobs: Codable, Sendable, Equatable {
+        public var density: Double?
+        public var trim: String?
+        public var gamma: Double?
+        public var lambda: Double?
+        public var k: Int?
+        public var seed: UInt64?
+
+        public init(density: Double? = nil, trim: String? = nil, gamma: Double? = nil, lambda: Double? = nil,
+                    k: Int? = nil, seed: UInt64? = nil) {
+            self.density = density
+            self.trim = trim
+            self.gamma = gamma
+            self.lambda = lambda
+            self.k = k
+            self.seed = seed
+        }
+    }
+
     public struct MergeEntry: Codable, Sendable, Equatable {
         public var method: String
+        /// Names the column and the merged file; the method name unless the job gave another.
+        public var label: String
+        public var settings: MergeKnobs
         /// The α chosen on the validation splits.
         public var alpha: Double
         /// Mean over tasks of test accuracy of the merged model.
@@ -100,8 +123,12 @@ public struct RunReport: Codable, Sendable, Equatable {
         public var alphaCurve: [AlphaPoint]
         public var file: String
 
-        public init(method: String, alpha: Double, absoluteAccuracy: Double, normalizedAccuracy: Double, perTask: [PerTaskAccuracy], alphaCurve: [AlphaPoint], file: String) {
+        public init(method: String, label: String? = nil, settings: MergeKnobs = MergeKnobs(), alpha: Double,
+                    absoluteAccuracy: Double, normalizedAccuracy: Double, perTask: [PerTaskAccuracy],
+                    alphaCurve: [AlphaPoint], file: String) {
             self.method = method
+            self.label = label ?? method
+            self.settings = settings
             self.alpha = alpha
             self.absoluteAccuracy = absoluteAccuracy
             self.normalizedAccuracy = normalizedAccuracy
@@ -111,7 +138,7 @@ public struct RunReport: Codable, Sendable, Equatable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case method, alpha, file
+            case method, label, settings, alpha, file
             case absoluteAccuracy = "absolute_accuracy"
             case normalizedAccuracy = "normalized_accuracy"
             case perTask = "per_task"
@@ -173,7 +200,7 @@ public struct RunReport: Codable, Sendable, Equatable {
     /// The table printed at the end of a run: one row per task, one column per stage/method.
     public func table() -> String {
         var header = ["task", "zero-shot", "fine-tuned"]
-        header += merges.map { "\($0.method) α=\(Self.format($0.alpha, digits: 2))" }
+        header += merges.map { "\($0.label) α=\(Self.format($0.alpha, digits: 2))" }
         var rows: [[String]] = []
         for (i, task) in tasks.enumerated() {
             var row = [task.name, Self.percent(task.zeroShotAccuracy), Self.percent(task.finetunedAccuracy)]

@@ -1,0 +1,150 @@
+// CheckpointMerge: reads a base and fine-tuned safetensors files, checks they match, writes base + α·Δ.
+import Coordinator
+import Core
+import Foundation
+
+enum CheckpointMerge {
+    /// An input or output file: where it is, and how messages and metadata name it.
+    struct File {
+        var url: URL
+        /// The path as written on the command line or in the config file.
+        var name: String
+        /// How errors about the path itself name it (`merge.yaml: models[1]: b.safetensors`).
+        var label: String
+        /// Set for paths from a config file: their own existence check names the key.
+        private var jobPath: JobPath?
+
+        init(_ path: String) {
+            // Lexically resolved, so that `sub/../a.safetensors` is recognised as `a.safetensors`
+            // even when `sub` does not exist (writing would create it).
+            url = URL(fileURLWithPath: path).standardizedFileURL
+            name = path
+            label = path
+        }
+
+        init(_ path: JobPath) {
+            url = path.url
+            name = path.written
+            label = "\(path.label): \(path.written)"
+            jobPath = path
+        }
+
+        func checkReadable() throws {
+            if let jobPath {
+                try jobPath.checkReadableFile()
+                return
+            }
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+                throw OrthofuseError("\(name): no such file")
+            }
+            if isDirectory.boolValue { throw OrthofuseError("\(name): is a directory, expected a safetensors file") }
+            guard FileManager.default.isReadableFile(atPath: url.path) else { throw OrthofuseError("\(name): not readable") }
+        }
+    }
+
+    struct Request {
+        var settings: MergeSettings
+        var alpha: Double
+        var base: File
+        var models: [File]
+        var output: File
+    }
+
+    /// The dtypes whose tensors are merged; every other one is copied from the base.
+    static let floatingDTypes: Set<String> = ["F32", "F16", "BF16", "F64"]
+
+    /// Integers above 2^24 are not all representable in F32; copying them would change them.
+    static let exactIntegerLimit: Float = 16_777_216
+
+    /// Checks every header against the base, then merges; returns the summary line.
+    static func run(_ request: Request) throws -> String {
+        let started = Date()
+        let baseHeader = try Safetensors.readHeader(request.base.url)
+        for model in request.models {
+            try checkMatches(try Safetensors.readHeader(model.url), model: model.name, base: baseHeader)
+        }
+        let floating = baseHeader.tensors.filter { floatingDTypes.contains($0.dtype) }
+        let copied = baseHeader.tensors.filter { !floatingDTypes.contains($0.dtype) }
+        guard !floating.isEmpty else {
+            throw OrthofuseError("\(request.base.name): has no floating-point tensors to merge")
+        }
+        // The merge layout: the base's floating tensors in file order.
+        let layout = ParameterLayout(floating.map { ParameterSpec(name: $0.name, shape: $0.shape) })
+
+        let baseFile = try Safetensors.read(request.base.url)
+        let base = try flatten(baseFile, layout: layout, name: request.base.name)
+        for info in copied {
+            let values = baseFile[info.name]!.values
+            if values.contains(where: { abs($0) > exactIntegerLimit }) {
+                throw OrthofuseError("\(request.base.name): tensor '\(info.name)' (\(info.dtype)) holds values beyond 2^24, which F32 cannot store exactly")
+            }
+        }
+        // One model in memory at a time besides the task vectors.
+        let taskVectors = try request.models.map { model in
+            TaskVector.difference(finetuned: try flatten(Safetensors.read(model.url), layout: layout, name: model.name), base: base)
+        }
+        let mergedVector = try TaskVectorMerger.mergedTaskVector(taskVectors, layout: layout, settings: request.settings)
+        let merged = FloatBuffer(count: layout.totalCount)
+        TaskArithmetic.merge(base: base, taskVectorSum: mergedVector, alpha: Float(request.alpha), into: merged)
+
+        let records = baseHeader.tensors.map { info -> TensorRecord in
+            guard let range = layout.range(of: info.name) else { return baseFile[info.name]! }
+            return TensorRecord(name: info.name, shape: info.shape, values: Array(merged.buffer[range]))
+        }
+        var metadata = request.settings.metadata
+        metadata["orthofuse.kind"] = "merged"
+        metadata["orthofuse.alpha"] = "\(request.alpha)"
+        metadata["orthofuse.base"] = request.base.name
+        metadata["orthofuse.models"] = request.models.map(\.name).joined(separator: ",")
+        metadata["orthofuse.version"] = JobRunner.version
+        if !copied.isEmpty {
+            metadata["orthofuse.copied_from_base"] = copied.map { "\($0.name) (\($0.dtype) as F32)" }.joined(separator: ", ")
+        }
+        try Safetensors.write(records, metadata: metadata, to: request.output.url)
+
+        let knobs = request.settings.knobSummary
+        let copiedText = copied.isEmpty ? "" : ", \(copied.count) non-float tensor(s) copied from the base"
+        return String(
+            format: "merged %d model(s) with %@%@, α = %@: %d tensors, %d parameters%@, %.2f s → %@",
+            request.models.count, request.settings.method.rawValue, knobs.isEmpty ? "" : " (\(knobs))",
+            "\(request.alpha)", layout.specs.count, layout.totalCount, copiedText,
+            Date().timeIntervalSince(started), request.output.name)
+    }
+
+    /// Same tensor names, dtypes and shapes as the base (in any order), or one line naming the first difference.
+    static func checkMatches(_ header: SafetensorsHeader, model: String, base: SafetensorsHeader) throws {
+        let byName = Dictionary(uniqueKeysWithValues: header.tensors.map { ($0.name, $0) })
+        for expected in base.tensors {
+            guard let info = byName[expected.name] else {
+                throw OrthofuseError("\(model): tensor '\(expected.name)' is missing (the base has it)")
+            }
+            if info.dtype != expected.dtype {
+                throw OrthofuseError("\(model): tensor '\(info.name)' is \(info.dtype), the base's is \(expected.dtype)")
+            }
+            if info.shape != expected.shape {
+                throw OrthofuseError("\(model): tensor '\(info.name)' has shape \(info.shape), the base has \(expected.shape)")
+            }
+        }
+        let baseNames = Set(base.names)
+        if let extra = header.tensors.first(where: { !baseNames.contains($0.name) }) {
+            throw OrthofuseError("\(model): tensor '\(extra.name)' is not in the base")
+        }
+    }
+
+    /// The floating tensors of `file` as one buffer in `layout` order.
+    private static func flatten(_ file: SafetensorsFile, layout: ParameterLayout, name: String) throws -> FloatBuffer {
+        let buffer = FloatBuffer(count: layout.totalCount)
+        for (index, spec) in layout.specs.enumerated() {
+            // The headers were checked; this only catches a file replaced while we read.
+            guard let values = file[spec.name]?.values, values.count == spec.count else {
+                throw OrthofuseError("\(name): tensor '\(spec.name)' changed while reading")
+            }
+            let offset = layout.offsets[index]
+            values.withUnsafeBufferPointer { source in
+                if let start = source.baseAddress { (buffer.pointer + offset).update(from: start, count: spec.count) }
+            }
+        }
+        return buffer
+    }
+}

@@ -1,0 +1,200 @@
+// MergeCommand: `orthofuse merge`, merging fine-tuned safetensors checkpoints of one base model.
+import ArgumentParser
+import Core
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Merge: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Merge fine-tuned checkpoints of one base model: output = base + α·Δ of their task vectors.",
+        discussion: """
+            Task vectors are τt = model_t − base, per tensor; every file must have the base's tensor \
+            names, shapes and dtypes. Floating tensors (F32, F16, BF16, F64) are merged; integer and \
+            boolean tensors are copied from the base. The output is F32, written atomically. \
+            --config reads the same settings from YAML (keys: method, alpha, density, trim, gamma, \
+            lambda, k, seed, base, models, output; paths relative to that file); options given on the \
+            command line override the file, and --model replaces its models.
+            """)
+
+    @Option(help: "A YAML file with the merge settings (the option names as keys, `models:` a list).")
+    var config: String?
+
+    @Option(help: "Merging method: \(MergeMethodName.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var method: String?
+
+    @Option(help: "Scale of the merged task vector Δ: output = base + α·Δ (default 1.0).")
+    var alpha: Double?
+
+    @Option(help: "Share of each task vector kept, in (0, 1] (ties, dare, dare_ties, breadcrumbs).")
+    var density: Double?
+
+    @Option(help: "Where TIES ranks magnitudes: global (whole vector, as the paper) or per-tensor (as mergekit).")
+    var trim: String?
+
+    @Option(help: "Share of the largest |τ| dropped as outliers, in [0, 1) (breadcrumbs).")
+    var gamma: Double?
+
+    @Option(name: .customLong("lambda"), help: "Consensus λ: task t uses an entry when |τt| > λ·|Στ − τt| (consensus).")
+    var consensusLambda: Double?
+
+    @Option(name: .customLong("k"), help: "Keep the entries used by at least k tasks (consensus).")
+    var consensusK: Int?
+
+    @Option(help: "Seed of the random drops (dare, dare_ties).")
+    var seed: UInt64?
+
+    @Option(help: "The base checkpoint θ0 (safetensors).")
+    var base: String?
+
+    @Option(name: .customLong("model"), help: "A fine-tuned checkpoint (safetensors); repeat once per model.")
+    var models: [String] = []
+
+    @Option(help: "The merged checkpoint to write (safetensors); never one of the inputs.")
+    var output: String?
+
+    /// Everything that can be checked without reading the checkpoints' data: the settings, their
+    /// ranges and methods, that every input exists and the output is none of them. One error line.
+    func validate() throws {
+        // The parser validates before it looks for --help; an incomplete command asking for help
+        // must get the help, not an error line.
+        let builtIn: Set<String> = ["-h", "--help", "--version", "--experimental-dump-help"]
+        if CommandLine.arguments.contains(where: builtIn.contains) { return }
+        do {
+            _ = try request()
+        } catch {
+            Console.error("\(error)")
+            throw ExitCode.failure
+        }
+    }
+
+    func run() throws {
+        do {
+            let summary = try CheckpointMerge.run(request())
+            print(summary)
+        } catch {
+            Console.error("\(error)")
+            throw ExitCode.failure
+        }
+    }
+
+    /// The command line over the config file, checked.
+    func request() throws -> CheckpointMerge.Request {
+        let recipe: MergeRecipe? = try config.map { try MergeRecipe.load(URL(fileURLWithPath: $0), origin: $0) }
+        let origin = config ?? ""
+
+        let method: MergeMethodName
+        if let word = self.method {
+            guard let named = MergeMethodName(rawValue: word) else {
+                throw OrthofuseError("--method: expected one of \(Self.words(MergeMethodName.self)), got \"\(word)\"")
+            }
+            method = named
+        } else if let named = recipe?.method {
+            method = named
+        } else {
+            throw OrthofuseError("no merge method: give --method (\(Self.words(MergeMethodName.self))) or method: in a --config file")
+        }
+
+        var settings = MergeSettings(method: method)
+        // Where each knob came from, for messages: the option, or the key of the config file.
+        var sources: [MergeKnob: String] = [:]
+        func take<T>(_ knob: MergeKnob, flag: T?, file: T?) -> T? {
+            if let flag {
+                sources[knob] = "--\(knob.rawValue)"
+                return flag
+            }
+            if file != nil { sources[knob] = "\(origin): \(knob.rawValue)" }
+            return file
+        }
+        let trimScope: TrimScope?
+        if let word = self.trim {
+            guard let scope = TrimScope(rawValue: word) else {
+                throw OrthofuseError("--trim: expected one of \(Self.words(TrimScope.self)), got \"\(word)\"")
+            }
+            trimScope = scope
+        } else {
+            trimScope = nil
+        }
+        let density = take(.density, flag: self.density, file: recipe?.density)
+        let trim = take(.trim, flag: trimScope, file: recipe?.trim)
+        let gamma = take(.gamma, flag: self.gamma, file: recipe?.gamma)
+        let lambda = take(.lambda, flag: consensusLambda, file: recipe?.lambda)
+        let k = take(.k, flag: consensusK, file: recipe?.k)
+        let seed = take(.seed, flag: self.seed, file: recipe?.seed)
+        for knob in MergeKnob.allCases where !knob.methods.contains(method) {
+            if let source = sources[knob] {
+                let users = knob.methods.map(\.rawValue).joined(separator: ", ")
+                throw OrthofuseError("\(source): does not apply to \(method.rawValue) (only to \(users))")
+            }
+        }
+        // Config values were range-checked when read; options are checked here.
+        for (knob, value) in [(MergeKnob.density, density), (.gamma, gamma), (.lambda, lambda), (.k, k.map(Double.init))] {
+            if let value, let message = knob.rangeViolation(value) {
+                throw OrthofuseError("\(sources[knob]!): \(message)")
+            }
+        }
+        if let density { settings.density = density }
+        if let trim { settings.trim = trim }
+        if let gamma { settings.gamma = gamma }
+        if let lambda { settings.consensusLambda = lambda }
+        if let k { settings.consensusK = k }
+        if let seed { settings.seed = seed }
+        if let (knob, message) = settings.combinationViolation {
+            throw OrthofuseError("\(sources[knob] ?? knob.rawValue): \(message)")
+        }
+
+        let alpha = self.alpha ?? recipe?.alpha ?? 1.0
+        guard alpha.isFinite else { throw OrthofuseError("--alpha: must be a finite number") }
+
+        let base: CheckpointMerge.File
+        if let path = self.base {
+            base = .init(path)
+        } else if let path = recipe?.base {
+            base = .init(path)
+        } else {
+            throw OrthofuseError("no base checkpoint: give --base or base: in a --config file")
+        }
+        let models: [CheckpointMerge.File] = !self.models.isEmpty
+            ? self.models.map { .init($0) } : (recipe?.models ?? []).map { .init($0) }
+        guard !models.isEmpty else {
+            throw OrthofuseError("no fine-tuned checkpoints: give --model (once per model) or models: in a --config file")
+        }
+        if method == .consensus, settings.consensusK > models.count {
+            let source = sources[.k] ?? "consensus: k (default \(settings.consensusK))"
+            throw OrthofuseError("\(source): must be <= the number of models (\(models.count))")
+        }
+        let output: CheckpointMerge.File
+        if let path = self.output {
+            output = .init(path)
+        } else if let path = recipe?.output {
+            output = .init(path)
+        } else {
+            throw OrthofuseError("no output: give --output or output: in a --config file")
+        }
+
+        for input in [base] + models { try input.checkReadable() }
+        try Self.checkOutput(output, inputs: [base] + models)
+        return CheckpointMerge.Request(settings: settings, alpha: alpha, base: base, models: models, output: output)
+    }
+
+    /// Refuses an output that is a directory or the same file as an input (also through a link).
+    private static func checkOutput(_ output: CheckpointMerge.File, inputs: [CheckpointMerge.File]) throws {
+        var outputStatus = stat()
+        guard stat(output.url.path, &outputStatus) == 0 else { return }
+        if (outputStatus.st_mode & S_IFMT) == S_IFDIR {
+            throw OrthofuseError("\(output.label): is a directory, expected a file to write")
+        }
+        for input in inputs {
+            var status = stat()
+            if stat(input.url.path, &status) == 0, status.st_dev == outputStatus.st_dev, status.st_ino == outputStatus.st_ino {
+                throw OrthofuseError("\(output.label): is the input \(input.name); refusing to overwrite an input (choose another output)")
+            }
+        }
+    }
+
+    private static func words<T: RawRepresentable & CaseIterable>(_ type: T.Type) -> String where T.RawValue == String {
+        T.allCases.map(\.rawValue).joined(separator: ", ")
+    }
+}

@@ -1,0 +1,304 @@
+// MergeCommandTests: the built `orthofuse merge` on small checkpoints written here: the formula, the
+// metadata, other dtypes, the config file, and one error line (and no output) for each bad input.
+import Foundation
+import XCTest
+import Core
+
+final class MergeCommandTests: XCTestCase {
+    private var directory: URL!
+
+    /// The orthofuse executable built next to the test bundle (`swift test` builds both).
+    private static var binary: URL {
+        let candidates = [
+            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
+            Bundle(for: MergeCommandTests.self).bundleURL.deletingLastPathComponent(),
+            Bundle(for: MergeCommandTests.self).bundleURL,
+            Bundle.main.bundleURL,
+        ].map { $0.appendingPathComponent("orthofuse") }
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[0]
+    }
+
+    override func setUpWithError() throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.binary.path) else {
+            throw OrthofuseError("orthofuse binary not built at \(Self.binary.path) (run `swift build --build-tests`)")
+        }
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("orthofuse-merge-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try writeCheckpoints()
+    }
+
+    override func tearDownWithError() throws {
+        if let directory { try? FileManager.default.removeItem(at: directory) }
+    }
+
+    // MARK: Checkpoints
+
+    /// base.safetensors and a/b/c.safetensors: a [3, 4] weight, a [4] bias and a [2, 3, 2] tensor,
+    /// each model a seeded perturbation of the base.
+    private let shapes: [(String, [Int])] = [("layer.weight", [3, 4]), ("layer.bias", [4]), ("block.scale", [2, 3, 2])]
+
+    private func checkpoint(seed: UInt64, label: String, scale: Double) -> [TensorRecord] {
+        var random = RandomStream(seed: seed, label: label)
+        return shapes.map { name, shape in
+            TensorRecord(name: name, shape: shape,
+                         values: (0..<shape.reduce(1, *)).map { _ in Float(scale * random.nextGaussian()) })
+        }
+    }
+
+    private func writeCheckpoints() throws {
+        let base = checkpoint(seed: 1, label: "base", scale: 1)
+        try Safetensors.write(base, to: url("base.safetensors"))
+        for (index, name) in ["a", "b", "c"].enumerated() {
+            let delta = checkpoint(seed: UInt64(10 + index), label: name, scale: 0.1)
+            let model = zip(base, delta).map { TensorRecord(name: $0.name, shape: $0.shape, values: zip($0.values, $1.values).map(+)) }
+            try Safetensors.write(model, to: url("\(name).safetensors"))
+        }
+    }
+
+    private func url(_ name: String) -> URL { directory.appendingPathComponent(name) }
+
+    private func values(_ name: String) throws -> [String: [Float]] {
+        Dictionary(uniqueKeysWithValues: try Safetensors.read(url(name)).tensors.map { ($0.name, $0.values) })
+    }
+
+    /// A safetensors file with any dtype, written byte by byte (Core writes F32 only).
+    private func writeRaw(_ name: String, _ tensors: [(name: String, dtype: String, shape: [Int], bytes: [UInt8])]) throws {
+        var entries: [String] = []
+        var data: [UInt8] = []
+        for tensor in tensors {
+            let shape = tensor.shape.map(String.init).joined(separator: ",")
+            entries.append("\"\(tensor.name)\":{\"dtype\":\"\(tensor.dtype)\",\"shape\":[\(shape)],\"data_offsets\":[\(data.count),\(data.count + tensor.bytes.count)]}")
+            data += tensor.bytes
+        }
+        var header = Array("{\(entries.joined(separator: ","))}".utf8)
+        header += [UInt8](repeating: UInt8(ascii: " "), count: (8 - header.count % 8) % 8)
+        var file = withUnsafeBytes(of: UInt64(header.count).littleEndian, Array.init)
+        file += header + data
+        try Data(file).write(to: url(name))
+    }
+
+    private func littleEndianBytes<T: FixedWidthInteger>(_ values: [T]) -> [UInt8] {
+        values.flatMap { withUnsafeBytes(of: $0.littleEndian, Array.init) }
+    }
+
+    // MARK: Running
+
+    struct Outcome {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    private func merge(_ arguments: [String]) throws -> Outcome {
+        let process = Process()
+        process.executableURL = Self.binary
+        process.arguments = ["merge"] + arguments
+        process.currentDirectoryURL = directory
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        // The outputs are a line or two: reading one pipe after the other cannot block.
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Outcome(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+                       stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    /// Runs a command that must fail: non-zero exit, exactly one error line containing every one of
+    /// `fragments`, nothing on stdout, and no output file.
+    private func checkRefused(_ arguments: [String], _ fragments: [String], output: String = "out.safetensors",
+                              file: StaticString = #filePath, line: UInt = #line) throws {
+        let outcome = try merge(arguments)
+        XCTAssertNotEqual(outcome.status, 0, "accepted: \(arguments)", file: file, line: line)
+        let lines = outcome.stderr.split(separator: "\n")
+        XCTAssertEqual(lines.count, 1, "one error line:\n\(outcome.stderr)", file: file, line: line)
+        XCTAssertTrue(lines.first?.hasPrefix("orthofuse: error: ") ?? false, outcome.stderr, file: file, line: line)
+        for fragment in fragments {
+            XCTAssertTrue(outcome.stderr.contains(fragment), "'\(fragment)' in: \(outcome.stderr)", file: file, line: line)
+        }
+        XCTAssertEqual(outcome.stdout, "", file: file, line: line)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: url(output).path), "no output written", file: file, line: line)
+    }
+
+    // MARK: Tests
+
+    func testTaskArithmeticIsBasePlusAlphaTimesTheSumOfTaskVectors() throws {
+        let outcome = try merge(["--method", "task_arithmetic", "--alpha", "0.4", "--base", "base.safetensors",
+                                 "--model", "a.safetensors", "--model", "b.safetensors", "--model", "c.safetensors",
+                                 "--output", "merged/out.safetensors"])
+        XCTAssertEqual(outcome.status, 0, outcome.stderr)
+        XCTAssertEqual(outcome.stderr, "")
+        let summary = outcome.stdout.split(separator: "\n")
+        XCTAssertEqual(summary.count, 1, outcome.stdout)
+        for fragment in ["task_arithmetic", "3 model(s)", "3 tensors", "28 parameters", " s "] {
+            XCTAssertTrue(outcome.stdout.contains(fragment), "'\(fragment)' in: \(outcome.stdout)")
+        }
+
+        let base = try values("base.safetensors")
+        let models = try ["a", "b", "c"].map { try values("\($0).safetensors") }
+        let merged = try Safetensors.read(url("merged/out.safetensors"))
+        XCTAssertEqual(merged.names, shapes.map(\.0), "the base's tensors, in its order")
+        XCTAssertEqual(merged.tensors.map(\.shape), shapes.map(\.1))
+        for tensor in merged.tensors {
+            let baseValues = base[tensor.name]!
+            for i in baseValues.indices {
+                let taskVectorSum = models.map { Double($0[tensor.name]![i]) - Double(baseValues[i]) }.reduce(0, +)
+                let expected = Double(baseValues[i]) + 0.4 * taskVectorSum
+                XCTAssertEqual(Double(tensor.values[i]), expected, accuracy: 1e-6, "\(tensor.name)[\(i)]")
+            }
+        }
+        XCTAssertEqual(merged.metadata["orthofuse.kind"], "merged")
+        XCTAssertEqual(merged.metadata["orthofuse.method"], "task_arithmetic")
+        XCTAssertEqual(merged.metadata["orthofuse.alpha"], "0.4")
+        XCTAssertEqual(merged.metadata["orthofuse.base"], "base.safetensors")
+        XCTAssertEqual(merged.metadata["orthofuse.models"], "a.safetensors,b.safetensors,c.safetensors")
+        XCTAssertNil(merged.metadata["orthofuse.density"], "task arithmetic has no density")
+    }
+
+    /// The config file gives the settings, the command line overrides some; the output equals
+    /// Core's merge of the same task vectors, and every knob is in the metadata.
+    func testConfigFileWithOverridesMatchesTheLibrary() throws {
+        try FileManager.default.createDirectory(at: url("recipes"), withIntermediateDirectories: true)
+        try """
+            method: ties
+            density: 0.3
+            trim: global
+            alpha: 1.5
+            base: ../base.safetensors
+            models: [../a.safetensors, ../b.safetensors]
+            output: ../from-config.safetensors
+            """.write(to: url("recipes/merge.yaml"), atomically: true, encoding: .utf8)
+        let outcome = try merge(["--config", "recipes/merge.yaml", "--trim", "per-tensor", "--model", "a.safetensors",
+                                 "--model", "b.safetensors", "--model", "c.safetensors"])
+        XCTAssertEqual(outcome.status, 0, outcome.stderr)
+
+        let file = try Safetensors.read(url("from-config.safetensors"))
+        XCTAssertEqual(file.metadata["orthofuse.method"], "ties")
+        XCTAssertEqual(file.metadata["orthofuse.density"], "0.3")
+        XCTAssertEqual(file.metadata["orthofuse.trim"], "per-tensor", "the option overrides the file")
+        XCTAssertEqual(file.metadata["orthofuse.alpha"], "1.5")
+        XCTAssertEqual(file.metadata["orthofuse.models"], "a.safetensors,b.safetensors,c.safetensors", "--model replaces models:")
+
+        let layout = ParameterLayout(shapes.map { ParameterSpec(name: $0.0, shape: $0.1) })
+        func flat(_ name: String) throws -> FloatBuffer {
+            let buffer = FloatBuffer(count: layout.totalCount)
+            try layout.load(Safetensors.read(url(name)), into: buffer, origin: name)
+            return buffer
+        }
+        let base = try flat("base.safetensors")
+        let taskVectors = try ["a", "b", "c"].map { TaskVector.difference(finetuned: try flat("\($0).safetensors"), base: base) }
+        let settings = MergeSettings(method: .ties, density: 0.3, trim: .perTensor)
+        let delta = try TaskVectorMerger.mergedTaskVector(taskVectors, layout: layout, settings: settings)
+        let merged = try flat("from-config.safetensors")
+        for i in 0..<layout.totalCount {
+            XCTAssertEqual(Double(merged[i]), Double(base[i]) + 1.5 * Double(delta[i]), accuracy: 1e-6, "entry \(i)")
+        }
+    }
+
+    /// F16 and F64 tensors are merged (the output is F32); an I64 tensor is copied from the base.
+    func testOtherDTypesAreReadAndIntegersCopiedFromTheBase() throws {
+        func f16(_ values: [Float]) -> [UInt8] { littleEndianBytes(values.map { Float16($0).bitPattern }) }
+        func f64(_ values: [Double]) -> [UInt8] { littleEndianBytes(values.map(\.bitPattern)) }
+        let ids = littleEndianBytes([Int64(0), 1, 2, 3])
+        try writeRaw("base16.safetensors", [("w", "F16", [2, 2], f16([1, 2, 3, 4])), ("position_ids", "I64", [4], ids),
+                                            ("v", "F64", [3], f64([0.5, -1, 2]))])
+        try writeRaw("m1.safetensors", [("w", "F16", [2, 2], f16([1.5, 2, 3, 3])), ("position_ids", "I64", [4], ids),
+                                        ("v", "F64", [3], f64([0.25, -1, 2]))])
+        try writeRaw("m2.safetensors", [("v", "F64", [3], f64([0.5, 0, 2])),
+                                        ("position_ids", "I64", [4], littleEndianBytes([Int64(9), 9, 9, 9])),
+                                        ("w", "F16", [2, 2], f16([1, 2.5, 3, 4]))])
+        let outcome = try merge(["--method", "task_arithmetic", "--alpha", "2", "--base", "base16.safetensors",
+                                 "--model", "m1.safetensors", "--model", "m2.safetensors", "--output", "out16.safetensors"])
+        XCTAssertEqual(outcome.status, 0, outcome.stderr)
+        XCTAssertTrue(outcome.stdout.contains("1 non-float tensor(s) copied from the base"), outcome.stdout)
+
+        let header = try Safetensors.readHeader(url("out16.safetensors"))
+        XCTAssertEqual(header.names, ["w", "position_ids", "v"], "the base's order")
+        XCTAssertEqual(Set(header.tensors.map(\.dtype)), ["F32"])
+        let merged = try values("out16.safetensors")
+        XCTAssertEqual(merged["w"], [2, 3, 3, 2], "θ0 + 2·Στ over F16 values")
+        XCTAssertEqual(merged["v"], [0, 1, 2])
+        XCTAssertEqual(merged["position_ids"], [0, 1, 2, 3], "copied from the base, not merged")
+        let metadata = try Safetensors.read(url("out16.safetensors")).metadata
+        XCTAssertEqual(metadata["orthofuse.copied_from_base"], "position_ids (I64 as F32)")
+    }
+
+    func testBadInputsAreOneErrorLineAndNoOutput() throws {
+        let common = ["--method", "task_arithmetic", "--base", "base.safetensors", "--output", "out.safetensors"]
+        try checkRefused(common + ["--model", "a.safetensors", "--model", "missing.safetensors"],
+                         ["missing.safetensors", "no such file"])
+        try checkRefused(["--method", "ties", "--base", "nobase.safetensors", "--model", "a.safetensors", "--output", "out.safetensors"],
+                         ["nobase.safetensors", "no such file"])
+        try checkRefused(common, ["--model"])
+
+        var transposed = try Safetensors.read(url("b.safetensors")).tensors
+        transposed[0] = TensorRecord(name: transposed[0].name, shape: [4, 3], values: transposed[0].values)
+        try Safetensors.write(transposed, to: url("transposed.safetensors"))
+        try checkRefused(common + ["--model", "a.safetensors", "--model", "transposed.safetensors"],
+                         ["transposed.safetensors: tensor 'layer.weight' has shape [4, 3], the base has [3, 4]"])
+
+        var renamed = try Safetensors.read(url("b.safetensors")).tensors
+        renamed[1] = TensorRecord(name: "layer.bias_renamed", shape: renamed[1].shape, values: renamed[1].values)
+        try Safetensors.write(renamed, to: url("renamed.safetensors"))
+        try checkRefused(common + ["--model", "renamed.safetensors"],
+                         ["renamed.safetensors: tensor 'layer.bias' is missing"])
+
+        let extra = try Safetensors.read(url("b.safetensors")).tensors + [TensorRecord(name: "extra", shape: [1], values: [0])]
+        try Safetensors.write(extra, to: url("extra.safetensors"))
+        try checkRefused(common + ["--model", "extra.safetensors"], ["extra.safetensors: tensor 'extra' is not in the base"])
+
+        try writeRaw("half.safetensors", shapes.map { name, shape in
+            (name, "F16", shape, [UInt8](repeating: 0, count: 2 * shape.reduce(1, *)))
+        })
+        try checkRefused(common + ["--model", "half.safetensors"], ["half.safetensors: tensor 'layer.weight' is F16, the base's is F32"])
+
+        try Data("not a safetensors file".utf8).write(to: url("garbage.safetensors"))
+        try checkRefused(common + ["--model", "garbage.safetensors"], ["garbage.safetensors"])
+
+        try checkRefused(["--method", "tsv", "--density", "0.2", "--base", "base.safetensors", "--model", "a.safetensors",
+                          "--output", "out.safetensors"], ["--density", "tsv"])
+        try checkRefused(["--method", "ties", "--density", "1.5", "--base", "base.safetensors", "--model", "a.safetensors",
+                          "--output", "out.safetensors"], ["--density", "must be in (0, 1]"])
+        try checkRefused(["--method", "tie", "--base", "base.safetensors", "--model", "a.safetensors",
+                          "--output", "out.safetensors"], ["--method", "\"tie\""])
+        try checkRefused(["--method", "consensus", "--k", "3", "--base", "base.safetensors", "--model", "a.safetensors",
+                          "--model", "b.safetensors", "--output", "out.safetensors"], ["--k", "number of models (2)"])
+
+        try """
+            method: ties
+            densty: 0.2
+            """.write(to: url("bad.yaml"), atomically: true, encoding: .utf8)
+        try checkRefused(["--config", "bad.yaml", "--base", "base.safetensors", "--model", "a.safetensors",
+                          "--output", "out.safetensors"], ["bad.yaml: densty: unknown key"])
+        try """
+            method: ties
+            models: [a.safetensors, nothere.safetensors]
+            """.write(to: url("missing.yaml"), atomically: true, encoding: .utf8)
+        try checkRefused(["--config", "missing.yaml", "--base", "base.safetensors", "--output", "out.safetensors"],
+                         ["missing.yaml: models[1]: nothere.safetensors: no such file"])
+    }
+
+    func testTheOutputMayNotBeAnInput() throws {
+        let before = try Data(contentsOf: url("b.safetensors"))
+        try checkRefused(["--method", "ties", "--base", "base.safetensors", "--model", "a.safetensors", "--model",
+                          "b.safetensors", "--output", "b.safetensors"],
+                         ["b.safetensors", "refusing to overwrite an input"], output: "unused.safetensors")
+        try checkRefused(["--method", "ties", "--base", "base.safetensors", "--model", "a.safetensors",
+                          "--output", "./sub/../base.safetensors"],
+                         ["base.safetensors", "refusing to overwrite an input"], output: "unused.safetensors")
+        try FileManager.default.createSymbolicLink(at: url("link.safetensors"), withDestinationURL: url("a.safetensors"))
+        try checkRefused(["--method", "ties", "--base", "base.safetensors", "--model", "link.safetensors",
+                          "--output", "a.safetensors"], ["a.safetensors", "refusing to overwrite an input"],
+                         output: "unused.safetensors")
+        XCTAssertEqual(try Data(contentsOf: url("b.safetensors")), before, "the input is untouched")
+    }
+
+    func testHelpIsNotAnError() throws {
+        let outcome = try merge(["--help"])
+        XCTAssertEqual(outcome.status, 0)
+        XCTAssertEqual(outcome.stderr, "")
+        XCTAssertTrue(outcome.stdout.contains("--density"), outcome.stdout)
+    }
+}
