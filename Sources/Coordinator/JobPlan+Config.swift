@@ -90,6 +90,13 @@ extension JobPlan {
             },
             evaluateBatch: config.evaluate.batchSize, coordinatorTrains: config.runtime.coordinatorTrains,
             blasThreads: config.runtime.blasThreads, output: config.output.url, canonicalJob: config.canonicalYAML)
+        checkpointEvery = config.finetune.checkpointEvery
+
+        // α is chosen on the validation splits: without one, only a single α can be given.
+        if let task = config.tasks.first(where: { config.validationFraction(of: $0) == 0 }),
+           let merge = merges.first(where: { $0.alphaGrid.count > 1 }) {
+            throw OrthofuseError("job.yaml: task '\(task.name)' has validation_fraction 0, so merge '\(merge.label)' cannot choose α from \(merge.alphaGrid.count) values; give a validation fraction or a single α (count: 1)")
+        }
     }
 }
 

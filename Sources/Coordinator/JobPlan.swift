@@ -89,6 +89,8 @@ public struct JobPlan: Sendable {
     public var output: URL
     /// The fully-defaulted job text, recorded in the outputs.
     public var canonicalJob: String
+    /// Save each task's training state every this many steps (0: only when it finishes).
+    public var checkpointEvery = 0
 
     public init(name: String, seed: UInt64, model: ModelSpec, base: BaseSource, tasks: [TaskSpec], mode: FineTuneMode,
                 finetune: TrainingSettings, probe: ProbeSettings, merges: [MergePlan],

@@ -72,10 +72,14 @@ public final class JobRunner {
             let table = plan.tasks.indices.map { "\(plan.tasks[$0].name)→\(assignment[$0])" }.joined(separator: ", ")
             console.info("assignment (task→rank): \(table)")
         }
-        let maxBatch = max(plan.finetune.batchSize, plan.probe.batchSize, plan.evaluateBatch)
-        let backbone = plan.model.makeBackbone(maxBatch: maxBatch)
-        let worker = TaskWorker(backbone: backbone, base: base, seed: plan.seed, finetune: plan.finetune,
-                                probe: plan.probe, console: console)
+        // The workspace is sized for the training batch; evaluation runs in chunks of it (a ViT's
+        // activations for the evaluation batch would cost memory for nothing).
+        let backbone = plan.model.makeBackbone(maxBatch: plan.finetune.batchSize)
+        let worker = TaskWorker(
+            backbone: backbone, base: base, seed: plan.seed, finetune: plan.finetune, probe: plan.probe,
+            console: console,
+            checkpoints: (plan.output.appendingPathComponent("checkpoints"), plan.checkpointEvery,
+                          trainingFingerprint(base: base)))
         let results: [Int: TaskResult] = try PhaseAgreement.run(communicator) {
             var results: [Int: TaskResult] = [:]
             for index in myTasks {
@@ -147,6 +151,16 @@ public final class JobRunner {
             let pretrainer = Pretrainer(plan: plan, pretrain: pretrain, console: console)
             return try pretrainer.obtain(into: base)
         }
+    }
+
+    /// Identifies what a task's training depends on besides the task itself: the model, θ0's
+    /// values, the fine-tuning and probe settings and the seed. A checkpoint from another job
+    /// (or another θ0) in the same output directory is therefore never resumed.
+    private func trainingFingerprint(base: FloatBuffer) -> String {
+        var fingerprint = Fingerprint()
+        fingerprint.add("\(plan.model)|\(plan.finetune)|\(plan.probe)|\(plan.seed)|\(JobRunner.version)")
+        fingerprint.add(base)
+        return fingerprint.hex
     }
 
     // MARK: Gather
@@ -326,14 +340,14 @@ public final class JobRunner {
 
 /// The per-task metrics as a fixed vector of doubles, for the allReduce of step 5.
 enum TaskMetricSlots {
-    static let count = 12
+    static let count = 13
 
     static func encode(_ entry: RunReport.TaskEntry, into values: inout [Double], at offset: Int) {
         let fields: [Double] = [
             entry.zeroShotAccuracy, entry.finetunedAccuracy, entry.zeroShotValidationAccuracy,
             entry.finetunedValidationAccuracy, Double(entry.trainSamples), Double(entry.validationSamples),
             Double(entry.testSamples), entry.taskVectorNorm, entry.orthoRegPenalty, entry.finalLoss,
-            entry.trainSeconds, Double(entry.rank),
+            entry.trainSeconds, Double(entry.rank), Double(entry.resumedFromStep),
         ]
         for (i, value) in fields.enumerated() { values[offset + i] = value }
     }
@@ -344,6 +358,6 @@ enum TaskMetricSlots {
             name: name, zeroShotAccuracy: v[0], finetunedAccuracy: v[1], zeroShotValidationAccuracy: v[2],
             finetunedValidationAccuracy: v[3], trainSamples: Int(v[4]), validationSamples: Int(v[5]),
             testSamples: Int(v[6]), taskVectorNorm: v[7], orthoRegPenalty: v[8], finalLoss: v[9],
-            trainSeconds: v[10], rank: Int(v[11]))
+            trainSeconds: v[10], rank: Int(v[11]), resumedFromStep: Int(v[12]))
     }
 }

@@ -12,23 +12,19 @@ struct Pretrainer {
     static let fingerprintKey = "orthofuse.pretrain_fingerprint"
 
     /// A cache key over everything that determines θ0: model, pre-training settings, seed and
-    /// the data files (path, size, modification time). FNV-1a 64 is enough for a cache key.
+    /// the data files (path, size, modification time).
     var fingerprint: String {
-        var text = "\(plan.model)|\(pretrain)|\(plan.seed)"
+        var fingerprint = Fingerprint()
+        fingerprint.add("\(plan.model)|\(pretrain)|\(plan.seed)")
         for source in pretrain.sources {
             for url in source.train.urls {
                 let attributes = try? FileManager.default.attributesOfItem(atPath: url.path)
                 let size = (attributes?[.size] as? NSNumber)?.int64Value ?? -1
                 let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
-                text += "|\(url.path):\(size):\(modified)"
+                fingerprint.add("\(url.path):\(size):\(modified)")
             }
         }
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in text.utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01b3
-        }
-        return String(hash, radix: 16)
+        return fingerprint.hex
     }
 
     var cacheURL: URL { plan.output.appendingPathComponent("base.safetensors") }

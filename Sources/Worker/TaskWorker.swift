@@ -124,10 +124,11 @@ public final class TaskWorker {
         let reportEvery = max(1, min(100, finetune.steps / 10))
         let checkpointing = checkpoints.map {
             Checkpointing(url: $0.directory.appendingPathComponent("\(task.name).safetensors"), every: $0.every,
-                          fingerprint: "\($0.fingerprint)/\(task.name)")
+                          fingerprint: "\($0.fingerprint)/\(task)")
         }
         let finetune = self.finetune
         let console = self.console
+        var resumedFrom = 0
         let taskVector = try trainer.run(
             parameters: parameters, base: base, data: data.train,
             random: RandomStream(seed: seed, label: "finetune/\(task.name)"), label: "task '\(task.name)'",
@@ -141,6 +142,7 @@ public final class TaskWorker {
                     progress.samplesPerSecond))
             },
             resumed: { step in
+                resumedFrom = step
                 console.info(step == finetune.steps
                     ? "\(task.name): already fine-tuned (checkpoint at step \(step)); not retrained"
                     : "\(task.name): resuming from the checkpoint at step \(step)")
@@ -163,7 +165,7 @@ public final class TaskWorker {
             zeroShotValidationAccuracy: zeroShotValidation, finetunedValidationAccuracy: finetunedValidation,
             trainSamples: data.train.count, validationSamples: data.validation.count, testSamples: data.test.count,
             taskVectorNorm: norm, orthoRegPenalty: penalty, finalLoss: finalLoss, trainSeconds: seconds,
-            rank: console.rank)
+            rank: console.rank, resumedFromStep: resumedFrom)
         return TaskResult(name: task.name, taskVector: taskVector, head: head, data: data, entry: entry)
     }
 

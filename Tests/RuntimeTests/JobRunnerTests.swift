@@ -107,6 +107,35 @@ final class JobRunnerTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: directory.appendingPathComponent("fail/report.json").path))
     }
 
+    /// A rerun of the same job into the same output resumes every task from its finished
+    /// checkpoint (nothing is retrained) and gives identical task vectors; a changed job does not
+    /// pick up the old checkpoints.
+    func testRerunReusesFinishedTrainingAndChangedJobsRetrain() throws {
+        let first = try run(plan(output: "resume", extra: ""), ranks: 3)
+        XCTAssertEqual(first.tasks.map(\.resumedFromStep), [0, 0, 0])
+        let vectors = try taskNames.map { try values("resume/task_vectors/\($0).safetensors") }
+        let second = try run(plan(output: "resume"), ranks: 2)
+        XCTAssertEqual(second.tasks.map(\.resumedFromStep), [40, 40, 40], "finished tasks are not retrained")
+        XCTAssertEqual(try taskNames.map { try values("resume/task_vectors/\($0).safetensors") }, vectors)
+        XCTAssertEqual(second.merges.map(\.alpha), first.merges.map(\.alpha))
+
+        let changed = try workspace.plan(workspace.jobText(output: "resume") {
+            $0.replacingOccurrences(of: "lr: 5.0e-3", with: "lr: 4.0e-3")
+        })
+        let third = try run(changed, ranks: 1)
+        XCTAssertEqual(third.tasks.map(\.resumedFromStep), [0, 0, 0], "another job's checkpoints are ignored")
+    }
+
+    func testValidationFractionZeroNeedsASingleAlpha() throws {
+        let text = workspace.jobText(output: "noval", extra: "validation_fraction: 0.0")
+        XCTAssertThrowsError(try workspace.plan(text)) { error in
+            XCTAssertTrue("\(error)".contains("validation_fraction 0"), "\(error)")
+        }
+        let single = text.replacingOccurrences(of: "alpha: {from: 0.2, to: 1.0, count: 9}", with: "alpha: {from: 0.3, to: 0.3, count: 1}")
+        let report = try run(workspace.plan(single), ranks: 2)
+        XCTAssertEqual(report.merges.first?.alpha, 0.3)
+    }
+
     private func checkClose(_ actual: [Float], _ expected: [Double], _ name: String) {
         XCTAssertEqual(actual.count, expected.count)
         let worst = zip(actual, expected).map { abs(Double($0) - $1) / max(1, abs($1)) }.max() ?? 0

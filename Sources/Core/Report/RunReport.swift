@@ -20,8 +20,11 @@ public struct RunReport: Codable, Sendable, Equatable {
         public var finalLoss: Double
         public var trainSeconds: Double
         public var rank: Int
+        /// The checkpoint step training resumed from (the step count when a finished task's
+        /// checkpoint made retraining unnecessary); 0 for a fresh start.
+        public var resumedFromStep: Int
 
-        public init(name: String, zeroShotAccuracy: Double, finetunedAccuracy: Double, zeroShotValidationAccuracy: Double, finetunedValidationAccuracy: Double, trainSamples: Int, validationSamples: Int, testSamples: Int, taskVectorNorm: Double, orthoRegPenalty: Double, finalLoss: Double, trainSeconds: Double, rank: Int) {
+        public init(name: String, zeroShotAccuracy: Double, finetunedAccuracy: Double, zeroShotValidationAccuracy: Double, finetunedValidationAccuracy: Double, trainSamples: Int, validationSamples: Int, testSamples: Int, taskVectorNorm: Double, orthoRegPenalty: Double, finalLoss: Double, trainSeconds: Double, rank: Int, resumedFromStep: Int = 0) {
             self.name = name
             self.zeroShotAccuracy = zeroShotAccuracy
             self.finetunedAccuracy = finetunedAccuracy
@@ -35,6 +38,7 @@ public struct RunReport: Codable, Sendable, Equatable {
             self.finalLoss = finalLoss
             self.trainSeconds = trainSeconds
             self.rank = rank
+            self.resumedFromStep = resumedFromStep
         }
 
         enum CodingKeys: String, CodingKey {
@@ -50,6 +54,7 @@ public struct RunReport: Codable, Sendable, Equatable {
             case orthoRegPenalty = "orthoreg_penalty"
             case finalLoss = "final_loss"
             case trainSeconds = "train_seconds"
+            case resumedFromStep = "resumed_from_step"
         }
     }
 
