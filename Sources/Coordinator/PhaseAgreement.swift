@@ -1,4 +1,5 @@
 // PhaseAgreement: every rank learns whether a phase failed anywhere, and rank 0 learns why.
+import ControlProtocol
 import Core
 import Transport
 
@@ -13,13 +14,19 @@ enum PhaseAgreement {
     static let messageTag = 7001
 
     /// Runs `body`, then agrees with all ranks on success: if any rank threw, every rank throws
-    /// (rank 0 an OrthofuseError with the failing ranks' messages, the others PeerFailure).
+    /// (rank 0 an OrthofuseError with the failing ranks' messages, sent as control-protocol
+    /// `Failure` messages; the others PeerFailure).
     /// Without this, one rank's bad file would leave the others waiting in the next collective.
     static func run<T>(_ communicator: any Communicator, _ body: () throws -> T) throws -> T {
         var result: T?
         var failure: String?
+        var peerFailure = false
         do {
             result = try body()
+        } catch is PeerFailure {
+            // Another rank's failure, reported by rank 0 already: fail here without a message.
+            failure = ""
+            peerFailure = true
         } catch {
             failure = "\(error)"
         }
@@ -33,17 +40,21 @@ enum PhaseAgreement {
             var messages: [String] = []
             for rank in failedRanks {
                 if rank == 0 {
-                    messages.append(failure ?? "unknown failure")
+                    if !peerFailure { messages.append(failure ?? "unknown failure") }
                 } else {
                     let (_, bytes) = try communicator.receive(from: rank, tag: messageTag)
-                    let text = String(decoding: bytes, as: UTF8.self)
-                    messages.append(communicator.size > 1 ? "rank \(rank): \(text)" : text)
+                    guard case let .failure(_, reason, _) = try ControlMessage.decode(bytes, from: "rank \(rank)") else {
+                        throw OrthofuseError("rank \(rank) sent an unexpected message instead of its failure")
+                    }
+                    if !reason.isEmpty { messages.append(communicator.size > 1 ? "rank \(rank): \(reason)" : reason) }
                 }
             }
+            if messages.isEmpty { throw PeerFailure() }
             throw OrthofuseError(messages.joined(separator: "; "))
         }
         if let failure {
-            try communicator.send(Array(failure.utf8), to: 0, tag: messageTag)
+            try communicator.send(ControlMessage.failure(task: "", reason: failure, rank: communicator.rank).encoded(),
+                                  to: 0, tag: messageTag)
         }
         throw PeerFailure()
     }

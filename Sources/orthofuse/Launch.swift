@@ -32,8 +32,8 @@ enum Launch {
         }
     }
 
-    /// Rank 0 reads and checks the job, then every rank receives its text, so all ranks run
-    /// exactly the same plan and a bad job is one error line from rank 0.
+    /// Rank 0 reads and checks the job and announces it (JobAnnouncer); every rank verifies it runs
+    /// the same binary and job, so a bad job or a mixed installation is one error line from rank 0.
     static func runJob(source: JobSource, level: Console.Level) throws {
         let communicator: any Communicator
         do {
@@ -44,7 +44,7 @@ enum Launch {
         let console = Console(rank: communicator.rank, size: communicator.size,
                               level: communicator.rank == 0 ? level : min(level, .normal))
         do {
-            let plan = try distributeJob(source: source, communicator: communicator)
+            let plan = try JobAnnouncer.announce(try read(source), communicator: communicator)
             try JobRunner(plan: plan, communicator: communicator, console: console).run()
             finish(communicator)
         } catch let error as PeerFailure {
@@ -58,33 +58,7 @@ enum Launch {
         }
     }
 
-    private static func distributeJob(source: JobSource, communicator: any Communicator) throws -> JobPlan {
-        // Message: "ok\0<base directory>\0<origin>\0<yaml>" or "error\0<message>".
-        var message: [UInt8] = []
-        if communicator.rank == 0 {
-            do {
-                let (text, origin, baseDirectory) = try read(source)
-                let config = try JobConfig.parse(text, origin: origin, baseDirectory: baseDirectory)
-                try config.checkFiles()
-                _ = try JobPlan(config: config)
-                message = Array("ok\0\(baseDirectory.path)\0\(origin)\0\(text)".utf8)
-            } catch {
-                message = Array("error\0\(error)".utf8)
-            }
-        }
-        message = try communicator.broadcast(message, root: 0)
-        let parts = String(decoding: message, as: UTF8.self).split(separator: "\0", maxSplits: 3, omittingEmptySubsequences: false)
-        if parts.first == "error" {
-            if communicator.rank == 0 { throw OrthofuseError(String(parts.dropFirst().joined(separator: "\0"))) }
-            throw PeerFailure()
-        }
-        guard parts.count == 4 else { throw OrthofuseError("malformed job announcement from rank 0") }
-        let config = try JobConfig.parse(String(parts[3]), origin: String(parts[2]),
-                                         baseDirectory: URL(fileURLWithPath: String(parts[1])))
-        return try JobPlan(config: config)
-    }
-
-    private static func read(_ source: JobSource) throws -> (String, String, URL) {
+    private static func read(_ source: JobSource) throws -> JobAnnouncer.Source {
         switch source {
         case let .file(url):
             guard let data = FileManager.default.contents(atPath: url.path) else {
@@ -93,9 +67,10 @@ enum Launch {
             guard let text = String(data: data, encoding: .utf8) else {
                 throw OrthofuseError("\(url.path): the job file is not UTF-8 text")
             }
-            return (text, url.lastPathComponent, url.deletingLastPathComponent().standardizedFileURL)
+            return JobAnnouncer.Source(text: text, origin: url.lastPathComponent,
+                                       baseDirectory: url.deletingLastPathComponent().standardizedFileURL)
         case let .text(text, origin, baseDirectory):
-            return (text, origin, baseDirectory)
+            return JobAnnouncer.Source(text: text, origin: origin, baseDirectory: baseDirectory)
         }
     }
 }

@@ -1,0 +1,32 @@
+// Checksum: SHA-256 (swift-crypto) of bytes, float buffers and job texts, as lowercase hex.
+import Crypto
+import Foundation
+
+public enum Checksum {
+    public static func sha256(_ bytes: some Sequence<UInt8>) -> String {
+        SHA256.hash(data: Array(bytes)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    public static func sha256(_ text: String) -> String {
+        sha256(Array(text.utf8))
+    }
+
+    /// Of the float32 little-endian bytes, as a safetensors file stores them.
+    public static func sha256(_ values: FloatBuffer) -> String {
+        var hasher = SHA256()
+        let chunk = 1 << 20
+        var start = 0
+        while start < values.count {
+            let count = min(chunk, values.count - start)
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(start: values.pointer + start, count: count * 4))
+            start += count
+        }
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+extension JobConfig {
+    /// SHA-256 of the canonical, fully-defaulted job text: two ranks run the same job exactly
+    /// when their hashes agree.
+    public var configHash: String { Checksum.sha256(canonicalYAML) }
+}
