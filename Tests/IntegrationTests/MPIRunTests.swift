@@ -153,6 +153,45 @@ final class MPIRunTests: XCTestCase {
         }
     }
 
+    /// kill -9 of one rank mid-run ends the mpirun; the rerun resumes every task from its
+    /// checkpoint and ends exactly where an uninterrupted run does.
+    func testKilledRankThenRerunResumes() throws {
+        func job(_ output: String) throws -> String {
+            let text = SyntheticTasks.jobYAML(taskNames: taskNames, steps: 6000)
+                .replacingOccurrences(of: "output: out", with: "output: \(output)")
+                .replacingOccurrences(of: "  grad_clip: 1.0", with: "  grad_clip: 1.0\n  checkpoint_every: 200")
+            let path = directory.appendingPathComponent("\(output).yaml")
+            try text.write(to: path, atomically: true, encoding: .utf8)
+            return path.path
+        }
+        let clean = try execute([Self.binary.path, "run", try job("clean"), "--quiet"])
+        XCTAssertEqual(clean.status, 0, clean.stderr)
+
+        let killedJob = try job("killed")
+        let killer = Process()
+        killer.executableURL = URL(fileURLWithPath: "/bin/sh")
+        // After 1.5 s, SIGKILL the newest rank running this job (not mpirun itself).
+        killer.arguments = ["-c", "sleep 1.5; pkill -9 -n -f '^\(Self.binary.path) run \(killedJob)'"]
+        try killer.run()
+        let killed = try launch(ranks: 3, ["run", killedJob, "--quiet"])
+        killer.waitUntilExit()
+        let wasKilled = killed.status != 0
+        if !wasKilled { print("the run finished before the kill; only the rerun's equality is checked") }
+
+        let rerun = try launch(ranks: 3, ["run", killedJob, "--quiet"])
+        XCTAssertEqual(rerun.status, 0, rerun.stderr)
+        for name in taskNames {
+            XCTAssertEqual(try tensors("killed/task_vectors/\(name).safetensors"),
+                           try tensors("clean/task_vectors/\(name).safetensors"), "\(name) after resuming")
+        }
+        let report = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: directory.appendingPathComponent("killed/report.json"))) as? [String: Any]
+        let resumed = ((report?["tasks"] as? [[String: Any]]) ?? []).compactMap { $0["resumed_from_step"] as? Int }
+        if wasKilled {
+            XCTAssertTrue(resumed.contains { $0 > 0 }, "some task resumed from a checkpoint: \(resumed)")
+        }
+    }
+
     func testBadJobIsOneErrorLineAndNonZeroExit() throws {
         let path = directory.appendingPathComponent("bad.yaml")
         try SyntheticTasks.jobYAML(taskNames: taskNames).replacingOccurrences(of: "steps: 40", with: "stepz: 40")
