@@ -40,8 +40,9 @@ let package = Package(
             "Core", "Transport", "MPITransport", "Worker", "Coordinator",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        // Speed measurements (scripts/bench.sh compares them with PyTorch); never run by tests.
-        .executableTarget(name: "orthofuse-bench", dependencies: ["Core"]),
+        // Speed measurements (scripts/bench.sh compares them with PyTorch; scripts/bench_merge.sh
+        // runs sharded vs all-gather merging under mpirun); never run by tests.
+        .executableTarget(name: "orthofuse-bench", dependencies: ["Core", "Transport", "MPITransport", "Coordinator"]),
         // Shared test helpers (synthetic tasks as real files).
         .target(name: "TestSupport", dependencies: ["Core", "Coordinator", "Transport"], path: "Tests/TestSupport"),
         .testTarget(name: "CoreTests", dependencies: ["Core"], resources: [.copy("Fixtures")]),

@@ -91,6 +91,8 @@ extension JobPlan {
             evaluateBatch: config.evaluate.batchSize, coordinatorTrains: config.runtime.coordinatorTrains,
             blasThreads: config.runtime.blasThreads, output: config.output.url, canonicalJob: config.canonicalYAML)
         checkpointEvery = config.finetune.checkpointEvery
+        mergeSharding = config.merge.sharded
+        analysis = try AnalysisPlan(config: config)
 
         // α is chosen on the validation splits: without one, only a single α can be given.
         if let task = config.tasks.first(where: { config.validationFraction(of: $0) == 0 }),

@@ -91,6 +91,10 @@ public struct JobPlan: Sendable {
     public var canonicalJob: String
     /// Save each task's training state every this many steps (0: only when it finishes).
     public var checkpointEvery = 0
+    /// `merge.sharded`; `shardsMerging(worldSize:)` resolves `auto`.
+    public var mergeSharding = MergeSharding.auto
+    /// Task negation and the weight disentanglement error after merging (none unless set).
+    public var analysis = AnalysisPlan()
 
     public init(name: String, seed: UInt64, model: ModelSpec, base: BaseSource, tasks: [TaskSpec], mode: FineTuneMode,
                 finetune: TrainingSettings, probe: ProbeSettings, merges: [MergePlan],

@@ -15,17 +15,26 @@
 //              rank 0) ends the job cleanly on every rank if any task failed.
 //  5. Gather.  allGather of each rank's [τt ‖ head t] blocks, in task order; allReduce of the
 //              per-task metrics (each task's slots are filled by its owner, zeros elsewhere).
-//              Every rank now holds all task vectors.
-//  6. Save.    Rank 0 writes base, task vectors and heads (atomically).
+//              Every rank now holds all task vectors. Sharded merging (`merge.sharded`, or
+//              `auto` past JobPlan.autoShardingBytes): only the heads are gathered, and an
+//              allToAll exchange gives each rank its slice of every task vector (ShardedMerge.swift).
+//  6. Save.    Rank 0 writes base, task vectors and heads (atomically). Sharded: rank 0 writes
+//              base, every rank its own tasks' vectors and heads (the output is shared, as for
+//              checkpoints).
 //  7. Merge.   For each method entry, every rank computes the same merged task vector Δ from
 //              the gathered task vectors (deterministic: same inputs, same seed, same kernels;
-//              a phase agreement reports a failure); then for each α of that entry's grid it
+//              sharded: each rank merges its slice and the slices are gathered, bitwise the
+//              same Δ; a phase agreement reports a failure); then for each α of that entry's grid it
 //              builds θ0 + α·Δ and evaluates the tasks it owns on their validation splits;
 //              allReduce of the accuracies; every rank picks the same α (max mean normalised
 //              validation accuracy, the smallest α on ties); the owners evaluate the test splits
 //              at that α; allReduce again. Rank 0 writes merged/<label>.safetensors.
-//  8. Report.  Rank 0 writes report.json and prints the table; a final barrier keeps every
-//              rank alive until the outputs exist.
+//  7b. Analyse. Rank 0 analyses the task vectors (cosine, sign conflicts, Gram deviation,
+//              spectra). Negation (`evaluate.negation`) and the disentanglement error ξ
+//              (`evaluate.disentanglement`) are lists of (model, task) evaluations: each task's
+//              owner measures its items, an allReduce sums them (AnalysisStage.swift).
+//  8. Report.  Rank 0 writes report.json and report.html and prints the table; a final barrier
+//              keeps every rank alive until the outputs exist.
 import Core
 import Foundation
 import Transport
@@ -88,14 +97,23 @@ public final class JobRunner {
             return results
         }
 
-        // 5. Gather task vectors, heads and metrics.
-        let gathered = try gather(results: results, assignment: assignment, layout: layout)
+        // 5. Gather task vectors (sharded: exchange their slices), heads and metrics.
+        let sharded = plan.shardsMerging(worldSize: communicator.size)
+        var gathered = try gather(results: results, assignment: assignment, layout: layout, includingTaskVectors: !sharded)
+        if sharded {
+            let partition = ShardPartition.forMerging(plan.merges.map(\.settings), layout: layout, ranks: communicator.size)
+            gathered.shards = try TaskVectorShards.exchange(
+                own: results.mapValues(\.taskVector), assignment: assignment, layout: layout, partition: partition,
+                communicator: communicator)
+            if isCoordinator {
+                console.info("merging sharded: each rank holds its slice of every task vector "
+                    + "(at most \(partition.ranges.map(\.count).max() ?? 0) of \(layout.totalCount) parameters)")
+            }
+        }
 
         // 6. Save base, task vectors, heads.
-        if isCoordinator {
-            try PhaseAgreement.run(communicator) { try saveTrainingOutputs(base: base, gathered: gathered, layout: layout) }
-        } else {
-            try PhaseAgreement.run(communicator) {}
+        try PhaseAgreement.run(communicator) {
+            try saveTrainingOutputs(base: base, gathered: gathered, results: results, layout: layout)
         }
 
         // 7. Merge and evaluate.
@@ -103,12 +121,25 @@ public final class JobRunner {
         for merge in plan.merges {
             // One Δ per entry, held only while its α grid is evaluated.
             let mergedVector = try PhaseAgreement.run(communicator) {
-                try TaskVectorMerger.mergedTaskVector(gathered.taskVectors, layout: layout, settings: merge.settings)
+                if let shards = gathered.shards {
+                    return try shards.mergedTaskVector(merge.settings, communicator: communicator)
+                }
+                return try TaskVectorMerger.mergedTaskVector(gathered.taskVectors, layout: layout, settings: merge.settings)
             }
             let entry = try mergeAndEvaluate(merge, base: base, mergedVector: mergedVector,
                                              results: results, entries: gathered.entries, backbone: backbone)
             merges.append(entry)
         }
+
+        // 7b. Analyse the task vectors; negation and disentanglement error (AnalysisStage.swift).
+        // They need every task vector on every rank, which a sharded run avoids: skipped there.
+        if sharded, isCoordinator {
+            console.info("task vector analyses, negation and disentanglement skipped: merging is sharded (merge.sharded: false runs them)")
+        }
+        let analyses = sharded ? AnalysisResults() : try AnalysisStage(
+            plan: plan, communicator: communicator, console: console, assignment: assignment, base: base,
+            taskVectors: gathered.taskVectors, heads: gathered.heads, results: results, entries: gathered.entries,
+            backbone: backbone).run()
 
         // 8. Report.
         var report: RunReport?
@@ -117,11 +148,14 @@ public final class JobRunner {
                 job: plan.name, seed: plan.seed, ranks: communicator.size, finetuneMode: plan.mode.rawValue,
                 orthoRegLambda: Double(plan.finetune.orthoReg.lambda), orthoRegForm: plan.finetune.orthoReg.form.rawValue,
                 blasCore: BLASRuntime.coreName, wallSeconds: Date().timeIntervalSince(started), version: Self.version)
-            report = RunReport(run: info, tasks: gathered.entries, merges: merges)
+            var complete = RunReport(run: info, tasks: gathered.entries, merges: merges)
+            analyses.fill(&complete)
+            report = complete
         }
         try PhaseAgreement.run(communicator) {
             if let report {
                 try AtomicFile.write(report.encoded(), to: plan.output.appendingPathComponent("report.json"))
+                try ReportPage.write(report, jobText: plan.canonicalJob, to: plan.output.appendingPathComponent("report.html"))
             }
         }
         if let report {
@@ -166,19 +200,23 @@ public final class JobRunner {
     // MARK: Gather
 
     struct Gathered {
+        /// Every task's τ; empty when merging is sharded.
         var taskVectors: [FloatBuffer]
         var heads: [ClassificationHead]
         var entries: [RunReport.TaskEntry]
+        /// Sharded merging: this rank's slice of every task vector.
+        var shards: TaskVectorShards? = nil
     }
 
-    private func gather(results: [Int: TaskResult], assignment: [Int], layout: ParameterLayout) throws -> Gathered {
-        let parameterCount = layout.totalCount
+    private func gather(results: [Int: TaskResult], assignment: [Int], layout: ParameterLayout,
+                        includingTaskVectors: Bool) throws -> Gathered {
+        let parameterCount = includingTaskVectors ? layout.totalCount : 0
         let headCounts = plan.tasks.map { ClassificationHead(classes: $0.classes, featureCount: featureCount).layout.totalCount }
         // This rank's block: for each of its tasks in job order, τt then the head's parameters.
         var block: [Float] = []
         for index in plan.tasks.indices where assignment[index] == rank {
             let result = results[index]!
-            block.append(contentsOf: UnsafeBufferPointer(result.taskVector.buffer))
+            if includingTaskVectors { block.append(contentsOf: UnsafeBufferPointer(result.taskVector.buffer)) }
             block.append(contentsOf: UnsafeBufferPointer(result.head.parameters.buffer))
         }
         let blocks = try communicator.allGather(block)
@@ -192,11 +230,10 @@ public final class JobRunner {
             guard source.count >= start + parameterCount + headCounts[index] else {
                 throw OrthofuseError("rank \(owner) sent \(source.count) values, fewer than its tasks need")
             }
-            let vector = FloatBuffer(Array(source[start..<(start + parameterCount)]))
             let head = ClassificationHead(classes: task.classes, featureCount: featureCount)
             head.parameters.copy(from: Array(source[(start + parameterCount)..<(start + parameterCount + headCounts[index])]))
             cursor[owner] = start + parameterCount + headCounts[index]
-            taskVectors.append(vector)
+            if includingTaskVectors { taskVectors.append(FloatBuffer(Array(source[start..<(start + parameterCount)]))) }
             heads.append(head)
         }
 
@@ -217,20 +254,27 @@ public final class JobRunner {
 
     // MARK: Save
 
-    private func saveTrainingOutputs(base: FloatBuffer, gathered: Gathered, layout: ParameterLayout) throws {
+    /// Rank 0 writes θ0 and job.yaml; the task vectors and heads are written by rank 0 from the
+    /// gathered ones, or, when merging is sharded, by each owner from its own results.
+    private func saveTrainingOutputs(base: FloatBuffer, gathered: Gathered, results: [Int: TaskResult],
+                                     layout: ParameterLayout) throws {
         let output = plan.output
-        var metadata = commonMetadata()
-        metadata["orthofuse.kind"] = "base"
-        try Safetensors.write(layout.records(from: base), metadata: metadata,
-                              to: output.appendingPathComponent("base.safetensors"))
-        for (index, task) in plan.tasks.enumerated() {
+        if isCoordinator {
+            var metadata = commonMetadata()
+            metadata["orthofuse.kind"] = "base"
+            try Safetensors.write(layout.records(from: base), metadata: metadata,
+                                  to: output.appendingPathComponent("base.safetensors"))
+        }
+        let sharded = gathered.shards != nil
+        for (index, task) in plan.tasks.enumerated() where sharded ? results[index] != nil : isCoordinator {
+            let taskVector = sharded ? results[index]!.taskVector : gathered.taskVectors[index]
             var vectorMetadata = commonMetadata()
             vectorMetadata["orthofuse.kind"] = "task_vector"
             vectorMetadata["orthofuse.task"] = task.name
             vectorMetadata["orthofuse.mode"] = plan.mode.rawValue
             vectorMetadata["orthofuse.orthoreg_lambda"] = "\(plan.finetune.orthoReg.lambda)"
             vectorMetadata["orthofuse.orthoreg_form"] = plan.finetune.orthoReg.form.rawValue
-            try Safetensors.write(layout.records(from: gathered.taskVectors[index]), metadata: vectorMetadata,
+            try Safetensors.write(layout.records(from: taskVector), metadata: vectorMetadata,
                                   to: output.appendingPathComponent("task_vectors/\(task.name).safetensors"))
             var headMetadata = commonMetadata()
             headMetadata["orthofuse.kind"] = "head"
@@ -239,6 +283,7 @@ public final class JobRunner {
             try Safetensors.write(gathered.heads[index].layout.records(from: gathered.heads[index].parameters),
                                   metadata: headMetadata, to: output.appendingPathComponent("heads/\(task.name).safetensors"))
         }
+        guard isCoordinator else { return }
         try AtomicFile.write(Data(plan.canonicalJob.utf8), to: output.appendingPathComponent("job.yaml"))
         console.info("saved θ0, \(plan.tasks.count) task vectors and heads in \(output.path)")
     }

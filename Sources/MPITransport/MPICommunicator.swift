@@ -71,7 +71,8 @@ public final class MPIEnvironment {
 /// A Communicator over one MPI communicator (normally MPI_COMM_WORLD).
 ///
 /// MPI counts are Int32: broadcasts, all-reduces and all-gathers larger than `maxElementsPerCall`
-/// elements are split into several MPI calls; a point-to-point message is limited to Int32.max bytes.
+/// elements are split into several MPI calls (all-to-alls at `allToAllStagingLimit` already); a
+/// point-to-point message is limited to Int32.max bytes.
 public final class MPICommunicator: Communicator, @unchecked Sendable {
     // @unchecked Sendable: the only non-Sendable field is the MPI_Comm handle (an OpaquePointer),
     // which is immutable here and only passed to MPI. MPI runs in FUNNELED mode, so calls must
@@ -185,6 +186,101 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             }
         }
         return blocks
+    }
+
+    /// The most floats one all-to-all round stages each way (64 MiB): blocks are separate arrays,
+    /// so MPI_Alltoallv needs them packed, and bounding the staging keeps a large exchange from
+    /// costing a second copy of everything.
+    public static let allToAllStagingLimit = 1 << 24
+
+    public func allToAll(_ blocks: [[Float]]) throws -> [[Float]] {
+        // Every rank learns together that one passed a wrong block count: MPI would hang or misread.
+        var wrong = [Int64(blocks.count == size ? 0 : 1)]
+        try wrong.withUnsafeMutableBytes { buffer in
+            try MPIEnvironment.check(
+                MPI_Allreduce(ofmpi_in_place(), buffer.baseAddress, 1, ofmpi_int64(), ofmpi_op_max(), communicator),
+                "MPI_Allreduce of the allToAll block counts")
+        }
+        guard wrong[0] == 0 else {
+            throw TransportError("allToAll: every rank must pass one block per rank (\(size)); this rank passed \(blocks.count)")
+        }
+        var sendCounts = blocks.map { Int64($0.count) }
+        var receiveCounts = [Int64](repeating: 0, count: size)
+        try sendCounts.withUnsafeMutableBytes { sendBuffer in
+            try receiveCounts.withUnsafeMutableBytes { receiveBuffer in
+                try MPIEnvironment.check(
+                    MPI_Alltoall(sendBuffer.baseAddress, 1, ofmpi_int64(), receiveBuffer.baseAddress, 1, ofmpi_int64(),
+                                 communicator),
+                    "MPI_Alltoall of block sizes")
+            }
+        }
+        let incoming = receiveCounts.map { Int($0) }
+        var received = incoming.map { [Float](repeating: 0, count: $0) }
+
+        // Rounds: in round k every pair exchanges elements [k·share, (k+1)·share) of its block, so
+        // a round moves at most share·size floats each way and counts and displacements fit Int32.
+        // The number of rounds follows the longest block anywhere, so every rank agrees on it.
+        let limit = min(maxElementsPerCall, Self.allToAllStagingLimit)
+        let share = max(1, limit / size)
+        var longest = [Int64(max(blocks.map(\.count).max() ?? 0, incoming.max() ?? 0))]
+        try longest.withUnsafeMutableBytes { buffer in
+            try MPIEnvironment.check(
+                MPI_Allreduce(ofmpi_in_place(), buffer.baseAddress, 1, ofmpi_int64(), ofmpi_op_max(), communicator),
+                "MPI_Allreduce of the longest allToAll block")
+        }
+        let roundCount = max(1, (Int(longest[0]) + share - 1) / share)
+        var sendStaging: [Float] = [0]
+        var receiveStaging: [Float] = [0]
+        for round in 0..<roundCount {
+            let start = round * share
+            let sendRound = blocks.map { max(0, min(share, $0.count - start)) }
+            let receiveRound = incoming.map { max(0, min(share, $0 - start)) }
+            let sendDisplacements = Self.displacements(sendRound)
+            let receiveDisplacements = Self.displacements(receiveRound)
+            let sendTotal = sendRound.reduce(0, +)
+            let receiveTotal = receiveRound.reduce(0, +)
+            if sendStaging.count < sendTotal { sendStaging = [Float](repeating: 0, count: sendTotal) }
+            if receiveStaging.count < receiveTotal { receiveStaging = [Float](repeating: 0, count: receiveTotal) }
+            sendStaging.withUnsafeMutableBufferPointer { staging in
+                for destination in 0..<size where sendRound[destination] > 0 {
+                    blocks[destination].withUnsafeBufferPointer { block in
+                        (staging.baseAddress! + Int(sendDisplacements[destination]))
+                            .update(from: block.baseAddress! + start, count: sendRound[destination])
+                    }
+                }
+            }
+            let sendCounts32 = sendRound.map { Int32($0) }
+            let receiveCounts32 = receiveRound.map { Int32($0) }
+            try sendStaging.withUnsafeBufferPointer { sendBuffer in
+                try receiveStaging.withUnsafeMutableBufferPointer { receiveBuffer in
+                    try MPIEnvironment.check(
+                        MPI_Alltoallv(sendBuffer.baseAddress, sendCounts32, sendDisplacements, ofmpi_float(),
+                                      receiveBuffer.baseAddress, receiveCounts32, receiveDisplacements, ofmpi_float(),
+                                      communicator),
+                        "MPI_Alltoallv (round \(round + 1) of \(roundCount), \(sendTotal) floats out, \(receiveTotal) in)")
+                }
+            }
+            receiveStaging.withUnsafeBufferPointer { staging in
+                for source in 0..<size where receiveRound[source] > 0 {
+                    received[source].withUnsafeMutableBufferPointer { target in
+                        (target.baseAddress! + start).update(from: staging.baseAddress! + Int(receiveDisplacements[source]),
+                                                             count: receiveRound[source])
+                    }
+                }
+            }
+        }
+        return received
+    }
+
+    /// Exclusive prefix sums: where each rank's part starts in a packed buffer.
+    private static func displacements(_ counts: [Int]) -> [Int32] {
+        var result = [Int32](repeating: 0, count: counts.count)
+        var total = 0
+        for (index, count) in counts.enumerated() {
+            result[index] = Int32(total)
+            total += count
+        }
+        return result
     }
 
     public func allReduce(_ values: [Double], _ operation: ReduceOperation) throws -> [Double] {

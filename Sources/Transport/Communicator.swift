@@ -31,6 +31,10 @@ public protocol Communicator: Sendable {
     /// Every rank contributes a block of any length; every rank receives all blocks, by rank.
     func allGather(_ block: [Float]) throws -> [[Float]]
 
+    /// Personalised exchange: every rank passes `size` blocks of any length, `blocks[i]` going to
+    /// rank i (its own included), and receives one block from each rank, by rank.
+    func allToAll(_ blocks: [[Float]]) throws -> [[Float]]
+
     /// Element-wise reduction over ranks; every rank passes the same count and gets the result.
     func allReduce(_ values: [Double], _ operation: ReduceOperation) throws -> [Double]
 

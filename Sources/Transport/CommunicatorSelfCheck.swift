@@ -88,6 +88,16 @@ public enum CommunicatorSelfCheck {
             return nil
         }
 
+        try check("allToAll") {
+            // Rank s sends rank d a block of (3s + d) mod 4 values (some empty), each naming s, d and
+            // its position; rank d must receive exactly the blocks addressed to it, by source.
+            let received = try comm.allToAll((0..<size).map { allToAllBlock(from: rank, to: $0) })
+            if let failure = expect(received, (0..<size).map { allToAllBlock(from: $0, to: rank) }) { return "mixed: \(failure)" }
+            let empty = try comm.allToAll(Array(repeating: [], count: size))
+            if let failure = expect(empty, Array(repeating: [Float](), count: size)) { return "all empty: \(failure)" }
+            return nil
+        }
+
         try check("byte broadcast") {
             let root = size - 1
             let expected = (0..<(1000 + size)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ size) }
@@ -151,6 +161,10 @@ public enum CommunicatorSelfCheck {
 
         try comm.barrier()
         return report
+    }
+
+    private static func allToAllBlock(from source: Int, to destination: Int) -> [Float] {
+        (0..<((3 * source + destination) % 4)).map { Float(source * 1000 + destination * 10 + $0) }
     }
 
     private static func ringPayload(from rank: Int, size: Int) -> [UInt8] {

@@ -278,6 +278,22 @@ public struct InProcessCommunicator: Communicator {
         return blocks
     }
 
+    public func allToAll(_ blocks: [[Float]]) throws -> [[Float]] {
+        let size = self.size
+        let outcome = try world.collective(rank: rank, kind: .allToAll, contribution: .gathered(blocks)) { contributions in
+            var exchanged: [[[Float]]] = []
+            for (source, contribution) in contributions.enumerated() {
+                guard case .gathered(let outgoing) = contribution, outgoing.count == size else {
+                    throw TransportError("allToAll: rank \(source) did not pass one block per rank (\(size))")
+                }
+                exchanged.append(outgoing)
+            }
+            return .exchanged(exchanged)
+        }
+        guard case .exchanged(let all) = outcome else { throw TransportError("allToAll produced no blocks") }
+        return all.map { $0[rank] }
+    }
+
     public func allReduce(_ values: [Double], _ operation: ReduceOperation) throws -> [Double] {
         let outcome = try world.collective(
             rank: rank, kind: .allReduce(operation, count: values.count), contribution: .doubles(values)
@@ -329,6 +345,7 @@ private enum CollectiveKind: Equatable, CustomStringConvertible {
     case broadcastBytes(root: Int)
     case broadcastFloats(root: Int, count: Int)
     case allGather
+    case allToAll
     case allReduce(ReduceOperation, count: Int)
 
     var description: String {
@@ -337,6 +354,7 @@ private enum CollectiveKind: Equatable, CustomStringConvertible {
         case .broadcastBytes(let root): "byte broadcast from rank \(root)"
         case .broadcastFloats(let root, let count): "broadcast of \(count) floats from rank \(root)"
         case .allGather: "allGather"
+        case .allToAll: "allToAll"
         case .allReduce(let operation, let count): "allReduce \(operation) of \(count) values"
         }
     }
@@ -348,6 +366,8 @@ private enum Payload {
     case floats([Float])
     case doubles([Double])
     case gathered([[Float]])
+    /// allToAll: every rank's outgoing blocks, by source rank.
+    case exchanged([[[Float]]])
 }
 
 /// One collective call, shared by the ranks taking part. Guarded by the world's lock.

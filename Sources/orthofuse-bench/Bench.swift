@@ -1,13 +1,24 @@
 // Bench: measures orthofuse's training step (MLP, AdamW, ± OrthoReg) and sgemm; prints, never asserts.
 //
 // Usage: orthofuse-bench [--steps N] [--batch B] [--hidden 256,256] [--input 784] [--classes 10]
-// scripts/bench.sh runs this beside the PyTorch twin (scripts/bench_torch.py) and prints the ratio.
+//        orthofuse-bench merge ...   (sharded vs all-gather merging under mpirun: MergeBench.swift)
+// scripts/bench.sh runs this beside the PyTorch twin (scripts/bench_torch.py) and prints the ratio;
+// scripts/bench_merge.sh runs the merge grid.
 import Core
 import Foundation
 
 @main
 struct Bench {
     static func main() {
+        if CommandLine.arguments.dropFirst().first == "merge" {
+            do {
+                try MergeBench.main(Array(CommandLine.arguments.dropFirst(2)))
+            } catch {
+                FileHandle.standardError.write(Data("orthofuse-bench merge: \(error)\n".utf8))
+                exit(1)
+            }
+            return
+        }
         var steps = 300
         var batch = 128
         var hidden = [256, 256]

@@ -58,7 +58,7 @@ enum Launch {
         }
     }
 
-    private static func read(_ source: JobSource) throws -> JobAnnouncer.Source {
+    static func read(_ source: JobSource) throws -> JobAnnouncer.Source {
         switch source {
         case let .file(url):
             guard let data = FileManager.default.contents(atPath: url.path) else {

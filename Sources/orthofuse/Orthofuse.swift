@@ -1,4 +1,4 @@
-// Orthofuse: the command-line entry point (run, demo, doctor).
+// Orthofuse: the command-line entry point (run, demo, merge, eval, analyze, report, doctor).
 import ArgumentParser
 import Coordinator
 import Core
@@ -12,7 +12,7 @@ struct Orthofuse: ParsableCommand {
         commandName: "orthofuse",
         abstract: "Fine-tune one model per task with OrthoReg on MPI ranks, merge the task vectors, evaluate.",
         version: JobRunner.version,
-        subcommands: [Run.self, Demo.self, Merge.self, Doctor.self])
+        subcommands: [Run.self, Demo.self, Merge.self, Eval.self, Analyze.self, Report.self, Doctor.self])
 
     static func main() {
         BLASEnvironment.ensureCoreType()
@@ -110,9 +110,13 @@ struct Doctor: ParsableCommand {
         let communicator = try Launch.makeCommunicator()
         defer { Launch.finish(communicator) }
         let lines = try CommunicatorSelfCheck.run(communicator)
+        // Again with every collective split into calls of at most 3 elements: the paths that keep
+        // huge buffers within MPI's Int32 counts, which full-size data cannot reach here.
+        let chunked = try (communicator as? MPICommunicator).map { try CommunicatorSelfCheck.run($0.withMaxElementsPerCall(3)) }
         let speed = BLASCheck.sgemmGigaflops(size: 512)
         if communicator.rank == 0 {
             for line in lines { print("mpi \(line)") }
+            if let chunked { print("mpi in chunks of 3 elements: \(chunked.count) checks ok") }
             print("ranks: \(communicator.size)")
         }
         let speeds = try communicator.allReduce(

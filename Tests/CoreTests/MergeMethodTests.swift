@@ -393,10 +393,17 @@ enum MergeReference {
         }
     }
 
-    /// The uniforms DARE draws for `task`, one per entry in flat order.
+    /// The uniforms DARE draws for `task`, one per entry in flat order: SplitMix64 run
+    /// sequentially from the task's key (what the counter-based generator indexes into).
     static func dareUniforms(seed: UInt64, task: Int, count: Int) -> [Double] {
-        var stream = RandomStream(seed: seed, label: "dare/task \(task)")
-        return (0..<count).map { _ in stream.nextDouble() }
+        var state = CounterRandom(seed: seed, label: "dare/task \(task)").key
+        return (0..<count).map { _ in
+            state = state &+ 0x9e37_79b9_7f4a_7c15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+            z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+            return Double((z ^ (z >> 31)) >> 11) * 0x1.0p-53
+        }
     }
 
     static func dare(_ tau: [Double], density: Double, uniforms: [Double]) -> [Double] {

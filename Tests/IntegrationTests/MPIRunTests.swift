@@ -192,6 +192,54 @@ final class MPIRunTests: XCTestCase {
         }
     }
 
+    /// `merge.sharded: true` on 3 MPI ranks: the slices travel by MPI_Alltoallv, each rank writes
+    /// its own task's files, and the merged files are bitwise those of an unsharded run on one
+    /// rank, and θ0 + α·Δ with Δ merged here from the saved task vectors (bit for bit too, except
+    /// TSV, whose SVDs ran with the OpenBLAS kernels the launcher chose, not this process's).
+    func testShardedMergeUnderMPIRunEqualsUnshardedMerging() throws {
+        func job(_ sharded: Bool) throws -> String {
+            let text = SyntheticTasks.jobYAML(taskNames: taskNames)
+                .replacingOccurrences(of: "output: out", with: "output: sharded-\(sharded)")
+                .replacingOccurrences(of: "methods: [task_arithmetic]", with: """
+                    methods: [task_arithmetic, ties, dare, tsv, {name: ties, trim: per-tensor}]
+                      sharded: \(sharded)
+                    """)
+            let path = directory.appendingPathComponent("sharded-\(sharded).yaml")
+            try text.write(to: path, atomically: true, encoding: .utf8)
+            return path.path
+        }
+        let outcome = try launch(ranks: 3, ["run", try job(true)])
+        XCTAssertEqual(outcome.status, 0, "mpirun -np 3 failed:\n\(outcome.stdout)\n\(outcome.stderr)")
+        XCTAssertTrue(outcome.stdout.contains("merging sharded"), outcome.stdout)
+        let gathered = try launch(ranks: 1, ["run", try job(false), "--quiet"])
+        XCTAssertEqual(gathered.status, 0, "mpirun -np 1 failed:\n\(gathered.stdout)\n\(gathered.stderr)")
+
+        let layout = MLPConfiguration(inputCount: 16, hidden: [12, 8], activation: .gelu).layout
+        func buffer(_ file: String) throws -> FloatBuffer {
+            let values = FloatBuffer(count: layout.totalCount)
+            try layout.load(Safetensors.read(directory.appendingPathComponent("sharded-true/\(file)")), into: values, origin: file)
+            return values
+        }
+        let base = try buffer("base.safetensors")
+        let taskVectors = try taskNames.map { try buffer("task_vectors/\($0).safetensors") }
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: directory.appendingPathComponent("sharded-true/report.json")))
+        let merges = try XCTUnwrap((report as? [String: Any])?["merges"] as? [[String: Any]])
+        XCTAssertEqual(merges.count, 5)
+        for merge in merges {
+            let label = try XCTUnwrap(merge["label"] as? String)
+            let file = try XCTUnwrap(merge["file"] as? String)
+            XCTAssertEqual(try tensors("sharded-true/\(file)"), try tensors("sharded-false/\(file)"), label)
+            if label == "tsv" { continue }
+            let alpha = try XCTUnwrap(merge["alpha"] as? Double)
+            let settings = label == "ties-2"
+                ? MergeSettings(method: .ties, trim: .perTensor) : MergeSettings(method: try XCTUnwrap(MergeMethodName(rawValue: label)))
+            let delta = try TaskVectorMerger.mergedTaskVector(taskVectors, layout: layout, settings: settings)
+            let expected = FloatBuffer(count: layout.totalCount)
+            TaskArithmetic.merge(base: base, taskVectorSum: delta, alpha: Float(alpha), into: expected)
+            XCTAssertEqual(try buffer(file).array.map(\.bitPattern), expected.array.map(\.bitPattern), label)
+        }
+    }
+
     func testBadJobIsOneErrorLineAndNonZeroExit() throws {
         let path = directory.appendingPathComponent("bad.yaml")
         try SyntheticTasks.jobYAML(taskNames: taskNames).replacingOccurrences(of: "steps: 40", with: "stepz: 40")

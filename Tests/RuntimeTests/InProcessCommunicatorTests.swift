@@ -27,6 +27,29 @@ final class InProcessCommunicatorTests: XCTestCase {
         }
     }
 
+    func testAllToAllDeliversEachBlockToItsRank() throws {
+        for size in worldSizes {
+            // Rank s sends rank d (s + 2d) mod 3 values naming (s, d), and a long block to the last rank.
+            @Sendable func block(_ source: Int, _ destination: Int) -> [Float] {
+                let count = destination == size - 1 ? 10_000 + source : (source + 2 * destination) % 3
+                return (0..<count).map { Float(source * 100_000 + destination * 10_000 + $0) }
+            }
+            let received = try runWithDeadline(size: size) { comm in
+                try comm.allToAll((0..<size).map { block(comm.rank, $0) })
+            }
+            for (rank, blocks) in received.enumerated() {
+                XCTAssertEqual(blocks, (0..<size).map { block($0, rank) }, "size \(size), rank \(rank)")
+            }
+        }
+    }
+
+    func testAllToAllWithTheWrongBlockCountFailsEveryRank() throws {
+        let error = try runExpectingErrorWithDeadline(size: 3) { comm in
+            _ = try comm.allToAll(Array(repeating: [1], count: comm.rank == 1 ? 2 : 3))
+        }
+        XCTAssertTrue("\(error)".contains("one block per rank"), "\(error)")
+    }
+
     func testByteBroadcastOfEmptyAndLargePayloads() throws {
         let large = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
         for size in worldSizes {

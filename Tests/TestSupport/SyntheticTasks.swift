@@ -48,8 +48,10 @@ public enum SyntheticTasks {
     }
 
     /// A job over the synthetic tasks (paths relative to `directory`, where the job is saved).
+    /// The disentanglement error is off unless asked for: it costs more evaluations than these
+    /// tiny jobs spend on training.
     public static func jobYAML(taskNames: [String], steps: Int = 40, extra: String = "",
-                               orthoRegLambda: Double = 0.5) -> String {
+                               orthoRegLambda: Double = 0.5, disentanglement: Bool = false) -> String {
         let tasks = taskNames.map { name in
             """
               - name: \(name)
@@ -78,6 +80,7 @@ public enum SyntheticTasks {
               methods: [task_arithmetic]
               alpha: {from: 0.2, to: 1.0, count: 9}
             output: out
+            \(disentanglement ? "" : "evaluate: {disentanglement: false}")
             \(extra)
             """
     }

@@ -10,10 +10,10 @@ public final class SyntheticWorkspace {
     public let taskNames: [String]
 
     /// Creates a fresh directory and writes the synthetic tasks into it.
-    public init(label: String) throws {
+    public init(label: String, taskCount: Int = 3) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("orthofuse-\(label)-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        taskNames = try SyntheticTasks.write(to: directory)
+        taskNames = try SyntheticTasks.write(to: directory, taskCount: taskCount)
     }
 
     public func remove() {
@@ -22,8 +22,9 @@ public final class SyntheticWorkspace {
 
     /// The synthetic job (see SyntheticTasks.jobYAML) writing into `output`, after `edit`.
     public func jobText(output: String, steps: Int = 40, orthoRegLambda: Double = 0.5, extra: String = "",
-                        edit: (String) -> String = { $0 }) -> String {
-        edit(SyntheticTasks.jobYAML(taskNames: taskNames, steps: steps, extra: extra, orthoRegLambda: orthoRegLambda)
+                        disentanglement: Bool = false, edit: (String) -> String = { $0 }) -> String {
+        edit(SyntheticTasks.jobYAML(taskNames: taskNames, steps: steps, extra: extra, orthoRegLambda: orthoRegLambda,
+                                    disentanglement: disentanglement)
             .replacingOccurrences(of: "output: out", with: "output: \(output)"))
     }
 

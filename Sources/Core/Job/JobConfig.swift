@@ -109,6 +109,9 @@ public struct JobConfig: Sendable, Equatable, Codable {
             )
         }
         evaluate = try container.optional(EvaluateConfig.self, .evaluate, default: .default)
+        if let (path, message) = evaluate.taskNameViolation(tasks.map(\.name)) {
+            throw container.invalid(.evaluate, path, message)
+        }
         runtime = try container.optional(RuntimeConfig.self, .runtime, default: .default)
         output = try container.required(JobPath.self, .output)
     }
@@ -146,28 +149,40 @@ public struct JobConfig: Sendable, Equatable, Codable {
     }
 }
 
-/// Evaluation of the merged models on every task's validation and test splits.
+/// Evaluation of the merged models on every task's validation and test splits, and the further
+/// evaluations of the task vectors (AnalysisConfig.swift).
 public struct EvaluateConfig: Sendable, Equatable, Codable {
     public let batchSize: Int
+    /// Task negation; nil = not evaluated.
+    public let negation: NegationConfig?
+    /// The weight disentanglement error ξ; on by default.
+    public let disentanglement: DisentanglementConfig
 
     public static let `default` = EvaluateConfig(batchSize: 1024)
 
-    init(batchSize: Int) {
+    init(batchSize: Int, negation: NegationConfig? = nil, disentanglement: DisentanglementConfig = .default) {
         self.batchSize = batchSize
+        self.negation = negation
+        self.disentanglement = disentanglement
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case batchSize = "batch_size"
+        case negation, disentanglement
     }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.strictContainer(keyedBy: CodingKeys.self)
         batchSize = try container.integer(.batchSize, in: 1...JobLimits.batchSize, default: 1024)
+        negation = try container.decodeIfPresent(NegationConfig.self, forKey: .negation)
+        disentanglement = try container.optional(DisentanglementConfig.self, .disentanglement, default: .default)
     }
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(batchSize, forKey: .batchSize)
+        try container.encodeIfPresent(negation, forKey: .negation)
+        try container.encode(disentanglement, forKey: .disentanglement)
     }
 }
 

@@ -268,19 +268,29 @@ public struct MergeMethodConfig: Sendable, Equatable, Codable {
     }
 }
 
+/// `merge.sharded`: whether each rank receives and merges only its slice of every task vector
+/// (`true`), every rank gathers and merges all of them (`false`), or the run decides by size (`auto`).
+public enum MergeSharding: String, Sendable, CaseIterable {
+    case auto
+    case on = "true"
+    case off = "false"
+}
+
 public struct MergeConfig: Sendable, Equatable, Codable {
     /// Each is run and reported under its label; labels are unique, and no entry repeats another.
     public let methods: [MergeMethodConfig]
     /// The α grid of every method that does not give its own.
     public let alpha: AlphaRange
+    public let sharded: MergeSharding
 
     public static let `default` = MergeConfig(
         methods: [MergeMethodConfig(settings: MergeSettings(method: .taskArithmetic))], alpha: .default
     )
 
-    init(methods: [MergeMethodConfig], alpha: AlphaRange) {
+    init(methods: [MergeMethodConfig], alpha: AlphaRange, sharded: MergeSharding = .auto) {
         self.methods = methods
         self.alpha = alpha
+        self.sharded = sharded
     }
 
     /// The α values tried for `method`: its own grid, else `merge.alpha`.
@@ -289,7 +299,7 @@ public struct MergeConfig: Sendable, Equatable, Codable {
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case methods, alpha
+        case methods, alpha, sharded
     }
 
     public init(from decoder: any Decoder) throws {
@@ -325,11 +335,27 @@ public struct MergeConfig: Sendable, Equatable, Codable {
         }
         methods = labelled
         alpha = try container.optional(AlphaRange.self, .alpha, default: .default)
+        // A YAML boolean or the word auto; an empty value is the default.
+        if try !container.contains(.sharded) || container.decodeNil(forKey: .sharded) {
+            sharded = .auto
+        } else if let flag = try? container.decode(Bool.self, forKey: .sharded) {
+            sharded = flag ? .on : .off
+        } else if (try? container.decode(String.self, forKey: .sharded)) == MergeSharding.auto.rawValue {
+            sharded = .auto
+        } else {
+            throw JobFieldError(container.codingPath + [CodingKeys.sharded], "expected true, false or auto",
+                                showsWrittenValue: true)
+        }
     }
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(methods, forKey: .methods)
         try container.encode(alpha, forKey: .alpha)
+        switch sharded {
+        case .auto: try container.encode(MergeSharding.auto.rawValue, forKey: .sharded)
+        case .on: try container.encode(true, forKey: .sharded)
+        case .off: try container.encode(false, forKey: .sharded)
+        }
     }
 }

@@ -65,6 +65,16 @@ public struct MergeSettings: Sendable, Equatable {
         }
     }
 
+    /// Whether the method works tensor by tensor (per-tensor TIES, Breadcrumbs' windows, TSV's
+    /// matrices): a slice of a sharded merge must then hold whole tensors.
+    public var needsWholeTensors: Bool {
+        switch method {
+        case .ties: trim == .perTensor
+        case .breadcrumbs, .tsv: true
+        case .average, .taskArithmetic, .dare, .dareTies, .consensus: false
+        }
+    }
+
     /// The settings' own errors (those that do not depend on the task vectors), one line each.
     public func validate() throws {
         switch method {
@@ -119,56 +129,150 @@ public enum TaskVectorMerger {
     public static func mergedTaskVector(
         _ taskVectors: [FloatBuffer], layout: ParameterLayout, settings: MergeSettings
     ) throws -> FloatBuffer {
-        guard !taskVectors.isEmpty else {
-            throw OrthofuseError("merge \(settings.method.rawValue): no task vectors to merge")
+        try mergedSlice(taskVectors, region: 0..<layout.totalCount, layout: layout, settings: settings, collectives: .whole)
+    }
+
+    /// Δ over `region` of the flattened layout only, from each task's values there
+    /// (`slices[t][j]` is τt at global index region.lowerBound + j): one rank's share of a sharded
+    /// merge, `collectives` joining it with the other ranks' slices. Bitwise equal to that part of
+    /// `mergedTaskVector` over the whole vectors: every entry is computed by the same code with
+    /// the same global index, sums over tasks run in task order, and what spans slices is either
+    /// an integer count (sign totals, histograms; exact in any order) or TIES' global threshold,
+    /// found exactly (`SlicedTopMagnitude`). Per-tensor methods (`needsWholeTensors`) need a region
+    /// of whole tensors. Every slice must call this with the same settings and task count.
+    public static func mergedSlice(
+        _ slices: [FloatBuffer], region: Range<Int>, layout: ParameterLayout, settings: MergeSettings,
+        collectives: MergeCollectives
+    ) throws -> FloatBuffer {
+        let method = settings.method.rawValue
+        guard !slices.isEmpty else {
+            throw OrthofuseError("merge \(method): no task vectors to merge")
         }
-        let count = layout.totalCount
-        for (task, vector) in taskVectors.enumerated() {
-            guard vector.count == count else {
-                throw OrthofuseError(
-                    "merge \(settings.method.rawValue): task vector \(task) has \(vector.count) values, the layout has \(count)")
-            }
+        let count = region.count
+        precondition(region.lowerBound >= 0 && region.upperBound <= layout.totalCount, "region outside the layout")
+        precondition(!collectives.isWhole || region == 0..<layout.totalCount, "a whole merge needs the whole vector")
+        for (task, slice) in slices.enumerated() where slice.count != count {
+            throw OrthofuseError(collectives.isWhole
+                ? "merge \(method): task vector \(task) has \(slice.count) values, the layout has \(count)"
+                : "merge \(method): task vector \(task)'s slice has \(slice.count) values, its region \(count)")
         }
         try settings.validate()
-        try checkFinite(taskVectors, layout: layout, method: settings.method)
+        if settings.needsWholeTensors, !layout.holdsWholeTensors(region) {
+            throw OrthofuseError("merge \(method): works per tensor, but the slice \(region) cuts a tensor")
+        }
+        try checkFinite(slices, region: region, layout: layout, method: settings.method, collectives: collectives)
+        let totalOverSlices: (Int) throws -> Int = { local in Int(try collectives.sum([Double(local)])[0]) }
 
         switch settings.method {
         case .average:
-            let total = TaskVector.sum(taskVectors, count: count)
-            let divisor = Float(taskVectors.count)
+            let total = TaskVector.sum(slices, count: count)
+            let divisor = Float(slices.count)
             for i in 0..<count { total.pointer[i] /= divisor }
             return total
         case .taskArithmetic:
-            return TaskVector.sum(taskVectors, count: count)
+            return TaskVector.sum(slices, count: count)
         case .ties:
-            let trim = MagnitudeTrim(taskVectors, layout: layout, density: settings.density, scope: settings.trim)
-            return SparsifiedCombine.electedDisjointMean(taskVectors, count: count, sparsifier: trim)
+            let trim: MagnitudeTrim
+            if settings.trim == .global, !collectives.isWhole {
+                let keep = MagnitudeTrim.keptCount(settings.density, of: layout.totalCount)
+                let cuts = try SlicedTopMagnitude.cuts(slices, region: region, keep: keep, collectives: collectives)
+                trim = MagnitudeTrim(region: region, globalCuts: cuts)
+            } else {
+                trim = MagnitudeTrim(slices, region: region, layout: layout, density: settings.density, scope: settings.trim)
+            }
+            return try SparsifiedCombine.electedDisjointMean(slices, count: count, sparsifier: trim,
+                                                             totalOverSlices: totalOverSlices)
         case .dare:
-            let drop = RandomDrop(count: count, density: settings.density, seed: settings.seed)
-            return SparsifiedCombine.sum(taskVectors, count: count, sparsifier: drop)
+            let drop = RandomDrop(region: region, density: settings.density, seed: settings.seed)
+            return SparsifiedCombine.sum(slices, count: count, sparsifier: drop)
         case .dareTies:
-            let drop = RandomDrop(count: count, density: settings.density, seed: settings.seed)
-            return SparsifiedCombine.electedDisjointMean(taskVectors, count: count, sparsifier: drop)
+            let drop = RandomDrop(region: region, density: settings.density, seed: settings.seed)
+            return try SparsifiedCombine.electedDisjointMean(slices, count: count, sparsifier: drop,
+                                                             totalOverSlices: totalOverSlices)
         case .breadcrumbs:
-            let window = MagnitudeWindow(taskVectors, layout: layout, density: settings.density, gamma: settings.gamma)
-            return SparsifiedCombine.sum(taskVectors, count: count, sparsifier: window)
+            let window = MagnitudeWindow(slices, region: region, layout: layout, density: settings.density, gamma: settings.gamma)
+            return SparsifiedCombine.sum(slices, count: count, sparsifier: window)
         case .tsv:
-            return try TaskSingularVectorsMerge.merge(taskVectors, layout: layout)
+            return try TaskSingularVectorsMerge.merge(slices, layout: layout, region: region)
         case .consensus:
-            return ConsensusMask.merge(taskVectors, count: count, lambda: Float(settings.consensusLambda), k: settings.consensusK)
+            return ConsensusMask.merge(slices, count: count, lambda: Float(settings.consensusLambda), k: settings.consensusK)
         }
     }
 
-    /// Selection and sign election are undefined on NaN; name the first offending tensor.
-    private static func checkFinite(_ taskVectors: [FloatBuffer], layout: ParameterLayout, method: MergeMethodName) throws {
-        for (task, vector) in taskVectors.enumerated() {
-            for index in layout.specs.indices {
-                for i in layout.range(at: index) where !vector.pointer[i].isFinite {
-                    throw OrthofuseError(
-                        "merge \(method.rawValue): task vector \(task) has a non-finite value in '\(layout.specs[index].name)'")
+    /// Selection and sign election are undefined on NaN; name the first offending tensor (in
+    /// task order, then layout order), the same on every slice: each finds its first, and the
+    /// smallest (task, tensor) over the slices wins.
+    private static func checkFinite(
+        _ slices: [FloatBuffer], region: Range<Int>, layout: ParameterLayout, method: MergeMethodName,
+        collectives: MergeCollectives
+    ) throws {
+        let tensors = layout.tensorIndices(overlapping: region)
+        var first = Double.infinity
+        search: for (task, slice) in slices.enumerated() {
+            for index in tensors {
+                for i in layout.range(at: index).clamped(to: region) where !slice.pointer[i - region.lowerBound].isFinite {
+                    first = Double(task * layout.specs.count + index)
+                    break search
                 }
             }
         }
+        first = try collectives.minimum([first])[0]
+        guard first.isFinite else { return }
+        let code = Int(first)
+        let (task, index) = code.quotientAndRemainder(dividingBy: layout.specs.count)
+        throw OrthofuseError("merge \(method.rawValue): task vector \(task) has a non-finite value in '\(layout.specs[index].name)'")
+    }
+}
+
+/// What a merge over one slice of the flattened task vectors needs from the other slices (the
+/// ranks of a sharded merge): element-wise sums and minima of Doubles over all slices, and where
+/// this slice stands among them. Every slice makes the same calls in the same order, whatever its
+/// data, so the calls can be collectives.
+public struct MergeCollectives {
+    /// This slice's position; slots are numbered in the order of the slices' regions.
+    public let slot: Int
+    public let slotCount: Int
+    public let sum: ([Double]) throws -> [Double]
+    public let minimum: ([Double]) throws -> [Double]
+    /// One slice that is the whole vector: global quantities are computed directly.
+    let isWhole: Bool
+
+    public init(slot: Int, slotCount: Int, sum: @escaping ([Double]) throws -> [Double],
+                minimum: @escaping ([Double]) throws -> [Double]) {
+        precondition(slotCount >= 1 && (0..<slotCount).contains(slot))
+        self.slot = slot
+        self.slotCount = slotCount
+        self.sum = sum
+        self.minimum = minimum
+        isWhole = false
+    }
+
+    private init() {
+        slot = 0
+        slotCount = 1
+        sum = { $0 }
+        minimum = { $0 }
+        isWhole = true
+    }
+
+    /// The unsharded merge.
+    static var whole: MergeCollectives { MergeCollectives() }
+}
+
+extension ParameterLayout {
+    /// The tensors with at least one entry in `region`, in layout order (empty tensors at its
+    /// edges included: they are harmless).
+    func tensorIndices(overlapping region: Range<Int>) -> [Int] {
+        specs.indices.filter { index in
+            let range = range(at: index)
+            return range.overlaps(region) || (range.isEmpty && region.contains(range.lowerBound))
+        }
+    }
+
+    /// True when `region` starts and ends on tensor boundaries.
+    func holdsWholeTensors(_ region: Range<Int>) -> Bool {
+        func isBoundary(_ index: Int) -> Bool { index == totalCount || offsets.contains(index) }
+        return isBoundary(region.lowerBound) && isBoundary(region.upperBound)
     }
 }
 

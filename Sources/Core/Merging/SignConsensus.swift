@@ -22,8 +22,12 @@ enum SparsifiedCombine {
     ///
     /// Two passes over the tasks (sum, then agreeing mean) re-run the sparsifier rather than keep
     /// T sparsified copies: memory stays at a few buffers of the layout whatever T is.
+    ///
+    /// Over one slice of a sharded merge, `totalOverSlices` sums the slices' sign counts, so that
+    /// the majority sign is still the whole vector's (an integer sum: exact in any order).
     static func electedDisjointMean(_ taskVectors: [FloatBuffer], count: Int,
-                                    sparsifier: some TaskVectorSparsifier) -> FloatBuffer {
+                                    sparsifier: some TaskVectorSparsifier,
+                                    totalOverSlices: (Int) throws -> Int = { $0 }) rethrows -> FloatBuffer {
         let scratch = FloatBuffer(count: count)
         let merged = sum(taskVectors, count: count, sparsifier: sparsifier)
         let elected = UnsafeMutableBufferPointer<Int8>.allocate(capacity: max(count, 1))
@@ -35,6 +39,7 @@ enum SparsifiedCombine {
             elected[i] = sign
             signTotal += Int(sign)
         }
+        signTotal = try totalOverSlices(signTotal)
         let majority: Int8 = signTotal > 0 ? 1 : (signTotal < 0 ? -1 : 0)
         for i in 0..<count where elected[i] == 0 { elected[i] = majority }
 

@@ -1,8 +1,13 @@
 // Sparsification: the first of the three merge parts (sparsify × sign consensus × combine):
 // magnitude top-k (TIES), random drop and rescale (DARE), magnitude window (Breadcrumbs).
 
-/// Thins one task vector at a time into a scratch buffer of the full layout. Cheap to re-run:
-/// the sign-consensus combine reads each sparsified vector twice instead of storing T copies.
+/// Thins one task vector at a time into a scratch buffer. Cheap to re-run: the sign-consensus
+/// combine reads each sparsified vector twice instead of storing T copies.
+///
+/// A sparsifier works on a region of the flattened layout (all of it, or one rank's slice in a
+/// sharded merge): `taskVector` and `destination` hold the region's entries, index 0 being global
+/// index region.lowerBound. Whatever depends on position (the tie order of a top-k, DARE's draws)
+/// uses global indices, so a slice gets exactly the entries the whole vector would.
 protocol TaskVectorSparsifier {
     func sparsify(task: Int, _ taskVector: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>)
 }
@@ -32,23 +37,29 @@ struct TopMagnitudeCut: Equatable {
     }
 
     /// The cut keeping exactly k entries of values[range] (absolute indices), 0 ≤ k ≤ range.count.
-    /// `scratch` must hold range.count floats. Cost: one quickselect (O(n) expected) plus two
-    /// linear passes, instead of an O(n log n) sort.
+    /// `scratch` must hold range.count floats.
     static func top(_ k: Int, of values: UnsafePointer<Float>, in range: Range<Int>,
                     scratch: UnsafeMutablePointer<Float>) -> TopMagnitudeCut {
-        precondition(k >= 0 && k <= range.count)
+        top(k, of: values + range.lowerBound, count: range.count, firstIndex: range.lowerBound, scratch: scratch)
+    }
+
+    /// The cut keeping exactly k of the n values at `values`, whose global indices start at
+    /// `firstIndex`; 0 ≤ k ≤ n, `scratch` holds n floats. Cost: one quickselect (O(n) expected)
+    /// plus two linear passes, instead of an O(n log n) sort.
+    static func top(_ k: Int, of values: UnsafePointer<Float>, count n: Int, firstIndex: Int,
+                    scratch: UnsafeMutablePointer<Float>) -> TopMagnitudeCut {
+        precondition(k >= 0 && k <= n)
         if k == 0 { return .none }
-        let n = range.count
-        for i in 0..<n { scratch[i] = abs(values[range.lowerBound + i]) }
+        for i in 0..<n { scratch[i] = abs(values[i]) }
         let threshold = kthLargest(scratch, count: n, k: k)
         var greater = 0
-        for i in range where abs(values[i]) > threshold { greater += 1 }
+        for i in 0..<n where abs(values[i]) > threshold { greater += 1 }
         var tiesNeeded = k - greater
-        var limit = range.lowerBound
-        for i in range where abs(values[i]) == threshold {
+        var limit = firstIndex
+        for i in 0..<n where abs(values[i]) == threshold {
             tiesNeeded -= 1
             if tiesNeeded == 0 {
-                limit = i + 1
+                limit = firstIndex + i + 1
                 break
             }
         }
@@ -114,31 +125,48 @@ extension UnsafeMutablePointer where Pointee == Float {
 /// mergekit); everything else becomes 0. Exactly ⌊density·n⌋ survive per scope: ties at the
 /// threshold are kept in index order (the TIES code's `>=` keeps all ties, and one extra entry).
 struct MagnitudeTrim: TaskVectorSparsifier {
-    /// The flat ranges the top-k is taken over.
+    let region: Range<Int>
+    /// The global ranges the top-k is taken over, each inside `region` and together covering it.
     let scopes: [Range<Int>]
     /// cuts[task][scope]
     let cuts: [[TopMagnitudeCut]]
 
-    init(_ taskVectors: [FloatBuffer], layout: ParameterLayout, density: Double, scope: TrimScope) {
+    /// Cuts found here from the slices over `region`: the whole vector for `global`, whole
+    /// tensors for `perTensor`.
+    init(_ slices: [FloatBuffer], region: Range<Int>, layout: ParameterLayout, density: Double, scope: TrimScope) {
         let scopes = scope == .global
-            ? [0..<layout.totalCount]
-            : layout.specs.indices.map { layout.range(at: $0) }
+            ? [region]
+            : layout.tensorIndices(overlapping: region).map { layout.range(at: $0) }
         let scratch = FloatBuffer(count: scopes.map(\.count).max() ?? 0)
+        self.region = region
         self.scopes = scopes
-        cuts = taskVectors.map { vector in
+        cuts = slices.map { slice in
             scopes.map { range in
-                let keep = Int((density * Double(range.count)).rounded(.down))
-                return TopMagnitudeCut.top(min(keep, range.count), of: vector.pointer, in: range, scratch: scratch.pointer)
+                TopMagnitudeCut.top(Self.keptCount(density, of: range.count), of: slice.pointer + (range.lowerBound - region.lowerBound),
+                                    count: range.count, firstIndex: range.lowerBound, scratch: scratch.pointer)
             }
         }
     }
 
+    /// Global cuts, one per task, found over the whole vector elsewhere (a sharded merge).
+    init(region: Range<Int>, globalCuts: [TopMagnitudeCut]) {
+        self.region = region
+        scopes = [region]
+        cuts = globalCuts.map { [$0] }
+    }
+
+    /// ⌊density·n⌋, as both the TIES code and mergekit compute it.
+    static func keptCount(_ density: Double, of n: Int) -> Int {
+        min(Int((density * Double(n)).rounded(.down)), n)
+    }
+
     func sparsify(task: Int, _ taskVector: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>) {
+        let offset = region.lowerBound
         for (scope, range) in scopes.enumerated() {
             let cut = cuts[task][scope]
             for i in range {
-                let value = taskVector[i]
-                destination[i] = cut.contains(value, at: i) ? value : 0
+                let value = taskVector[i - offset]
+                destination[i - offset] = cut.contains(value, at: i) ? value : 0
             }
         }
     }
@@ -146,28 +174,31 @@ struct MagnitudeTrim: TaskVectorSparsifier {
 
 /// DARE (Yu et al. 2024, "Language Models are Super Mario"): drop each entry independently with
 /// probability p = 1 − density and multiply the survivors by 1/density (the paper's rescale;
-/// mergekit's optional L1-norm rescale is not used). Task t draws from its own stream
-/// RandomStream(seed, "dare/task <t>"), one uniform per entry in flat order, so a task's mask
-/// depends only on (seed, t) and not on which tasks are merged with it or in what order.
+/// mergekit's optional L1-norm rescale is not used). Entry i of task t is kept iff
+/// u(seed, t, i) < density, u being the counter-based `CounterRandom(seed, "dare/task <t>")` at
+/// the global index i: a task's mask depends only on (seed, t), not on which tasks are merged
+/// with it, in what order, or which rank holds which slice.
 struct RandomDrop: TaskVectorSparsifier {
-    let count: Int
+    let region: Range<Int>
     let density: Double
     let seed: UInt64
 
     func sparsify(task: Int, _ taskVector: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>) {
+        let count = region.count
         if density >= 1 {
             destination.update(from: taskVector, count: count)
             return
         }
-        var stream = Self.stream(seed: seed, task: task)
+        let random = Self.draws(seed: seed, task: task)
         let scale = Float(1 / density)
+        let offset = region.lowerBound
         for i in 0..<count {
-            destination[i] = stream.nextDouble() < density ? taskVector[i] * scale : 0
+            destination[i] = random.uniform(at: offset + i) < density ? taskVector[i] * scale : 0
         }
     }
 
-    static func stream(seed: UInt64, task: Int) -> RandomStream {
-        RandomStream(seed: seed, label: "dare/task \(task)")
+    static func draws(seed: UInt64, task: Int) -> CounterRandom {
+        CounterRandom(seed: seed, label: "dare/task \(task)")
     }
 }
 
@@ -175,17 +206,20 @@ struct RandomDrop: TaskVectorSparsifier {
 /// magnitude (largest first, ties by index), drop the top ⌊γ·n⌋ as outliers, keep the next
 /// ⌊β·n⌋ (β = density) and zero the small rest. Needs γ + β ≤ 1.
 struct MagnitudeWindow: TaskVectorSparsifier {
+    let region: Range<Int>
+    /// The tensors of `region`, which must hold whole tensors.
     let ranges: [Range<Int>]
     /// outer[task][tensor] keeps the top ⌊γn⌋ + ⌊βn⌋; inner[task][tensor] is the top ⌊γn⌋ dropped.
     let outer: [[TopMagnitudeCut]]
     let inner: [[TopMagnitudeCut]]
 
-    init(_ taskVectors: [FloatBuffer], layout: ParameterLayout, density: Double, gamma: Double) {
-        ranges = layout.specs.indices.map { layout.range(at: $0) }
+    init(_ slices: [FloatBuffer], region: Range<Int>, layout: ParameterLayout, density: Double, gamma: Double) {
+        self.region = region
+        ranges = layout.tensorIndices(overlapping: region).map { layout.range(at: $0) }
         let scratch = FloatBuffer(count: ranges.map(\.count).max() ?? 0)
         var outer: [[TopMagnitudeCut]] = []
         var inner: [[TopMagnitudeCut]] = []
-        for vector in taskVectors {
+        for slice in slices {
             var outerCuts: [TopMagnitudeCut] = []
             var innerCuts: [TopMagnitudeCut] = []
             for range in ranges {
@@ -193,8 +227,11 @@ struct MagnitudeWindow: TaskVectorSparsifier {
                 let dropped = Int((gamma * n).rounded(.down))
                 let kept = Int((density * n).rounded(.down))
                 let window = min(dropped + kept, range.count)
-                outerCuts.append(.top(window, of: vector.pointer, in: range, scratch: scratch.pointer))
-                innerCuts.append(.top(min(dropped, window), of: vector.pointer, in: range, scratch: scratch.pointer))
+                let values = slice.pointer + (range.lowerBound - region.lowerBound)
+                outerCuts.append(.top(window, of: values, count: range.count, firstIndex: range.lowerBound,
+                                      scratch: scratch.pointer))
+                innerCuts.append(.top(min(dropped, window), of: values, count: range.count, firstIndex: range.lowerBound,
+                                      scratch: scratch.pointer))
             }
             outer.append(outerCuts)
             inner.append(innerCuts)
@@ -204,11 +241,12 @@ struct MagnitudeWindow: TaskVectorSparsifier {
     }
 
     func sparsify(task: Int, _ taskVector: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>) {
+        let offset = region.lowerBound
         for (tensor, range) in ranges.enumerated() {
             let keep = outer[task][tensor], drop = inner[task][tensor]
             for i in range {
-                let value = taskVector[i]
-                destination[i] = keep.contains(value, at: i) && !drop.contains(value, at: i) ? value : 0
+                let value = taskVector[i - offset]
+                destination[i - offset] = keep.contains(value, at: i) && !drop.contains(value, at: i) ? value : 0
             }
         }
     }

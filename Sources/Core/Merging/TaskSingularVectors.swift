@@ -20,21 +20,24 @@
 ///   zero (a weight it did not train) thus contributes nothing, as does the rank deficiency of a
 ///   LoRA update. The reference stacks them. For full-rank updates nothing changes.
 enum TaskSingularVectorsMerge {
-    static func merge(_ taskVectors: [FloatBuffer], layout: ParameterLayout) throws -> FloatBuffer {
-        let merged = FloatBuffer(count: layout.totalCount)
-        let taskCount = taskVectors.count
-        for (index, spec) in layout.specs.enumerated() {
+    /// The merged tensors of `region` (whole tensors: the layout's or one rank's share), from each
+    /// task's values over it; index 0 of the slices and the result is global index region.lowerBound.
+    static func merge(_ slices: [FloatBuffer], layout: ParameterLayout, region: Range<Int>) throws -> FloatBuffer {
+        let merged = FloatBuffer(count: region.count)
+        let taskCount = slices.count
+        for index in layout.tensorIndices(overlapping: region) {
+            let spec = layout.specs[index]
             let range = layout.range(at: index)
-            let offset = range.lowerBound
+            let offset = range.lowerBound - region.lowerBound
             if spec.isMatrix {
-                try mergeMatrix(taskVectors, offset: offset, rows: spec.shape[0], columns: spec.shape[1],
+                try mergeMatrix(slices, offset: offset, rows: spec.shape[0], columns: spec.shape[1],
                                 into: merged.pointer + offset)
             } else {
-                for vector in taskVectors {
-                    ElementWise.add(merged.pointer + offset, vector.pointer + offset, count: range.count)
+                for slice in slices {
+                    ElementWise.add(merged.pointer + offset, slice.pointer + offset, count: range.count)
                 }
                 let divisor = Float(taskCount)
-                for i in range { merged[i] /= divisor }
+                for i in offset..<(offset + range.count) { merged[i] /= divisor }
             }
         }
         return merged

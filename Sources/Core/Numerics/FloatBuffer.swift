@@ -15,11 +15,15 @@ public final class FloatBuffer: @unchecked Sendable {
         pointer.initialize(repeating: 0, count: max(count, 1))
     }
 
-    public convenience init(_ values: [Float]) {
-        self.init(count: values.count)
+    /// A copy of `values` (written once: no zero fill first, which for large buffers would be a
+    /// second pass over fresh memory).
+    public init(_ values: [Float]) {
+        count = values.count
+        pointer = .allocate(capacity: max(count, 1))
         values.withUnsafeBufferPointer { source in
-            if let base = source.baseAddress { pointer.update(from: base, count: values.count) }
+            if let base = source.baseAddress { pointer.initialize(from: base, count: count) }
         }
+        if count == 0 { pointer.initialize(to: 0) }
     }
 
     deinit {

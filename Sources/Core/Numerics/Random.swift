@@ -13,20 +13,12 @@ public struct RandomStream: Sendable {
 
     /// A stream for `label` under `seed`: FNV-1a of the label's UTF-8 mixed with the seed.
     public init(seed: UInt64, label: String) {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in label.utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01b3
-        }
-        self.init(seed: seed ^ (hash &* 0x9e37_79b9_7f4a_7c15))
+        self.init(seed: labelledSeed(seed, label))
     }
 
     private static func splitMix(_ x: inout UInt64) -> UInt64 {
         x = x &+ 0x9e37_79b9_7f4a_7c15
-        var z = x
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
+        return splitMixFinalizer(x)
     }
 
     public mutating func next() -> UInt64 {
@@ -85,4 +77,44 @@ public struct RandomStream: Sendable {
         shuffle(&values)
         return values
     }
+}
+
+/// A counter-based generator: value i is a function of (key, i) alone, so any slice of the
+/// sequence is drawn without the values before it (a rank of a sharded merge draws exactly the
+/// entries of its slice, and the same ones as a single process). Value i is SplitMix64's i-th
+/// output (Steele, Lea & Flood 2014) from the key: mix(key + (i + 1)·γ).
+public struct CounterRandom: Sendable {
+    public let key: UInt64
+
+    /// Keyed like `RandomStream(seed:label:)`, then mixed once more so that nearby keys do not
+    /// give shifted copies of one sequence.
+    public init(seed: UInt64, label: String) {
+        key = splitMixFinalizer(labelledSeed(seed, label))
+    }
+
+    @inline(__always) public func value(at index: Int) -> UInt64 {
+        splitMixFinalizer(key &+ (UInt64(bitPattern: Int64(index)) &+ 1) &* 0x9e37_79b9_7f4a_7c15)
+    }
+
+    /// Uniform in [0, 1) with 53 bits.
+    @inline(__always) public func uniform(at index: Int) -> Double {
+        Double(value(at: index) >> 11) * 0x1.0p-53
+    }
+}
+
+/// FNV-1a of the label's UTF-8, mixed with the seed.
+private func labelledSeed(_ seed: UInt64, _ label: String) -> UInt64 {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in label.utf8 {
+        hash ^= UInt64(byte)
+        hash = hash &* 0x0000_0100_0000_01b3
+    }
+    return seed ^ (hash &* 0x9e37_79b9_7f4a_7c15)
+}
+
+@inline(__always) private func splitMixFinalizer(_ x: UInt64) -> UInt64 {
+    var z = x
+    z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+    z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+    return z ^ (z >> 31)
 }

@@ -187,11 +187,33 @@ public struct RunReport: Codable, Sendable, Equatable {
     public var run: RunInfo
     public var tasks: [TaskEntry]
     public var merges: [MergeEntry]
+    // Analyses of the task vectors and further evaluations (AnalysisReport.swift); absent in
+    // reports written before they existed, hence optional.
+    /// Cosine similarity of the whole flattened task vectors.
+    public var cosineSimilarity: TaskMatrix?
+    /// tensor → cosine matrix (tasks in `cosineSimilarity.tasks` order), per 2-D tensor.
+    public var cosineSimilarityPerLayer: [String: [[Double]]]?
+    /// task → tensor → ‖G − I‖_F of that 2-D tensor of τt (the OrthoReg penalty, frobenius form).
+    public var orthoRegPenaltyPerLayer: [String: [String: Double]]?
+    public var signConflict: SignConflictReport?
+    /// task → tensor → the largest singular values of that 2-D tensor of τt, descending.
+    public var singularValues: [String: [String: [Double]]]?
+    public var negation: NegationReport?
+    public var disentanglement: DisentanglementReport?
 
     public init(run: RunInfo, tasks: [TaskEntry], merges: [MergeEntry]) {
         self.run = run
         self.tasks = tasks
         self.merges = merges
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case run, tasks, merges, negation, disentanglement
+        case cosineSimilarity = "cosine_similarity"
+        case cosineSimilarityPerLayer = "cosine_similarity_per_layer"
+        case orthoRegPenaltyPerLayer = "orthoreg_penalty"
+        case signConflict = "sign_conflict"
+        case singularValues = "singular_values"
     }
 
     public func encoded() throws -> Data {

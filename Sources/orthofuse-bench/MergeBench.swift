@@ -1,0 +1,153 @@
+// MergeBench: `orthofuse-bench merge`: peak memory and throughput of sharded vs all-gather merging.
+//
+// Usage (under mpirun, one variant and method per run, since VmHWM is a per-process peak):
+//   orthofuse-bench merge --variant sharded|allgather --method task_arithmetic|ties
+//                         [--tasks 8] [--parameters 50000000] [--seed 1]
+// Task t belongs to rank t mod R, which generates τt from the seed (no files). The timed part
+// starts once every rank holds its own task vectors and ends when every rank holds Δ:
+// - allgather: step 5 and 7 as a run without sharding does them: an allGather of each rank's
+//   task vectors, then every rank merges all of them (TaskVectorMerger);
+// - sharded: the allToAll exchange of slices, the sliced merge, the gather of Δ (ShardedMerge).
+// scripts/bench_merge.sh runs the grid and prints the table.
+import Coordinator
+import Core
+import Foundation
+import MPITransport
+import Transport
+
+enum MergeBench {
+    static func main(_ arguments: [String]) throws {
+        var variant = "sharded"
+        var method = MergeMethodName.taskArithmetic
+        var taskCount = 8
+        var parameters = 50_000_000
+        var seed: UInt64 = 1
+        var iterator = arguments.makeIterator()
+        while let argument = iterator.next() {
+            guard let value = iterator.next() else { throw OrthofuseError("\(argument): missing value") }
+            switch argument {
+            case "--variant": variant = value
+            case "--method":
+                guard let name = MergeMethodName(rawValue: value) else { throw OrthofuseError("--method: unknown method \(value)") }
+                method = name
+            case "--tasks": taskCount = Int(value) ?? taskCount
+            case "--parameters": parameters = Int(value) ?? parameters
+            case "--seed": seed = UInt64(value) ?? seed
+            default: throw OrthofuseError("unknown option \(argument)")
+            }
+        }
+        guard ["sharded", "allgather"].contains(variant) else { throw OrthofuseError("--variant: sharded or allgather") }
+
+        let environment = ProcessInfo.processInfo.environment
+        let underMPI = environment["OMPI_COMM_WORLD_SIZE"] != nil || environment["PMIX_RANK"] != nil
+        let communicator: any Communicator = underMPI ? try MPIEnvironment.initialize() : InProcessWorld(size: 1).communicator(rank: 0)
+        defer { if underMPI { try? MPIEnvironment.finalize() } }
+        let rank = communicator.rank, size = communicator.size
+
+        let layout = benchLayout(parameters: parameters)
+        let settings = MergeSettings(method: method)
+        let assignment = (0..<taskCount).map { $0 % size }
+        var own: [Int: FloatBuffer] = [:]
+        for task in assignment.indices where assignment[task] == rank {
+            own[task] = syntheticTaskVector(task: task, count: layout.totalCount, seed: seed)
+        }
+        let residentBefore = peakResidentBytes()
+
+        try communicator.barrier()
+        let started = Date()
+        var phases: [Double] = []  // seconds: exchange or gather, merge (+ gather of Δ when sharded)
+        let delta: FloatBuffer
+        if variant == "sharded" {
+            let partition = ShardPartition.forMerging([settings], layout: layout, ranks: size)
+            let shards = try TaskVectorShards.exchange(own: own, assignment: assignment, layout: layout,
+                                                       partition: partition, communicator: communicator)
+            phases.append(Date().timeIntervalSince(started))
+            delta = try shards.mergedTaskVector(settings, communicator: communicator)
+        } else {
+            let taskVectors = try allGatherTaskVectors(own, assignment: assignment, count: layout.totalCount,
+                                                       communicator: communicator)
+            phases.append(Date().timeIntervalSince(started))
+            delta = try TaskVectorMerger.mergedTaskVector(taskVectors, layout: layout, settings: settings)
+        }
+        phases.append(Date().timeIntervalSince(started) - phases[0])
+        try communicator.barrier()
+        let seconds = Date().timeIntervalSince(started)
+
+        // Per-rank figures, each in its own slot, summed; the slowest rank's phases.
+        var slots = [Double](repeating: 0, count: 2 * size)
+        slots[rank] = Double(residentBefore)
+        slots[size + rank] = Double(peakResidentBytes())
+        let resident = try communicator.allReduce(slots, .sum)
+        let slowest = try communicator.allReduce(phases, .max)
+        guard rank == 0 else { return }
+        let bytes = Double(taskCount * layout.totalCount * MemoryLayout<Float>.size)
+        let mib = { (value: Double) in value / Double(1 << 20) }
+        print(String(format: "merge %@ %@: np %d, T %d, P %d (%.2f GB of task vectors)", variant, method.rawValue,
+                     size, taskCount, layout.totalCount, bytes / 1e9))
+        print(String(format: "  time %.2f s (%@ %.2f s, merge%@ %.2f s), throughput %.2f GB/s", seconds,
+                     variant == "sharded" ? "exchange" : "allGather", slowest[0],
+                     variant == "sharded" ? " + gather of Δ" : "", slowest[1], bytes / 1e9 / seconds))
+        for r in 0..<size {
+            print(String(format: "  rank %d: VmHWM %.0f MiB (%.0f MiB holding its own task vectors)", r,
+                         mib(resident[size + r]), mib(resident[r])))
+        }
+        print(String(format: "  Δ checksum %016llx", checksum(delta)))
+    }
+
+    /// Square 1024×1024 matrices, each with a bias, until there are at least `parameters` entries.
+    static func benchLayout(parameters: Int) -> ParameterLayout {
+        let width = 1024
+        let layers = max(1, (parameters + width * width + width - 1) / (width * width + width))
+        return ParameterLayout((0..<layers).flatMap { layer in
+            [ParameterSpec(name: "layers.\(layer).weight", shape: [width, width]),
+             ParameterSpec(name: "layers.\(layer).bias", shape: [width])]
+        })
+    }
+
+    /// Uniform entries of a task-dependent scale, from a counter-based stream (fast, and the
+    /// same whichever rank draws them).
+    static func syntheticTaskVector(task: Int, count: Int, seed: UInt64) -> FloatBuffer {
+        let vector = FloatBuffer(count: count)
+        let random = CounterRandom(seed: seed, label: "bench/task \(task)")
+        let scale = 1e-3 * Double(1 + task % 3)
+        for i in 0..<count { vector[i] = Float((2 * random.uniform(at: i) - 1) * scale) }
+        return vector
+    }
+
+    /// Step 5's all-gather path: each rank's task vectors in one block, gathered, split per task.
+    static func allGatherTaskVectors(_ own: [Int: FloatBuffer], assignment: [Int], count: Int,
+                                     communicator: any Communicator) throws -> [FloatBuffer] {
+        var block: [Float] = []
+        for task in own.keys.sorted() { block.append(contentsOf: UnsafeBufferPointer(own[task]!.buffer)) }
+        let blocks = try communicator.allGather(block)
+        block = []
+        var cursor = [Int](repeating: 0, count: communicator.size)
+        return assignment.map { owner in
+            let vector = FloatBuffer(count: count)
+            blocks[owner].withUnsafeBufferPointer { source in
+                vector.pointer.update(from: source.baseAddress! + cursor[owner], count: count)
+            }
+            cursor[owner] += count
+            return vector
+        }
+    }
+
+    /// VmHWM of /proc/self/status, the peak resident set of this process, in bytes.
+    static func peakResidentBytes() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kilobytes = Int(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "")
+        else { return 0 }
+        return kilobytes * 1024
+    }
+
+    /// FNV-1a over Δ's bits: the two variants must print the same.
+    static func checksum(_ values: FloatBuffer) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for i in 0..<values.count {
+            hash ^= UInt64(values[i].bitPattern)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        return hash
+    }
+}
