@@ -15,6 +15,8 @@ public struct AnalysisPlan: Sendable, Equatable {
         /// (first, second) task indices; ξ's rows follow the first task's α.
         public var pairs: [[Int]]
         public var grid: [Double]
+        /// At most this many test inputs per task; 0 = all.
+        public var samples: Int
     }
 
     public var negation: Negation?
@@ -41,7 +43,8 @@ public struct AnalysisPlan: Sendable, Equatable {
         let pairs = config.evaluate.disentanglement.pairIndices(among: names)
         if !pairs.isEmpty {
             disentanglement = Disentanglement(pairs: pairs.map { [$0.0, $0.1] },
-                                              grid: config.evaluate.disentanglement.grid.values)
+                                              grid: config.evaluate.disentanglement.grid.values,
+                                              samples: config.evaluate.disentanglement.samples)
         }
     }
 }

@@ -1,6 +1,4 @@
-// AnalysisStage: step 7b of a run. Rank 0 analyses the gathered task vectors (cosine, sign
-// conflicts, Gram deviation, spectra); then every rank evaluates task negation and the weight
-// disentanglement error ξ on the tasks whose data it holds, and the values are summed over ranks.
+// AnalysisStage: step 7b of a run: task vector analyses, negation and ξ, distributed over ranks.
 import Core
 import Foundation
 import Transport
@@ -19,6 +17,8 @@ struct AnalysisResults {
     }
 }
 
+/// Rank 0 analyses the gathered task vectors; then every rank evaluates negation and ξ on the
+/// tasks whose data it holds, and the values are summed over ranks.
 struct AnalysisStage {
     let plan: JobPlan
     let communicator: any Communicator
@@ -142,21 +142,31 @@ struct AnalysisStage {
 
     // MARK: Disentanglement
 
-    /// ξ(α1, α2) for every pair over grid × grid on the test splits. The owner of each task of a
-    /// pair computes that task's term: its predictions under θ0 + αt·τt (once per α, shared by all
-    /// pairs) against those of θ0 + α1·τ1 + α2·τ2.
+    /// ξ(α1, α2) for every pair over grid × grid on the test splits (at most `samples` inputs
+    /// per task). The owner of each task of a pair computes that task's term: its predictions
+    /// under θ0 + αt·τt (once per α, shared by all pairs) against those of θ0 + α1·τ1 + α2·τ2.
     private func disentanglement(_ plan: AnalysisPlan.Disentanglement) throws -> DisentanglementReport {
         let started = Date()
         let grid = plan.grid
         let size = grid.count
-        // Predictions of θ0 + grid[a]·τt on task t's test inputs, for the tasks of this rank.
+        let names = self.plan.tasks.map(\.name)
+        // The inputs of each task of this rank, and their predictions under θ0 + grid[a]·τt.
         let scratch = FloatBuffer(count: base.count)
+        var inputs: [Int: Dataset] = [:]
         var alone: [Int: [[Int32]]] = [:]
         for task in Set(plan.pairs.joined()) where results[task] != nil {
+            let test = results[task]!.data.test
+            if plan.samples > 0, test.count > plan.samples {
+                // Seeded by the task's name, so every rank count picks the same inputs.
+                var random = RandomStream(seed: self.plan.seed, label: "disentanglement/\(names[task])")
+                inputs[task] = test.subset(random.permutation(test.count).prefix(plan.samples).sorted())
+            } else {
+                inputs[task] = test
+            }
             alone[task] = grid.map {
                 WeightDisentanglement.predictions(
                     backbone: backbone, base: base, vector: taskVectors[task], alpha: $0, head: heads[task],
-                    data: results[task]!.data.test, scratch: scratch, linearizedAround: linearization)
+                    data: inputs[task]!, scratch: scratch, linearizedAround: linearization)
             }
         }
         // Model (p·size + i)·size + j is θ0 + grid[i]·τ_first + grid[j]·τ_second of pair p; two
@@ -182,10 +192,9 @@ struct AnalysisStage {
             let task = first ? pair[0] : pair[1]
             return WeightDisentanglement.term(
                 backbone: backbone, combined: parameters, otherAlpha: first ? grid[j] : grid[i], head: heads[task],
-                data: results[task]!.data.test, ownPredictions: alone[task]![first ? i : j],
+                data: inputs[task]!, ownPredictions: alone[task]![first ? i : j],
                 linearizedAround: linearization)
         })
-        let names = self.plan.tasks.map(\.name)
         let pairs = plan.pairs.enumerated().map { p, pair in
             DisentanglementReport.Pair(tasks: pair.map { names[$0] }, error: (0..<size).map { i in
                 (0..<size).map { j in
@@ -194,11 +203,18 @@ struct AnalysisStage {
                 }
             })
         }
+        // Every rank knows each split's size from the gathered metrics.
+        var used: [String: Int] = [:]
+        for task in Set(plan.pairs.joined()) {
+            let available = entries[task].testSamples
+            used[names[task]] = plan.samples > 0 ? min(plan.samples, available) : available
+        }
         let seconds = Date().timeIntervalSince(started)
         if isCoordinator {
-            console.info(String(format: "disentanglement error ξ: %d pair(s) on a %d×%d grid over [%g, %g], test splits: %.1f s",
-                                pairs.count, size, size, grid.first ?? 0, grid.last ?? 0, seconds))
+            let cap = plan.samples > 0 ? "at most \(plan.samples) test inputs per task" : "all test inputs"
+            console.info(String(format: "disentanglement error ξ: %d pair(s) on a %d×%d grid over [%g, %g], %@: %.1f s",
+                                pairs.count, size, size, grid.first ?? 0, grid.last ?? 0, cap, seconds))
         }
-        return DisentanglementReport(grid: grid, split: "test", seconds: seconds, pairs: pairs)
+        return DisentanglementReport(grid: grid, split: "test", inputs: used, seconds: seconds, pairs: pairs)
     }
 }

@@ -1,5 +1,4 @@
-// DistributedEvaluation: a list of (model, task) measurements split over the ranks — each made by
-// the rank that holds the task's data — and summed, so that every rank ends with every value.
+// DistributedEvaluation: (model, task) measurements made by each task's owner, summed over ranks.
 import Core
 import Transport
 

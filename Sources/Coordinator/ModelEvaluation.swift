@@ -1,5 +1,4 @@
-// ModelEvaluation: `orthofuse eval`, one given model with a run's frozen heads on every task's
-// test split, each task measured by the rank it is assigned to, the accuracies summed over ranks.
+// ModelEvaluation: `orthofuse eval`, a given model with a run's heads on every task's test split.
 import Core
 import Foundation
 import Transport

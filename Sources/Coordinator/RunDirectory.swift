@@ -1,5 +1,4 @@
-// RunDirectory: a finished run's outputs read back: report.html rebuilt from report.json, and the
-// task vector analyses recomputed from the saved task vectors (no training, no data).
+// RunDirectory: a finished run's outputs read back (report.html rebuilt, analyses recomputed).
 import Core
 import Foundation
 

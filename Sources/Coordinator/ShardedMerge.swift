@@ -4,8 +4,8 @@
 //  1. Partition. Every rank computes the same contiguous slices of the flattened layout: equal
 //     shares for element-wise methods, whole tensors when a method works per tensor.
 //  2. Exchange.  One allToAll round per task of the busiest rank: in round k every rank sends its
-//     k-th own task vector (job order), slice i to rank i. Rank r ends with τt[slice r] for all t
-//     (T·P/R floats) and never holds another rank's whole vector.
+//     k-th own task vector (job order), slice i to rank i (keeping its own slice). Rank r ends with
+//     τt[slice r] for all t (T·P/R floats) and never holds another rank's whole vector.
 //  3. Merge.     Each rank merges its slice (TaskVectorMerger.mergedSlice); what spans slices goes
 //     through allReduce: the first non-finite entry, TIES' majority sign (an integer count) and
 //     global top-k threshold (histograms of |τ|'s bits, exact). A failure is agreed on before 4.

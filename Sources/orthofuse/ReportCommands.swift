@@ -1,5 +1,4 @@
-// ReportCommands: `orthofuse report` (rebuild report.html) and `orthofuse analyze` (recompute the
-// task vector analyses of a finished run, without training).
+// ReportCommands: `orthofuse report` (rebuild report.html) and `orthofuse analyze` (redo analyses).
 import ArgumentParser
 import Coordinator
 import Core

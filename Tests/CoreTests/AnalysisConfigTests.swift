@@ -1,5 +1,4 @@
-// AnalysisConfigTests: `evaluate.negation` and `evaluate.disentanglement` in the job file:
-// defaults, canonical text, and one-line errors naming the key path.
+// AnalysisConfigTests: `evaluate.negation` and `evaluate.disentanglement`: defaults, text, errors.
 import Foundation
 import XCTest
 @testable import Core
@@ -38,15 +37,17 @@ final class AnalysisConfigTests: XCTestCase {
         XCTAssertNil(defaults.evaluate.negation)
         XCTAssertTrue(defaults.evaluate.disentanglement.enabled)
         XCTAssertEqual(defaults.evaluate.disentanglement.grid.values, [0, 0.25, 0.5, 0.75, 1])
+        XCTAssertEqual(defaults.evaluate.disentanglement.samples, 1000)
         XCTAssertEqual(defaults.evaluate.disentanglement.pairIndices(among: ["a", "b", "c"]).map { [$0.0, $0.1] },
                        [[0, 1], [0, 2], [1, 2]], "every pair in job order")
 
-        let written = try parse("{negation: {targets: [c, a], control: b}, disentanglement: {pairs: [[c, a]], grid: {to: 2}}}")
+        let written = try parse("{negation: {targets: [c, a], control: b}, disentanglement: {pairs: [[c, a]], grid: {to: 2}, samples: 0}}")
         let negation = try XCTUnwrap(written.evaluate.negation)
         XCTAssertEqual(negation.threshold, 0.95)
         XCTAssertEqual(negation.targetNames(among: ["a", "b", "c"]), ["c", "a"])
         XCTAssertEqual(written.evaluate.disentanglement.grid, AlphaRange(from: 0, to: 2, count: 5), "ξ's own count default")
         XCTAssertEqual(written.evaluate.disentanglement.pairIndices(among: ["a", "b", "c"]).map { [$0.0, $0.1] }, [[2, 0]])
+        XCTAssertEqual(written.evaluate.disentanglement.samples, 0, "0: every test input")
         let reread = try JobConfig.parse(written.canonicalYAML, origin: "copy", baseDirectory: URL(fileURLWithPath: "/"))
         XCTAssertEqual(reread, written)
 
@@ -81,6 +82,7 @@ final class AnalysisConfigTests: XCTestCase {
         XCTAssertEqual(refusal("{disentanglement: {grid: {from: 1, to: 0}}}"),
                        "job.yaml: evaluate.disentanglement.grid.to: must be >= from (1.0)")
         XCTAssertEqual(refusal("{disentanglement: {grid: {count: 0}}}"), "job.yaml: evaluate.disentanglement.grid.count: must be > 0")
+        XCTAssertEqual(refusal("{disentanglement: {samples: -1}}"), "job.yaml: evaluate.disentanglement.samples: must be >= 0")
         XCTAssertTrue(refusal("{disentanglement: 3}").hasPrefix("job.yaml: evaluate.disentanglement: expected true, false or {pairs, grid}"))
     }
 }

@@ -1,5 +1,4 @@
-// ReportPageTests: report.html is well-formed (parses as XML), self-contained (no script, no
-// external reference, every <svg> with a viewBox) and has every section, with or without analyses.
+// ReportPageTests: report.html parses as XML, is self-contained and has every section.
 import Foundation
 import XCTest
 @testable import Core
@@ -56,7 +55,7 @@ final class ReportPageTests: XCTestCase {
                             curve: [.init(alpha: 0, targetValidationAccuracy: 0.8, controlValidationAccuracy: 0.8),
                                     .init(alpha: 0.5, targetValidationAccuracy: 0.3, controlValidationAccuracy: 0.77)])])
         report.disentanglement = DisentanglementReport(
-            grid: [0, 0.5, 1], split: "test", seconds: 1.5,
+            grid: [0, 0.5, 1], split: "test", inputs: ["mnist": 20, "fashion<&>": 20], seconds: 1.5,
             pairs: [.init(tasks: tasks, error: [[0, 0.1, 0.3], [0, 0.05, 0.2], [0, 0.1, 0.15]])])
         return report
     }

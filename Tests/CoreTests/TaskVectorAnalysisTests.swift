@@ -1,5 +1,4 @@
-// TaskVectorAnalysisTests: each analysis against its formula in Float64 on small vectors; ξ on a
-// crafted model whose answer is known; the α rule of negation.
+// TaskVectorAnalysisTests: each analysis against its Float64 formula, ξ on a crafted model, negation's rule.
 import XCTest
 @testable import Core
 

@@ -1,7 +1,4 @@
-// AnalysisRunTests: a whole 4-task run with negation and the disentanglement error on in-process
-// ranks: report.json has every analysis field (equal to a recomputation from the saved task
-// vectors), the distributed evaluations do not depend on the number of ranks, report.html has
-// every section, and `analyze`, `report` and `eval` reproduce what the run wrote.
+// AnalysisRunTests: a 4-task run with every analysis, negation and ξ; analyze, report and eval.
 import Foundation
 import XCTest
 @testable import Coordinator
@@ -22,7 +19,8 @@ final class AnalysisRunTests: XCTestCase {
 
     private func plan(output: String) throws -> JobPlan {
         try workspace.plan(workspace.jobText(
-            output: output, steps: 30, extra: "evaluate: {negation: {targets: [task1, task3], control: task0, threshold: 0.9}}",
+            output: output, steps: 30,
+            extra: "evaluate: {negation: {targets: [task1, task3], control: task0, threshold: 0.9}, disentanglement: {samples: 50}}",
             disentanglement: true))
     }
 
@@ -56,6 +54,8 @@ final class AnalysisRunTests: XCTestCase {
         XCTAssertEqual((xi["pairs"] as? [[String: Any]])?.count, 6)
         XCTAssertNotNil(xi["seconds"] as? Double)
         XCTAssertEqual(xi["split"] as? String, "test")
+        XCTAssertEqual(xi["inputs"] as? [String: Int], Dictionary(uniqueKeysWithValues: names.map { ($0, 50) }),
+                       "a 50-input subset of each 80-input test split")
 
         // The analyses equal a recomputation from the saved task vectors (the numpy check's Swift twin).
         let vectors = try names.map { try workspace.values("np3/task_vectors/\($0).safetensors") }

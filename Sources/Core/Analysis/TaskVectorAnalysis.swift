@@ -1,6 +1,4 @@
-// TaskVectorAnalysis: how the task vectors relate and what their updates look like: cosine
-// similarity (whole vector and per 2-D tensor), sign conflicts, each 2-D update's Gram deviation
-// ‖G − I‖_F and its leading singular values.
+// TaskVectorAnalysis: cosine similarity, sign conflicts, Gram deviation and spectra of task vectors.
 
 /// The analyses of T task vectors over one layout. Sums accumulate in Float64, so the numbers
 /// match a Float64 computation from the saved files (scripts/check_report_analyses.py) closely.

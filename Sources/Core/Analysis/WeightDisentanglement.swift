@@ -1,10 +1,9 @@
-// WeightDisentanglement: the weight disentanglement error ξ(α1, α2) of Ortiz-Jimenez et al. (2023)
-// for one pair of tasks, term by term, so that each term can be computed by the rank holding its data.
-//
-// ξ(α1, α2) = Σ_{t∈{1,2}} E_{x∼D_t}[1{argmax f(x; θ0 + αt·τt) ≠ argmax f(x; θ0 + α1·τ1 + α2·τ2)}]
-// with each task's own head. 0 means adding the other task's vector changes no prediction of this
-// task's inputs (the two task vectors act on disjoint parts of input space); the maximum is 2.
+// WeightDisentanglement: the disentanglement error ξ of a pair of tasks, and negation's α rule.
 
+/// ξ(α1, α2) = Σ_{t∈{1,2}} E_{x∼D_t}[1{argmax f(x; θ0 + αt·τt) ≠ argmax f(x; θ0 + α1·τ1 + α2·τ2)}]
+/// (Ortiz-Jimenez et al., 2023), each task with its own head, term by term so that each term is
+/// computed where its task's data is. 0: adding the other task's vector changes no prediction of
+/// this task's inputs; the maximum is 2.
 public enum WeightDisentanglement {
     /// The share of positions where two prediction lists differ (0 for empty lists).
     public static func disagreement(_ a: [Int32], _ b: [Int32]) -> Double {

@@ -1,5 +1,4 @@
-// AnalysisReport: the report.json sections that analyse task vectors and evaluate negation and
-// weight disentanglement (the fields of RunReport beyond tasks and merges).
+// AnalysisReport: the report.json sections of the task vector analyses, negation and ξ.
 
 /// A square matrix over tasks, rows and columns in `tasks` order.
 public struct TaskMatrix: Codable, Sendable, Equatable {
@@ -124,15 +123,19 @@ public struct DisentanglementReport: Codable, Sendable, Equatable {
     public var grid: [Double]
     /// Which split the inputs come from.
     public var split: String
+    /// task → inputs used: the whole split, or a seeded subset of `evaluate.disentanglement.samples`
+    /// (absent from reports written before the cap existed).
+    public var inputs: [String: Int]?
     public var definition: String
     /// Wall time the evaluation added to the run.
     public var seconds: Double
     public var pairs: [Pair]
 
-    public init(grid: [Double], split: String, seconds: Double, pairs: [Pair],
+    public init(grid: [Double], split: String, inputs: [String: Int]?, seconds: Double, pairs: [Pair],
                 definition: String = DisentanglementReport.definitionText) {
         self.grid = grid
         self.split = split
+        self.inputs = inputs
         self.definition = definition
         self.seconds = seconds
         self.pairs = pairs

@@ -1,6 +1,4 @@
-// ReportPage: report.html, one self-contained page (inline CSS and SVG, no script, no external
-// reference) showing a run's report.json: results, α curves, cosine and ξ heatmaps, Gram deviation,
-// spectra, negation and the job that ran. The markup is XML-compatible, so it can be checked by a parser.
+// ReportPage: report.html, one self-contained page (inline CSS and SVG, no script) of a report.
 import Foundation
 
 public enum ReportPage {
@@ -144,7 +142,8 @@ public enum ReportPage {
         }
         let high = max(xi.pairs.flatMap { $0.error.flatMap { $0 } }.max() ?? 0, 0.01)
         let labels = xi.grid.map { SVGCharts.number($0) }
-        var html = "<p>\(e(xi.definition)). Inputs: the \(e(xi.split)) split of each task. Rows: α of the first task; columns: α of the second. "
+        let inputs = (xi.inputs ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+        var html = "<p>\(e(xi.definition)). Inputs from each task's \(e(xi.split)) split\(inputs.isEmpty ? "" : " (\(e(inputs)))"). Rows: α of the first task; columns: α of the second. "
             + "Colour scale 0 to \(SVGCharts.number(high, digits: 3)) (the largest value); 0 means adding the other task vector changes no prediction. "
             + "Evaluated in \(SVGCharts.number(xi.seconds, digits: 1)) s.</p>\n<div class=\"figures\">"
         for pair in xi.pairs {

@@ -1,5 +1,4 @@
-// SVGCharts: the inline SVG pictures of report.html (heatmaps, line charts, grouped bars), written
-// as XML-compatible text with a viewBox each, no scripts and no external references.
+// SVGCharts: report.html's inline SVG heatmaps, line charts and grouped bars (XML-compatible).
 import Foundation
 
 enum SVGCharts {
@@ -27,7 +26,10 @@ enum SVGCharts {
     }
 
     static func number(_ value: Double, digits: Int = 2) -> String {
-        value.isFinite ? String(format: "%.\(digits)f", value) : "\(value)"
+        guard value.isFinite else { return "\(value)" }
+        let text = String(format: "%.\(digits)f", value)
+        // A tiny negative value rounds to "-0.00": show it as the zero it reads as.
+        return text.hasPrefix("-") && text.dropFirst().allSatisfy({ $0 == "0" || $0 == "." }) ? String(text.dropFirst()) : text
     }
 
     /// Coordinates with one decimal: enough for a screen, short text.
@@ -189,8 +191,9 @@ enum SVGCharts {
                             yTitle: String, label: String) -> String {
         let barWidth = 10.0, groupGap = 14.0
         let groupWidth = Double(max(series.count, 1)) * barWidth + groupGap
-        let left = 58.0, right = 12.0, top = 14.0
         let longest = Double(min(categories.map(\.count).max() ?? 0, 28))
+        // The first label, slanted, reaches about 4.9 px per character left of its group's middle.
+        let left = max(58, longest * 4.9 - groupWidth / 2 + 4), right = 12.0, top = 14.0
         let bottom = 26 + longest * 4.6
         let plotWidth = max(Double(categories.count) * groupWidth, 300)
         let plotHeight = 220.0
@@ -205,7 +208,8 @@ enum SVGCharts {
             svg += "<line x1=\"\(px(left))\" x2=\"\(px(left + plotWidth))\" y1=\"\(px(sy(tick)))\" y2=\"\(px(sy(tick)))\" class=\"grid\"/>"
             svg += "<text x=\"\(px(left - 5))\" y=\"\(px(sy(tick) + 4))\" class=\"tick\" text-anchor=\"end\">\(tickText(tick))</text>"
         }
-        svg += "<text x=\"12\" y=\"\(px(top + plotHeight / 2))\" class=\"axis-title\" text-anchor=\"middle\" transform=\"rotate(-90 12 \(px(top + plotHeight / 2)))\">\(escape(yTitle))</text>"
+        let titleX = left - 44
+        svg += "<text x=\"\(px(titleX))\" y=\"\(px(top + plotHeight / 2))\" class=\"axis-title\" text-anchor=\"middle\" transform=\"rotate(-90 \(px(titleX)) \(px(top + plotHeight / 2)))\">\(escape(yTitle))</text>"
         for (c, category) in categories.enumerated() {
             let groupLeft = left + Double(c) * groupWidth + groupGap / 2
             for (s, line) in series.enumerated() where line.values[c].isFinite {
