@@ -8,20 +8,8 @@ final class MPIRunTests: XCTestCase {
     private var directory: URL!
     private var taskNames: [String] = []
 
-    /// The package root, from this file's location (Tests/IntegrationTests/…).
-    private static let packageRoot = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
-    /// The orthofuse executable built next to the test bundle (`swift test` builds both).
-    private static var binary: URL {
-        let candidates = [
-            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
-            Bundle(for: MPIRunTests.self).bundleURL.deletingLastPathComponent(),
-            Bundle(for: MPIRunTests.self).bundleURL,
-            Bundle.main.bundleURL,
-        ].map { $0.appendingPathComponent("orthofuse") }
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[0]
-    }
+    private static var packageRoot: URL { BuiltProducts.packageRoot }
+    private static var binary: URL { BuiltProducts.orthofuse }
 
     override func setUpWithError() throws {
         guard FileManager.default.isExecutableFile(atPath: Self.binary.path) else {

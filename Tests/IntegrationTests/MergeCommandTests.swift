@@ -1,6 +1,7 @@
 // MergeCommandTests: the built `orthofuse merge` on small checkpoints written here: the formula, the
 // metadata, other dtypes, the config file, and one error line (and no output) for each bad input.
 import Foundation
+import TestSupport
 import XCTest
 import Core
 
@@ -8,15 +9,7 @@ final class MergeCommandTests: XCTestCase {
     private var directory: URL!
 
     /// The orthofuse executable built next to the test bundle (`swift test` builds both).
-    private static var binary: URL {
-        let candidates = [
-            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
-            Bundle(for: MergeCommandTests.self).bundleURL.deletingLastPathComponent(),
-            Bundle(for: MergeCommandTests.self).bundleURL,
-            Bundle.main.bundleURL,
-        ].map { $0.appendingPathComponent("orthofuse") }
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[0]
-    }
+    private static var binary: URL { BuiltProducts.orthofuse }
 
     override func setUpWithError() throws {
         guard FileManager.default.isExecutableFile(atPath: Self.binary.path) else {

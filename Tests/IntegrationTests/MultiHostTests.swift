@@ -7,17 +7,10 @@ import Core
 import TestSupport
 
 final class MultiHostTests: XCTestCase {
-    private static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
+    private static var root: URL { BuiltProducts.packageRoot }
     private var workspace: SyntheticWorkspace!
 
-    private static var binary: URL {
-        [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
-         Bundle(for: MultiHostTests.self).bundleURL.deletingLastPathComponent()]
-            .map { $0.appendingPathComponent("orthofuse") }
-            .first { FileManager.default.isExecutableFile(atPath: $0.path) }
-            ?? URL(fileURLWithPath: "/nonexistent/orthofuse")
-    }
+    private static var binary: URL { BuiltProducts.orthofuse }
 
     override func setUpWithError() throws {
         guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip")
