@@ -154,13 +154,9 @@ public final class TaskWorker {
         let finetunedValidation = Evaluation.accuracy(backbone: backbone, parameters: parameters, head: head,
                                                       data: data.validation, linearizedAround: linearization)
         let norm = ElementWise.sumOfSquares(taskVector.pointer, count: taskVector.count).squareRoot()
-        // The zero base must outlive the call: a temporary's pointer may dangle once it is taken.
-        let zero = FloatBuffer(count: taskVector.count)
-        let penalty = withExtendedLifetime(zero) {
-            OrthoRegularizer(settings: OrthoRegSettings(lambda: 1, form: finetune.orthoReg.form),
-                             layout: backbone.layout, parameterIndices: regularizedForReport)
-                .value(parameters: taskVector.pointer, base: zero.pointer)
-        }
+        let penalty = OrthoRegularizer(settings: OrthoRegSettings(lambda: 1, form: finetune.orthoReg.form),
+                                       layout: backbone.layout, parameterIndices: regularizedForReport)
+            .value(updates: taskVector.pointer)
         let seconds = Date().timeIntervalSince(started)
         console.info("\(task.name): fine-tuned test accuracy \(percent(finetunedTest)) (zero-shot \(percent(zeroShotTest))), ‖τ‖ \(String(format: "%.3f", norm)), \(String(format: "%.1f", seconds)) s")
 

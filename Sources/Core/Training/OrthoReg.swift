@@ -79,6 +79,15 @@ public final class OrthoRegularizer {
         return total
     }
 
+    /// The penalty of all matrices of an update vector Δθ itself (a task vector), without
+    /// forming θ − θ0.
+    public func value(updates: UnsafePointer<Float>) -> Double {
+        matrices.map {
+            Self.penaltyAndGradient(delta: updates + $0.offset, rows: $0.rows, columns: $0.columns,
+                                    form: settings.form, gram: gram.pointer, gradientOut: nil)
+        }.reduce(0, +)
+    }
+
     /// R(ΔW) for one matrix and, when `gradientOut` is given, ∂R/∂ΔW [rows, columns] into it.
     /// `gram` is scratch of at least k² floats.
     public static func penaltyAndGradient(
