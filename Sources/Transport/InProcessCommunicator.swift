@@ -9,7 +9,10 @@ import Foundation
 /// by source (or any source), and arrive in order per source. Sends never block (as if buffered).
 ///
 /// Unlike MPI, a rank that fails does not take the process down: once `markFailed(rank:)` has been
-/// called, every call that would otherwise block throws `TransportError("peer rank N failed")`.
+/// called, every collective or any-source receive that would otherwise block throws
+/// `TransportError("peer rank N failed")`. A receive from one named rank waits on as long as
+/// that rank runs: it may still send (a rank reporting its failure to rank 0 after another rank
+/// already gave up must not be cut off by that other rank's exit).
 /// A rank that has returned (`markFinished(rank:)`) and can no longer satisfy a blocked call also
 /// makes that call throw, so a protocol bug fails a test instead of hanging it.
 public final class InProcessWorld: @unchecked Sendable {
@@ -23,6 +26,7 @@ public final class InProcessWorld: @unchecked Sendable {
     private var rounds: [Int: CollectiveRound] = [:]
     private var nextCollectiveIndex: [Int]
     private var firstFailedRank: Int?
+    private var failedRanks: Set<Int> = []
     private var finishedRanks: Set<Int> = []
     /// Ranks that were told a peer failed; their own errors are consequences, not causes.
     private var sawPeerFailure: [Bool]
@@ -55,6 +59,7 @@ public final class InProcessWorld: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         if firstFailedRank == nil { firstFailedRank = rank }
+        failedRanks.insert(rank)
         condition.broadcast()
     }
 
@@ -148,12 +153,19 @@ public final class InProcessWorld: @unchecked Sendable {
                 let envelope = mailboxes[key]!.remove(at: index)
                 return (envelope.source, envelope.bytes)
             }
-            try throwIfPeerFailed(observer: destination)
-            if let source, finishedRanks.contains(source) {
-                throw TransportError("rank \(destination) waits for tag \(tag) from rank \(source), which returned without sending it")
-            }
-            if source == nil, (0..<size).allSatisfy({ $0 == destination || finishedRanks.contains($0) }) {
-                throw TransportError("rank \(destination) waits for tag \(tag) from any rank, but every other rank has returned")
+            if let source {
+                if failedRanks.contains(source) {
+                    sawPeerFailure[destination] = true
+                    throw TransportError("peer rank \(source) failed")
+                }
+                if finishedRanks.contains(source) {
+                    throw TransportError("rank \(destination) waits for tag \(tag) from rank \(source), which returned without sending it")
+                }
+            } else {
+                try throwIfPeerFailed(observer: destination)
+                if (0..<size).allSatisfy({ $0 == destination || finishedRanks.contains($0) }) {
+                    throw TransportError("rank \(destination) waits for tag \(tag) from any rank, but every other rank has returned")
+                }
             }
             condition.wait()
         }
