@@ -688,7 +688,7 @@ const ProtobufCMessageDescriptor orthofuse__progress__descriptor =
   (ProtobufCMessageInit) orthofuse__progress__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor orthofuse__task_result__field_descriptors[5] =
+static const ProtobufCFieldDescriptor orthofuse__task_result__field_descriptors[9] =
 {
   {
     "task",
@@ -750,18 +750,70 @@ static const ProtobufCFieldDescriptor orthofuse__task_result__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "task_vector_file_sha256",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Orthofuse__TaskResult, task_vector_file_sha256),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "head_file_sha256",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Orthofuse__TaskResult, head_file_sha256),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "final_loss",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Orthofuse__TaskResult, final_loss),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "train_seconds",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Orthofuse__TaskResult, train_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned orthofuse__task_result__field_indices_by_name[] = {
+  7,   /* field[7] = final_loss */
   2,   /* field[2] = finetuned_accuracy */
+  6,   /* field[6] = head_file_sha256 */
   4,   /* field[4] = resumed_from_step */
   0,   /* field[0] = task */
+  5,   /* field[5] = task_vector_file_sha256 */
   3,   /* field[3] = task_vector_sha256 */
+  8,   /* field[8] = train_seconds */
   1,   /* field[1] = zero_shot_accuracy */
 };
 static const ProtobufCIntRange orthofuse__task_result__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor orthofuse__task_result__descriptor =
 {
@@ -771,7 +823,7 @@ const ProtobufCMessageDescriptor orthofuse__task_result__descriptor =
   "Orthofuse__TaskResult",
   "orthofuse",
   sizeof(Orthofuse__TaskResult),
-  5,
+  9,
   orthofuse__task_result__field_descriptors,
   orthofuse__task_result__field_indices_by_name,
   1,  orthofuse__task_result__number_ranges,

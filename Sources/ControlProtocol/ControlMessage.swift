@@ -52,14 +52,24 @@ public enum ControlMessage: Sendable, Equatable {
         public var finetunedAccuracy: Double
         public var taskVectorSHA256: String
         public var resumedFromStep: Int
+        /// SHA-256 of the files as written (what the run manifest records and a rerun verifies).
+        public var taskVectorFileSHA256: String
+        public var headFileSHA256: String
+        public var finalLoss: Double
+        public var trainSeconds: Double
 
         public init(task: String, zeroShotAccuracy: Double, finetunedAccuracy: Double, taskVectorSHA256: String,
-                    resumedFromStep: Int) {
+                    resumedFromStep: Int, taskVectorFileSHA256: String = "", headFileSHA256: String = "",
+                    finalLoss: Double = .nan, trainSeconds: Double = 0) {
             self.task = task
             self.zeroShotAccuracy = zeroShotAccuracy
             self.finetunedAccuracy = finetunedAccuracy
             self.taskVectorSHA256 = taskVectorSHA256
             self.resumedFromStep = resumedFromStep
+            self.taskVectorFileSHA256 = taskVectorFileSHA256
+            self.headFileSHA256 = headFileSHA256
+            self.finalLoss = finalLoss
+            self.trainSeconds = trainSeconds
         }
     }
 
@@ -150,6 +160,10 @@ extension ControlMessage {
                                         resultPointer.pointee.finetuned_accuracy = value.finetunedAccuracy
                                         resultPointer.pointee.task_vector_sha256 = c(value.taskVectorSHA256)
                                         resultPointer.pointee.resumed_from_step = UInt32(clamping: value.resumedFromStep)
+                                        resultPointer.pointee.task_vector_file_sha256 = c(value.taskVectorFileSHA256)
+                                        resultPointer.pointee.head_file_sha256 = c(value.headFileSHA256)
+                                        resultPointer.pointee.final_loss = value.finalLoss
+                                        resultPointer.pointee.train_seconds = value.trainSeconds
                                         envelope.body_case = ORTHOFUSE__ENVELOPE__BODY_RESULT
                                         envelope.result = resultPointer
                                     case let .failure(task, reason, rank):
@@ -228,7 +242,10 @@ extension ControlMessage {
             return .result(TaskResult(task: text(value.task), zeroShotAccuracy: value.zero_shot_accuracy,
                                       finetunedAccuracy: value.finetuned_accuracy,
                                       taskVectorSHA256: text(value.task_vector_sha256),
-                                      resumedFromStep: Int(value.resumed_from_step)))
+                                      resumedFromStep: Int(value.resumed_from_step),
+                                      taskVectorFileSHA256: text(value.task_vector_file_sha256),
+                                      headFileSHA256: text(value.head_file_sha256), finalLoss: value.final_loss,
+                                      trainSeconds: value.train_seconds))
         case ORTHOFUSE__ENVELOPE__BODY_FAILURE:
             guard let value = message.failure?.pointee else { break }
             return .failure(task: text(value.task), reason: text(value.reason), rank: Int(value.rank))

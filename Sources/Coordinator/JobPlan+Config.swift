@@ -49,7 +49,7 @@ extension JobPlan {
             parametrization = .lora(rank: lora.rank, alpha: Float(lora.alpha), targets: mode.loraTargets(layout))
         }
         let finetune = TrainingSettings(
-            steps: config.finetune.steps, batchSize: config.finetune.batchSize,
+            steps: config.finetune.steps, batchSize: config.finetune.batchSize, microBatches: config.finetune.microBatches,
             optimizer: OptimizerSettings(config.finetune.optimizer),
             warmupSteps: config.finetune.schedule.warmupSteps, decay: config.finetune.schedule.decay,
             gradientClip: Float(config.finetune.gradClip), labelSmoothing: Float(config.finetune.labelSmoothing),
@@ -93,6 +93,9 @@ extension JobPlan {
         checkpointEvery = config.finetune.checkpointEvery
         mergeSharding = config.merge.sharded
         analysis = try AnalysisPlan(config: config)
+        onTaskFailure = config.runtime.onTaskFailure
+        heartbeatTimeout = config.runtime.heartbeatTimeout
+        trainingSections = config.trainingSections
 
         // α is chosen on the validation splits: without one, only a single α can be given.
         if let task = config.tasks.first(where: { config.validationFraction(of: $0) == 0 }),

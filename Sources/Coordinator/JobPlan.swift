@@ -95,6 +95,13 @@ public struct JobPlan: Sendable {
     public var mergeSharding = MergeSharding.auto
     /// Task negation and the weight disentanglement error after merging (none unless set).
     public var analysis = AnalysisPlan()
+    public var onTaskFailure = TaskFailurePolicy.abort
+    /// Seconds a busy worker may stay silent before rank 0 ends the job naming it; 0: no limit.
+    public var heartbeatTimeout = 600.0
+    /// The job's sections that shape training (`JobConfig.trainingSections`), for the run manifest.
+    public var trainingSections: [String: String] = [:]
+    /// `orthofuse run --resume`: the output must hold an earlier run of this job.
+    public var requiresResume = false
 
     public init(name: String, seed: UInt64, model: ModelSpec, base: BaseSource, tasks: [TaskSpec], mode: FineTuneMode,
                 finetune: TrainingSettings, probe: ProbeSettings, merges: [MergePlan],
@@ -115,10 +122,22 @@ public struct JobPlan: Sendable {
         self.canonicalJob = canonicalJob
     }
 
-    /// Task index → rank that fine-tunes (and later evaluates) it: round-robin over the worker
-    /// ranks, so every rank derives the same table without messages.
+    /// Identifies each task's own definition (classes, data files, validation split), by name.
+    public var taskDefinitions: [String: String] {
+        Dictionary(uniqueKeysWithValues: tasks.map { ($0.name, Checksum.sha256("\($0)")) })
+    }
+
+    /// Task index → rank, round-robin over the ranks that work: how `orthofuse eval` spreads
+    /// evaluations (fine-tuning is scheduled by TaskScheduler).
     public func assignment(worldSize: Int) -> [Int] {
         let workers = (coordinatorTrains || worldSize == 1) ? Array(0..<worldSize) : Array(1..<worldSize)
         return tasks.indices.map { workers[$0 % workers.count] }
+    }
+
+    /// The same plan for a subset of its tasks (those that succeeded), in job order.
+    public func restricted(to indices: [Int]) -> JobPlan {
+        var plan = self
+        plan.tasks = indices.map { tasks[$0] }
+        return plan
     }
 }

@@ -61,11 +61,13 @@ public final class JobRunner {
         let started = Date()
         BLASRuntime.setThreads(plan.blasThreads)
         let layout = plan.model.layout
-        let assignment = plan.assignment(worldSize: communicator.size)
         if isCoordinator {
             console.info("job '\(plan.name)': \(plan.tasks.count) tasks on \(communicator.size) rank(s), "
                 + "model \(layout.totalCount) parameters, mode \(plan.mode.rawValue), OpenBLAS \(BLASRuntime.coreName)")
         }
+
+        // 1b. The output directory: refuse another job's results before anything is written.
+        let keeper = try PhaseAgreement.run(communicator) { isCoordinator ? try openManifest() : nil }
 
         // 2. θ0
         let base = FloatBuffer(count: layout.totalCount)
@@ -75,12 +77,8 @@ public final class JobRunner {
         try communicator.broadcast(base.buffer, root: 0)
         if isCoordinator { console.info("θ0: \(baseSummary)") }
 
-        // 3–4. Assign and train.
-        let myTasks = plan.tasks.indices.filter { assignment[$0] == rank }
-        if isCoordinator {
-            let table = plan.tasks.indices.map { "\(plan.tasks[$0].name)→\(assignment[$0])" }.joined(separator: ", ")
-            console.info("assignment (task→rank): \(table)")
-        }
+        // 3–4. Tasks finished in an earlier run are verified; the rest are scheduled and trained.
+        let finished = try PhaseAgreement.run(communicator) { try finishedTasks(keeper: keeper, base: base) }
         // The workspace is sized for the training batch; evaluation runs in chunks of it (a ViT's
         // activations for the evaluation batch would cost memory for nothing).
         let backbone = plan.model.makeBackbone(maxBatch: plan.finetune.batchSize)
@@ -89,14 +87,45 @@ public final class JobRunner {
             console: console,
             checkpoints: (plan.output.appendingPathComponent("checkpoints"), plan.checkpointEvery,
                           trainingFingerprint(base: base)))
-        let results: [Int: TaskResult] = try PhaseAgreement.run(communicator) {
-            var results: [Int: TaskResult] = [:]
-            for index in myTasks {
-                results[index] = try worker.run(plan.tasks[index])
-            }
-            return results
-        }
+        let scheduler = TaskScheduler(plan: plan, communicator: communicator, console: console, worker: worker,
+                                      finished: finished, manifest: keeper, metadata: commonMetadata())
+        let outcome = try scheduler.run()
 
+        let succeeded = plan.tasks.indices.filter { outcome.owners[$0] != nil }
+        var failedTasks: [RunReport.FailedTask] = []
+        if succeeded.count < plan.tasks.count {
+            let stops = plan.onTaskFailure == .abort || succeeded.isEmpty
+            if !isCoordinator {
+                if stops { throw PeerFailure() }
+            } else {
+                var reasons: [String] = []
+                for index in plan.tasks.indices where outcome.owners[index] == nil {
+                    let failure = outcome.failures[index] ?? (rank: -1, reason: "unknown reason")
+                    failedTasks.append(RunReport.FailedTask(name: plan.tasks[index].name, reason: failure.reason, rank: failure.rank))
+                    reasons.append("task '\(plan.tasks[index].name)' failed on rank \(failure.rank): \(failure.reason)")
+                }
+                if succeeded.isEmpty { throw OrthofuseError("every task failed: " + reasons.joined(separator: "; ")) }
+                if stops {
+                    throw OrthofuseError(reasons.joined(separator: "; ")
+                        + " (finished tasks are kept: fix the cause and rerun to resume, or set runtime.on_task_failure: skip)")
+                }
+                console.info("merging the \(succeeded.count) task(s) that succeeded; "
+                    + failedTasks.map { "'\($0.name)'" }.joined(separator: ", ") + " left out (on_task_failure: skip)")
+            }
+        }
+        // From here on the plan holds the tasks that succeeded, in job order.
+        let remaining = JobRunner(plan: plan.restricted(to: succeeded), communicator: communicator, console: console)
+        var results: [Int: TaskResult] = [:]
+        for (position, index) in succeeded.enumerated() { results[position] = outcome.results[index] }
+        return try remaining.mergeAndReport(
+            base: base, results: results, assignment: succeeded.map { outcome.owners[$0]! }, backbone: backbone,
+            failedTasks: failedTasks, started: started)
+    }
+
+    /// Steps 5–8 for the tasks that succeeded (`results` and `assignment` indexed like `plan.tasks`).
+    private func mergeAndReport(base: FloatBuffer, results: [Int: TaskResult], assignment: [Int], backbone: any Backbone,
+                                failedTasks: [RunReport.FailedTask], started: Date) throws -> RunReport? {
+        let layout = plan.model.layout
         // 5. Gather task vectors (sharded: exchange their slices), heads and metrics.
         let sharded = plan.shardsMerging(worldSize: communicator.size)
         var gathered = try gather(results: results, assignment: assignment, layout: layout, includingTaskVectors: !sharded)
@@ -113,7 +142,7 @@ public final class JobRunner {
 
         // 6. Save base, task vectors, heads.
         try PhaseAgreement.run(communicator) {
-            try saveTrainingOutputs(base: base, gathered: gathered, results: results, layout: layout)
+            try saveTrainingOutputs(base: base)
         }
 
         // 7. Merge and evaluate.
@@ -149,6 +178,7 @@ public final class JobRunner {
                 orthoRegLambda: Double(plan.finetune.orthoReg.lambda), orthoRegForm: plan.finetune.orthoReg.form.rawValue,
                 blasCore: BLASRuntime.coreName, wallSeconds: Date().timeIntervalSince(started), version: Self.version)
             var complete = RunReport(run: info, tasks: gathered.entries, merges: merges)
+            complete.failedTasks = failedTasks.isEmpty ? nil : failedTasks
             analyses.fill(&complete)
             report = complete
         }
@@ -254,38 +284,93 @@ public final class JobRunner {
 
     // MARK: Save
 
-    /// Rank 0 writes θ0 and job.yaml; the task vectors and heads are written by rank 0 from the
-    /// gathered ones, or, when merging is sharded, by each owner from its own results.
-    private func saveTrainingOutputs(base: FloatBuffer, gathered: Gathered, results: [Int: TaskResult],
-                                     layout: ParameterLayout) throws {
-        let output = plan.output
-        if isCoordinator {
-            var metadata = commonMetadata()
-            metadata["orthofuse.kind"] = "base"
-            try Safetensors.write(layout.records(from: base), metadata: metadata,
-                                  to: output.appendingPathComponent("base.safetensors"))
-        }
-        let sharded = gathered.shards != nil
-        for (index, task) in plan.tasks.enumerated() where sharded ? results[index] != nil : isCoordinator {
-            let taskVector = sharded ? results[index]!.taskVector : gathered.taskVectors[index]
-            var vectorMetadata = commonMetadata()
-            vectorMetadata["orthofuse.kind"] = "task_vector"
-            vectorMetadata["orthofuse.task"] = task.name
-            vectorMetadata["orthofuse.mode"] = plan.mode.rawValue
-            vectorMetadata["orthofuse.orthoreg_lambda"] = "\(plan.finetune.orthoReg.lambda)"
-            vectorMetadata["orthofuse.orthoreg_form"] = plan.finetune.orthoReg.form.rawValue
-            try Safetensors.write(layout.records(from: taskVector), metadata: vectorMetadata,
-                                  to: output.appendingPathComponent("task_vectors/\(task.name).safetensors"))
-            var headMetadata = commonMetadata()
-            headMetadata["orthofuse.kind"] = "head"
-            headMetadata["orthofuse.task"] = task.name
-            headMetadata["orthofuse.classes"] = "\(task.classes)"
-            try Safetensors.write(gathered.heads[index].layout.records(from: gathered.heads[index].parameters),
-                                  metadata: headMetadata, to: output.appendingPathComponent("heads/\(task.name).safetensors"))
-        }
+    /// Rank 0 writes θ0 and job.yaml (each task's vector and head were written when it finished).
+    private func saveTrainingOutputs(base: FloatBuffer) throws {
         guard isCoordinator else { return }
+        let output = plan.output
+        var metadata = commonMetadata()
+        metadata["orthofuse.kind"] = "base"
+        try Safetensors.write(plan.model.layout.records(from: base), metadata: metadata,
+                              to: output.appendingPathComponent("base.safetensors"))
         try AtomicFile.write(Data(plan.canonicalJob.utf8), to: output.appendingPathComponent("job.yaml"))
-        console.info("saved θ0, \(plan.tasks.count) task vectors and heads in \(output.path)")
+        console.info("saved θ0 and job.yaml in \(output.path); task vectors and heads in task_vectors/ and heads/")
+    }
+
+    // MARK: Manifest
+
+    /// Rank 0: the output directory's manifest, created for this job or read back from an earlier
+    /// run of it; another job's directory (other training settings, or a task of the same name
+    /// with other data) is refused.
+    private func openManifest() throws -> ManifestKeeper {
+        let output = plan.output
+        let definitions = plan.taskDefinitions
+        var manifest: RunManifest
+        if let existing = try RunManifest.read(in: output) {
+            if let conflict = existing.conflict(training: plan.trainingSections, taskDefinitions: definitions) {
+                throw OrthofuseError("\(output.path): \(conflict); this job would mix its results with them. Choose another output directory, or move this one aside")
+            }
+            manifest = existing
+            manifest.job = plan.name
+        } else {
+            if plan.requiresResume {
+                throw OrthofuseError("\(output.path): nothing to resume (no \(RunManifest.fileName)); run without --resume to start")
+            }
+            manifest = RunManifest(job: plan.name, training: plan.trainingSections)
+        }
+        try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+        try manifest.write(in: output)
+        return ManifestKeeper(manifest: manifest, directory: output, definitions: definitions, steps: plan.finetune.steps)
+    }
+
+    /// Which tasks an earlier run of this job finished: rank 0 checks θ0 against the manifest and
+    /// each recorded task's files against their SHA-256, then tells every rank.
+    private func finishedTasks(keeper: ManifestKeeper?, base: FloatBuffer) throws -> [Int: TaskWorker.FinishedTask] {
+        var records: [FinishedRecord] = []
+        if let keeper {
+            var fingerprint = Fingerprint()
+            fingerprint.add(base)
+            if let recorded = keeper.manifest.baseFingerprint, recorded != fingerprint.hex {
+                throw OrthofuseError("\(plan.output.path): its task vectors were trained from another θ0 (the base weights changed); choose another output directory, or move this one aside")
+            }
+            if keeper.manifest.baseFingerprint == nil { try keeper.setBaseFingerprint(fingerprint.hex) }
+            var verified: [String] = []
+            for (index, task) in plan.tasks.enumerated() {
+                guard let record = keeper.manifest.tasks[task.name] else { continue }
+                guard RunManifest.verify(record, in: plan.output) else {
+                    console.info("\(task.name): its files in \(plan.output.path) are missing or differ from the SHA-256 in \(RunManifest.fileName); training it again (from its checkpoint when there is one)")
+                    continue
+                }
+                records.append(FinishedRecord(index: index, taskVectorSHA256: record.taskVectorSHA256,
+                                              headSHA256: record.headSHA256, finalLoss: record.finalLoss ?? .nan,
+                                              trainSeconds: record.trainSeconds))
+                verified.append(task.name)
+            }
+            if !verified.isEmpty {
+                console.info("resuming in \(plan.output.path): \(verified.count) of \(plan.tasks.count) task(s) already finished, checksums verified, not retrained: \(verified.joined(separator: ", "))")
+            }
+        }
+        let encoder = JSONEncoder()
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        let bytes = try communicator.broadcast(isCoordinator ? [UInt8](encoder.encode(records)) : [], root: 0)
+        let decoder = JSONDecoder()
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        let directory = RunDirectory(plan.output)
+        var finished: [Int: TaskWorker.FinishedTask] = [:]
+        for record in try decoder.decode([FinishedRecord].self, from: Data(bytes)) {
+            let name = plan.tasks[record.index].name
+            finished[record.index] = TaskWorker.FinishedTask(
+                taskVector: directory.taskVector(name), head: directory.head(name), taskVectorSHA256: record.taskVectorSHA256,
+                headSHA256: record.headSHA256, finalLoss: record.finalLoss, trainSeconds: record.trainSeconds)
+        }
+        return finished
+    }
+
+    private struct FinishedRecord: Codable {
+        var index: Int
+        var taskVectorSHA256: String
+        var headSHA256: String
+        var finalLoss: Double
+        var trainSeconds: Double
     }
 
     private func commonMetadata() -> [String: String] {

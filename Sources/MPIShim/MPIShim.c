@@ -13,6 +13,7 @@ MPI_Op ofmpi_op_min(void) { return MPI_MIN; }
 void *ofmpi_in_place(void) { return MPI_IN_PLACE; }
 int ofmpi_any_source(void) { return MPI_ANY_SOURCE; }
 int ofmpi_any_tag(void) { return MPI_ANY_TAG; }
+int ofmpi_undefined(void) { return MPI_UNDEFINED; }
 MPI_Errhandler ofmpi_errors_return(void) { return MPI_ERRORS_RETURN; }
 int ofmpi_success(void) { return MPI_SUCCESS; }
 int ofmpi_thread_funneled(void) { return MPI_THREAD_FUNNELED; }

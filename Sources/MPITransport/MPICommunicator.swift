@@ -68,7 +68,7 @@ public final class MPIEnvironment {
     }
 }
 
-/// A Communicator over one MPI communicator (normally MPI_COMM_WORLD).
+/// A Communicator over one MPI communicator (MPI_COMM_WORLD, or a group split from it).
 ///
 /// MPI counts are Int32: broadcasts, all-reduces and all-gathers larger than `maxElementsPerCall`
 /// elements are split into several MPI calls (all-to-alls at `allToAllStagingLimit` already); a
@@ -78,14 +78,17 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     // which is immutable here and only passed to MPI. MPI runs in FUNNELED mode, so calls must
     // come from the thread that initialised MPI; that is the caller's contract, not this type's.
     private let communicator: MPI_Comm
+    /// Frees a communicator made by `split` once no MPICommunicator uses it; nil for MPI_COMM_WORLD.
+    private let owner: SplitCommunicatorOwner?
     public let rank: Int
     public let size: Int
     /// The most elements passed to one MPI collective call (and, for all-gathers, per round across all ranks).
     public let maxElementsPerCall: Int
 
-    init(communicator: MPI_Comm, maxElementsPerCall: Int = 1 << 30) throws {
+    init(communicator: MPI_Comm, owner: SplitCommunicatorOwner? = nil, maxElementsPerCall: Int = 1 << 30) throws {
         precondition(maxElementsPerCall >= 1 && maxElementsPerCall <= Int(Int32.max))
         self.communicator = communicator
+        self.owner = owner
         var rank: Int32 = 0
         var size: Int32 = 0
         try MPIEnvironment.check(MPI_Comm_rank(communicator, &rank), "MPI_Comm_rank")
@@ -101,7 +104,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         guard limit >= 1, limit <= Int(Int32.max) else {
             throw TransportError("maxElementsPerCall must be in 1...\(Int32.max), got \(limit)")
         }
-        return try MPICommunicator(communicator: communicator, maxElementsPerCall: limit)
+        return try MPICommunicator(communicator: communicator, owner: owner, maxElementsPerCall: limit)
     }
 
     public func barrier() throws {
@@ -344,6 +347,52 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         return (Int(sender), bytes)
     }
 
+    /// MPI_Iprobe. MPI keeps messages between one pair in order and only this thread receives,
+    /// so the next receive with the returned source and tag gets the probed message.
+    public func probe(from source: Int?, tag: Int) throws -> Int? {
+        if let source { try checkRank(source, role: "source") }
+        try checkTag(tag)
+        var pending: Int32 = 0
+        var status = MPI_Status()
+        try MPIEnvironment.check(
+            MPI_Iprobe(source.map { Int32($0) } ?? ofmpi_any_source(), Int32(tag), communicator, &pending, &status),
+            "MPI_Iprobe for tag \(tag)")
+        return pending != 0 ? Int(ofmpi_status_source(&status)) : nil
+    }
+
+    /// MPI_Comm_split (nil color: MPI_UNDEFINED). The group's communicator keeps this one's
+    /// `maxElementsPerCall` and error handling, and is freed when its last MPICommunicator goes.
+    public func split(color: Int?, key: Int) throws -> (any Communicator)? {
+        // Every rank learns together that one passed an unusable color or key: MPI would fail
+        // on that rank alone and leave the others waiting in MPI_Comm_split.
+        let valid = (color.map { (0...Int(Int32.max)).contains($0) } ?? true) && (Int(Int32.min)...Int(Int32.max)).contains(key)
+        var invalid = [Int64(valid ? 0 : 1)]
+        try invalid.withUnsafeMutableBytes { buffer in
+            try MPIEnvironment.check(
+                MPI_Allreduce(ofmpi_in_place(), buffer.baseAddress, 1, ofmpi_int64(), ofmpi_op_max(), communicator),
+                "MPI_Allreduce of the split arguments' validity")
+        }
+        guard invalid[0] == 0 else {
+            throw TransportError("split: colors must be in 0...\(Int32.max) (nil for no group) and keys fit Int32; this rank passed color \(color.map(String.init) ?? "nil"), key \(key)")
+        }
+        var group: MPI_Comm? = nil
+        try MPIEnvironment.check(
+            MPI_Comm_split(communicator, color.map { Int32($0) } ?? ofmpi_undefined(), Int32(key), &group),
+            "MPI_Comm_split (color \(color.map(String.init) ?? "undefined"), key \(key))")
+        guard let group, group != ofmpi_comm_null() else { return nil }
+        let owner = SplitCommunicatorOwner(group)
+        try MPIEnvironment.check(MPI_Comm_set_errhandler(group, ofmpi_errors_return()), "MPI_Comm_set_errhandler")
+        return try MPICommunicator(communicator: group, owner: owner, maxElementsPerCall: maxElementsPerCall)
+    }
+
+    /// Never returns: MPI_Abort on MPI_COMM_WORLD ends every rank of the job (not only this
+    /// communicator's group) with exit status `code`. Prints nothing; `message` is the caller's
+    /// to report. Buffered standard output is flushed first so lines already printed survive.
+    public func abort(code: Int32, message: String) throws {
+        fflush(nil)
+        MPIEnvironment.abort(code: code)
+    }
+
     // MARK: - Helpers
 
     private func broadcastChunks(_ base: UnsafeMutableRawPointer?, count: Int, elementSize: Int,
@@ -380,6 +429,24 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
 
     private func checkTag(_ tag: Int) throws {
         guard tag >= 0, tag <= Int(Int32.max) else { throw TransportError("tag must be in 0...\(Int32.max), got \(tag)") }
+    }
+}
+
+/// Owns a communicator created by MPI_Comm_split and frees it when the last MPICommunicator
+/// using it goes away. Not after MPI_Finalize, which has released it already; like every MPI
+/// call, the last release must happen on the thread that initialised MPI.
+final class SplitCommunicatorOwner: @unchecked Sendable {
+    // @unchecked Sendable: the handle is immutable and only passed to MPI.
+    private let communicator: MPI_Comm
+
+    init(_ communicator: MPI_Comm) { self.communicator = communicator }
+
+    deinit {
+        var initialized: Int32 = 0
+        _ = MPI_Initialized(&initialized)
+        guard initialized != 0, !MPIEnvironment.isFinalized else { return }
+        var handle: MPI_Comm? = communicator
+        _ = MPI_Comm_free(&handle)
     }
 }
 

@@ -43,4 +43,22 @@ public protocol Communicator: Sendable {
 
     /// Receives the next message with `tag`, from `source` or from any rank when nil.
     func receive(from source: Int?, tag: Int) throws -> (source: Int, bytes: [UInt8])
+
+    /// Non-blocking: the source rank of a pending message with `tag` (from `source`, or from any
+    /// rank when nil), left in place; nil when none is pending. `receive(from:tag:)` with that
+    /// source and tag then returns that message. Lets a coordinator serve its queue between
+    /// other work instead of blocking in a receive.
+    func probe(from source: Int?, tag: Int) throws -> Int?
+
+    /// Collective over every rank: ranks passing the same `color` (≥ 0) form a new communicator,
+    /// ranked by `key`, then by rank here. A rank passing nil joins no group and gets nil.
+    /// The new communicator's messages and collectives never match this one's (nor another
+    /// group's), so groups can run their own collectives concurrently.
+    func split(color: Int?, key: Int) throws -> (any Communicator)?
+
+    /// Ends the job because this rank cannot go on and its peers may be blocked waiting for it.
+    /// The caller reports `message` first; the MPI implementation aborts every rank with exit
+    /// status `code` and never returns. The in-process one marks this rank failed (blocked calls
+    /// of the other ranks throw) and throws a TransportError carrying `message`.
+    func abort(code: Int32, message: String) throws
 }

@@ -1,4 +1,5 @@
-// CommunicatorSelfCheck: exercises every Communicator operation with expectations derived from the world size.
+// CommunicatorSelfCheck: exercises every Communicator operation but abort with expectations derived from the world size.
+import Foundation
 
 /// Checks a communicator end to end. Every rank must call `run` at the same time (it is made of
 /// collectives). Each check's verdict is agreed on by all ranks with an allReduce, so when one
@@ -159,8 +160,92 @@ public enum CommunicatorSelfCheck {
             return nil
         }
 
+        try check("probe") {
+            // Nothing is ever sent on tag 106, and nothing on tag 105 before the barrier, so a rank
+            // ahead of the others cannot send before this one has looked.
+            let next = (rank + 1) % size
+            let previous = (rank + size - 1) % size
+            let before = [try comm.probe(from: nil, tag: 105), try comm.probe(from: previous, tag: 105)]
+            try comm.barrier()
+            try comm.send(ringPayload(from: rank, size: size).reversed(), to: next, tag: 105)
+            let found = try waitForMessage(comm, tag: 105)
+            let again = try comm.probe(from: previous, tag: 105)
+            let otherTag = try comm.probe(from: nil, tag: 106)
+            // Receive from whichever rank was found: a probe that names a rank has a message from it.
+            let message = try found.map { try comm.receive(from: $0, tag: 105) }
+            let after = try comm.probe(from: nil, tag: 105)
+            return firstFailure([
+                ("before any send", before != [nil, nil] ? "found a message from rank \(before.compactMap { $0 })" : nil),
+                ("probe from any rank", expect(found, previous)),
+                ("second probe (not consumed)", expect(again, previous)),
+                ("other tag", otherTag.map { "found a message from rank \($0) on tag 106" }),
+                ("receive after probe", expect(message?.source, previous)
+                    ?? expect(message?.bytes, ringPayload(from: previous, size: size).reversed())),
+                ("after the receive", after.map { "a message from rank \($0) is still pending" }),
+            ])
+        }
+
+        try check("split into even and odd ranks") {
+            // Keys reverse the order: a group's rank 0 is its highest rank here. Every operation
+            // runs before any comparison, so a wrong answer cannot leave a peer waiting.
+            let members = Array((0..<size).filter { $0 % 2 == rank % 2 }.reversed())
+            guard let group = try comm.split(color: rank % 2, key: size - rank) else { return "no group for color \(rank % 2)" }
+            let sums = try group.allReduce([Double(rank), 1], .sum)
+            let gathered = try group.allGather([Float(rank)])
+            // One tag on both communicators: each message arrives on the one it was sent on.
+            let groupPrevious = (group.rank + group.size - 1) % group.size
+            try comm.send([0, UInt8(truncatingIfNeeded: rank)], to: (rank + 1) % size, tag: 107)
+            try group.send([1, UInt8(truncatingIfNeeded: rank)], to: (group.rank + 1) % group.size, tag: 107)
+            let inGroup = try group.receive(from: groupPrevious, tag: 107)
+            let inParent = try comm.receive(from: (rank + size - 1) % size, tag: 107)
+            // A split of the group: its first half (rounded up) and the rest, each summing ranks.
+            let firstHalf = group.rank < (group.size + 1) / 2
+            let half = try group.split(color: firstHalf ? 0 : 1, key: group.rank)
+            let halfMembers = firstHalf ? Array(members.prefix((members.count + 1) / 2)) : Array(members.dropFirst((members.count + 1) / 2))
+            let halfSums = try half?.allReduce([Double(rank)], .sum)
+            try group.barrier()
+            let expectedRank = members.firstIndex(of: rank)
+            return firstFailure([
+                ("rank and size", expect([group.rank, group.size], [expectedRank ?? -1, members.count])),
+                ("allReduce", expect(sums, [Double(members.reduce(0, +)), Double(members.count)])),
+                ("allGather", expect(gathered, members.map { [Float($0)] })),
+                ("send/receive in the group", members.indices.contains(groupPrevious)
+                    ? expect(inGroup.bytes, [1, UInt8(truncatingIfNeeded: members[groupPrevious])]) : "no rank \(groupPrevious)"),
+                ("send/receive alongside in the parent", expect(inParent.bytes, [0, UInt8(truncatingIfNeeded: (rank + size - 1) % size)])),
+                ("nested split", expect(halfSums, [Double(halfMembers.reduce(0, +))])),
+            ])
+        }
+
+        try check("split with no group") {
+            // The last rank stays out; the others form one group in their order here (equal keys).
+            let outside = rank == size - 1
+            let group = try comm.split(color: outside ? nil : 7, key: 0)
+            let sums = try group?.allReduce([Double(rank)], .sum)
+            if outside { return group.map { "the rank left out got a group of \($0.size)" } }
+            return firstFailure([
+                ("rank and size", expect(group.map { [$0.rank, $0.size] }, [rank, size - 1])),
+                ("allReduce", expect(sums, [Double((size - 1) * (size - 2) / 2)])),
+            ])
+        }
+
         try comm.barrier()
         return report
+    }
+
+    /// The first of several named checks that failed, as "name: failure".
+    private static func firstFailure(_ results: [(String, String?)]) -> String? {
+        results.first { $0.1 != nil }.map { "\($0.0): \($0.1!)" }
+    }
+
+    /// Probes until a message with `tag` is pending (MPI may take a moment to make a sent message
+    /// visible; repeated probes must find it); nil after 10 s.
+    private static func waitForMessage(_ comm: any Communicator, tag: Int) throws -> Int? {
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            if let source = try comm.probe(from: nil, tag: tag) { return source }
+            Thread.sleep(forTimeInterval: 0.0002)
+        }
+        return nil
     }
 
     private static func allToAllBlock(from source: Int, to destination: Int) -> [Float] {

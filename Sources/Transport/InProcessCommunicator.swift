@@ -14,28 +14,46 @@ import Foundation
 /// that rank runs: it may still send (a rank reporting its failure to rank 0 after another rank
 /// already gave up must not be cut off by that other rank's exit).
 /// A rank that has returned (`markFinished(rank:)`) and can no longer satisfy a blocked call also
-/// makes that call throw, so a protocol bug fails a test instead of hanging it.
+/// makes that call throw, so a protocol bug fails a test instead of hanging it. A probe that
+/// finds nothing pending throws where such a receive would throw for a failed peer, so a loop
+/// polling a failed rank ends too.
+///
+/// `split` creates sub-worlds (also `InProcessWorld`s) with their own mailboxes and collective
+/// sequence, sharing the lock and the failure record of the world `init(size:)` created: a
+/// failure anywhere makes blocked calls in every sub-world throw, as in that world. Failures and
+/// returns are recorded in that outermost world's rank numbers.
 public final class InProcessWorld: @unchecked Sendable {
-    // @unchecked Sendable: `size` is immutable, and every mutable field below is read and
-    // written only while holding `condition`.
+    // @unchecked Sendable: `size`, `worldRanks`, `isOutermost` and `shared` are immutable, and
+    // every mutable field below (and in `shared`) is read and written only while holding
+    // `shared.condition`.
 
     public let size: Int
 
-    private let condition = NSCondition()
+    /// Each rank of this world as numbered in the outermost world (the identity there).
+    private let worldRanks: [Int]
+    private let isOutermost: Bool
+    private let shared: SharedState
+    private var condition: NSCondition { shared.condition }
     private var mailboxes: [MailboxKey: [Envelope]] = [:]
     private var rounds: [Int: CollectiveRound] = [:]
     private var nextCollectiveIndex: [Int]
-    private var firstFailedRank: Int?
-    private var failedRanks: Set<Int> = []
-    private var finishedRanks: Set<Int> = []
-    /// Ranks that were told a peer failed; their own errors are consequences, not causes.
-    private var sawPeerFailure: [Bool]
 
     public init(size: Int) {
         precondition(size >= 1, "an in-process world needs at least one rank, got \(size)")
         self.size = size
+        self.worldRanks = Array(0..<size)
+        self.isOutermost = true
+        self.shared = SharedState()
         self.nextCollectiveIndex = Array(repeating: 0, count: size)
-        self.sawPeerFailure = Array(repeating: false, count: size)
+    }
+
+    /// A sub-world of `parent` made of its ranks `members`, in their new order.
+    private init(splitFrom parent: InProcessWorld, members: [Int]) {
+        self.size = members.count
+        self.worldRanks = members.map { parent.worldRanks[$0] }
+        self.isOutermost = false
+        self.shared = parent.shared
+        self.nextCollectiveIndex = Array(repeating: 0, count: members.count)
     }
 
     public func communicator(rank: Int) -> InProcessCommunicator {
@@ -47,27 +65,31 @@ public final class InProcessWorld: @unchecked Sendable {
         (0..<size).map { communicator(rank: $0) }
     }
 
-    /// The first rank reported failed, if any.
+    /// The first rank reported failed, if any, numbered in the outermost world (a sub-world
+    /// shares its failures).
     public var failedRank: Int? {
         condition.lock()
         defer { condition.unlock() }
-        return firstFailedRank
+        return shared.firstFailedRank
     }
 
-    /// Declares `rank` dead: blocked and future blocking calls of the other ranks throw.
+    /// Declares `rank` (of this world) dead: blocked and future blocking calls of the other ranks
+    /// throw, in this world, the world it was split from and every world split from either.
     public func markFailed(rank: Int) {
+        precondition((0..<size).contains(rank), "rank \(rank) outside 0..<\(size)")
         condition.lock()
         defer { condition.unlock() }
-        if firstFailedRank == nil { firstFailedRank = rank }
-        failedRanks.insert(rank)
+        if shared.firstFailedRank == nil { shared.firstFailedRank = worldRanks[rank] }
+        shared.failedRanks.insert(worldRanks[rank])
         condition.broadcast()
     }
 
-    /// Declares that `rank` will make no more calls (its body returned).
+    /// Declares that `rank` (of this world) will make no more calls in any world (its body returned).
     public func markFinished(rank: Int) {
+        precondition((0..<size).contains(rank), "rank \(rank) outside 0..<\(size)")
         condition.lock()
         defer { condition.unlock() }
-        finishedRanks.insert(rank)
+        shared.finishedRanks.insert(worldRanks[rank])
         condition.broadcast()
     }
 
@@ -123,10 +145,11 @@ public final class InProcessWorld: @unchecked Sendable {
         }
     }
 
+    /// Outermost-world ranks (`run` only uses the outermost world, where they are its own).
     private func ranksThatSawPeerFailure() -> Set<Int> {
         condition.lock()
         defer { condition.unlock() }
-        return Set(sawPeerFailure.indices.filter { sawPeerFailure[$0] })
+        return shared.sawPeerFailure
     }
 
     // MARK: - Point-to-point
@@ -153,22 +176,33 @@ public final class InProcessWorld: @unchecked Sendable {
                 let envelope = mailboxes[key]!.remove(at: index)
                 return (envelope.source, envelope.bytes)
             }
+            try throwIfSourceFailed(source, observer: destination)
             if let source {
-                if failedRanks.contains(source) {
-                    sawPeerFailure[destination] = true
-                    throw TransportError("peer rank \(source) failed")
-                }
-                if finishedRanks.contains(source) {
+                if shared.finishedRanks.contains(worldRanks[source]) {
                     throw TransportError("rank \(destination) waits for tag \(tag) from rank \(source), which returned without sending it")
                 }
-            } else {
-                try throwIfPeerFailed(observer: destination)
-                if (0..<size).allSatisfy({ $0 == destination || finishedRanks.contains($0) }) {
-                    throw TransportError("rank \(destination) waits for tag \(tag) from any rank, but every other rank has returned")
-                }
+            } else if (0..<size).allSatisfy({ $0 == destination || shared.finishedRanks.contains(worldRanks[$0]) }) {
+                throw TransportError("rank \(destination) waits for tag \(tag) from any rank, but every other rank has returned")
             }
             condition.wait()
         }
+    }
+
+    /// The source of the first pending message for `destination` with `tag` (from `source`, or
+    /// any when nil). With none pending it throws where a receive would throw for a failed peer;
+    /// it returns nil where a receive would throw because ranks returned: draining messages after
+    /// the senders finished is legitimate.
+    fileprivate func probe(at destination: Int, from source: Int?, tag: Int) throws -> Int? {
+        if let source { try checkRank(source, role: "source") }
+        try checkTag(tag)
+        condition.lock()
+        defer { condition.unlock() }
+        if let envelope = mailboxes[MailboxKey(destination: destination, tag: tag)]?
+            .first(where: { source == nil || $0.source == source }) {
+            return envelope.source
+        }
+        try throwIfSourceFailed(source, observer: destination)
+        return nil
     }
 
     // MARK: - Collectives
@@ -199,7 +233,7 @@ public final class InProcessWorld: @unchecked Sendable {
         }
         while round.outcome == nil {
             try throwIfPeerFailed(observer: rank)
-            if let absent = finishedRanks.sorted().first(where: { round.kinds[$0] == nil }) {
+            if let absent = (0..<size).first(where: { round.kinds[$0] == nil && shared.finishedRanks.contains(worldRanks[$0]) }) {
                 throw TransportError("rank \(rank) waits in collective #\(index) (\(kind)), but rank \(absent) returned without joining it")
             }
             condition.wait()
@@ -226,14 +260,62 @@ public final class InProcessWorld: @unchecked Sendable {
         }
     }
 
+    // MARK: - Split
+
+    /// Joins this rank's next collective as a split: ranks with the same color get one new
+    /// sub-world, created once by the last rank to arrive, ranked by key then by rank here.
+    fileprivate func split(rank: Int, color: Int?, key: Int) throws -> InProcessCommunicator? {
+        let outcome = try collective(rank: rank, kind: .split, contribution: .splitRequest(color: color, key: key)) { contributions in
+            var requests: [(rank: Int, color: Int, key: Int)] = []
+            for (member, contribution) in contributions.enumerated() {
+                guard case .splitRequest(let color, let key) = contribution else { continue }
+                guard let color else { continue }
+                guard color >= 0 else {
+                    throw TransportError("split: rank \(member) passed color \(color); a color must be ≥ 0 (nil for no group)")
+                }
+                requests.append((member, color, key))
+            }
+            var memberships: [Membership?] = Array(repeating: nil, count: contributions.count)
+            for (_, group) in Dictionary(grouping: requests, by: \.color) {
+                let members = group.sorted { ($0.key, $0.rank) < ($1.key, $1.rank) }.map(\.rank)
+                let world = InProcessWorld(splitFrom: self, members: members)
+                for (newRank, member) in members.enumerated() {
+                    memberships[member] = Membership(world: world, rank: newRank)
+                }
+            }
+            return .split(memberships)
+        }
+        guard case .split(let memberships) = outcome else { throw TransportError("split produced no groups") }
+        return memberships[rank].map { $0.world.communicator(rank: $0.rank) }
+    }
+
     // MARK: - Checks (callers hold the lock where noted)
 
-    /// Caller holds the lock.
+    /// Caller holds the lock. Any failure, in any world sharing this one's record, counts.
     private func throwIfPeerFailed(observer: Int) throws {
-        if let failed = firstFailedRank {
-            sawPeerFailure[observer] = true
-            throw TransportError("peer rank \(failed) failed")
+        if let failed = shared.firstFailedRank {
+            shared.sawPeerFailure.insert(worldRanks[observer])
+            throw TransportError("peer \(name(ofWorldRank: failed)) failed")
         }
+    }
+
+    /// Caller holds the lock. What a receive or probe that finds nothing pending must throw:
+    /// any failure when the source is any rank; only its own when it is a named rank, which
+    /// may still send while it runs.
+    private func throwIfSourceFailed(_ source: Int?, observer: Int) throws {
+        guard let source else { return try throwIfPeerFailed(observer: observer) }
+        if shared.failedRanks.contains(worldRanks[source]) {
+            shared.sawPeerFailure.insert(worldRanks[observer])
+            throw TransportError("peer \(name(ofWorldRank: worldRanks[source])) failed")
+        }
+    }
+
+    /// How errors here name a rank of the outermost world: by its number in this world, when
+    /// it is a member, and in the outermost one.
+    private func name(ofWorldRank worldRank: Int) -> String {
+        if isOutermost { return "rank \(worldRank)" }
+        if let local = worldRanks.firstIndex(of: worldRank) { return "rank \(local) (world rank \(worldRank))" }
+        return "world rank \(worldRank)"
     }
 
     fileprivate func checkRank(_ rank: Int, role: String) throws {
@@ -337,9 +419,41 @@ public struct InProcessCommunicator: Communicator {
     public func receive(from source: Int?, tag: Int) throws -> (source: Int, bytes: [UInt8]) {
         try world.receive(at: rank, from: source, tag: tag)
     }
+
+    public func probe(from source: Int?, tag: Int) throws -> Int? {
+        try world.probe(at: rank, from: source, tag: tag)
+    }
+
+    /// The group's communicator is an `InProcessCommunicator` of a sub-world of `world`.
+    public func split(color: Int?, key: Int) throws -> (any Communicator)? {
+        try world.split(rank: rank, color: color, key: key)
+    }
+
+    /// Marks this rank failed, so the other ranks' blocked calls throw instead of waiting for
+    /// it, and throws `message` (`code` has no process to end here).
+    public func abort(code: Int32, message: String) throws {
+        world.markFailed(rank: rank)
+        throw TransportError(message)
+    }
 }
 
 // MARK: - Shared state types
+
+/// What an outermost world and every world split from it share, in outermost rank numbers.
+private final class SharedState {
+    let condition = NSCondition()
+    var firstFailedRank: Int?
+    var failedRanks: Set<Int> = []
+    var finishedRanks: Set<Int> = []
+    /// Ranks that were told a peer failed; their own errors are consequences, not causes.
+    var sawPeerFailure: Set<Int> = []
+}
+
+/// A rank's place in a split's outcome.
+private struct Membership {
+    let world: InProcessWorld
+    let rank: Int
+}
 
 private struct MailboxKey: Hashable {
     let destination: Int
@@ -359,6 +473,7 @@ private enum CollectiveKind: Equatable, CustomStringConvertible {
     case allGather
     case allToAll
     case allReduce(ReduceOperation, count: Int)
+    case split
 
     var description: String {
         switch self {
@@ -368,6 +483,7 @@ private enum CollectiveKind: Equatable, CustomStringConvertible {
         case .allGather: "allGather"
         case .allToAll: "allToAll"
         case .allReduce(let operation, let count): "allReduce \(operation) of \(count) values"
+        case .split: "split"
         }
     }
 }
@@ -380,6 +496,9 @@ private enum Payload {
     case gathered([[Float]])
     /// allToAll: every rank's outgoing blocks, by source rank.
     case exchanged([[[Float]]])
+    case splitRequest(color: Int?, key: Int)
+    /// Each rank's new world and rank in it (nil: no group), by rank.
+    case split([Membership?])
 }
 
 /// One collective call, shared by the ranks taking part. Guarded by the world's lock.

@@ -104,49 +104,95 @@ public final class TaskWorker {
             : finetune.regularizedParameters
     }
 
-    public func run(_ task: TaskSpec) throws -> TaskResult {
+    /// A task with its data loaded and its frozen head fitted on θ0 (or read back), ready to train.
+    public struct PreparedTask {
+        public var task: TaskSpec
+        public var data: TaskData
+        public var head: ClassificationHead
+        public var zeroShotTest: Double
+        public var zeroShotValidation: Double
+        public var started: Date
+    }
+
+    /// A task already finished in this output directory (its files verified against the run
+    /// manifest): read back instead of retrained, with what the report needs from its training.
+    public struct FinishedTask {
+        public var taskVector: URL
+        public var head: URL
+        /// The files' SHA-256 as verified (they are not rewritten).
+        public var taskVectorSHA256: String
+        public var headSHA256: String
+        public var finalLoss: Double
+        public var trainSeconds: Double
+
+        public init(taskVector: URL, head: URL, taskVectorSHA256: String, headSHA256: String, finalLoss: Double,
+                    trainSeconds: Double) {
+            self.taskVector = taskVector
+            self.head = head
+            self.taskVectorSHA256 = taskVectorSHA256
+            self.headSHA256 = headSHA256
+            self.finalLoss = finalLoss
+            self.trainSeconds = trainSeconds
+        }
+    }
+
+    /// Trains `task` on this rank alone: `prepare`, then `finish`.
+    public func run(_ task: TaskSpec, finished: FinishedTask? = nil,
+                    onStep: (TrainingProgress) throws -> Void = { _ in }) throws -> TaskResult {
+        try finish(prepare(task, finished: finished), finished: finished, onStep: onStep)
+    }
+
+    /// Loads the task's splits and fits its frozen head on θ0 features (a finished task's head is
+    /// read back instead), then measures θ0 with it.
+    public func prepare(_ task: TaskSpec, finished: FinishedTask? = nil) throws -> PreparedTask {
         let started = Date()
         let data = try TaskDataLoader.load(task, inputCount: backbone.inputCount, seed: seed)
         console.info("\(task.name): \(data.train.count) train / \(data.validation.count) validation / \(data.test.count) test samples")
 
         let head = ClassificationHead(classes: task.classes, featureCount: backbone.featureCount)
-        LinearProbe.fit(head: head, backbone: backbone, parameters: base, data: data.train, steps: probe.steps,
-                        batchSize: probe.batchSize, optimizer: probe.optimizer,
-                        random: RandomStream(seed: seed, label: "probe/\(task.name)"))
+        if let finished {
+            let file = try Safetensors.read(finished.head)
+            try head.layout.load(file, into: head.parameters, origin: finished.head.path)
+        } else {
+            LinearProbe.fit(head: head, backbone: backbone, parameters: base, data: data.train, steps: probe.steps,
+                            batchSize: probe.batchSize, optimizer: probe.optimizer,
+                            random: RandomStream(seed: seed, label: "probe/\(task.name)"))
+        }
         let zeroShotTest = Evaluation.accuracy(backbone: backbone, parameters: base, head: head, data: data.test)
         let zeroShotValidation = Evaluation.accuracy(backbone: backbone, parameters: base, head: head, data: data.validation)
-        console.info("\(task.name): head fitted on θ0, zero-shot test accuracy \(percent(zeroShotTest))")
+        console.info("\(task.name): head \(finished == nil ? "fitted" : "read back") on θ0, zero-shot test accuracy \(percent(zeroShotTest))")
+        return PreparedTask(task: task, data: data, head: head, zeroShotTest: zeroShotTest,
+                            zeroShotValidation: zeroShotValidation, started: started)
+    }
 
+    /// Fine-tunes a prepared task (alone, or as one member of a data-parallel `group` whose
+    /// members all call this with the same task), or reads a finished task's vector back; then
+    /// evaluates the fine-tuned model. `onStep` runs after every step (a throw ends the task).
+    public func finish(_ prepared: PreparedTask, group: (any MicroBatchGroup)? = nil, finished: FinishedTask? = nil,
+                       onStep: (TrainingProgress) throws -> Void = { _ in }) throws -> TaskResult {
+        let task = prepared.task
+        let head = prepared.head
+        let data = prepared.data
         let parameters = FloatBuffer(count: base.count)
-        parameters.copy(from: base)
-        let trainer = Trainer(backbone: backbone, head: head, settings: finetune)
+        let taskVector: FloatBuffer
         var finalLoss = Double.nan
-        let reportEvery = max(1, min(100, finetune.steps / 10))
-        let checkpointing = checkpoints.map {
-            Checkpointing(url: $0.directory.appendingPathComponent("\(task.name).safetensors"), every: $0.every,
-                          fingerprint: "\($0.fingerprint)/\(task)")
-        }
-        let finetune = self.finetune
-        let console = self.console
         var resumedFrom = 0
-        let taskVector = try trainer.run(
-            parameters: parameters, base: base, data: data.train,
-            random: RandomStream(seed: seed, label: "finetune/\(task.name)"), label: "task '\(task.name)'",
-            reportEvery: reportEvery, checkpointing: checkpointing,
-            progress: { progress in
-                finalLoss = progress.loss
-                let ortho = finetune.orthoReg.isActive ? String(format: " orthoreg %.4f", progress.orthoReg) : ""
-                console.info(String(
-                    format: "%@: step %d/%d loss %.4f%@ lr %.2e %.0f samples/s",
-                    task.name, progress.step, progress.steps, progress.loss, ortho, progress.learningRate,
-                    progress.samplesPerSecond))
-            },
-            resumed: { step in
-                resumedFrom = step
-                console.info(step == finetune.steps
-                    ? "\(task.name): already fine-tuned (checkpoint at step \(step)); not retrained"
-                    : "\(task.name): resuming from the checkpoint at step \(step)")
-            })
+        var trainSeconds = 0.0
+        if let finished {
+            taskVector = FloatBuffer(count: base.count)
+            let file = try Safetensors.read(finished.taskVector)
+            try backbone.layout.load(file, into: taskVector, origin: finished.taskVector.path)
+            TaskArithmetic.merge(base: base, taskVectorSum: taskVector, alpha: 1, into: parameters)
+            finalLoss = finished.finalLoss
+            trainSeconds = finished.trainSeconds
+            resumedFrom = finetune.steps
+            console.info("\(task.name): already fine-tuned in this output (checksums verified); not retrained")
+        } else {
+            parameters.copy(from: base)
+            (taskVector, finalLoss, resumedFrom) = try train(task, prepared: prepared, parameters: parameters,
+                                                             group: group, onStep: onStep)
+            trainSeconds = Date().timeIntervalSince(prepared.started)
+        }
         // A linearized model is evaluated as f(x; θ0) + J(x; θ0)(θ − θ0), the model it trained.
         let linearization = finetune.parametrization == .linearized ? base : nil
         let finetunedTest = Evaluation.accuracy(backbone: backbone, parameters: parameters, head: head, data: data.test,
@@ -157,16 +203,60 @@ public final class TaskWorker {
         let penalty = OrthoRegularizer(settings: OrthoRegSettings(lambda: 1, form: finetune.orthoReg.form),
                                        layout: backbone.layout, parameterIndices: regularizedForReport)
             .value(updates: taskVector.pointer)
-        let seconds = Date().timeIntervalSince(started)
-        console.info("\(task.name): fine-tuned test accuracy \(percent(finetunedTest)) (zero-shot \(percent(zeroShotTest))), ‖τ‖ \(String(format: "%.3f", norm)), \(String(format: "%.1f", seconds)) s")
+        console.info("\(task.name): fine-tuned test accuracy \(percent(finetunedTest)) (zero-shot \(percent(prepared.zeroShotTest))), ‖τ‖ \(String(format: "%.3f", norm)), \(String(format: "%.1f", Date().timeIntervalSince(prepared.started))) s")
 
         let entry = RunReport.TaskEntry(
-            name: task.name, zeroShotAccuracy: zeroShotTest, finetunedAccuracy: finetunedTest,
-            zeroShotValidationAccuracy: zeroShotValidation, finetunedValidationAccuracy: finetunedValidation,
+            name: task.name, zeroShotAccuracy: prepared.zeroShotTest, finetunedAccuracy: finetunedTest,
+            zeroShotValidationAccuracy: prepared.zeroShotValidation, finetunedValidationAccuracy: finetunedValidation,
             trainSamples: data.train.count, validationSamples: data.validation.count, testSamples: data.test.count,
-            taskVectorNorm: norm, orthoRegPenalty: penalty, finalLoss: finalLoss, trainSeconds: seconds,
+            taskVectorNorm: norm, orthoRegPenalty: penalty, finalLoss: finalLoss, trainSeconds: trainSeconds,
             rank: console.rank, resumedFromStep: resumedFrom)
         return TaskResult(name: task.name, taskVector: taskVector, head: head, data: data, entry: entry)
+    }
+
+    /// Fine-tunes from θ0 (resuming a matching checkpoint); returns τ, the last reported loss and
+    /// the step resumed from.
+    private func train(_ task: TaskSpec, prepared: PreparedTask, parameters: FloatBuffer,
+                       group: (any MicroBatchGroup)?, onStep: (TrainingProgress) throws -> Void)
+        throws -> (FloatBuffer, Double, Int) {
+        let trainer = Trainer(backbone: backbone, head: prepared.head, settings: finetune)
+        let checkpointing = checkpoints.map {
+            Checkpointing(url: $0.directory.appendingPathComponent("\(task.name).safetensors"), every: $0.every,
+                          fingerprint: "\($0.fingerprint)/\(task)")
+        }
+        let finetune = self.finetune
+        let console = self.console
+        // The trainer reports every step (for heartbeats); the log shows a mean over a window.
+        let logEvery = max(1, min(100, finetune.steps / 10))
+        var window = (loss: 0.0, steps: 0, samples: 0, started: Date())
+        var finalLoss = Double.nan
+        var resumedFrom = 0
+        let taskVector = try trainer.run(
+            parameters: parameters, base: base, data: prepared.data.train,
+            random: RandomStream(seed: seed, label: "finetune/\(task.name)"), label: "task '\(task.name)'",
+            reportEvery: 1, checkpointing: checkpointing, group: group,
+            progress: { progress in
+                try onStep(progress)
+                window.loss += progress.loss
+                window.steps += 1
+                window.samples += finetune.batchSize
+                guard progress.step % logEvery == 0 || progress.step == progress.steps else { return }
+                finalLoss = window.loss / Double(window.steps)
+                let seconds = Date().timeIntervalSince(window.started)
+                let ortho = finetune.orthoReg.isActive ? String(format: " orthoreg %.4f", progress.orthoReg) : ""
+                console.info(String(
+                    format: "%@: step %d/%d loss %.4f%@ lr %.2e %.0f samples/s",
+                    task.name, progress.step, progress.steps, finalLoss, ortho, progress.learningRate,
+                    seconds > 0 ? Double(window.samples) / seconds : 0))
+                window = (0, 0, 0, Date())
+            },
+            resumed: { step in
+                resumedFrom = step
+                console.info(step == finetune.steps
+                    ? "\(task.name): already fine-tuned (checkpoint at step \(step)); not retrained"
+                    : "\(task.name): resuming from the checkpoint at step \(step)")
+            })
+        return (taskVector, finalLoss, resumedFrom)
     }
 
     private func percent(_ value: Double) -> String { String(format: "%.2f%%", 100 * value) }

@@ -34,17 +34,24 @@ enum Launch {
 
     /// Rank 0 reads and checks the job and announces it (JobAnnouncer); every rank verifies it runs
     /// the same binary and job, so a bad job or a mixed installation is one error line from rank 0.
-    static func runJob(source: JobSource, level: Console.Level) throws {
+    static func runJob(source: JobSource, level: Console.Level, requiresResume: Bool = false) throws {
         let communicator: any Communicator
         do {
             communicator = try makeCommunicator()
         } catch {
             throw CleanExit.message("cannot start MPI: \(error)")
         }
-        let console = Console(rank: communicator.rank, size: communicator.size,
-                              level: communicator.rank == 0 ? level : min(level, .normal))
+        // Under mpirun the other ranks write to their log files; rank 0's terminal shows every
+        // task's progress (from the workers' Progress messages). --verbose shows every rank's lines.
+        let rank = communicator.rank
+        var console = Console(rank: rank, size: communicator.size,
+                              level: rank == 0 ? level : (level == .verbose ? .normal : .quiet))
         do {
-            let plan = try JobAnnouncer.announce(try read(source), communicator: communicator)
+            var plan = try JobAnnouncer.announce(try read(source), communicator: communicator)
+            plan.requiresResume = requiresResume
+            console = console.logging(to: try? RunLog(directory: plan.output.appendingPathComponent("logs"), rank: rank))
+            if rank == 0, communicator.size > 1, level >= .normal { ProgressDisplay.shared.enable() }
+            defer { ProgressDisplay.shared.clear() }
             try JobRunner(plan: plan, communicator: communicator, console: console).run()
             finish(communicator)
         } catch let error as PeerFailure {

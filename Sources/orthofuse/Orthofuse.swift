@@ -41,16 +41,21 @@ struct Run: ParsableCommand {
         abstract: "Run a job: fine-tune every task, gather the task vectors, merge, evaluate, report.",
         discussion: """
             Without mpirun one process does every task in turn. Under `mpirun -np N` rank 0 \
-            coordinates and the ranks fine-tune tasks in parallel; results do not depend on N.
+            coordinates and the ranks fine-tune tasks in parallel; results do not depend on N. \
+            A rerun of the same job into the same output resumes: tasks whose files match the \
+            output's manifest.json are not retrained, the others continue from their checkpoints.
             """)
 
     @Argument(help: "The job file (YAML).")
     var job: String
 
+    @Flag(help: "Require an earlier run of this job in the output directory to resume (a plain rerun also resumes).")
+    var resume = false
+
     @OptionGroup var output: OutputOptions
 
     func run() throws {
-        try Launch.runJob(source: .file(URL(fileURLWithPath: job)), level: output.level)
+        try Launch.runJob(source: .file(URL(fileURLWithPath: job)), level: output.level, requiresResume: resume)
     }
 }
 

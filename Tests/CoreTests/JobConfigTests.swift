@@ -291,7 +291,7 @@ final class JobConfigTests: XCTestCase {
     func testUnknownKeysAreNamedWithTheAllowedKeys() {
         XCTAssertEqual(
             refusal(minimal(replacing: "finetune: {steps: 10}", with: "finetune: {steps: 10, optimzer: {lr: 1}}")),
-            "job.yaml: finetune.optimzer: unknown key (allowed: mode, steps, batch_size, optimizer, schedule, "
+            "job.yaml: finetune.optimzer: unknown key (allowed: mode, steps, batch_size, micro_batches, optimizer, schedule, "
                 + "grad_clip, label_smoothing, lora, orthoreg, checkpoint_every)"
         )
         XCTAssertEqual(

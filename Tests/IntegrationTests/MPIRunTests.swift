@@ -83,7 +83,10 @@ final class MPIRunTests: XCTestCase {
         let job3 = try writeJob("job3.yaml", output: "np3")
         let three = try launch(ranks: 3, ["run", job3])
         XCTAssertEqual(three.status, 0, "mpirun -np 3 failed:\n\(three.stdout)\n\(three.stderr)")
-        XCTAssertTrue(three.stdout.contains("[rank 2]"), "rank 2 did work:\n\(three.stdout)")
+        // Rank 0 reports the workers' results; each rank keeps its own log in the run directory.
+        XCTAssertTrue(three.stdout.contains("finished on rank 2"), "rank 2 did work:\n\(three.stdout)")
+        let log = try String(contentsOf: directory.appendingPathComponent("np3/logs/rank-2.log"), encoding: .utf8)
+        XCTAssertTrue(log.contains("[rank 2] task2: fine-tuned test accuracy"), log)
         XCTAssertTrue(three.stdout.contains("mean (norm.)"), "results table printed")
 
         let job1 = try writeJob("job1.yaml", output: "np1")

@@ -18,7 +18,8 @@ final class ControlProtocolTests: XCTestCase {
             .assignment(tasks: [], rank: 0),
             .progress(.init(task: "mnist", step: 10, steps: 100, loss: 0.25, orthoReg: 3.5, samplesPerSecond: 1e4)),
             .result(.init(task: "mnist", zeroShotAccuracy: 0.9, finetunedAccuracy: 0.97,
-                          taskVectorSHA256: "00", resumedFromStep: 7)),
+                          taskVectorSHA256: "00", resumedFromStep: 7, taskVectorFileSHA256: "ab", headFileSHA256: "cd",
+                          finalLoss: 0.125, trainSeconds: 3.5)),
             .failure(task: "", reason: "line with \"quotes\"", rank: 4),
             .shutdown(success: true), .shutdown(success: false),
         ]

@@ -11,7 +11,9 @@ final class InProcessCommunicatorTests: XCTestCase {
             let reports = try runWithDeadline(size: size) { comm in try CommunicatorSelfCheck.run(comm) }
             XCTAssertEqual(reports.count, size)
             XCTAssertTrue(reports.allSatisfy { $0 == reports[0] }, "ranks disagree, size \(size)")
-            XCTAssertTrue(reports[0].contains("allReduce sum: ok"), "size \(size): \(reports[0])")
+            for check in ["allReduce sum: ok", "probe: ok", "split into even and odd ranks: ok", "split with no group: ok"] {
+                XCTAssertTrue(reports[0].contains(check), "size \(size), \(check): \(reports[0])")
+            }
         }
     }
 
@@ -149,14 +151,29 @@ final class InProcessCommunicatorTests: XCTestCase {
     private func runWithDeadline<T: Sendable>(
         size: Int, seconds: Double = 10, _ body: @escaping @Sendable (any Communicator) throws -> T
     ) throws -> [T] {
-        let outcome = try waitWithDeadline(seconds: seconds) { try InProcessWorld.run(size: size, body) }
-        return try outcome.get()
+        try InProcessDeadline.run(size: size, seconds: seconds, body)
     }
 
     private func runExpectingErrorWithDeadline(
         size: Int, seconds: Double = 10, _ body: @escaping @Sendable (any Communicator) throws -> Void
     ) throws -> any Error {
-        let outcome = try waitWithDeadline(seconds: seconds) { try InProcessWorld.run(size: size, body) }
+        try InProcessDeadline.runExpectingError(size: size, seconds: seconds, body)
+    }
+}
+
+/// Runs in-process worlds with a deadline, for every communicator test of this target.
+enum InProcessDeadline {
+    static func run<T: Sendable>(
+        size: Int, seconds: Double = 10, _ body: @escaping @Sendable (any Communicator) throws -> T
+    ) throws -> [T] {
+        let outcome = try wait(seconds: seconds) { try InProcessWorld.run(size: size, body) }
+        return try outcome.get()
+    }
+
+    static func runExpectingError(
+        size: Int, seconds: Double = 10, _ body: @escaping @Sendable (any Communicator) throws -> Void
+    ) throws -> any Error {
+        let outcome = try wait(seconds: seconds) { try InProcessWorld.run(size: size, body) }
         switch outcome {
         case .success: throw TransportError("expected the world to fail, but every rank succeeded")
         case .failure(let error): return error
@@ -165,7 +182,7 @@ final class InProcessCommunicatorTests: XCTestCase {
 
     /// Runs `work` on its own thread and waits at most `seconds`; a timeout throws (and leaves
     /// the stuck thread behind, which is acceptable in a failing test run).
-    private func waitWithDeadline<T: Sendable>(
+    static func wait<T: Sendable>(
         seconds: Double, _ work: @escaping @Sendable () throws -> T
     ) throws -> Result<T, any Error> {
         let box = ResultBox<T>()
@@ -187,7 +204,8 @@ private final class ResultBox<T: Sendable>: @unchecked Sendable {
     var value: Result<T, any Error>?
 }
 
-private final class ObservedErrors: @unchecked Sendable {
+/// Each rank's error message, recorded by the rank threads.
+final class ObservedErrors: @unchecked Sendable {
     // @unchecked Sendable: `messages` is only touched while holding `lock`.
     private let lock = NSLock()
     private var messages: [Int: String] = [:]

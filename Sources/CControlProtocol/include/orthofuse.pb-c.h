@@ -111,10 +111,17 @@ struct  Orthofuse__TaskResult
    */
   char *task_vector_sha256;
   uint32_t resumed_from_step;
+  /*
+   * SHA-256 (hex) of the task's files as written: task_vectors/<task>.safetensors, heads/<task>.safetensors.
+   */
+  char *task_vector_file_sha256;
+  char *head_file_sha256;
+  double final_loss;
+  double train_seconds;
 };
 #define ORTHOFUSE__TASK_RESULT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&orthofuse__task_result__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
 
 
 struct  Orthofuse__Failure

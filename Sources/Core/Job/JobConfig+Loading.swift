@@ -47,6 +47,25 @@ extension JobConfig {
         }
     }
 
+    /// The sections that shape a task's training, each as canonical YAML (absent ones empty). Two
+    /// jobs that agree on these train the same task the same way, whatever their merges,
+    /// evaluation or runtime; the run manifest compares them.
+    public var trainingSections: [String: String] {
+        func yaml(_ value: (some Encodable)?) -> String {
+            guard let value else { return "" }
+            do {
+                return try YAMLEncoder().encode(value)
+            } catch {
+                preconditionFailure("a decoded job always encodes: \(error)")
+            }
+        }
+        return [
+            "seed": "\(seed)", "model": yaml(model), "base": yaml(base), "pretrain": yaml(pretrain),
+            "finetune": yaml(finetune), "head": yaml(head),
+            "validation": "\(validationFraction)/\(validationMax)",
+        ]
+    }
+
     /// The fully defaulted job as YAML, paths resolved: the same job always gives the same text,
     /// and the text reads back as the same job from any directory (hence a config hash uses it).
     public var canonicalYAML: String {

@@ -186,34 +186,57 @@ public struct EvaluateConfig: Sendable, Equatable, Codable {
     }
 }
 
+/// What happens to the rest of a job when one task fails (a non-finite loss, an unreadable file).
+public enum TaskFailurePolicy: String, Sendable, Equatable, Codable, CaseIterable {
+    /// The job stops and reports the task's reason.
+    case abort
+    /// The other tasks go on; the merges use the tasks that succeeded, and the report lists the failed ones.
+    case skip
+}
+
 /// How the ranks share the work.
 public struct RuntimeConfig: Sendable, Equatable, Codable {
     /// Whether rank 0 fine-tunes tasks too, besides coordinating.
     public let coordinatorTrains: Bool
     /// BLAS threads per rank; 1 keeps ranks from oversubscribing the cores.
     public let blasThreads: Int
+    public let onTaskFailure: TaskFailurePolicy
+    /// Seconds a busy worker may go without reporting before rank 0 names it and ends the job;
+    /// 0 turns the check off.
+    public let heartbeatTimeout: Double
 
-    public static let `default` = RuntimeConfig(coordinatorTrains: true, blasThreads: 1)
+    public static let `default` = RuntimeConfig(coordinatorTrains: true, blasThreads: 1, onTaskFailure: .abort,
+                                                heartbeatTimeout: 600)
 
-    init(coordinatorTrains: Bool, blasThreads: Int) {
+    init(coordinatorTrains: Bool, blasThreads: Int, onTaskFailure: TaskFailurePolicy, heartbeatTimeout: Double) {
         self.coordinatorTrains = coordinatorTrains
         self.blasThreads = blasThreads
+        self.onTaskFailure = onTaskFailure
+        self.heartbeatTimeout = heartbeatTimeout
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case coordinatorTrains = "coordinator_trains"
         case blasThreads = "blas_threads"
+        case onTaskFailure = "on_task_failure"
+        case heartbeatTimeout = "heartbeat_timeout"
     }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.strictContainer(keyedBy: CodingKeys.self)
         coordinatorTrains = try container.optional(Bool.self, .coordinatorTrains, default: true)
         blasThreads = try container.integer(.blasThreads, in: 1...JobLimits.blasThreads, default: 1)
+        onTaskFailure = try container.choice(TaskFailurePolicy.self, .onTaskFailure, default: .abort)
+        heartbeatTimeout = try container.number(.heartbeatTimeout, default: 600)
+        try container.check(heartbeatTimeout >= 0 && heartbeatTimeout <= 7 * 86_400, .heartbeatTimeout,
+                            "must be in [0, 604800] seconds (0 turns it off)")
     }
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(coordinatorTrains, forKey: .coordinatorTrains)
         try container.encode(blasThreads, forKey: .blasThreads)
+        try container.encode(onTaskFailure, forKey: .onTaskFailure)
+        try container.encodeNumber(heartbeatTimeout, forKey: .heartbeatTimeout)
     }
 }

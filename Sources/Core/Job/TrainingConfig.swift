@@ -233,6 +233,9 @@ public struct FineTuneConfig: Sendable, Equatable, Codable {
     public let mode: FineTuneMode
     public let steps: Int
     public let batchSize: Int
+    /// Micro-batches each batch is cut into; a group of ranks training one task shares them out,
+    /// and the result depends on this count, never on the group's size. 1 = the whole batch at once.
+    public let microBatches: Int
     public let optimizer: OptimizerConfig
     public let schedule: ScheduleConfig
     /// Global-norm clipping threshold; 0 = off.
@@ -247,6 +250,7 @@ public struct FineTuneConfig: Sendable, Equatable, Codable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case mode, steps
         case batchSize = "batch_size"
+        case microBatches = "micro_batches"
         case optimizer, schedule
         case gradClip = "grad_clip"
         case labelSmoothing = "label_smoothing"
@@ -259,6 +263,9 @@ public struct FineTuneConfig: Sendable, Equatable, Codable {
         mode = try container.choice(FineTuneMode.self, .mode, default: .full)
         steps = try container.integer(.steps, in: 1...JobLimits.steps)
         batchSize = try container.integer(.batchSize, in: 1...JobLimits.batchSize, default: 128)
+        microBatches = try container.integer(.microBatches, in: 1...JobLimits.batchSize, default: 1)
+        try container.check(batchSize % microBatches == 0, .microBatches,
+                            "must divide finetune.batch_size (\(batchSize)) into equal micro-batches")
         optimizer = try container.optional(OptimizerConfig.self, .optimizer, default: .finetuneDefault)
         schedule = try container.optional(ScheduleConfig.self, .schedule, default: .default)
         if schedule.warmupSteps > steps {
@@ -285,6 +292,7 @@ public struct FineTuneConfig: Sendable, Equatable, Codable {
         try container.encode(mode, forKey: .mode)
         try container.encode(steps, forKey: .steps)
         try container.encode(batchSize, forKey: .batchSize)
+        try container.encode(microBatches, forKey: .microBatches)
         try container.encode(optimizer, forKey: .optimizer)
         try container.encode(schedule, forKey: .schedule)
         try container.encodeNumber(gradClip, forKey: .gradClip)

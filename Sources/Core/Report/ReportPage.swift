@@ -72,6 +72,11 @@ public enum ReportPage {
         html += "<tr class=\"mean\"><td>mean (norm.)</td><td>\(percent(zeroShotNormalized.reduce(0, +) / count))</td><td>100.00</td>"
         html += report.merges.map { "<td>\(percent($0.normalizedAccuracy))</td>" }.joined() + "</tr>"
         html += "</tbody></table>\n"
+        if let failed = report.failedTasks, !failed.isEmpty {
+            html += "<p class=\"warning\">Failed tasks, left out of every merge (runtime.on_task_failure: skip):</p><ul>"
+            html += failed.map { "<li><b>\(e($0.name))</b> (rank \($0.rank)): \(e($0.reason))</li>" }.joined()
+            html += "</ul>\n"
+        }
 
         html += "<h3>Tasks</h3><table><thead><tr><th>task</th><th>‖τ‖</th><th>OrthoReg Σ‖G − I‖</th><th>final loss</th>"
             + "<th>train / val. / test</th><th>rank</th><th>train s</th></tr></thead><tbody>"

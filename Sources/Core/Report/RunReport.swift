@@ -200,6 +200,21 @@ public struct RunReport: Codable, Sendable, Equatable {
     public var singularValues: [String: [String: [Double]]]?
     public var negation: NegationReport?
     public var disentanglement: DisentanglementReport?
+    /// Tasks that failed in a run with `runtime.on_task_failure: skip`; the merges leave them out.
+    public var failedTasks: [FailedTask]?
+
+    /// A task that did not produce a task vector, and why.
+    public struct FailedTask: Codable, Sendable, Equatable {
+        public var name: String
+        public var reason: String
+        public var rank: Int
+
+        public init(name: String, reason: String, rank: Int) {
+            self.name = name
+            self.reason = reason
+            self.rank = rank
+        }
+    }
 
     public init(run: RunInfo, tasks: [TaskEntry], merges: [MergeEntry]) {
         self.run = run
@@ -209,6 +224,7 @@ public struct RunReport: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case run, tasks, merges, negation, disentanglement
+        case failedTasks = "failed_tasks"
         case cosineSimilarity = "cosine_similarity"
         case cosineSimilarityPerLayer = "cosine_similarity_per_layer"
         case orthoRegPenaltyPerLayer = "orthoreg_penalty"
@@ -255,6 +271,9 @@ public struct RunReport: Codable, Sendable, Equatable {
         }
         var lines = [line(header), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")]
         lines += rows.map(line)
+        for failed in failedTasks ?? [] {
+            lines.append("\(failed.name): FAILED, left out of the merges (\(failed.reason))")
+        }
         return lines.joined(separator: "\n")
     }
 

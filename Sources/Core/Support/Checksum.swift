@@ -7,6 +7,11 @@ public enum Checksum {
         SHA256.hash(data: Array(bytes)).map { String(format: "%02x", $0) }.joined()
     }
 
+    /// Of a file's bytes as read, without copying them.
+    public static func sha256(_ data: Data) -> String {
+        SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+    }
+
     public static func sha256(_ text: String) -> String {
         sha256(Array(text.utf8))
     }

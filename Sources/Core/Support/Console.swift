@@ -1,4 +1,5 @@
-// Console: line-oriented progress and status output, prefixed with the rank under MPI.
+// Console: line-oriented progress and status output, prefixed with the rank under MPI, copied to
+// the rank's log file, and kept clear of rank 0's live progress display.
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -12,43 +13,52 @@ public struct Console: Sendable {
 
     public let rank: Int
     public let size: Int
+    /// What reaches the terminal; the log file gets every line.
     public let level: Level
+    public let log: RunLog?
 
-    public init(rank: Int = 0, size: Int = 1, level: Level = .normal) {
+    public init(rank: Int = 0, size: Int = 1, level: Level = .normal, log: RunLog? = nil) {
         self.rank = rank
         self.size = size
         self.level = level
+        self.log = log
+    }
+
+    /// The same console writing its lines to `log` too.
+    public func logging(to log: RunLog?) -> Console {
+        Console(rank: rank, size: size, level: level, log: log)
     }
 
     private var prefix: String { size > 1 ? "[rank \(rank)] " : "" }
 
     /// Status lines (phase changes, per-task progress).
     public func info(_ message: @autoclosure () -> String) {
-        guard level >= .normal else { return }
-        emit(prefix + message())
+        emit(prefix + message(), shown: level >= .normal)
     }
 
     public func verbose(_ message: @autoclosure () -> String) {
-        guard level >= .verbose else { return }
-        emit(prefix + message())
+        emit(prefix + message(), shown: level >= .verbose)
     }
 
     /// Results that are shown even with --quiet (the final table).
     public func result(_ message: String) {
-        emit(message)
+        emit(message, shown: true)
     }
 
-    private func emit(_ line: String) {
-        Self.write(line + "\n", to: STDOUT_FILENO)
+    private func emit(_ line: String, shown: Bool) {
+        log?.append(line)
+        guard shown else { return }
+        ProgressDisplay.shared.printAbove(line + "\n")
     }
 
     /// One line to stderr (errors), flushed.
     public static func error(_ message: String) {
+        ProgressDisplay.shared.clear()
         write("orthofuse: error: " + message + "\n", to: STDERR_FILENO)
     }
 
-    /// One write(2) per line: lines of different ranks, forwarded by mpirun, do not interleave.
-    private static func write(_ text: String, to descriptor: Int32) {
+    /// One write(2) per call: lines of different ranks, forwarded by mpirun, do not interleave.
+    static func write(_ text: String, to descriptor: Int32) {
         let bytes = Array(text.utf8)
         bytes.withUnsafeBytes { raw in
             var offset = 0
@@ -58,5 +68,168 @@ public struct Console: Sendable {
                 offset += written
             }
         }
+    }
+}
+
+/// A rank's log file in the run directory (`logs/rank-N.log`), every line with a UTC time stamp.
+/// Appended to, so a rerun's lines follow the interrupted run's.
+public final class RunLog: @unchecked Sendable {
+    // @unchecked Sendable: the descriptor is written under `lock` only.
+    private let descriptor: Int32
+    private let lock = NSLock()
+    public let url: URL
+
+    public init(directory: URL, rank: Int) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        url = directory.appendingPathComponent("rank-\(rank).log")
+        descriptor = open(url.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else {
+            throw OrthofuseError("\(url.path): cannot open the log file (\(String(cString: strerror(errno))))")
+        }
+    }
+
+    deinit { close(descriptor) }
+
+    public func append(_ line: String) {
+        let stamp = ISO8601DateFormatter.string(from: Date(), timeZone: TimeZone(identifier: "UTC")!,
+                                                formatOptions: [.withInternetDateTime])
+        lock.lock()
+        defer { lock.unlock() }
+        Console.write("\(stamp) \(line)\n", to: descriptor)
+    }
+}
+
+/// Rank 0's live view of every task in training: a block of lines redrawn in place on a terminal,
+/// or a plain summary line every `plainInterval` seconds otherwise (logs, CI).
+public final class ProgressDisplay: @unchecked Sendable {
+    // @unchecked Sendable: all state is touched under `lock` only.
+    public static let shared = ProgressDisplay()
+
+    public struct Row: Sendable {
+        public var task: String
+        public var rank: Int
+        public var step: Int
+        public var steps: Int
+        public var loss: Double
+        public var orthoReg: Double
+        public var samplesPerSecond: Double
+        public var started: Date
+        public var updated: Date
+
+        public init(task: String, rank: Int, step: Int, steps: Int, loss: Double, orthoReg: Double,
+                    samplesPerSecond: Double, started: Date, updated: Date = Date()) {
+            self.task = task
+            self.rank = rank
+            self.step = step
+            self.steps = steps
+            self.loss = loss
+            self.orthoReg = orthoReg
+            self.samplesPerSecond = samplesPerSecond
+            self.started = started
+            self.updated = updated
+        }
+
+        /// Remaining time from the average pace so far.
+        public var eta: Double? {
+            let elapsed = updated.timeIntervalSince(started)
+            guard step > 0, elapsed > 0 else { return nil }
+            return elapsed / Double(step) * Double(steps - step)
+        }
+
+        public var text: String {
+            let eta = self.eta.map { "ETA \(ProgressDisplay.duration($0))" } ?? "ETA –"
+            return String(format: "%@ (rank %d)  step %d/%d  loss %.4f  orthoreg %.4f  %.0f samples/s  %@",
+                          task, rank, step, steps, loss, orthoReg, samplesPerSecond, eta)
+        }
+    }
+
+    private let lock = NSLock()
+    private var rows: [String: Row] = [:]
+    private var order: [String] = []
+    private var enabled = false
+    private var interactive = false
+    private var drawnLines = 0
+    private var lastDraw = Date.distantPast
+    private var lastPlain = Date()
+    public var plainInterval = 10.0
+
+    /// Shows the display on this process (rank 0, not --quiet); redrawn in place when stdout is a terminal.
+    public func enable(interactive: Bool = isatty(STDOUT_FILENO) == 1) {
+        lock.lock()
+        defer { lock.unlock() }
+        enabled = true
+        self.interactive = interactive
+    }
+
+    public func update(_ row: Row) {
+        lock.lock()
+        defer { lock.unlock() }
+        guard enabled else { return }
+        if rows[row.task] == nil { order.append(row.task) }
+        rows[row.task] = row
+        let now = Date()
+        if interactive {
+            if now.timeIntervalSince(lastDraw) >= 0.25 { redraw(now) }
+        } else if now.timeIntervalSince(lastPlain) >= plainInterval {
+            lastPlain = now
+            let line = "progress: " + order.compactMap { rows[$0] }.map(\.text).joined(separator: " | ") + "\n"
+            Console.write(line, to: STDOUT_FILENO)
+        }
+    }
+
+    /// The task is no longer in training.
+    public func remove(task: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        rows[task] = nil
+        order.removeAll { $0 == task }
+        if enabled, interactive { redraw(Date()) }
+    }
+
+    /// Writes `text` (whole lines) above the live block.
+    func printAbove(_ text: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        guard enabled, interactive, drawnLines > 0 else {
+            Console.write(text, to: STDOUT_FILENO)
+            return
+        }
+        Console.write(erase() + text + block(), to: STDOUT_FILENO)
+        lastDraw = Date()
+    }
+
+    /// Removes the block from the terminal (before an error or the final table) and stops drawing.
+    public func clear() {
+        lock.lock()
+        defer { lock.unlock() }
+        if enabled, interactive, drawnLines > 0 { Console.write(erase(), to: STDOUT_FILENO) }
+        drawnLines = 0
+        rows = [:]
+        order = []
+        enabled = false
+    }
+
+    private func redraw(_ now: Date) {
+        Console.write(erase() + block(), to: STDOUT_FILENO)
+        lastDraw = now
+    }
+
+    /// Moves up over the drawn block and clears to the end of the screen.
+    private func erase() -> String {
+        defer { drawnLines = 0 }
+        return drawnLines > 0 ? "\u{1B}[\(drawnLines)F\u{1B}[J" : ""
+    }
+
+    private func block() -> String {
+        let lines = order.compactMap { rows[$0] }.map { "  " + $0.text }
+        drawnLines = lines.count
+        return lines.isEmpty ? "" : lines.joined(separator: "\n") + "\n"
+    }
+
+    static func duration(_ seconds: Double) -> String {
+        let total = Int(seconds.rounded())
+        if total >= 3600 { return "\(total / 3600)h\(String(format: "%02d", total % 3600 / 60))m" }
+        if total >= 60 { return "\(total / 60)m\(String(format: "%02d", total % 60))s" }
+        return "\(total)s"
     }
 }

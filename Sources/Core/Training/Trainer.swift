@@ -17,6 +17,9 @@ public enum Parametrization: Sendable, Equatable {
 public struct TrainingSettings: Sendable, Equatable {
     public var steps: Int
     public var batchSize: Int
+    /// Each batch's gradient is the ordered sum of this many micro-batches' gradients (which a
+    /// group of ranks can share out); it must divide `batchSize`. 1 computes the batch at once.
+    public var microBatches: Int
     public var optimizer: OptimizerSettings
     public var warmupSteps: Int
     public var decay: LearningRateDecay
@@ -32,12 +35,13 @@ public struct TrainingSettings: Sendable, Equatable {
     public var trainsHead: Bool
     public var parametrization: Parametrization
 
-    public init(steps: Int, batchSize: Int, optimizer: OptimizerSettings, warmupSteps: Int = 0,
+    public init(steps: Int, batchSize: Int, microBatches: Int = 1, optimizer: OptimizerSettings, warmupSteps: Int = 0,
                 decay: LearningRateDecay = .constant, gradientClip: Float = 0, labelSmoothing: Float = 0,
                 orthoReg: OrthoRegSettings = OrthoRegSettings(lambda: 0), trainedParameters: [Int],
                 regularizedParameters: [Int] = [], trainsHead: Bool = false, parametrization: Parametrization = .direct) {
         self.steps = steps
         self.batchSize = batchSize
+        self.microBatches = microBatches
         self.optimizer = optimizer
         self.warmupSteps = warmupSteps
         self.decay = decay
@@ -231,6 +235,8 @@ public final class Trainer {
 
     public init(backbone: any Backbone, head: ClassificationHead, settings: TrainingSettings) {
         precondition(settings.batchSize <= backbone.maxBatch, "batch exceeds the backbone workspace")
+        precondition(settings.microBatches >= 1 && settings.batchSize % settings.microBatches == 0,
+                     "\(settings.microBatches) micro-batches do not divide a batch of \(settings.batchSize)")
         self.backbone = backbone
         self.head = head
         self.settings = settings
@@ -243,18 +249,36 @@ public final class Trainer {
     /// last one. Throws when the loss stops being finite, naming the step.
     /// With `checkpointing`, a matching checkpoint is resumed from (the result is bitwise the one
     /// of an uninterrupted run) and the state is saved every `every` steps and at the end.
+    /// With `group`, this rank is one member of a group training the task together: every member
+    /// passes the same arguments, computes its share of each batch's micro-batches, and ends with
+    /// bitwise the θ of a run without a group. Only member 0 writes checkpoints; every member
+    /// resumes from the same file. A non-finite loss makes every member throw at the same step.
     @discardableResult
     public func run(
         parameters: FloatBuffer, base: FloatBuffer, data: Dataset, random: RandomStream, label: String,
-        reportEvery: Int = 50, checkpointing: Checkpointing? = nil,
-        progress: (TrainingProgress) -> Void = { _ in }, resumed: (Int) -> Void = { _ in }
+        reportEvery: Int = 50, checkpointing: Checkpointing? = nil, group: (any MicroBatchGroup)? = nil,
+        progress: (TrainingProgress) throws -> Void = { _ in }, resumed: (Int) -> Void = { _ in }
     ) throws -> FloatBuffer {
         let layout = backbone.layout
         precondition(parameters.count == layout.totalCount && base.count == layout.totalCount)
+        if let group {
+            precondition(group.memberCount >= 1 && (0..<group.memberCount).contains(group.memberIndex),
+                         "member \(group.memberIndex) of a group of \(group.memberCount)")
+        }
         let sampler = MinibatchSampler(data: data, batchSize: settings.batchSize, random: random)
         let batch = sampler.batchSize
         let classes = head.classes
         let features = backbone.featureCount
+
+        // Micro-batch m is the batch rows microBatchRows[m]. A training split smaller than the
+        // batch size shrinks the batch; its rows are then split as evenly as they go.
+        let microBatchCount = min(settings.microBatches, batch)
+        let microBatchRows = (0..<microBatchCount).map { m in
+            (m * batch / microBatchCount)..<((m + 1) * batch / microBatchCount)
+        }
+        // Each micro-batch's share of the batch mean, which its mean loss and gradient are scaled by.
+        let gradientWeights = microBatchRows.map { Float($0.count) / Float(batch) }
+        let lossWeights = microBatchRows.map { Double($0.count) / Double(batch) }
 
         var adapters: LoRAAdapters?
         if case let .lora(rank, alpha, targets) = settings.parametrization {
@@ -271,6 +295,20 @@ public final class Trainer {
         let logits = FloatBuffer(count: batch * classes)
         let logitGradient = FloatBuffer(count: batch * classes)
         let featureGradient = FloatBuffer(count: batch * features)
+        // One rank summing several micro-batches computes micro-batch m > 0 here, then adds it.
+        let sumsLocally = group == nil && microBatchCount > 1
+        let microGradient = FloatBuffer(count: sumsLocally ? gradient.count : 0)
+        let microHeadGradient = FloatBuffer(count: sumsLocally ? headGradient.count : 0)
+        // A group reduces only the gradient entries read afterwards (the trained ranges, or LoRA's
+        // target weights; then the head), packed one own micro-batch after another.
+        let reducedRanges = adapters.map { $0.targets.map { $0.offset..<($0.offset + $0.rows * $0.columns) } }
+            ?? trainedRanges
+        let reducedLength = reducedRanges.reduce(0) { $0 + $1.count } + headGradient.count
+        let ownMicroBatches = group.map { Array($0.ownMicroBatches(of: microBatchCount)) } ?? []
+        let contributions = FloatBuffer(count: ownMicroBatches.count * reducedLength)
+        let reducedSum = FloatBuffer(count: group == nil ? 0 : reducedLength)
+        var ownLosses = [Double](repeating: 0, count: ownMicroBatches.count)
+
         // The optimizer's parameter vector: the adapters for LoRA, θ otherwise.
         let optimizer = Optimizer(settings: settings.optimizer, parameterCount: adapters?.values.count ?? layout.totalCount)
         let optimizerRanges = adapters.map { [0..<$0.values.count] } ?? trainedRanges
@@ -298,8 +336,10 @@ public final class Trainer {
             firstStep = saved.step
             resumed(firstStep)
         }
+        // Every member of a group holds the same state; one file is enough.
+        let writesCheckpoints = (group?.memberIndex ?? 0) == 0
         func saveCheckpoint(after step: Int) throws {
-            guard let checkpointing else { return }
+            guard let checkpointing, writesCheckpoints else { return }
             let moments = optimizer.state
             let headMoments = headOptimizer.state
             try TrainingCheckpoint(
@@ -308,6 +348,49 @@ public final class Trainer {
                 head: settings.trainsHead ? head.parameters.array : [], headFirstMoment: headMoments.first,
                 headSecondMoment: headMoments.second
             ).write(to: checkpointing.url, fingerprint: checkpointing.fingerprint)
+        }
+
+        /// Forward and backward of micro-batch `m` on its own: its gradient (scaled by its share
+        /// of the batch when there are several) replaces `target` and `headTarget`; returns its
+        /// mean loss. Nothing of another micro-batch enters a GEMM, so each part's bits depend
+        /// only on its rows, whichever rank computes it.
+        func computeMicroBatch(_ m: Int, into target: FloatBuffer, head headTarget: FloatBuffer) -> Double {
+            let rows = microBatchRows[m]
+            let count = rows.count
+            let inputs = UnsafePointer(sampler.inputs.pointer + rows.lowerBound * data.featureCount)
+            // Forward: f(x; θ), or f(x; θ0) + J(x; θ0)(θ − θ0) in tangent space.
+            let featureOutput: UnsafePointer<Float>
+            if linearized {
+                let primal = backbone.forwardWithTangent(parameters: base.pointer, tangent: tangent.pointer,
+                                                         inputs: inputs, batch: count,
+                                                         featureTangent: featureTangent.pointer)
+                ElementWise.add(featureTangent.pointer, primal, count: count * features)
+                featureOutput = UnsafePointer(featureTangent.pointer)
+            } else {
+                featureOutput = backbone.forward(parameters: parameters.pointer, inputs: inputs, batch: count)
+            }
+            head.forward(logits: logits.pointer, features: featureOutput, batch: count)
+            let loss = sampler.labels.withUnsafeBufferPointer {
+                CrossEntropy.forwardBackward(logitGradient: logitGradient.pointer, logits: logits.pointer,
+                                             labels: $0.baseAddress! + rows.lowerBound, batch: count, classes: classes,
+                                             labelSmoothing: settings.labelSmoothing)
+            }
+            if microBatchCount > 1 {
+                ElementWise.scale(logitGradient.pointer, gradientWeights[m], count: count * classes)
+            }
+            featureGradient.zero()
+            if settings.trainsHead { headTarget.zero() }
+            head.backward(featureGradient: featureGradient.pointer,
+                          parameterGradient: settings.trainsHead ? headTarget.pointer : nil,
+                          logitGradient: logitGradient.pointer, features: featureOutput, batch: count)
+
+            // Backward: at θ, or at θ0 for the linearized model (its Jacobian is J(x; θ0)).
+            target.zero()
+            backbone.backward(featureGradient: featureGradient.pointer,
+                              parameters: linearized ? base.pointer : parameters.pointer,
+                              inputs: inputs, batch: count, parameterGradient: target.pointer,
+                              inputGradient: nil)
+            return loss
         }
 
         var lossSum = 0.0
@@ -320,40 +403,45 @@ public final class Trainer {
             sampler.next()
             let rate = schedule.rate(at: step)
             adapters?.materialize(parameters: parameters, base: base)
-
-            // Forward: f(x; θ), or f(x; θ0) + J(x; θ0)(θ − θ0) in tangent space.
-            let featureOutput: UnsafePointer<Float>
             if linearized {
                 ElementWise.subtract(tangent.pointer, parameters.pointer, base.pointer, count: layout.totalCount)
-                let primal = backbone.forwardWithTangent(parameters: base.pointer, tangent: tangent.pointer,
-                                                         inputs: sampler.inputs.pointer, batch: batch,
-                                                         featureTangent: featureTangent.pointer)
-                ElementWise.add(featureTangent.pointer, primal, count: batch * features)
-                featureOutput = UnsafePointer(featureTangent.pointer)
-            } else {
-                featureOutput = backbone.forward(parameters: parameters.pointer, inputs: sampler.inputs.pointer, batch: batch)
             }
-            head.forward(logits: logits.pointer, features: featureOutput, batch: batch)
-            let loss = sampler.labels.withUnsafeBufferPointer {
-                CrossEntropy.forwardBackward(logitGradient: logitGradient.pointer, logits: logits.pointer,
-                                             labels: $0.baseAddress!, batch: batch, classes: classes,
-                                             labelSmoothing: settings.labelSmoothing)
+
+            // The batch's gradient and loss: micro-batch sums in micro-batch order, ((g0 + g1) + g2) + ….
+            var loss = 0.0
+            if let group {
+                for (slot, m) in ownMicroBatches.enumerated() {
+                    ownLosses[slot] = computeMicroBatch(m, into: gradient, head: headGradient)
+                    var packed = contributions.pointer + slot * reducedLength
+                    for range in reducedRanges {
+                        packed.update(from: gradient.pointer + range.lowerBound, count: range.count)
+                        packed += range.count
+                    }
+                    packed.update(from: headGradient.pointer, count: headGradient.count)
+                }
+                let losses = try group.reduce(
+                    contributions: UnsafeBufferPointer(contributions.buffer), length: reducedLength, losses: ownLosses,
+                    microBatches: microBatchCount, into: reducedSum.buffer)
+                precondition(losses.count == microBatchCount, "the group returned \(losses.count) of \(microBatchCount) losses")
+                var packed = UnsafePointer(reducedSum.pointer)
+                for range in reducedRanges {
+                    (gradient.pointer + range.lowerBound).update(from: packed, count: range.count)
+                    packed += range.count
+                }
+                headGradient.pointer.update(from: packed, count: headGradient.count)
+                for m in 0..<microBatchCount { loss += losses[m] * lossWeights[m] }
+            } else {
+                loss += computeMicroBatch(0, into: gradient, head: headGradient) * lossWeights[0]
+                for m in 1..<microBatchCount {
+                    loss += computeMicroBatch(m, into: microGradient, head: microHeadGradient) * lossWeights[m]
+                    ElementWise.add(gradient.pointer, microGradient.pointer, count: gradient.count)
+                    ElementWise.add(headGradient.pointer, microHeadGradient.pointer, count: headGradient.count)
+                }
             }
             guard loss.isFinite else {
                 throw OrthofuseError("\(label): the loss became \(loss) at step \(step + 1); lower the learning rate")
             }
-            featureGradient.zero()
-            if settings.trainsHead { headGradient.zero() }
-            head.backward(featureGradient: featureGradient.pointer,
-                          parameterGradient: settings.trainsHead ? headGradient.pointer : nil,
-                          logitGradient: logitGradient.pointer, features: featureOutput, batch: batch)
 
-            // Backward: at θ, or at θ0 for the linearized model (its Jacobian is J(x; θ0)).
-            gradient.zero()
-            backbone.backward(featureGradient: featureGradient.pointer,
-                              parameters: linearized ? base.pointer : parameters.pointer,
-                              inputs: sampler.inputs.pointer, batch: batch, parameterGradient: gradient.pointer,
-                              inputGradient: nil)
             if let adapters {
                 lastPenalty = adapters.backpropagate(backboneGradient: gradient, orthoReg: settings.orthoReg)
                 if settings.gradientClip > 0 {
@@ -387,7 +475,7 @@ public final class Trainer {
             if (step + 1) % max(reportEvery, 1) == 0 || step + 1 == settings.steps {
                 let now = Date()
                 let window = now.timeIntervalSince(windowStart)
-                progress(TrainingProgress(
+                try progress(TrainingProgress(
                     step: step + 1, steps: settings.steps, loss: lossSum / Double(lossCount), orthoReg: lastPenalty,
                     learningRate: rate, samplesPerSecond: window > 0 ? Double(windowSamples) / window : 0,
                     elapsedSeconds: now.timeIntervalSince(start)))

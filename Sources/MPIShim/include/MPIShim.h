@@ -16,6 +16,8 @@ MPI_Op ofmpi_op_min(void);
 void *ofmpi_in_place(void);
 int ofmpi_any_source(void);
 int ofmpi_any_tag(void);
+/// The color with which MPI_Comm_split leaves a rank out of every group.
+int ofmpi_undefined(void);
 MPI_Errhandler ofmpi_errors_return(void);
 int ofmpi_success(void);
 int ofmpi_thread_funneled(void);
