@@ -8,7 +8,9 @@
 # - --bind-to none: otherwise OpenMPI pins every rank of a small machine to one core;
 # - pml ob1: MPI_Init about 3x faster here than the default (ucx probing);
 # - OpenBLAS: one thread per rank (ranks are the parallelism) and the right kernels for the CPU
-#   (Debian's OpenBLAS falls back to its slowest kernels on AVX-512 CPUs unless told).
+#   (Debian's OpenBLAS falls back to its slowest kernels on AVX-512 CPUs unless told);
+# - --quiet: no mpirun help blocks on failure; orthofuse's rank 0 prints the one line that says what
+#   happened (a job error, or "the job was stopped" when another rank died).
 set -euo pipefail
 
 mpirun_options=()
@@ -44,5 +46,5 @@ if [[ "$(id -u)" == "0" ]]; then root_options=(--allow-run-as-root); fi
 exported=(-x OPENBLAS_NUM_THREADS -x OMPI_MCA_pml)
 if [[ -n "${OPENBLAS_CORETYPE:-}" ]]; then exported+=(-x OPENBLAS_CORETYPE); fi
 
-exec mpirun "${root_options[@]}" --oversubscribe --bind-to none "${exported[@]}" \
+exec mpirun "${root_options[@]}" --quiet --oversubscribe --bind-to none "${exported[@]}" \
     "${mpirun_options[@]}" "$@"

@@ -24,7 +24,7 @@ public final class CommunicatorGradientGroup: MicroBatchGroup {
         let members = memberCount
         let own = Array(ownMicroBatches(of: microBatches))
         precondition(contributions.count == own.count * length && losses.count == own.count && sum.count == length,
-                     "reduce: \(contributions.count) floats and \(losses.count) losses for \(own.count) micro-batches of \(length)")
+                     "reduce: \(contributions.count) floats, \(losses.count) losses for \(own.count) micro-batches of \(length)")
 
         // Each loss slot has one contributor and zeros elsewhere: the sum is that loss exactly.
         var slots = [Double](repeating: 0, count: microBatches)
@@ -79,8 +79,9 @@ public final class CommunicatorGradientGroup: MicroBatchGroup {
         }
         for (owner, chunk) in gathered.enumerated() {
             let start = bounds[owner]
-            guard chunk.count == bounds[owner + 1] - start else {
-                throw TransportError("micro-batch reduction: member \(owner) returned \(chunk.count) floats, expected \(bounds[owner + 1] - start)")
+            let expected = bounds[owner + 1] - start
+            guard chunk.count == expected else {
+                throw TransportError("micro-batch reduction: member \(owner) returned \(chunk.count) floats, expected \(expected)")
             }
             _ = UnsafeMutableBufferPointer(rebasing: sum[start..<(start + chunk.count)]).update(fromContentsOf: chunk)
         }

@@ -49,6 +49,7 @@ enum Launch {
         do {
             var plan = try JobAnnouncer.announce(try read(source), communicator: communicator)
             plan.requiresResume = requiresResume
+            if communicator is MPICommunicator { StopSignal.install(rank: rank, output: plan.output) }
             console = console.logging(to: try? RunLog(directory: plan.output.appendingPathComponent("logs"), rank: rank))
             if rank == 0, communicator.size > 1, level >= .normal { ProgressDisplay.shared.enable() }
             defer { ProgressDisplay.shared.clear() }

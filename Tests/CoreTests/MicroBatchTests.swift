@@ -1,4 +1,5 @@
-// MicroBatchTests: one micro-batch is bitwise the whole-batch step, several give the same mean gradient up to rounding, and the job key is checked.
+// MicroBatchTests: one micro-batch is bitwise the whole-batch step, several match it up to rounding;
+// the job's `finetune.micro_batches` key.
 import Foundation
 import XCTest
 @testable import Core
@@ -29,7 +30,8 @@ final class MicroBatchTests: XCTestCase {
 
     /// The settings every mode is checked with: OrthoReg, clipping and label smoothing on.
     private func settings(_ parametrization: Parametrization, microBatches: Int, steps: Int = 12,
-                          optimizer: OptimizerSettings = .adamw(learningRate: 1e-2), trainsHead: Bool = false) -> TrainingSettings {
+                          optimizer: OptimizerSettings = .adamw(learningRate: 1e-2),
+                          trainsHead: Bool = false) -> TrainingSettings {
         let layout = configuration.layout
         let mode: FineTuneMode = switch parametrization {
         case .direct: .full
@@ -197,7 +199,8 @@ final class MicroBatchTests: XCTestCase {
         for smoothing: Float in [0, 0.1] {
             for trainsHead in [false, true] {
                 func step(_ microBatches: Int) throws -> Outcome {
-                    var settings = settings(.direct, microBatches: microBatches, steps: 1, optimizer: sgd, trainsHead: trainsHead)
+                    var settings = settings(.direct, microBatches: microBatches, steps: 1, optimizer: sgd,
+                                            trainsHead: trainsHead)
                     settings.warmupSteps = 0
                     settings.gradientClip = 0
                     settings.orthoReg = OrthoRegSettings(lambda: 0)

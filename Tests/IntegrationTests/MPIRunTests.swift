@@ -117,6 +117,37 @@ final class MPIRunTests: XCTestCase {
         }
     }
 
+    /// More tasks than ranks (a queue) and more ranks than tasks (data-parallel groups) under real
+    /// mpirun give the task vectors of one process.
+    func testQueueAndDataParallelGroupsMatchOneProcess() throws {
+        let fiveTasks = try SyntheticTasks.write(to: directory, taskCount: 5)
+        func job(_ name: String, output: String, tasks: [String]) throws -> String {
+            let text = SyntheticTasks.jobYAML(taskNames: tasks)
+                .replacingOccurrences(of: "output: out", with: "output: \(output)")
+                .replacingOccurrences(of: "  mode: full", with: "  mode: full\n  micro_batches: 4")
+            try text.write(to: directory.appendingPathComponent(name), atomically: true, encoding: .utf8)
+            return directory.appendingPathComponent(name).path
+        }
+        for (tasks, ranks, label) in [(fiveTasks, 2, "five"), (taskNames, 5, "three")] {
+            let parallel = try launch(ranks: ranks, ["run", job("\(label)-np\(ranks).yaml", output: "\(label)-np\(ranks)", tasks: tasks)])
+            XCTAssertEqual(parallel.status, 0, "\(tasks.count) tasks on \(ranks) ranks:\n\(parallel.stdout)\n\(parallel.stderr)")
+            if ranks > tasks.count {
+                XCTAssertTrue(parallel.stdout.contains("data-parallel groups (task→ranks): task0→0–1, task1→2–3, task2→4"), parallel.stdout)
+            } else {
+                XCTAssertTrue(parallel.stdout.contains("finished on rank 1"), parallel.stdout)
+            }
+            let single = try execute([Self.binary.path, "run", job("\(label)-np1.yaml", output: "\(label)-np1", tasks: tasks)])
+            XCTAssertEqual(single.status, 0, single.stderr)
+            for name in tasks {
+                XCTAssertEqual(try tensors("\(label)-np\(ranks)/task_vectors/\(name).safetensors"),
+                               try tensors("\(label)-np1/task_vectors/\(name).safetensors"),
+                               "task vector \(name): \(tasks.count) tasks on \(ranks) ranks differ from one process")
+            }
+            XCTAssertEqual(try tensors("\(label)-np\(ranks)/merged/task_arithmetic.safetensors"),
+                           try tensors("\(label)-np1/merged/task_arithmetic.safetensors"))
+        }
+    }
+
     /// A ViT job in attention-only mode with OrthoReg under mpirun: only the attention projection
     /// weights move, and the three ranks agree with one process.
     func testViTAttentionOnlyUnderMPIRun() throws {
@@ -168,6 +199,12 @@ final class MPIRunTests: XCTestCase {
         killer.waitUntilExit()
         let wasKilled = killed.status != 0
         if !wasKilled { print("the run finished before the kill; only the rerun's equality is checked") }
+        if wasKilled {
+            // The newest rank (not rank 0) died: rank 0 says so in one line, without mpirun's noise.
+            let lines = killed.stderr.split(separator: "\n").filter { !$0.isEmpty }
+            XCTAssertEqual(lines.count, 1, "one line:\n\(killed.stderr)")
+            XCTAssertTrue(killed.stderr.contains("orthofuse: error: the job was stopped"), killed.stderr)
+        }
 
         let rerun = try launch(ranks: 3, ["run", killedJob, "--quiet"])
         XCTAssertEqual(rerun.status, 0, rerun.stderr)
@@ -240,6 +277,8 @@ final class MPIRunTests: XCTestCase {
         let errorLines = outcome.stderr.split(separator: "\n").filter { $0.contains("orthofuse: error:") }
         XCTAssertEqual(errorLines.count, 1, "exactly one error line from rank 0:\n\(outcome.stderr)")
         XCTAssertTrue(errorLines.first?.contains("stepz") ?? false, outcome.stderr)
+        XCTAssertEqual(outcome.stderr.split(separator: "\n").filter { !$0.isEmpty }.count, 1,
+                       "no MPI noise besides it:\n\(outcome.stderr)")
 
         let missing = try execute([Self.binary.path, "run", directory.appendingPathComponent("nope.yaml").path])
         XCTAssertNotEqual(missing.status, 0)

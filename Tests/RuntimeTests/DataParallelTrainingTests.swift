@@ -1,4 +1,5 @@
-// DataParallelTrainingTests: a task trained by a group of in-process ranks, each computing some of every batch's micro-batches, ends bitwise where one rank does.
+// DataParallelTrainingTests: a task trained by a group of in-process ranks, each computing some of
+// every batch's micro-batches, ends bitwise where one rank does.
 import Foundation
 import XCTest
 import Core
@@ -213,7 +214,9 @@ final class DataParallelTrainingTests: XCTestCase {
             return try Self.train(fixture, settings, group: CommunicatorGradientGroup(communicator: communicator),
                                   checkpointing: Checkpointing(url: file, every: 5, fingerprint: "job/t"),
                                   atStep: { step in
-                                      if step == 10, communicator.rank == 0 { try? FileManager.default.copyItem(at: file, to: saved) }
+                                      if step == 10, communicator.rank == 0 {
+                                          try? FileManager.default.copyItem(at: file, to: saved)
+                                      }
                                   })
         }
         XCTAssertEqual(twoMembers, [straight, straight])
