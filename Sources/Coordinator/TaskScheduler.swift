@@ -90,7 +90,7 @@ final class TaskScheduler {
     private func coordinateQueue() throws -> TrainingOutcome {
         var outcome = TrainingOutcome(results: [:], owners: Array(repeating: nil, count: plan.tasks.count), failures: [:])
         var pending = queueOrder
-        var busy: [Int: (task: Int, heard: Date, step: Int, steps: Int, started: Date)] = [:]
+        var busy: [Int: (task: Int, heard: Date, step: Int, steps: Int)] = [:]
         var stopping = false
         console.info("scheduling \(plan.tasks.count) tasks on \(trainingRanks.count) training rank(s), longest first: "
             + pending.map { plan.tasks[$0].name }.joined(separator: ", "))
@@ -100,7 +100,7 @@ final class TaskScheduler {
             if let index = nextTask() {
                 try communicator.send(ControlMessage.assignment(tasks: [plan.tasks[index].name], rank: worker).encoded(),
                                       to: worker, tag: Self.toWorkerTag)
-                busy[worker] = (index, Date(), 0, plan.finetune.steps, Date())
+                busy[worker] = (index, Date(), 0, plan.finetune.steps)
                 console.verbose("\(plan.tasks[index].name) → rank \(worker)")
             } else {
                 try communicator.send(ControlMessage.shutdown(success: !stopping).encoded(), to: worker, tag: Self.toWorkerTag)
@@ -130,8 +130,7 @@ final class TaskScheduler {
                     busy[source]?.step = progress.step
                     ProgressDisplay.shared.update(.init(
                         task: progress.task, rank: source, step: progress.step, steps: progress.steps, loss: progress.loss,
-                        orthoReg: progress.orthoReg, samplesPerSecond: progress.samplesPerSecond,
-                        started: busy[source]?.started ?? Date()))
+                        orthoReg: progress.orthoReg, samplesPerSecond: progress.samplesPerSecond))
                     console.verbose(String(format: "rank %d %@: step %d/%d loss %.4f %.0f samples/s", source, progress.task,
                                            progress.step, progress.steps, progress.loss, progress.samplesPerSecond))
                 case let .result(result):
@@ -176,12 +175,11 @@ final class TaskScheduler {
         while true {
             if plan.coordinatorTrains, let index = own ?? nextTask() {
                 own = nil
-                let started = Date()
                 let name = plan.tasks[index].name
                 let onStep: (TrainingProgress) throws -> Void = { progress in
                     ProgressDisplay.shared.update(.init(
                         task: name, rank: 0, step: progress.step, steps: progress.steps, loss: progress.loss,
-                        orthoReg: progress.orthoReg, samplesPerSecond: progress.samplesPerSecond, started: started))
+                        orthoReg: progress.orthoReg, samplesPerSecond: progress.samplesPerSecond))
                     do { try service() } catch { throw SchedulerStop(underlying: error) }
                 }
                 defer { ProgressDisplay.shared.remove(task: name) }

@@ -54,6 +54,11 @@ final class SchedulingTests: XCTestCase {
         let grouped = try workspace.run(workspace.plan(text("np5")), ranks: 5)
         try assertSameTaskVectors(workspace, "np5", "np1")
         XCTAssertEqual(grouped.tasks.map(\.rank), [0, 2, 4], "groups {0,1}, {2,3}, {4}: the leaders own the tasks")
+        // With one micro-batch per batch a task cannot be shared: the spare rank idles, same results.
+        let idle = try workspace.run(workspace.plan(workspace.jobText(output: "np4")), ranks: 4)
+        XCTAssertEqual(idle.tasks.map(\.rank), [0, 1, 2])
+        _ = try workspace.run(workspace.plan(workspace.jobText(output: "plain1")), ranks: 1)
+        try assertSameTaskVectors(workspace, "np4", "plain1")
         let plan = try workspace.plan(text("x"))
         XCTAssertEqual(TaskScheduler.dataParallelGroups(plan: plan, worldSize: 8, finished: [])?.map(\.ranks),
                        [[0, 1, 2], [3, 4, 5], [6, 7]])

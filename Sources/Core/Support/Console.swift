@@ -113,11 +113,10 @@ public final class ProgressDisplay: @unchecked Sendable {
         public var loss: Double
         public var orthoReg: Double
         public var samplesPerSecond: Double
-        public var started: Date
         public var updated: Date
 
         public init(task: String, rank: Int, step: Int, steps: Int, loss: Double, orthoReg: Double,
-                    samplesPerSecond: Double, started: Date, updated: Date = Date()) {
+                    samplesPerSecond: Double, updated: Date = Date()) {
             self.task = task
             self.rank = rank
             self.step = step
@@ -125,15 +124,19 @@ public final class ProgressDisplay: @unchecked Sendable {
             self.loss = loss
             self.orthoReg = orthoReg
             self.samplesPerSecond = samplesPerSecond
-            self.started = started
             self.updated = updated
         }
 
-        /// Remaining time from the average pace so far.
+        /// The first step this display saw, and when: the pace is measured from there, so data
+        /// loading and the head fit before the first step do not inflate the ETA.
+        var firstStep = 0
+        var firstSeen = Date()
+
+        /// Remaining time at the average pace since the first step seen.
         public var eta: Double? {
-            let elapsed = updated.timeIntervalSince(started)
-            guard step > 0, elapsed > 0 else { return nil }
-            return elapsed / Double(step) * Double(steps - step)
+            let elapsed = updated.timeIntervalSince(firstSeen)
+            guard step > firstStep, elapsed > 0 else { return nil }
+            return elapsed / Double(step - firstStep) * Double(steps - step)
         }
 
         public var text: String {
@@ -166,7 +169,7 @@ public final class ProgressDisplay: @unchecked Sendable {
         defer { lock.unlock() }
         guard enabled else { return }
         if rows[row.task] == nil { order.append(row.task) }
-        rows[row.task] = row
+        rows[row.task] = Self.advance(rows[row.task], to: row)
         let now = Date()
         if interactive {
             if now.timeIntervalSince(lastDraw) >= 0.25 { redraw(now) }
@@ -175,6 +178,14 @@ public final class ProgressDisplay: @unchecked Sendable {
             let line = "progress: " + order.compactMap { rows[$0] }.map(\.text).joined(separator: " | ") + "\n"
             Console.write(line, to: STDOUT_FILENO)
         }
+    }
+
+    /// `next`, keeping where `previous` (the same task's last row) started measuring the pace.
+    static func advance(_ previous: Row?, to next: Row) -> Row {
+        var row = next
+        row.firstStep = previous?.firstStep ?? next.step
+        row.firstSeen = previous?.firstSeen ?? next.updated
+        return row
     }
 
     /// The task is no longer in training.
