@@ -161,14 +161,27 @@ public final class JobRunner {
         }
 
         // 7b. Analyse the task vectors; negation and disentanglement error (AnalysisStage.swift).
-        // They need every task vector on every rank, which a sharded run avoids: skipped there.
-        if sharded, isCoordinator {
-            console.info("task vector analyses, negation and disentanglement skipped: merging is sharded (merge.sharded: false runs them)")
-        }
-        let analyses = sharded ? AnalysisResults() : try AnalysisStage(
+        // Sharded: the analyses gather one tensor at a time; negation and ξ evaluate models built
+        // from whole task vectors, which a sharded run avoids holding: skipped there.
+        var analyses = AnalysisResults()
+        if let shards = gathered.shards {
+            let started = Date()
+            analyses.vectors = try PhaseAgreement.run(communicator) {
+                try shards.analysis(tasks: plan.tasks.map(\.name), communicator: communicator)
+            }
+            if let vectors = analyses.vectors {
+                console.info(String(format: "task vector analyses, one tensor at a time (cosine, sign conflicts, Gram deviation, spectra of %d matrices): %.1f s",
+                                    vectors.matrices.count, Date().timeIntervalSince(started)))
+            }
+            if isCoordinator, plan.analysis.negation != nil || plan.analysis.disentanglement != nil {
+                console.info("negation and disentanglement skipped: merging is sharded (merge.sharded: false runs them)")
+            }
+        } else {
+            analyses = try AnalysisStage(
             plan: plan, communicator: communicator, console: console, assignment: assignment, base: base,
             taskVectors: gathered.taskVectors, heads: gathered.heads, results: results, entries: gathered.entries,
             backbone: backbone).run()
+        }
 
         // 8. Report.
         var report: RunReport?

@@ -185,3 +185,53 @@ extension JobPlan {
         }
     }
 }
+
+extension TaskVectorShards {
+    /// The task vector analyses of a sharded run (collective; the result on rank 0, nil elsewhere):
+    /// one tensor at a time, every rank sends rank 0 its part of that tensor for every task (an
+    /// allToAll with empty blocks to the other ranks). Rank 0 holds T copies of one tensor at a
+    /// time, never a whole task vector.
+    public func analysis(tasks: [String], communicator: any Communicator) throws -> TaskVectorAnalysis? {
+        var builder = communicator.rank == 0 ? TaskVectorAnalysis.Builder(tasks: tasks, layout: layout) : nil
+        let region = self.region
+        var failure: (any Error)?
+        for index in layout.specs.indices {
+            let tensor = layout.range(at: index)
+            let part = tensor.clamped(to: region)
+            var block: [Float] = []
+            block.reserveCapacity(part.count * slices.count)
+            for slice in slices {
+                block.append(contentsOf: UnsafeBufferPointer(rebasing: slice.buffer[(part.lowerBound - region.lowerBound)..<(part.upperBound - region.lowerBound)]))
+            }
+            var blocks = [[Float]](repeating: [], count: communicator.size)
+            blocks[0] = block
+            let received = try communicator.allToAll(blocks)
+            guard communicator.rank == 0 else { continue }
+            // Rank r's block holds, task after task, the tensor's entries inside slice r; slices
+            // are contiguous and ascending, so concatenating by rank rebuilds the tensor.
+            let values = tasks.indices.map { _ in FloatBuffer(count: tensor.count) }
+            var filled = 0
+            for (rank, piece) in received.enumerated() {
+                let count = partition.ranges[rank].clamped(to: tensor).count
+                guard piece.count == count * tasks.count else {
+                    throw OrthofuseError("rank \(rank) sent \(piece.count) values of tensor \(layout.specs[index].name), expected \(count * tasks.count)")
+                }
+                for task in tasks.indices where count > 0 {
+                    piece.withUnsafeBufferPointer {
+                        (values[task].pointer + filled).update(from: $0.baseAddress! + task * count, count: count)
+                    }
+                }
+                filled += count
+            }
+            // A failure (an SVD that does not converge) must not leave the other ranks in the
+            // next round: keep exchanging, report it at the end.
+            do {
+                try builder?.add(tensor: index, slices: values.map { UnsafeBufferPointer($0.buffer) })
+            } catch {
+                failure = failure ?? error
+            }
+        }
+        if let failure { throw failure }
+        return builder?.finish()
+    }
+}

@@ -209,6 +209,32 @@ final class ShardedJobTests: XCTestCase {
         }
     }
 
+    /// The analyses of a sharded run (gathered one tensor at a time, slices that cut tensors)
+    /// equal those from whole task vectors.
+    func testShardedRunAnalysesEqualTheGatheredOnes() throws {
+        func plan(_ sharded: String) throws -> JobPlan {
+            try workspace.plan(workspace.jobText(output: "analysis-\(sharded)") {
+                $0.replacingOccurrences(of: "methods: [task_arithmetic]", with: "methods: [task_arithmetic]\n  sharded: \(sharded)")
+                    .replacingOccurrences(of: "count: 9", with: "count: 2")
+            })
+        }
+        let shardedPlan = try plan("true")
+        XCTAssertFalse(ShardPartition.forMerging(shardedPlan.merges.map(\.settings), layout: shardedPlan.model.layout,
+                                                 ranks: 2).holdsWholeTensors, "the slices cut tensors")
+        let sharded = try workspace.run(shardedPlan, ranks: 2)
+        let gathered = try workspace.run(plan("false"), ranks: 2)
+        let cosine = try XCTUnwrap(sharded.cosineSimilarity), reference = try XCTUnwrap(gathered.cosineSimilarity)
+        XCTAssertEqual(cosine.tasks, reference.tasks)
+        for (row, expected) in zip(cosine.matrix, reference.matrix) {
+            for (value, want) in zip(row, expected) { XCTAssertEqual(value, want, accuracy: 1e-12) }
+        }
+        XCTAssertEqual(sharded.signConflict, gathered.signConflict)
+        XCTAssertEqual(sharded.orthoRegPenaltyPerLayer, gathered.orthoRegPenaltyPerLayer)
+        XCTAssertEqual(sharded.singularValues, gathered.singularValues)
+        XCTAssertEqual(sharded.cosineSimilarityPerLayer, gathered.cosineSimilarityPerLayer)
+        XCTAssertFalse(sharded.singularValues?.isEmpty ?? true)
+    }
+
     func testAutoShardsOnlyPastTheSizeThresholdWithSeveralRanks() throws {
         var plan = try workspace.plan(workspace.jobText(output: "auto"))
         XCTAssertEqual(plan.mergeSharding, .auto)

@@ -23,31 +23,111 @@ public struct TaskVectorAnalysis: Sendable, Equatable {
                 spectrumLength: Int = TaskVectorAnalysis.defaultSpectrumLength) throws {
         precondition(tasks.count == taskVectors.count, "one name per task vector")
         precondition(taskVectors.allSatisfy { $0.count == layout.totalCount }, "task vectors must match the layout")
-        self.tasks = tasks
-        let whole = taskVectors.map { UnsafeBufferPointer($0.buffer) }
-        cosine = Self.pairwise(whole, Self.cosineSimilarity)
-        signConflict = Self.pairwise(whole, Self.signConflictRatio)
-
-        let changed = layout.specs.indices.filter { index in
-            layout.specs[index].isMatrix && whole.contains { vector in
-                vector[layout.range(at: index)].contains { $0 != 0 }
-            }
-        }
-        matrices = changed.map { layout.specs[$0].name }
-        cosinePerLayer = [:]
-        gramDeviation = Dictionary(uniqueKeysWithValues: tasks.map { ($0, [:]) })
-        singularValues = gramDeviation.mapValues { _ in [:] }
-        for index in changed {
-            let spec = layout.specs[index]
+        var builder = Builder(tasks: tasks, layout: layout, spectrumLength: spectrumLength)
+        for index in layout.specs.indices {
             let range = layout.range(at: index)
-            let slices = whole.map { UnsafeBufferPointer(rebasing: $0[range]) }
-            cosinePerLayer[spec.name] = Self.pairwise(slices, Self.cosineSimilarity)
+            try builder.add(tensor: index, slices: taskVectors.map { UnsafeBufferPointer(rebasing: $0.buffer[range]) })
+        }
+        self = builder.finish()
+    }
+
+    private init(tasks: [String], matrices: [String], cosine: [[Double]], cosinePerLayer: [String: [[Double]]],
+                 signConflict: [[Double]], gramDeviation: [String: [String: Double]],
+                 singularValues: [String: [String: [Double]]]) {
+        self.tasks = tasks
+        self.matrices = matrices
+        self.cosine = cosine
+        self.cosinePerLayer = cosinePerLayer
+        self.signConflict = signConflict
+        self.gramDeviation = gramDeviation
+        self.singularValues = singularValues
+    }
+
+    /// The analyses built one tensor at a time (every task's values of that tensor together), so
+    /// a sharded run can gather one tensor at a time instead of whole task vectors. Whole-vector
+    /// measures accumulate per-tensor sums in Float64.
+    public struct Builder {
+        let tasks: [String]
+        let layout: ParameterLayout
+        let spectrumLength: Int
+        private var dot: [[Double]]
+        private var bothNonZero: [[Int]]
+        private var opposite: [[Int]]
+        private var matrices: [String] = []
+        private var cosinePerLayer: [String: [[Double]]] = [:]
+        private var gramDeviation: [String: [String: Double]]
+        private var singularValues: [String: [String: [Double]]]
+
+        public init(tasks: [String], layout: ParameterLayout, spectrumLength: Int = TaskVectorAnalysis.defaultSpectrumLength) {
+            self.tasks = tasks
+            self.layout = layout
+            self.spectrumLength = spectrumLength
+            let count = tasks.count
+            dot = Array(repeating: Array(repeating: 0, count: count), count: count)
+            bothNonZero = Array(repeating: Array(repeating: 0, count: count), count: count)
+            opposite = bothNonZero
+            gramDeviation = Dictionary(uniqueKeysWithValues: tasks.map { ($0, [:]) })
+            singularValues = gramDeviation.mapValues { _ in [:] }
+        }
+
+        /// Adds tensor `index` of the layout: `slices[t]` is task t's values of it. Tensors may come
+        /// in any order; the per-layer results are keyed by name, `matrices` follows layout order.
+        public mutating func add(tensor index: Int, slices: [UnsafeBufferPointer<Float>]) throws {
+            let spec = layout.specs[index]
+            precondition(slices.count == tasks.count && slices.allSatisfy { $0.count == spec.count },
+                         "one slice of the tensor's size per task")
+            for i in slices.indices {
+                for j in i..<slices.count {
+                    let (product, both, against) = Self.pairSums(slices[i], slices[j])
+                    dot[i][j] += product
+                    bothNonZero[i][j] += both
+                    opposite[i][j] += against
+                }
+            }
+            // A tensor no task vector changes says nothing about the tasks.
+            guard spec.isMatrix, slices.contains(where: { $0.contains { $0 != 0 } }) else { return }
+            matrices.append(spec.name)
+            cosinePerLayer[spec.name] = TaskVectorAnalysis.pairwise(slices, TaskVectorAnalysis.cosineSimilarity)
+            let rows = spec.shape[0], columns = spec.shape[1]
             for (task, slice) in zip(tasks, slices) {
-                let rows = spec.shape[0], columns = spec.shape[1]
-                gramDeviation[task]![spec.name] = Self.gramDeviation(slice, rows: rows, columns: columns)
-                singularValues[task]![spec.name] = try Self.topSingularValues(
+                gramDeviation[task]![spec.name] = TaskVectorAnalysis.gramDeviation(slice, rows: rows, columns: columns)
+                singularValues[task]![spec.name] = try TaskVectorAnalysis.topSingularValues(
                     slice, rows: rows, columns: columns, count: spectrumLength)
             }
+        }
+
+        public func finish() -> TaskVectorAnalysis {
+            let count = tasks.count
+            var cosine = Array(repeating: Array(repeating: 0.0, count: count), count: count)
+            var signConflict = cosine
+            for i in 0..<count {
+                for j in i..<count {
+                    let norms = dot[i][i] * dot[j][j]
+                    cosine[i][j] = norms > 0 ? dot[i][j] / (dot[i][i].squareRoot() * dot[j][j].squareRoot()) : 0
+                    signConflict[i][j] = bothNonZero[i][j] > 0 ? Double(opposite[i][j]) / Double(bothNonZero[i][j]) : 0
+                    cosine[j][i] = cosine[i][j]
+                    signConflict[j][i] = signConflict[i][j]
+                }
+            }
+            let order = Dictionary(uniqueKeysWithValues: layout.specs.enumerated().map { ($1.name, $0) })
+            return TaskVectorAnalysis(
+                tasks: tasks, matrices: matrices.sorted { order[$0]! < order[$1]! }, cosine: cosine,
+                cosinePerLayer: cosinePerLayer, signConflict: signConflict, gramDeviation: gramDeviation,
+                singularValues: singularValues)
+        }
+
+        /// ⟨a, b⟩ in Float64, and how many entries are non-zero in both / of opposite signs.
+        private static func pairSums(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>) -> (Double, Int, Int) {
+            var product = 0.0, both = 0, against = 0
+            for k in 0..<a.count {
+                let x = a[k], y = b[k]
+                product += Double(x) * Double(y)
+                if x != 0 && y != 0 {
+                    both += 1
+                    if (x > 0) != (y > 0) { against += 1 }
+                }
+            }
+            return (product, both, against)
         }
     }
 
