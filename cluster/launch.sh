@@ -43,7 +43,13 @@ export OMPI_MCA_pml="${OMPI_MCA_pml:-ob1}"
 root_options=()
 if [[ "$(id -u)" == "0" ]]; then root_options=(--allow-run-as-root); fi
 
-exported=(-x OPENBLAS_NUM_THREADS -x OMPI_MCA_pml)
+# mpirun hands its ranks a pseudo-terminal whatever its own output is, so rank 0 cannot tell a
+# terminal from a log file: say which (live: a redrawn progress block; plain: periodic lines).
+if [[ -z "${ORTHOFUSE_PROGRESS:-}" ]]; then
+    if [[ -t 1 ]]; then export ORTHOFUSE_PROGRESS=live; else export ORTHOFUSE_PROGRESS=plain; fi
+fi
+
+exported=(-x OPENBLAS_NUM_THREADS -x OMPI_MCA_pml -x ORTHOFUSE_PROGRESS)
 if [[ -n "${OPENBLAS_CORETYPE:-}" ]]; then exported+=(-x OPENBLAS_CORETYPE); fi
 
 exec mpirun "${root_options[@]}" --quiet --oversubscribe --bind-to none "${exported[@]}" \

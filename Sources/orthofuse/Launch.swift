@@ -51,7 +51,9 @@ enum Launch {
             plan.requiresResume = requiresResume
             if communicator is MPICommunicator { StopSignal.install(rank: rank, output: plan.output) }
             console = console.logging(to: try? RunLog(directory: plan.output.appendingPathComponent("logs"), rank: rank))
-            if rank == 0, communicator.size > 1, level >= .normal { ProgressDisplay.shared.enable() }
+            if rank == 0, communicator.size > 1, level >= .normal {
+                ProgressDisplay.shared.enable(interactive: liveProgress)
+            }
             defer { ProgressDisplay.shared.clear() }
             try JobRunner(plan: plan, communicator: communicator, console: console).run()
             finish(communicator)
@@ -63,6 +65,17 @@ enum Launch {
             if communicator.rank == 0 { Console.error("\(error)") }
             finish(communicator)
             Foundation.exit(1)
+        }
+    }
+
+    /// Whether rank 0 redraws its progress block in place. `ORTHOFUSE_PROGRESS=live|plain`
+    /// decides (cluster/launch.sh sets it from its own stdout); without it, a process under mpirun
+    /// prints plain lines, since mpirun gives its ranks a pseudo-terminal even when writing to a file.
+    static var liveProgress: Bool {
+        switch ProcessInfo.processInfo.environment["ORTHOFUSE_PROGRESS"] {
+        case "live": return true
+        case "plain": return false
+        default: return !launchedByMPI && isatty(STDOUT_FILENO) == 1
         }
     }
 

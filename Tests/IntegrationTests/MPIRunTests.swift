@@ -88,6 +88,7 @@ final class MPIRunTests: XCTestCase {
         let log = try String(contentsOf: directory.appendingPathComponent("np3/logs/rank-2.log"), encoding: .utf8)
         XCTAssertTrue(log.contains("[rank 2] task2: fine-tuned test accuracy"), log)
         XCTAssertTrue(three.stdout.contains("mean (norm.)"), "results table printed")
+        XCTAssertFalse(three.stdout.contains("\u{1B}["), "output into a pipe: plain progress lines, no terminal redraws")
 
         let job1 = try writeJob("job1.yaml", output: "np1")
         let one = try execute([Self.binary.path, "run", job1])

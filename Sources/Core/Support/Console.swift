@@ -156,8 +156,8 @@ public final class ProgressDisplay: @unchecked Sendable {
     private var lastPlain = Date()
     public var plainInterval = 10.0
 
-    /// Shows the display on this process (rank 0, not --quiet); redrawn in place when stdout is a terminal.
-    public func enable(interactive: Bool = isatty(STDOUT_FILENO) == 1) {
+    /// Shows the display on this process (rank 0, not --quiet); `interactive`: redrawn in place.
+    public func enable(interactive: Bool) {
         lock.lock()
         defer { lock.unlock() }
         enabled = true
