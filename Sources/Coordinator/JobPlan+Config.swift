@@ -78,7 +78,8 @@ extension JobPlan {
 
         let tasks = config.tasks.map { task in
             TaskSpec(name: task.name, classes: task.classes, train: task.train.source, test: task.test.source,
-                     validationFraction: config.validationFraction(of: task), validationMax: config.validationMax)
+                     validationFraction: config.validationFraction(of: task), validationMax: config.validationMax,
+                     steps: task.steps ?? config.finetune.steps)
         }
         self.init(
             name: config.name, seed: config.seed, model: model, base: base, tasks: tasks, mode: config.finetune.mode,
@@ -96,6 +97,10 @@ extension JobPlan {
         onTaskFailure = config.runtime.onTaskFailure
         heartbeatTimeout = config.runtime.heartbeatTimeout
         trainingSections = config.trainingSections
+
+        if let task = config.tasks.first(where: { ($0.steps ?? Int.max) < config.finetune.schedule.warmupSteps }) {
+            throw OrthofuseError("job.yaml: task '\(task.name)': steps \(task.steps!) is fewer than finetune.schedule.warmup_steps (\(config.finetune.schedule.warmupSteps))")
+        }
 
         // α is chosen on the validation splits: without one, only a single α can be given.
         if let task = config.tasks.first(where: { config.validationFraction(of: $0) == 0 }),

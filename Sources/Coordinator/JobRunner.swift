@@ -332,7 +332,7 @@ public final class JobRunner {
         }
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
         try manifest.write(in: output)
-        return ManifestKeeper(manifest: manifest, directory: output, definitions: definitions, steps: plan.finetune.steps)
+        return ManifestKeeper(manifest: manifest, directory: output, definitions: definitions)
     }
 
     /// Which tasks an earlier run of this job finished: rank 0 checks θ0 against the manifest and

@@ -58,8 +58,8 @@ final class TaskScheduler {
     /// need their evaluation, so they come last.
     var queueOrder: [Int] {
         plan.tasks.indices.sorted { a, b in
-            let workA = finished[a] == nil ? plan.finetune.steps : 0
-            let workB = finished[b] == nil ? plan.finetune.steps : 0
+            let workA = finished[a] == nil ? plan.tasks[a].steps : 0
+            let workB = finished[b] == nil ? plan.tasks[b].steps : 0
             return workA != workB ? workA > workB : a < b
         }
     }
@@ -100,7 +100,7 @@ final class TaskScheduler {
             if let index = nextTask() {
                 try communicator.send(ControlMessage.assignment(tasks: [plan.tasks[index].name], rank: worker).encoded(),
                                       to: worker, tag: Self.toWorkerTag)
-                busy[worker] = (index, Date(), 0, plan.finetune.steps)
+                busy[worker] = (index, Date(), 0, plan.tasks[index].steps)
                 console.verbose("\(plan.tasks[index].name) → rank \(worker)")
             } else {
                 try communicator.send(ControlMessage.shutdown(success: !stopping).encoded(), to: worker, tag: Self.toWorkerTag)
@@ -295,8 +295,10 @@ final class TaskScheduler {
         for _ in 0..<(ranks.count - plan.tasks.count) {
             let candidates = plan.tasks.indices.filter { sizes[$0] < cap && !finished.contains($0) }
             // The most steps per rank; ties go to the earlier task.
-            guard let best = candidates.min(by: { a, b in
-                sizes[a] != sizes[b] ? sizes[a] < sizes[b] : a < b
+            guard let best = candidates.max(by: { a, b in
+                let perRankA = Double(plan.tasks[a].steps) / Double(sizes[a])
+                let perRankB = Double(plan.tasks[b].steps) / Double(sizes[b])
+                return perRankA != perRankB ? perRankA < perRankB : a > b
             }) else { break }
             sizes[best] += 1
         }
@@ -442,13 +444,11 @@ final class ManifestKeeper {
     private(set) var manifest: RunManifest
     let directory: URL
     let definitions: [String: String]
-    let steps: Int
 
-    init(manifest: RunManifest, directory: URL, definitions: [String: String], steps: Int) {
+    init(manifest: RunManifest, directory: URL, definitions: [String: String]) {
         self.manifest = manifest
         self.directory = directory
         self.definitions = definitions
-        self.steps = steps
     }
 
     func record(_ task: TaskSpec, result: ControlMessage.TaskResult, rank: Int) throws {
@@ -457,7 +457,7 @@ final class ManifestKeeper {
         manifest.tasks[task.name] = RunManifest.TaskRecord(
             definition: definitions[task.name] ?? "", taskVector: relative(directory.taskVector(task.name)),
             taskVectorSHA256: result.taskVectorFileSHA256, head: relative(directory.head(task.name)),
-            headSHA256: result.headFileSHA256, steps: steps, finalLoss: result.finalLoss.isFinite ? result.finalLoss : nil,
+            headSHA256: result.headFileSHA256, steps: task.steps, finalLoss: result.finalLoss.isFinite ? result.finalLoss : nil,
             trainSeconds: result.trainSeconds, rank: rank)
         try manifest.write(in: self.directory)
     }

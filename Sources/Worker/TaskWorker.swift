@@ -11,15 +11,18 @@ public struct TaskSpec: Sendable, Equatable {
     public var test: DatasetSource
     public var validationFraction: Double
     public var validationMax: Int
+    /// Fine-tuning steps of this task (its own `steps:` or the job's).
+    public var steps: Int
 
     public init(name: String, classes: Int, train: DatasetSource, test: DatasetSource,
-                validationFraction: Double, validationMax: Int) {
+                validationFraction: Double, validationMax: Int, steps: Int) {
         self.name = name
         self.classes = classes
         self.train = train
         self.test = test
         self.validationFraction = validationFraction
         self.validationMax = validationMax
+        self.steps = steps
     }
 }
 
@@ -185,7 +188,7 @@ public final class TaskWorker {
             TaskArithmetic.merge(base: base, taskVectorSum: taskVector, alpha: 1, into: parameters)
             finalLoss = finished.finalLoss
             trainSeconds = finished.trainSeconds
-            resumedFrom = finetune.steps
+            resumedFrom = task.steps
             console.info("\(task.name): already fine-tuned in this output (checksums verified); not retrained")
         } else {
             parameters.copy(from: base)
@@ -219,12 +222,14 @@ public final class TaskWorker {
     private func train(_ task: TaskSpec, prepared: PreparedTask, parameters: FloatBuffer,
                        group: (any MicroBatchGroup)?, onStep: (TrainingProgress) throws -> Void)
         throws -> (FloatBuffer, Double, Int) {
-        let trainer = Trainer(backbone: backbone, head: prepared.head, settings: finetune)
+        var settings = self.finetune
+        settings.steps = task.steps
+        let trainer = Trainer(backbone: backbone, head: prepared.head, settings: settings)
         let checkpointing = checkpoints.map {
             Checkpointing(url: $0.directory.appendingPathComponent("\(task.name).safetensors"), every: $0.every,
                           fingerprint: "\($0.fingerprint)/\(task)")
         }
-        let finetune = self.finetune
+        let finetune = settings
         let console = self.console
         // The trainer reports every step (for heartbeats); the log shows a mean over a window.
         let logEvery = max(1, min(100, finetune.steps / 10))

@@ -6,6 +6,7 @@ import XCTest
 @testable import Core
 import TestSupport
 import Transport
+import Worker
 
 final class SchedulingTests: XCTestCase {
     private var workspaces: [SyntheticWorkspace] = []
@@ -43,6 +44,39 @@ final class SchedulingTests: XCTestCase {
         _ = try workspace.run(workspace.plan(workspace.jobText(output: "np3", extra: "runtime: {coordinator_trains: false}")),
                               ranks: 3)
         try assertSameTaskVectors(workspace, "np3", "np1")
+    }
+
+    func testTasksWithTheirOwnStepsRunLongestFirst() throws {
+        let workspace = try workspace(tasks: 3)
+        func text(_ output: String) -> String {
+            workspace.jobText(output: output) {
+                $0.replacingOccurrences(of: "task1/test-labels.idx}", with: "task1/test-labels.idx}\n    steps: 80")
+                    .replacingOccurrences(of: "task2/test-labels.idx}", with: "task2/test-labels.idx}\n    steps: 20")
+            }
+        }
+        let plan = try workspace.plan(text("np1"))
+        XCTAssertEqual(plan.tasks.map(\.steps), [40, 80, 20])
+        XCTAssertNotNil(plan.canonicalJob.range(of: "steps: 80"), "the override is part of the job text")
+        let worker = TaskWorker(backbone: plan.model.makeBackbone(maxBatch: 16), base: FloatBuffer(count: plan.model.layout.totalCount),
+                                seed: plan.seed, finetune: plan.finetune, probe: plan.probe, console: Console(level: .quiet))
+        let scheduler = TaskScheduler(plan: plan, communicator: InProcessWorld(size: 1).communicator(rank: 0),
+                                      console: Console(level: .quiet), worker: worker, finished: [:], manifest: nil, metadata: [:])
+        XCTAssertEqual(scheduler.queueOrder, [1, 0, 2], "longest first")
+        // Spare ranks go where the most steps per rank remain: 80 steps on 2 ranks ties 40 on 1 (the
+        // earlier task wins), then the 80-step task gets a third.
+        let shared = try workspace.plan(text("x").replacingOccurrences(of: "  mode: full", with: "  mode: full\n  micro_batches: 4"))
+        XCTAssertEqual(TaskScheduler.dataParallelGroups(plan: shared, worldSize: 5, finished: [])?.map(\.ranks.count), [2, 2, 1])
+        XCTAssertEqual(TaskScheduler.dataParallelGroups(plan: shared, worldSize: 6, finished: [])?.map(\.ranks.count), [2, 3, 1])
+        _ = try workspace.run(plan, ranks: 1)
+        _ = try workspace.run(workspace.plan(text("np2")), ranks: 2)
+        try assertSameTaskVectors(workspace, "np2", "np1")
+        let rerun = try workspace.run(workspace.plan(text("np2")), ranks: 2)
+        XCTAssertEqual(rerun.tasks.map(\.resumedFromStep), [40, 80, 20])
+        XCTAssertThrowsError(try workspace.plan(workspace.jobText(output: "x") {
+            $0.replacingOccurrences(of: "task2/test-labels.idx}", with: "task2/test-labels.idx}\n    steps: 3")
+        })) { error in
+            XCTAssertTrue("\(error)".contains("fewer than finetune.schedule.warmup_steps (5)"), "\(error)")
+        }
     }
 
     func testSpareRanksTrainAsDataParallelGroupsWithTheSameResult() throws {

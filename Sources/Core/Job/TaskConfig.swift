@@ -9,10 +9,13 @@ public struct TaskConfig: Sendable, Equatable, Codable {
     public let test: DatasetLocation
     /// This task's held-out share of `train`; nil = the job's `validation_fraction`.
     public let validationFraction: Double?
+    /// This task's fine-tuning steps; nil = `finetune.steps`.
+    public let steps: Int?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, classes, train, test
         case validationFraction = "validation_fraction"
+        case steps
     }
 
     public init(from decoder: any Decoder) throws {
@@ -28,6 +31,7 @@ public struct TaskConfig: Sendable, Equatable, Codable {
                 validationFraction >= 0 && validationFraction <= 0.5, .validationFraction, "must be in [0, 0.5]"
             )
         }
+        steps = try container.contains(.steps) ? container.integer(.steps, in: 1...JobLimits.steps) : nil
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -39,6 +43,7 @@ public struct TaskConfig: Sendable, Equatable, Codable {
         if let validationFraction {
             try container.encodeNumber(validationFraction, forKey: .validationFraction)
         }
+        try container.encodeIfPresent(steps, forKey: .steps)
     }
 }
 

@@ -107,7 +107,7 @@ public struct RunManifest: Codable, Sendable, Equatable {
             tasks[name].map { $0.definition != taskDefinitions[name] } ?? false
         }
         if !changedTasks.isEmpty {
-            return "task(s) \(changedTasks.map { "'\($0)'" }.joined(separator: ", ")) were trained there from other data or classes"
+            return "task(s) \(changedTasks.map { "'\($0)'" }.joined(separator: ", ")) were trained there with another definition (data, classes, steps or validation split)"
         }
         return nil
     }
