@@ -212,7 +212,7 @@ final class TaskScheduler {
                     var lastReport = Date.distantPast
                     let onStep: (TrainingProgress) throws -> Void = { progress in
                         let now = Date()
-                        guard progress.step == 1 || progress.step == progress.steps
+                        guard progress.step <= 1 || progress.step == progress.steps
                             || now.timeIntervalSince(lastReport) >= Self.progressInterval else { return }
                         lastReport = now
                         let message = ControlMessage.progress(.init(
@@ -225,7 +225,12 @@ final class TaskScheduler {
                         }
                     }
                     do {
-                        let result = try worker.run(plan.tasks[index], finished: finished[index], onStep: onStep)
+                        // Loading the data and fitting the head can take long: report once they are
+                        // done, so the heartbeat measures training from here.
+                        let prepared = try worker.prepare(plan.tasks[index], finished: finished[index])
+                        try onStep(TrainingProgress(step: 0, steps: plan.tasks[index].steps, loss: .nan, orthoReg: 0,
+                                                    learningRate: 0, samplesPerSecond: 0, elapsedSeconds: 0))
+                        let result = try worker.finish(prepared, finished: finished[index], onStep: onStep)
                         let summary = try saveOutputs(of: result, index: index)
                         outcome.results[index] = result
                         try communicator.send(ControlMessage.result(summary).encoded(), to: 0, tag: Self.toCoordinatorTag)

@@ -244,11 +244,18 @@ final class MicroBatchTests: XCTestCase {
                                        origin: "job.yaml", baseDirectory: directory)
         XCTAssertEqual(four.finetune.microBatches, 4)
         XCTAssertEqual(try JobConfig.parse(four.canonicalYAML, origin: "copy.yaml", baseDirectory: directory), four)
-        let plain = try JobConfig.parse(job.replacingOccurrences(of: ", micro_batches: 3", with: ""),
+        // The default: 4 when micro-batches keep at least 8 rows, else 1; written out in the canonical job.
+        let byDefault = try JobConfig.parse(job.replacingOccurrences(of: ", micro_batches: 3", with: ""),
+                                            origin: "job.yaml", baseDirectory: directory)
+        XCTAssertEqual(byDefault.finetune.microBatches, 4)
+        XCTAssertEqual(byDefault.configHash, four.configHash, "the default is the same job as saying 4")
+        let small = try JobConfig.parse(job.replacingOccurrences(of: "batch_size: 128, micro_batches: 3", with: "batch_size: 24"),
                                         origin: "job.yaml", baseDirectory: directory)
-        XCTAssertEqual(plain.finetune.microBatches, 1)
-        XCTAssertTrue(plain.canonicalYAML.contains("micro_batches: 1\n"), plain.canonicalYAML)
-        XCTAssertNotEqual(plain.configHash, four.configHash)
+        XCTAssertEqual(small.finetune.microBatches, 1, "24 rows would make micro-batches of 6")
+        XCTAssertTrue(small.canonicalYAML.contains("micro_batches: 1\n"), small.canonicalYAML)
+        let one = try JobConfig.parse(job.replacingOccurrences(of: "micro_batches: 3", with: "micro_batches: 1"),
+                                      origin: "job.yaml", baseDirectory: directory)
+        XCTAssertNotEqual(one.configHash, four.configHash)
     }
 
     /// The cost of cutting a batch: one rank, an MNIST-sized MLP with OrthoReg and clipping,

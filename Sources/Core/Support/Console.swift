@@ -140,6 +140,7 @@ public final class ProgressDisplay: @unchecked Sendable {
         }
 
         public var text: String {
+            guard step > 0 else { return "\(task) (rank \(rank))  data loaded, head fitted: starting \(steps) steps" }
             let eta = self.eta.map { "ETA \(ProgressDisplay.duration($0))" } ?? "ETA –"
             return String(format: "%@ (rank %d)  step %d/%d  loss %.4f  orthoreg %.4f  %.0f samples/s  %@",
                           task, rank, step, steps, loss, orthoReg, samplesPerSecond, eta)

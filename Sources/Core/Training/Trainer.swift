@@ -66,6 +66,17 @@ public struct TrainingProgress: Sendable {
     public var learningRate: Float
     public var samplesPerSecond: Double
     public var elapsedSeconds: Double
+
+    public init(step: Int, steps: Int, loss: Double, orthoReg: Double, learningRate: Float, samplesPerSecond: Double,
+                elapsedSeconds: Double) {
+        self.step = step
+        self.steps = steps
+        self.loss = loss
+        self.orthoReg = orthoReg
+        self.learningRate = learningRate
+        self.samplesPerSecond = samplesPerSecond
+        self.elapsedSeconds = elapsedSeconds
+    }
 }
 
 /// Draws minibatches from a seeded permutation of the data, epoch after epoch (the remainder
