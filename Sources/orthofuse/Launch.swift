@@ -34,7 +34,10 @@ enum Launch {
 
     /// Rank 0 reads and checks the job and announces it (JobAnnouncer); every rank verifies it runs
     /// the same binary and job, so a bad job or a mixed installation is one error line from rank 0.
-    static func runJob(source: JobSource, level: Console.Level, requiresResume: Bool = false) throws {
+    /// `replacesOtherDemoRuns`: the demo owns its output directory, so a run of another demo
+    /// job there (other options, another version) is moved aside instead of refused.
+    static func runJob(source: JobSource, level: Console.Level, requiresResume: Bool = false,
+                       replacesOtherDemoRuns: Bool = false) throws {
         let communicator: any Communicator
         do {
             communicator = try makeCommunicator()
@@ -49,6 +52,11 @@ enum Launch {
         do {
             var plan = try JobAnnouncer.announce(try read(source), communicator: communicator)
             plan.requiresResume = requiresResume
+            if replacesOtherDemoRuns {
+                // Before any rank opens its log file in the output.
+                if rank == 0 { moveAsideAnotherJobsOutput(plan, console: console) }
+                try communicator.barrier()
+            }
             if communicator is MPICommunicator { StopSignal.install(rank: rank, output: plan.output) }
             console = console.logging(to: try? RunLog(directory: plan.output.appendingPathComponent("logs"), rank: rank))
             if rank == 0, communicator.size > 1, level >= .normal {
@@ -65,6 +73,20 @@ enum Launch {
             if communicator.rank == 0 { Console.error("\(error)") }
             finish(communicator)
             Foundation.exit(1)
+        }
+    }
+
+    /// Renames `plan.output` to `<output>.previous` (replacing an older one) when it holds a run
+    /// that this job would be refused to write into.
+    static func moveAsideAnotherJobsOutput(_ plan: JobPlan, console: Console) {
+        let output = plan.output
+        guard let manifest = try? RunManifest.read(in: output),
+              manifest.conflict(training: plan.trainingSections, taskDefinitions: plan.taskDefinitions) != nil
+        else { return }
+        let previous = output.deletingLastPathComponent().appendingPathComponent(output.lastPathComponent + ".previous")
+        try? FileManager.default.removeItem(at: previous)
+        if (try? FileManager.default.moveItem(at: output, to: previous)) != nil {
+            console.info("the earlier demo run in \(output.path) used other settings: moved to \(previous.path)")
         }
     }
 

@@ -103,7 +103,8 @@ struct Demo: ParsableCommand {
             return
         }
         let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
-        try Launch.runJob(source: .text(text, origin: "demo job", baseDirectory: cwd), level: verbosity.level)
+        try Launch.runJob(source: .text(text, origin: "demo job", baseDirectory: cwd), level: verbosity.level,
+                          replacesOtherDemoRuns: true)
     }
 }
 
