@@ -3,24 +3,27 @@
 // The coordinator/worker protocol, step by step (R ranks, T tasks; rank 0 is the coordinator):
 //  1. Job.     Rank 0 has parsed and checked the job (every named file exists) before this
 //              runs; the caller broadcasts the job text so all ranks execute the same plan.
+//  1b. Output. Rank 0 opens output/manifest.json: a directory holding another job's results
+//              (other training settings, or a task of the same name with other data) is refused.
 //  2. θ0.      Rank 0 loads `base:`, or pre-trains (`pretrain:`; cached in output/base.safetensors
 //              and reused when its fingerprint matches), or makes the seeded initialisation;
 //              then broadcasts θ0 as raw floats. Every rank holds the same θ0, bit for bit.
-//  3. Assign.  Task t goes to worker rank assignment[t] (round-robin over the ranks that train;
-//              rank 0 trains unless `runtime.coordinator_trains: false`). Every rank computes the
-//              same table; no message is needed.
-//  4. Train.   Each rank fine-tunes its tasks in job order. Each task's random streams derive
-//              from (seed, task name), so a task's result does not depend on rank or order.
-//              A phase agreement (allReduce of failure flags; failing ranks send their message to
-//              rank 0) ends the job cleanly on every rank if any task failed.
+//              Rank 0 checks θ0 and each recorded task's files (SHA-256) against the manifest and
+//              broadcasts which tasks are already finished: those are read back, not retrained.
+//  3–4. Train. TaskScheduler.swift: a dynamic queue on rank 0 (Assignment / Progress / TaskResult /
+//              Failure messages; longest task first; heartbeat timeout) when tasks ≥ training
+//              ranks, else one data-parallel group per task (MPI_Comm_split; micro-batch-ordered
+//              gradient reduction, bitwise the one-rank result). Each task's random streams derive
+//              from (seed, task name), so its result depends on neither rank nor order. Each owner
+//              writes its task vector and head when the task finishes; rank 0 records them in the
+//              manifest. A failed task ends the job (`on_task_failure: abort`, one line from
+//              rank 0) or is left out of what follows (`skip`).
 //  5. Gather.  allGather of each rank's [τt ‖ head t] blocks, in task order; allReduce of the
 //              per-task metrics (each task's slots are filled by its owner, zeros elsewhere).
 //              Every rank now holds all task vectors. Sharded merging (`merge.sharded`, or
 //              `auto` past JobPlan.autoShardingBytes): only the heads are gathered, and an
 //              allToAll exchange gives each rank its slice of every task vector (ShardedMerge.swift).
-//  6. Save.    Rank 0 writes base, task vectors and heads (atomically). Sharded: rank 0 writes
-//              base, every rank its own tasks' vectors and heads (the output is shared, as for
-//              checkpoints).
+//  6. Save.    Rank 0 writes base.safetensors and job.yaml (atomically).
 //  7. Merge.   For each method entry, every rank computes the same merged task vector Δ from
 //              the gathered task vectors (deterministic: same inputs, same seed, same kernels;
 //              sharded: each rank merges its slice and the slices are gathered, bitwise the
@@ -30,7 +33,7 @@
 //              validation accuracy, the smallest α on ties); the owners evaluate the test splits
 //              at that α; allReduce again. Rank 0 writes merged/<label>.safetensors.
 //  7b. Analyse. Rank 0 analyses the task vectors (cosine, sign conflicts, Gram deviation,
-//              spectra). Negation (`evaluate.negation`) and the disentanglement error ξ
+//              spectra; sharded: gathered one tensor at a time). Negation (`evaluate.negation`) and the disentanglement error ξ
 //              (`evaluate.disentanglement`) are lists of (model, task) evaluations: each task's
 //              owner measures its items, an allReduce sums them (AnalysisStage.swift).
 //  8. Report.  Rank 0 writes report.json and report.html and prints the table; a final barrier
