@@ -352,7 +352,11 @@ public final class JobRunner {
             var verified: [String] = []
             for (index, task) in plan.tasks.enumerated() {
                 guard let record = keeper.manifest.tasks[task.name] else { continue }
-                guard RunManifest.verify(record, in: plan.output) else {
+                // The files are read from their usual places, so the record must name those.
+                let directory = RunDirectory(plan.output)
+                let expected = [directory.taskVector(task.name), directory.head(task.name)]
+                    .map { String($0.path.dropFirst(directory.url.path.count + 1)) }
+                guard [record.taskVector, record.head] == expected, RunManifest.verify(record, in: plan.output) else {
                     console.info("\(task.name): its files in \(plan.output.path) are missing or differ from the SHA-256 in \(RunManifest.fileName); training it again (from its checkpoint when there is one)")
                     continue
                 }
