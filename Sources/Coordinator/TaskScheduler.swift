@@ -158,8 +158,10 @@ final class TaskScheduler {
         func checkHeartbeats() throws {
             guard plan.heartbeatTimeout > 0 else { return }
             let now = Date()
+            // After its last step a worker evaluates without reporting (a large test split can
+            // take long), so only training is timed.
             for (worker, state) in busy.sorted(by: { $0.key < $1.key })
-            where now.timeIntervalSince(state.heard) > plan.heartbeatTimeout {
+            where state.step < state.steps && now.timeIntervalSince(state.heard) > plan.heartbeatTimeout {
                 let message = String(
                     format: "rank %d sent nothing for %.3g s while fine-tuning '%@' (last at step %d/%d): it is hung or its host is unreachable (runtime.heartbeat_timeout: %g); ending the job, rerun to resume",
                     worker, now.timeIntervalSince(state.heard), plan.tasks[state.task].name, state.step, state.steps,
