@@ -70,10 +70,14 @@ final class TaskScheduler {
             outcome = try runGroups(groups)
         } else if communicator.size == 1 {
             outcome = TrainingOutcome(results: [:], owners: Array(repeating: nil, count: plan.tasks.count), failures: [:])
-            for index in queueOrder {
-                if outcome.failures.isEmpty || plan.onTaskFailure == .skip {
-                    file(try trainLocally(index, onStep: { _ in }), index: index, into: &outcome)
-                }
+            for index in queueOrder where outcome.failures.isEmpty || plan.onTaskFailure == .skip {
+                let name = plan.tasks[index].name
+                defer { ProgressDisplay.shared.remove(task: name) }
+                file(try trainLocally(index, onStep: { progress in
+                    ProgressDisplay.shared.update(.init(
+                        task: name, rank: 0, step: progress.step, steps: progress.steps, loss: progress.loss,
+                        orthoReg: progress.orthoReg, samplesPerSecond: progress.samplesPerSecond))
+                }), index: index, into: &outcome)
             }
         } else {
             outcome = try rank == 0 ? coordinateQueue() : serveQueue()

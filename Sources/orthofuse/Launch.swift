@@ -59,7 +59,7 @@ enum Launch {
             }
             if communicator is MPICommunicator { StopSignal.install(rank: rank, output: plan.output) }
             console = console.logging(to: try? RunLog(directory: plan.output.appendingPathComponent("logs"), rank: rank))
-            if rank == 0, communicator.size > 1, level >= .normal {
+            if rank == 0, level >= .normal {
                 ProgressDisplay.shared.enable(interactive: liveProgress)
             }
             defer { ProgressDisplay.shared.clear() }
