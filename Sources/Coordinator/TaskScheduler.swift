@@ -17,6 +17,11 @@ struct TrainingOutcome {
     var failures: [Int: (rank: Int, reason: String)]
 }
 
+/// The job was already aborted (and the reason printed) on this rank.
+private struct JobAborted: Error {
+    let underlying: any Error
+}
+
 /// Thrown out of a training step when the coordinator must end the job (not a task failure).
 private struct SchedulerStop: Error, CustomStringConvertible {
     let underlying: any Error
@@ -67,7 +72,7 @@ final class TaskScheduler {
     func run() throws -> TrainingOutcome {
         var outcome: TrainingOutcome
         if let groups = Self.dataParallelGroups(plan: plan, worldSize: communicator.size, finished: Set(finished.keys)) {
-            outcome = try runGroups(groups)
+            outcome = try endingTheJobOnError { try runGroups(groups) }
         } else if communicator.size == 1 {
             outcome = TrainingOutcome(results: [:], owners: Array(repeating: nil, count: plan.tasks.count), failures: [:])
             for index in queueOrder where outcome.failures.isEmpty || plan.onTaskFailure == .skip {
@@ -80,10 +85,27 @@ final class TaskScheduler {
                 }), index: index, into: &outcome)
             }
         } else {
-            outcome = try rank == 0 ? coordinateQueue() : serveQueue()
+            outcome = try endingTheJobOnError { try rank == 0 ? coordinateQueue() : serveQueue() }
         }
         try agree(on: &outcome)
         return outcome
+    }
+
+    /// Runs a scheduling mode in which other ranks may be waiting on this one (for an assignment,
+    /// a result, a gradient): an error that escapes it (a transport failure, a manifest that
+    /// cannot be written) is printed here and ends the job on every rank with MPI_Abort, since
+    /// the waiting ranks would otherwise hang.
+    private func endingTheJobOnError<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let aborted as JobAborted {
+            throw aborted.underlying
+        } catch {
+            let message = rank == 0 ? "\(error)" : "rank \(rank): \(error)"
+            Console.error(message)
+            try communicator.abort(code: 1, message: message)
+            throw error
+        }
     }
 
     // MARK: Dynamic queue (tasks ≥ ranks)
@@ -171,7 +193,11 @@ final class TaskScheduler {
                     worker, now.timeIntervalSince(state.heard), plan.tasks[state.task].name, state.step, state.steps,
                     plan.heartbeatTimeout)
                 Console.error(message)
-                try communicator.abort(code: 3, message: message)
+                do {
+                    try communicator.abort(code: 3, message: message)
+                } catch {
+                    throw JobAborted(underlying: error)
+                }
             }
         }
 

@@ -21,6 +21,10 @@ enum Launch {
     /// MPI when launched by mpirun; otherwise a single in-process rank (no MPI singleton start-up).
     static func makeCommunicator() throws -> any Communicator {
         if launchedByMPI {
+            // From the start: a rank may die while the others are still starting up.
+            let environment = ProcessInfo.processInfo.environment
+            let rank = (environment["OMPI_COMM_WORLD_RANK"] ?? environment["PMIX_RANK"]).flatMap { Int($0) } ?? -1
+            StopSignal.install(rank: rank, output: nil)
             return try MPIEnvironment.initialize()
         }
         return InProcessWorld(size: 1).communicator(rank: 0)

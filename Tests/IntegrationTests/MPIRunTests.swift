@@ -193,15 +193,20 @@ final class MPIRunTests: XCTestCase {
         let killedJob = try job("killed")
         let killer = Process()
         killer.executableURL = URL(fileURLWithPath: "/bin/sh")
-        // After 1.5 s, SIGKILL the newest rank running this job (not mpirun itself).
-        killer.arguments = ["-c", "sleep 1.5; pkill -9 -n -f '^\(Self.binary.path) run \(killedJob)'"]
+        // After 1.5 s, SIGKILL rank 2 of this job (found by its environment; not mpirun itself).
+        killer.arguments = ["-c", """
+            sleep 1.5
+            for p in $(pgrep -f '^\(Self.binary.path) run \(killedJob)'); do
+                if tr '\\0' '\\n' < /proc/$p/environ | grep -qx 'OMPI_COMM_WORLD_RANK=2'; then kill -9 $p; fi
+            done
+            """]
         try killer.run()
         let killed = try launch(ranks: 3, ["run", killedJob, "--quiet"])
         killer.waitUntilExit()
         let wasKilled = killed.status != 0
         if !wasKilled { print("the run finished before the kill; only the rerun's equality is checked") }
         if wasKilled {
-            // The newest rank (not rank 0) died: rank 0 says so in one line, without mpirun's noise.
+            // Rank 2 died: rank 0 says so in one line, without mpirun's noise.
             let lines = killed.stderr.split(separator: "\n").filter { !$0.isEmpty }
             XCTAssertEqual(lines.count, 1, "one line:\n\(killed.stderr)")
             XCTAssertTrue(killed.stderr.contains("orthofuse: error: the job was stopped"), killed.stderr)
