@@ -64,13 +64,13 @@ public final class JobRunner {
         let started = Date()
         BLASRuntime.setThreads(plan.blasThreads)
         let layout = plan.model.layout
+
+        // 1b. The output directory: refuse another job's results before anything is written.
+        let keeper = try PhaseAgreement.run(communicator) { isCoordinator ? try openManifest() : nil }
         if isCoordinator {
             console.info("job '\(plan.name)': \(plan.tasks.count) tasks on \(communicator.size) rank(s), "
                 + "model \(layout.totalCount) parameters, mode \(plan.mode.rawValue), OpenBLAS \(BLASRuntime.coreName)")
         }
-
-        // 1b. The output directory: refuse another job's results before anything is written.
-        let keeper = try PhaseAgreement.run(communicator) { isCoordinator ? try openManifest() : nil }
 
         // 2. θ0
         let base = FloatBuffer(count: layout.totalCount)

@@ -62,7 +62,7 @@ enum Launch {
                 try communicator.barrier()
             }
             if communicator is MPICommunicator { StopSignal.install(rank: rank, output: plan.output) }
-            console = console.logging(to: try? RunLog(directory: plan.output.appendingPathComponent("logs"), rank: rank))
+            console = console.logging(to: RunLog(directory: plan.output.appendingPathComponent("logs"), rank: rank))
             if rank == 0, level >= .normal {
                 ProgressDisplay.shared.enable(interactive: liveProgress)
             }

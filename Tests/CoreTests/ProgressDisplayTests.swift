@@ -27,11 +27,12 @@ final class ProgressDisplayTests: XCTestCase {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("orthofuse-log-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: directory) }
         do {
-            let console = Console(rank: 1, size: 3, level: .quiet, log: try RunLog(directory: directory, rank: 1))
+            let console = Console(rank: 1, size: 3, level: .quiet, log: RunLog(directory: directory, rank: 1))
+            XCTAssertFalse(FileManager.default.fileExists(atPath: directory.path), "nothing written before the first line")
             console.info("first")
             console.verbose("detail")
         }
-        let again = Console(rank: 1, size: 3, level: .quiet, log: try RunLog(directory: directory, rank: 1))
+        let again = Console(rank: 1, size: 3, level: .quiet, log: RunLog(directory: directory, rank: 1))
         again.info("after a rerun")
         let lines = try String(contentsOf: directory.appendingPathComponent("rank-1.log"), encoding: .utf8)
             .split(separator: "\n")

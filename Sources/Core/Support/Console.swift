@@ -72,29 +72,34 @@ public struct Console: Sendable {
 }
 
 /// A rank's log file in the run directory (`logs/rank-N.log`), every line with a UTC time stamp.
-/// Appended to, so a rerun's lines follow the interrupted run's.
+/// Appended to, so a rerun's lines follow the interrupted run's. Opened at the first line, so a
+/// run refused before it logs anything leaves no trace in the directory.
 public final class RunLog: @unchecked Sendable {
-    // @unchecked Sendable: the descriptor is written under `lock` only.
-    private let descriptor: Int32
+    // @unchecked Sendable: the descriptor is opened and written under `lock` only.
+    private var descriptor: Int32 = -1
+    private var failed = false
     private let lock = NSLock()
     public let url: URL
 
-    public init(directory: URL, rank: Int) throws {
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    public init(directory: URL, rank: Int) {
         url = directory.appendingPathComponent("rank-\(rank).log")
-        descriptor = open(url.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else {
-            throw OrthofuseError("\(url.path): cannot open the log file (\(String(cString: strerror(errno))))")
-        }
     }
 
-    deinit { close(descriptor) }
+    deinit { if descriptor >= 0 { close(descriptor) } }
 
+    /// Appends `line`; a log that cannot be opened is given up silently (the terminal still shows
+    /// what matters, and a full disk must not end the job).
     public func append(_ line: String) {
         let stamp = ISO8601DateFormatter.string(from: Date(), timeZone: TimeZone(identifier: "UTC")!,
                                                 formatOptions: [.withInternetDateTime])
         lock.lock()
         defer { lock.unlock() }
+        if descriptor < 0, !failed {
+            try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            descriptor = open(url.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+            failed = descriptor < 0
+        }
+        guard descriptor >= 0 else { return }
         Console.write("\(stamp) \(line)\n", to: descriptor)
     }
 }
