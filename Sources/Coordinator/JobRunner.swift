@@ -341,7 +341,7 @@ public final class JobRunner {
     /// Which tasks an earlier run of this job finished: rank 0 checks θ0 against the manifest and
     /// each recorded task's files against their SHA-256, then tells every rank.
     private func finishedTasks(keeper: ManifestKeeper?, base: FloatBuffer) throws -> [Int: TaskWorker.FinishedTask] {
-        var records: [FinishedRecord] = []
+        var finished: [Int: TaskWorker.FinishedTask] = [:]
         if let keeper {
             var fingerprint = Fingerprint()
             fingerprint.add(base)
@@ -349,48 +349,31 @@ public final class JobRunner {
                 throw OrthofuseError("\(plan.output.path): its task vectors were trained from another θ0 (the base weights changed); choose another output directory, or move this one aside")
             }
             if keeper.manifest.baseFingerprint == nil { try keeper.setBaseFingerprint(fingerprint.hex) }
-            var verified: [String] = []
+            let directory = RunDirectory(plan.output)
             for (index, task) in plan.tasks.enumerated() {
                 guard let record = keeper.manifest.tasks[task.name] else { continue }
                 // The files are read from their usual places, so the record must name those.
-                let directory = RunDirectory(plan.output)
-                let expected = [directory.taskVector(task.name), directory.head(task.name)]
-                    .map { String($0.path.dropFirst(directory.url.path.count + 1)) }
-                guard [record.taskVector, record.head] == expected, RunManifest.verify(record, in: plan.output) else {
+                guard record.taskVector == RunDirectory.taskVectorPath(task.name), record.head == RunDirectory.headPath(task.name),
+                      RunManifest.verify(record, in: plan.output) else {
                     console.info("\(task.name): its files in \(plan.output.path) are missing or differ from the SHA-256 in \(RunManifest.fileName); training it again (from its checkpoint when there is one)")
                     continue
                 }
-                records.append(FinishedRecord(index: index, taskVectorSHA256: record.taskVectorSHA256,
-                                              headSHA256: record.headSHA256, finalLoss: record.finalLoss ?? .nan,
-                                              trainSeconds: record.trainSeconds))
-                verified.append(task.name)
+                finished[index] = TaskWorker.FinishedTask(
+                    taskVector: directory.taskVector(task.name), head: directory.head(task.name),
+                    taskVectorSHA256: record.taskVectorSHA256, headSHA256: record.headSHA256,
+                    finalLoss: record.finalLoss ?? .nan, trainSeconds: record.trainSeconds)
             }
-            if !verified.isEmpty {
-                console.info("resuming in \(plan.output.path): \(verified.count) of \(plan.tasks.count) task(s) already finished, checksums verified, not retrained: \(verified.joined(separator: ", "))")
+            if !finished.isEmpty {
+                let names = finished.keys.sorted().map { plan.tasks[$0].name }
+                console.info("resuming in \(plan.output.path): \(names.count) of \(plan.tasks.count) task(s) already finished, checksums verified, not retrained: \(names.joined(separator: ", "))")
             }
         }
         let encoder = JSONEncoder()
         encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        let bytes = try communicator.broadcast(isCoordinator ? [UInt8](encoder.encode(records)) : [], root: 0)
+        let bytes = try communicator.broadcast(isCoordinator ? [UInt8](encoder.encode(finished)) : [], root: 0)
         let decoder = JSONDecoder()
         decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        let directory = RunDirectory(plan.output)
-        var finished: [Int: TaskWorker.FinishedTask] = [:]
-        for record in try decoder.decode([FinishedRecord].self, from: Data(bytes)) {
-            let name = plan.tasks[record.index].name
-            finished[record.index] = TaskWorker.FinishedTask(
-                taskVector: directory.taskVector(name), head: directory.head(name), taskVectorSHA256: record.taskVectorSHA256,
-                headSHA256: record.headSHA256, finalLoss: record.finalLoss, trainSeconds: record.trainSeconds)
-        }
-        return finished
-    }
-
-    private struct FinishedRecord: Codable {
-        var index: Int
-        var taskVectorSHA256: String
-        var headSHA256: String
-        var finalLoss: Double
-        var trainSeconds: Double
+        return try decoder.decode([Int: TaskWorker.FinishedTask].self, from: Data(bytes))
     }
 
     private func commonMetadata() -> [String: String] {

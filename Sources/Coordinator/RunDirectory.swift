@@ -13,12 +13,16 @@ public struct RunDirectory: Sendable {
     public var reportPage: URL { url.appendingPathComponent("report.html") }
     public var jobFile: URL { url.appendingPathComponent("job.yaml") }
 
+    /// Where a task's vector and head live, relative to the run directory (as the manifest names them).
+    public static func taskVectorPath(_ task: String) -> String { "task_vectors/\(task).safetensors" }
+    public static func headPath(_ task: String) -> String { "heads/\(task).safetensors" }
+
     public func taskVector(_ task: String) -> URL {
-        url.appendingPathComponent("task_vectors/\(task).safetensors")
+        url.appendingPathComponent(Self.taskVectorPath(task))
     }
 
     public func head(_ task: String) -> URL {
-        url.appendingPathComponent("heads/\(task).safetensors")
+        url.appendingPathComponent(Self.headPath(task))
     }
 
     public var base: URL { url.appendingPathComponent("base.safetensors") }

@@ -15,6 +15,13 @@ struct TrainingOutcome {
     var owners: [Int?]
     /// Task index → (rank, reason) of each failed task; complete on rank 0.
     var failures: [Int: (rank: Int, reason: String)]
+
+    /// Nothing trained yet, for `taskCount` tasks.
+    init(taskCount: Int) {
+        results = [:]
+        owners = Array(repeating: nil, count: taskCount)
+        failures = [:]
+    }
 }
 
 /// The job was already aborted (and the reason printed) on this rank.
@@ -74,15 +81,11 @@ final class TaskScheduler {
         if let groups = Self.dataParallelGroups(plan: plan, worldSize: communicator.size, finished: Set(finished.keys)) {
             outcome = try endingTheJobOnError { try runGroups(groups) }
         } else if communicator.size == 1 {
-            outcome = TrainingOutcome(results: [:], owners: Array(repeating: nil, count: plan.tasks.count), failures: [:])
+            outcome = TrainingOutcome(taskCount: plan.tasks.count)
             for index in queueOrder where outcome.failures.isEmpty || plan.onTaskFailure == .skip {
                 let name = plan.tasks[index].name
                 defer { ProgressDisplay.shared.remove(task: name) }
-                file(try trainLocally(index, onStep: { progress in
-                    ProgressDisplay.shared.update(.init(
-                        task: name, rank: 0, step: progress.step, steps: progress.steps, loss: progress.loss,
-                        orthoReg: progress.orthoReg, samplesPerSecond: progress.samplesPerSecond))
-                }), index: index, into: &outcome)
+                file(try trainLocally(index, onStep: { Self.show($0, of: name, on: 0) }), index: index, into: &outcome)
             }
         } else {
             outcome = try endingTheJobOnError { try rank == 0 ? coordinateQueue() : serveQueue() }
@@ -108,13 +111,25 @@ final class TaskScheduler {
         }
     }
 
+    /// The log line's ending when a task fails.
+    private var afterAFailure: String {
+        plan.onTaskFailure == .skip ? "the other tasks go on (on_task_failure: skip)" : "no new tasks start (on_task_failure: abort)"
+    }
+
+    /// Rank 0's live row for `task`, trained on `rank`.
+    private static func show(_ progress: TrainingProgress, of task: String, on rank: Int) {
+        ProgressDisplay.shared.update(.init(
+            task: task, rank: rank, step: progress.step, steps: progress.steps, loss: progress.loss,
+            orthoReg: progress.orthoReg, samplesPerSecond: progress.samplesPerSecond))
+    }
+
     // MARK: Dynamic queue (tasks ≥ ranks)
 
     /// Rank 0: hands the next task (longest first) to whichever rank is free, trains tasks itself
     /// when `coordinatorTrains` (serving the queue between its own steps), records results, and
     /// names a worker that stays silent past the heartbeat timeout.
     private func coordinateQueue() throws -> TrainingOutcome {
-        var outcome = TrainingOutcome(results: [:], owners: Array(repeating: nil, count: plan.tasks.count), failures: [:])
+        var outcome = TrainingOutcome(taskCount: plan.tasks.count)
         var pending = queueOrder
         var busy: [Int: (task: Int, heard: Date, step: Int, steps: Int)] = [:]
         var stopping = false
@@ -140,9 +155,7 @@ final class TaskScheduler {
         }
         func failed(_ index: Int, on source: Int, reason: String) {
             outcome.failures[index] = (source, reason)
-            let action = plan.onTaskFailure == .skip ? "the other tasks go on (on_task_failure: skip)"
-                : "no new tasks start (on_task_failure: abort)"
-            console.info("task '\(plan.tasks[index].name)' failed on rank \(source): \(reason); \(action)")
+            console.info("task '\(plan.tasks[index].name)' failed on rank \(source): \(reason); \(afterAFailure)")
             if plan.onTaskFailure == .abort { stopping = true }
         }
         /// Handles every pending message without blocking; then checks the heartbeats.
@@ -209,9 +222,7 @@ final class TaskScheduler {
                 own = nil
                 let name = plan.tasks[index].name
                 let onStep: (TrainingProgress) throws -> Void = { progress in
-                    ProgressDisplay.shared.update(.init(
-                        task: name, rank: 0, step: progress.step, steps: progress.steps, loss: progress.loss,
-                        orthoReg: progress.orthoReg, samplesPerSecond: progress.samplesPerSecond))
+                    Self.show(progress, of: name, on: 0)
                     do { try service() } catch { throw SchedulerStop(underlying: error) }
                 }
                 defer { ProgressDisplay.shared.remove(task: name) }
@@ -232,7 +243,7 @@ final class TaskScheduler {
     /// Ranks other than 0: trains what rank 0 assigns until it says shut down; reports progress,
     /// results and failures as control messages.
     private func serveQueue() throws -> TrainingOutcome {
-        var outcome = TrainingOutcome(results: [:], owners: Array(repeating: nil, count: plan.tasks.count), failures: [:])
+        var outcome = TrainingOutcome(taskCount: plan.tasks.count)
         while true {
             let (_, bytes) = try communicator.receive(from: 0, tag: Self.toWorkerTag)
             switch try ControlMessage.decode(bytes, from: "rank 0") {
@@ -297,9 +308,7 @@ final class TaskScheduler {
         } catch let error as TransportError {
             throw error
         } catch {
-            let action = plan.onTaskFailure == .skip ? "the other tasks go on (on_task_failure: skip)"
-                : "no new tasks start (on_task_failure: abort)"
-            console.info("task '\(plan.tasks[index].name)' failed on rank \(rank): \(error); \(action)")
+            console.info("task '\(plan.tasks[index].name)' failed on rank \(rank): \(error); \(afterAFailure)")
             return .failure(TaskFailure(reason: "\(error)"))
         }
     }
@@ -351,7 +360,7 @@ final class TaskScheduler {
     }
 
     private func runGroups(_ groups: [(task: Int, ranks: [Int])]) throws -> TrainingOutcome {
-        var outcome = TrainingOutcome(results: [:], owners: Array(repeating: nil, count: plan.tasks.count), failures: [:])
+        var outcome = TrainingOutcome(taskCount: plan.tasks.count)
         if rank == 0 {
             let used = groups.reduce(0) { $0 + $1.ranks.count }
             let table = groups.map { "\(plan.tasks[$0.task].name)→\($0.ranks.count == 1 ? "\($0.ranks[0])" : "\($0.ranks.first!)–\($0.ranks.last!)")" }
@@ -447,21 +456,21 @@ final class TaskScheduler {
     /// of an earlier run, and summarises it for the coordinator and the manifest.
     private func saveOutputs(of result: TaskResult, index: Int) throws -> ControlMessage.TaskResult {
         let task = plan.tasks[index]
-        let directory = RunDirectory(plan.output)
-        var vectorMetadata = metadata
-        vectorMetadata["orthofuse.kind"] = "task_vector"
-        vectorMetadata["orthofuse.task"] = task.name
-        vectorMetadata["orthofuse.mode"] = plan.mode.rawValue
-        vectorMetadata["orthofuse.orthoreg_lambda"] = "\(plan.finetune.orthoReg.lambda)"
-        vectorMetadata["orthofuse.orthoreg_form"] = plan.finetune.orthoReg.form.rawValue
-        var headMetadata = metadata
-        headMetadata["orthofuse.kind"] = "head"
-        headMetadata["orthofuse.task"] = task.name
-        headMetadata["orthofuse.classes"] = "\(task.classes)"
         let fileChecksums: (vector: String, head: String)
         if let finished = finished[index] {
             fileChecksums = (finished.taskVectorSHA256, finished.headSHA256)
         } else {
+            let directory = RunDirectory(plan.output)
+            var vectorMetadata = metadata
+            vectorMetadata["orthofuse.kind"] = "task_vector"
+            vectorMetadata["orthofuse.task"] = task.name
+            vectorMetadata["orthofuse.mode"] = plan.mode.rawValue
+            vectorMetadata["orthofuse.orthoreg_lambda"] = "\(plan.finetune.orthoReg.lambda)"
+            vectorMetadata["orthofuse.orthoreg_form"] = plan.finetune.orthoReg.form.rawValue
+            var headMetadata = metadata
+            headMetadata["orthofuse.kind"] = "head"
+            headMetadata["orthofuse.task"] = task.name
+            headMetadata["orthofuse.classes"] = "\(task.classes)"
             let vectorBytes = try Safetensors.encode(plan.model.layout.records(from: result.taskVector), metadata: vectorMetadata)
             let headBytes = try Safetensors.encode(result.head.layout.records(from: result.head.parameters), metadata: headMetadata)
             try AtomicFile.write(vectorBytes, to: directory.taskVector(task.name))
@@ -489,11 +498,9 @@ final class ManifestKeeper {
     }
 
     func record(_ task: TaskSpec, result: ControlMessage.TaskResult, rank: Int) throws {
-        let directory = RunDirectory(self.directory)
-        func relative(_ url: URL) -> String { String(url.path.dropFirst(directory.url.path.count + 1)) }
         manifest.tasks[task.name] = RunManifest.TaskRecord(
-            definition: definitions[task.name] ?? "", taskVector: relative(directory.taskVector(task.name)),
-            taskVectorSHA256: result.taskVectorFileSHA256, head: relative(directory.head(task.name)),
+            definition: definitions[task.name] ?? "", taskVector: RunDirectory.taskVectorPath(task.name),
+            taskVectorSHA256: result.taskVectorFileSHA256, head: RunDirectory.headPath(task.name),
             headSHA256: result.headFileSHA256, steps: task.steps, finalLoss: result.finalLoss.isFinite ? result.finalLoss : nil,
             trainSeconds: result.trainSeconds, rank: rank)
         try manifest.write(in: self.directory)

@@ -119,7 +119,7 @@ public final class TaskWorker {
 
     /// A task already finished in this output directory (its files verified against the run
     /// manifest): read back instead of retrained, with what the report needs from its training.
-    public struct FinishedTask {
+    public struct FinishedTask: Codable, Sendable {
         public var taskVector: URL
         public var head: URL
         /// The files' SHA-256 as verified (they are not rewritten).

@@ -310,8 +310,9 @@ public final class Trainer {
         let sumsLocally = group == nil && microBatchCount > 1
         let microGradient = FloatBuffer(count: sumsLocally ? gradient.count : 0)
         let microHeadGradient = FloatBuffer(count: sumsLocally ? headGradient.count : 0)
-        // A group reduces only the gradient entries read afterwards (the trained ranges, or LoRA's
-        // target weights; then the head), packed one own micro-batch after another.
+        // Only these gradient entries are read afterwards (the trained ranges, or LoRA's target
+        // weights; then the head): a group reduces them, packed one own micro-batch after another,
+        // and one rank adds them.
         let reducedRanges = adapters.map { $0.targets.map { $0.offset..<($0.offset + $0.rows * $0.columns) } }
             ?? trainedRanges
         let reducedLength = reducedRanges.reduce(0) { $0 + $1.count } + headGradient.count
@@ -445,7 +446,11 @@ public final class Trainer {
                 loss += computeMicroBatch(0, into: gradient, head: headGradient) * lossWeights[0]
                 for m in 1..<microBatchCount {
                     loss += computeMicroBatch(m, into: microGradient, head: microHeadGradient) * lossWeights[m]
-                    ElementWise.add(gradient.pointer, microGradient.pointer, count: gradient.count)
+                    // Only the entries read afterwards, as a group reduces them.
+                    for range in reducedRanges {
+                        ElementWise.add(gradient.pointer + range.lowerBound, microGradient.pointer + range.lowerBound,
+                                        count: range.count)
+                    }
                     ElementWise.add(headGradient.pointer, microHeadGradient.pointer, count: headGradient.count)
                 }
             }
