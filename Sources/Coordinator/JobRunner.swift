@@ -81,7 +81,10 @@ public final class JobRunner {
         if isCoordinator { console.info("θ0: \(baseSummary)") }
 
         // 3–4. Tasks finished in an earlier run are verified; the rest are scheduled and trained.
-        let finished = try PhaseAgreement.run(communicator) { try finishedTasks(keeper: keeper, base: base) }
+        // Rank 0 verifies (a failure is agreed on), then tells every rank: no collective runs
+        // inside the agreement, where rank 0 may have thrown before reaching it.
+        let verified = try PhaseAgreement.run(communicator) { try keeper.map { try finishedTasks(keeper: $0, base: base) } ?? [:] }
+        let finished = try broadcastFinishedTasks(verified)
         // The workspace is sized for the training batch; evaluation runs in chunks of it (a ViT's
         // activations for the evaluation batch would cost memory for nothing).
         let backbone = plan.model.makeBackbone(maxBatch: plan.finetune.batchSize)
@@ -338,36 +341,39 @@ public final class JobRunner {
         return ManifestKeeper(manifest: manifest, directory: output, definitions: definitions)
     }
 
-    /// Which tasks an earlier run of this job finished: rank 0 checks θ0 against the manifest and
-    /// each recorded task's files against their SHA-256, then tells every rank.
-    private func finishedTasks(keeper: ManifestKeeper?, base: FloatBuffer) throws -> [Int: TaskWorker.FinishedTask] {
+    /// Rank 0: which tasks an earlier run of this job finished, after checking θ0 against the
+    /// manifest and each recorded task's files against their SHA-256.
+    private func finishedTasks(keeper: ManifestKeeper, base: FloatBuffer) throws -> [Int: TaskWorker.FinishedTask] {
         var finished: [Int: TaskWorker.FinishedTask] = [:]
-        if let keeper {
-            var fingerprint = Fingerprint()
-            fingerprint.add(base)
-            if let recorded = keeper.manifest.baseFingerprint, recorded != fingerprint.hex {
-                throw OrthofuseError("\(plan.output.path): its task vectors were trained from another θ0 (the base weights changed); choose another output directory, or move this one aside")
-            }
-            if keeper.manifest.baseFingerprint == nil { try keeper.setBaseFingerprint(fingerprint.hex) }
-            let directory = RunDirectory(plan.output)
-            for (index, task) in plan.tasks.enumerated() {
-                guard let record = keeper.manifest.tasks[task.name] else { continue }
-                // The files are read from their usual places, so the record must name those.
-                guard record.taskVector == RunDirectory.taskVectorPath(task.name), record.head == RunDirectory.headPath(task.name),
-                      RunManifest.verify(record, in: plan.output) else {
-                    console.info("\(task.name): its files in \(plan.output.path) are missing or differ from the SHA-256 in \(RunManifest.fileName); training it again (from its checkpoint when there is one)")
-                    continue
-                }
-                finished[index] = TaskWorker.FinishedTask(
-                    taskVector: directory.taskVector(task.name), head: directory.head(task.name),
-                    taskVectorSHA256: record.taskVectorSHA256, headSHA256: record.headSHA256,
-                    finalLoss: record.finalLoss ?? .nan, trainSeconds: record.trainSeconds)
-            }
-            if !finished.isEmpty {
-                let names = finished.keys.sorted().map { plan.tasks[$0].name }
-                console.info("resuming in \(plan.output.path): \(names.count) of \(plan.tasks.count) task(s) already finished, checksums verified, not retrained: \(names.joined(separator: ", "))")
-            }
+        var fingerprint = Fingerprint()
+        fingerprint.add(base)
+        if let recorded = keeper.manifest.baseFingerprint, recorded != fingerprint.hex {
+            throw OrthofuseError("\(plan.output.path): its task vectors were trained from another θ0 (the base weights changed); choose another output directory, or move this one aside")
         }
+        if keeper.manifest.baseFingerprint == nil { try keeper.setBaseFingerprint(fingerprint.hex) }
+        let directory = RunDirectory(plan.output)
+        for (index, task) in plan.tasks.enumerated() {
+            guard let record = keeper.manifest.tasks[task.name] else { continue }
+            // The files are read from their usual places, so the record must name those.
+            guard record.taskVector == RunDirectory.taskVectorPath(task.name), record.head == RunDirectory.headPath(task.name),
+                  RunManifest.verify(record, in: plan.output) else {
+                console.info("\(task.name): its files in \(plan.output.path) are missing or differ from the SHA-256 in \(RunManifest.fileName); training it again (from its checkpoint when there is one)")
+                continue
+            }
+            finished[index] = TaskWorker.FinishedTask(
+                taskVector: directory.taskVector(task.name), head: directory.head(task.name),
+                taskVectorSHA256: record.taskVectorSHA256, headSHA256: record.headSHA256,
+                finalLoss: record.finalLoss ?? .nan, trainSeconds: record.trainSeconds)
+        }
+        if !finished.isEmpty {
+            let names = finished.keys.sorted().map { plan.tasks[$0].name }
+            console.info("resuming in \(plan.output.path): \(names.count) of \(plan.tasks.count) task(s) already finished, checksums verified, not retrained: \(names.joined(separator: ", "))")
+        }
+        return finished
+    }
+
+    /// Rank 0's verified tasks, on every rank.
+    private func broadcastFinishedTasks(_ finished: [Int: TaskWorker.FinishedTask]) throws -> [Int: TaskWorker.FinishedTask] {
         let encoder = JSONEncoder()
         encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         let bytes = try communicator.broadcast(isCoordinator ? [UInt8](encoder.encode(finished)) : [], root: 0)

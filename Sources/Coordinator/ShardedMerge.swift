@@ -206,32 +206,41 @@ extension TaskVectorShards {
             var blocks = [[Float]](repeating: [], count: communicator.size)
             blocks[0] = block
             let received = try communicator.allToAll(blocks)
-            guard communicator.rank == 0 else { continue }
-            // Rank r's block holds, task after task, the tensor's entries inside slice r; slices
-            // are contiguous and ascending, so concatenating by rank rebuilds the tensor.
-            let values = tasks.indices.map { _ in FloatBuffer(count: tensor.count) }
-            var filled = 0
-            for (rank, piece) in received.enumerated() {
-                let count = partition.ranges[rank].clamped(to: tensor).count
-                guard piece.count == count * tasks.count else {
-                    throw OrthofuseError("rank \(rank) sent \(piece.count) values of tensor \(layout.specs[index].name), expected \(count * tasks.count)")
-                }
-                for task in tasks.indices where count > 0 {
-                    piece.withUnsafeBufferPointer {
-                        (values[task].pointer + filled).update(from: $0.baseAddress! + task * count, count: count)
-                    }
-                }
-                filled += count
-            }
-            // A failure (an SVD that does not converge) must not leave the other ranks in the
-            // next round: keep exchanging, report it at the end.
+            guard communicator.rank == 0, failure == nil else { continue }
+            // A failure here (an SVD that does not converge) must not leave the other ranks in
+            // the next round: keep exchanging, report it at the end.
             do {
-                try builder?.add(tensor: index, slices: values.map { UnsafeBufferPointer($0.buffer) })
+                let values = try assemble(tensor: index, from: received, tasks: tasks.count)
+                try withExtendedLifetime(values) {
+                    try builder?.add(tensor: index, slices: values.map { UnsafeBufferPointer($0.buffer) })
+                }
             } catch {
-                failure = failure ?? error
+                failure = error
             }
         }
         if let failure { throw failure }
         return builder?.finish()
+    }
+
+    /// Tensor `index` of every task from the ranks' pieces: rank r's piece holds, task after task,
+    /// the tensor's entries inside slice r; slices are contiguous and ascending, so concatenating
+    /// by rank rebuilds the tensor.
+    private func assemble(tensor index: Int, from pieces: [[Float]], tasks: Int) throws -> [FloatBuffer] {
+        let tensor = layout.range(at: index)
+        let values = (0..<tasks).map { _ in FloatBuffer(count: tensor.count) }
+        var filled = 0
+        for (rank, piece) in pieces.enumerated() {
+            let count = partition.ranges[rank].clamped(to: tensor).count
+            guard piece.count == count * tasks else {
+                throw OrthofuseError("rank \(rank) sent \(piece.count) values of tensor \(layout.specs[index].name), expected \(count * tasks)")
+            }
+            for task in 0..<tasks where count > 0 {
+                piece.withUnsafeBufferPointer {
+                    (values[task].pointer + filled).update(from: $0.baseAddress! + task * count, count: count)
+                }
+            }
+            filled += count
+        }
+        return values
     }
 }

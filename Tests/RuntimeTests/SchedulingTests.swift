@@ -166,6 +166,27 @@ final class SchedulingTests: XCTestCase {
         }
     }
 
+    func testAnotherBaseIntoTheSameOutputIsRefusedOnEveryRank() throws {
+        let workspace = try workspace(tasks: 2)
+        _ = try workspace.run(workspace.plan(workspace.jobText(output: "first")), ranks: 1)
+        let baseFile = workspace.directory.appendingPathComponent("base.safetensors")
+        try FileManager.default.copyItem(at: workspace.directory.appendingPathComponent("first/base.safetensors"), to: baseFile)
+        func text() -> String {
+            workspace.jobText(output: "run") { text in
+                text.split(separator: "\n", omittingEmptySubsequences: false)
+                    .map { $0.hasPrefix("pretrain:") ? "base: base.safetensors" : String($0) }.joined(separator: "\n")
+            }
+        }
+        _ = try workspace.run(workspace.plan(text()), ranks: 2)
+        // Same job text, other weights in the base file.
+        let file = try Safetensors.read(baseFile)
+        try Safetensors.write(file.tensors.map { TensorRecord(name: $0.name, shape: $0.shape, values: $0.values.map { $0 * 0.5 }) },
+                              to: baseFile)
+        XCTAssertThrowsError(try workspace.run(workspace.plan(text()), ranks: 2)) { error in
+            XCTAssertTrue("\(error)".contains("trained from another θ0"), "\(error)")
+        }
+    }
+
     func testASilentWorkerIsNamedAfterTheHeartbeatTimeout() throws {
         let workspace = try workspace(tasks: 3)
         // Any worker is silent longer than 0.1 ms while it loads its data.
