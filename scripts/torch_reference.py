@@ -486,11 +486,15 @@ def vit_config():
 # ---------------------------------------------------------------- family: orthoreg
 
 def orthoreg(delta, form):
-    """‖G − I‖_F ("frobenius", released code) or ‖G − I‖²_F ("squared", paper), G the smaller Gram."""
+    """‖G − I‖_F ("frobenius", released code), ‖G − I‖²_F ("squared", paper), ‖G − diag G‖_F
+    ("offdiagonal") or ‖ΔW‖²_F ("l2"), G the smaller Gram."""
+    if form == "l2":
+        return (delta ** 2).sum()
     m, n = delta.shape
     gram = delta.T @ delta if m >= n else delta @ delta.T
-    norm = torch.linalg.matrix_norm(gram - torch.eye(min(m, n), dtype=delta.dtype), "fro")
-    return norm if form == "frobenius" else norm ** 2
+    target = torch.diag(torch.diagonal(gram)) if form == "offdiagonal" else torch.eye(min(m, n), dtype=delta.dtype)
+    norm = torch.linalg.matrix_norm(gram - target, "fro")
+    return norm ** 2 if form == "squared" else norm
 
 
 def build_orthoreg(cfg):
@@ -502,14 +506,18 @@ def build_orthoreg(cfg):
         m, n = shape
         gram = delta.T @ delta if m >= n else delta @ delta.T
         dev = gram - torch.eye(min(m, n), dtype=delta.dtype)
-        for form in ("frobenius", "squared"):
+        offdiagonal = gram - torch.diag(torch.diagonal(gram))
+        for form in cfg["forms"]:
             d = delta.clone().requires_grad_(True)
             value = orthoreg(d, form)
             value.backward()
-            # The closed form of REFERENCE.md §1 must agree with autograd.
-            closed = 4 * (d.detach() @ dev if m >= n else dev @ d.detach())
-            if form == "frobenius":
-                closed = closed / (2 * torch.linalg.matrix_norm(dev, "fro"))
+            # The closed forms of OrthoReg.swift must agree with autograd.
+            target = offdiagonal if form == "offdiagonal" else dev
+            closed = 4 * (d.detach() @ target if m >= n else target @ d.detach())
+            if form in ("frobenius", "offdiagonal"):
+                closed = closed / (2 * torch.linalg.matrix_norm(target, "fro"))
+            if form == "l2":
+                closed = 2 * d.detach()
             assert torch.allclose(d.grad, closed, rtol=1e-12, atol=1e-12)
             tensors[f"{orientation}.{form}.value"] = value.detach().reshape(())
             tensors[f"{orientation}.{form}.grad"] = d.grad
@@ -519,7 +527,7 @@ def build_orthoreg(cfg):
 
 def orthoreg_config():
     return {"family": "orthoreg", "shapes": {"tall": [12, 5], "wide": [4, 9]}, "scale": 0.5, "seed": SEED,
-            "compute_dtype": "float64", "forms": ["frobenius", "squared"]}
+            "compute_dtype": "float64", "forms": ["frobenius", "squared", "offdiagonal", "l2"]}
 
 
 # ---------------------------------------------------------------- family: lora

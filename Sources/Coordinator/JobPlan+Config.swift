@@ -85,7 +85,10 @@ extension JobPlan {
             name: config.name, seed: config.seed, model: model, base: base, tasks: tasks, mode: config.finetune.mode,
             finetune: finetune,
             probe: ProbeSettings(steps: config.head.steps, batchSize: config.head.batchSize,
-                                 optimizer: OptimizerSettings(config.head.optimizer)),
+                                 optimizer: OptimizerSettings(config.head.optimizer),
+                                 prototypes: config.head.kind == .prototypes
+                                     ? PrototypeSettings(shots: config.head.shots, temperature: Float(config.head.temperature))
+                                     : nil),
             merges: config.merge.methods.map {
                 MergePlan(label: $0.label, settings: $0.settings, alphaGrid: config.merge.alphaGrid(for: $0))
             },

@@ -279,7 +279,7 @@ public final class JobRunner {
             guard source.count >= start + parameterCount + headCounts[index] else {
                 throw OrthofuseError("rank \(owner) sent \(source.count) values, fewer than its tasks need")
             }
-            let head = ClassificationHead(classes: task.classes, featureCount: featureCount)
+            let head = plan.probe.makeHead(classes: task.classes, featureCount: featureCount)
             head.parameters.copy(from: Array(source[(start + parameterCount)..<(start + parameterCount + headCounts[index])]))
             cursor[owner] = start + parameterCount + headCounts[index]
             if includingTaskVectors { taskVectors.append(FloatBuffer(Array(source[start..<(start + parameterCount)]))) }

@@ -33,7 +33,7 @@ public enum ModelEvaluation {
             }
             for index in mine {
                 let task = plan.tasks[index]
-                let head = ClassificationHead(classes: task.classes, featureCount: plan.model.featureCount)
+                let head = plan.probe.makeHead(classes: task.classes, featureCount: plan.model.featureCount)
                 try head.layout.load(Safetensors.read(run.head(task.name)), into: head.parameters,
                                      origin: run.head(task.name).path)
                 heads[index] = head

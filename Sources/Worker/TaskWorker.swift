@@ -26,16 +26,24 @@ public struct TaskSpec: Sendable, Equatable {
     }
 }
 
-/// How the frozen head is fitted (a linear probe on θ0 features).
+/// How the frozen head is made on θ0 features: a linear probe fitted on the training split, or
+/// (`prototypes` set) k-shot class prototypes read with cosine logits.
 public struct ProbeSettings: Sendable, Equatable {
     public var steps: Int
     public var batchSize: Int
     public var optimizer: OptimizerSettings
+    public var prototypes: PrototypeSettings?
 
-    public init(steps: Int, batchSize: Int, optimizer: OptimizerSettings) {
+    public init(steps: Int, batchSize: Int, optimizer: OptimizerSettings, prototypes: PrototypeSettings? = nil) {
         self.steps = steps
         self.batchSize = batchSize
         self.optimizer = optimizer
+        self.prototypes = prototypes
+    }
+
+    /// A head of this kind for `classes` classes, its parameters still zero.
+    public func makeHead(classes: Int, featureCount: Int) -> ClassificationHead {
+        ClassificationHead(classes: classes, featureCount: featureCount, normalizesFeatures: prototypes != nil)
     }
 }
 
@@ -152,10 +160,13 @@ public final class TaskWorker {
         let data = try TaskDataLoader.load(task, inputCount: backbone.inputCount, seed: seed)
         console.info("\(task.name): \(data.train.count) train / \(data.validation.count) validation / \(data.test.count) test samples")
 
-        let head = ClassificationHead(classes: task.classes, featureCount: backbone.featureCount)
+        let head = probe.makeHead(classes: task.classes, featureCount: backbone.featureCount)
         if let finished {
             let file = try Safetensors.read(finished.head)
             try head.layout.load(file, into: head.parameters, origin: finished.head.path)
+        } else if let prototypes = probe.prototypes {
+            try PrototypeHead.fit(head: head, backbone: backbone, parameters: base, data: data.train, settings: prototypes,
+                                  random: RandomStream(seed: seed, label: "prototypes/\(task.name)"), task: task.name)
         } else {
             LinearProbe.fit(head: head, backbone: backbone, parameters: base, data: data.train, steps: probe.steps,
                             batchSize: probe.batchSize, optimizer: probe.optimizer,

@@ -51,7 +51,7 @@ enum Launch {
         // Under mpirun the other ranks write to their log files; rank 0's terminal shows every
         // task's progress (from the workers' Progress messages). --verbose shows every rank's lines.
         let rank = communicator.rank
-        var console = Console(rank: rank, size: communicator.size,
+        let console = Console(rank: rank, size: communicator.size,
                               level: rank == 0 ? level : (level == .verbose ? .normal : .quiet))
         do {
             var plan = try JobAnnouncer.announce(try read(source), communicator: communicator)
@@ -61,13 +61,7 @@ enum Launch {
                 if rank == 0 { moveAsideAnotherJobsOutput(plan, console: console) }
                 try communicator.barrier()
             }
-            if communicator is MPICommunicator { StopSignal.install(rank: rank, output: plan.output) }
-            console = console.logging(to: RunLog(directory: plan.output.appendingPathComponent("logs"), rank: rank))
-            if rank == 0, level >= .normal {
-                ProgressDisplay.shared.enable(interactive: liveProgress)
-            }
-            defer { ProgressDisplay.shared.clear() }
-            try JobRunner(plan: plan, communicator: communicator, console: console).run()
+            try runPlan(plan, communicator: communicator, console: console, level: level)
             finish(communicator)
         } catch let error as PeerFailure {
             _ = error
@@ -75,6 +69,45 @@ enum Launch {
             Foundation.exit(1)
         } catch {
             if communicator.rank == 0 { Console.error("\(error)") }
+            finish(communicator)
+            Foundation.exit(1)
+        }
+    }
+
+    /// Runs one announced plan on this rank: its logs in the run directory, rank 0's progress display.
+    static func runPlan(_ plan: JobPlan, communicator: any Communicator, console: Console, level: Console.Level) throws {
+        if communicator is MPICommunicator { StopSignal.install(rank: communicator.rank, output: plan.output) }
+        let logged = console.logging(to: RunLog(directory: plan.output.appendingPathComponent("logs"), rank: communicator.rank))
+        if communicator.rank == 0, level >= .normal {
+            ProgressDisplay.shared.enable(interactive: liveProgress)
+        }
+        defer { ProgressDisplay.shared.clear() }
+        try JobRunner(plan: plan, communicator: communicator, console: logged).run()
+    }
+
+    /// `orthofuse sweep`: every cell a job on all ranks (SweepRunner), one error line on failure.
+    static func runSweep(_ file: URL, options: SweepRunner.Options, level: Console.Level) throws {
+        let communicator: any Communicator
+        do {
+            communicator = try makeCommunicator()
+        } catch {
+            throw CleanExit.message("cannot start MPI: \(error)")
+        }
+        let rank = communicator.rank
+        let console = Console(rank: rank, size: communicator.size,
+                              level: rank == 0 ? level : (level == .verbose ? .normal : .quiet))
+        do {
+            let summary = try SweepRunner(communicator: communicator, console: console).run(
+                sweepFile: file, options: options) { plan in
+                    try runPlan(plan, communicator: communicator, console: console, level: level)
+                }
+            if let summary, rank == 0 { print(summary.table()) }
+            finish(communicator)
+        } catch is PeerFailure {
+            finish(communicator)
+            Foundation.exit(1)
+        } catch {
+            if rank == 0 { Console.error("\(error)") }
             finish(communicator)
             Foundation.exit(1)
         }

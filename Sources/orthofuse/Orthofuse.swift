@@ -12,7 +12,7 @@ struct Orthofuse: ParsableCommand {
         commandName: "orthofuse",
         abstract: "Fine-tune one model per task with OrthoReg on MPI ranks, merge the task vectors, evaluate.",
         version: JobRunner.version,
-        subcommands: [Run.self, Demo.self, Merge.self, Eval.self, Analyze.self, Report.self, Doctor.self])
+        subcommands: [Run.self, SweepCommand.self, Demo.self, Merge.self, Eval.self, Analyze.self, Report.self, Doctor.self])
 
     static func main() {
         BLASEnvironment.ensureCoreType()

@@ -61,6 +61,7 @@ private enum Reference {
     }
 
     static func orthoReg(_ delta: [Double], rows m: Int, columns n: Int, form: OrthoRegForm) -> Double {
+        if form == .l2 { return delta.map { $0 * $0 }.reduce(0, +) }
         let k = min(m, n)
         var sum = 0.0
         for i in 0..<k {
@@ -71,7 +72,7 @@ private enum Reference {
                 } else {
                     for c in 0..<n { g += delta[i * n + c] * delta[j * n + c] }
                 }
-                if i == j { g -= 1 }
+                if i == j { g = form == .offdiagonal ? 0 : g - 1 }
                 sum += g * g
             }
         }
@@ -228,6 +229,29 @@ final class GradientCheckTests: XCTestCase {
         let squared = OrthoRegularizer.penaltyAndGradient(delta: delta, rows: 4, columns: 3, form: .squared,
                                                           gram: &gram, gradientOut: nil)
         XCTAssertEqual(squared, 3, accuracy: 1e-6)
+        // The decorrelation and L2 forms are 0 at θ0 with a zero gradient: they never push ΔW away from 0.
+        for form in [OrthoRegForm.offdiagonal, .l2] {
+            gradient = [Float](repeating: 1, count: 12)
+            let value = OrthoRegularizer.penaltyAndGradient(delta: delta, rows: 4, columns: 3, form: form,
+                                                            gram: &gram, gradientOut: &gradient)
+            XCTAssertEqual(value, 0, "\(form)")
+            XCTAssertEqual(gradient, [Float](repeating: 0, count: 12), "\(form)")
+        }
+    }
+
+    func testOffDiagonalFormIgnoresColumnNorms() {
+        // ΔW with orthogonal columns of any lengths has no off-diagonal Gram entries: R = 0 and no
+        // gradient, where the plain form still pulls the norms toward 1.
+        let delta: [Float] = [3, 0, 0, 0.5, 0, 0]  // 3×2, columns (3, 0, 0) and (0, 0.5, 0)
+        var gram = [Float](repeating: 0, count: 4)
+        var gradient = [Float](repeating: 1, count: 6)
+        let value = OrthoRegularizer.penaltyAndGradient(delta: delta, rows: 3, columns: 2, form: .offdiagonal,
+                                                        gram: &gram, gradientOut: &gradient)
+        XCTAssertEqual(value, 0)
+        XCTAssertEqual(gradient, [Float](repeating: 0, count: 6))
+        let plain = OrthoRegularizer.penaltyAndGradient(delta: delta, rows: 3, columns: 2, form: .frobenius,
+                                                        gram: &gram, gradientOut: nil)
+        XCTAssertEqual(plain, (64.0 + 0.5625).squareRoot(), accuracy: 1e-5)
     }
 
     func testOrthoRegularizerAddsLambdaTimesGradientOnlyToItsMatrices() {

@@ -198,7 +198,8 @@ public struct LoRAConfig: Sendable, Equatable, Codable {
 public struct OrthoRegConfig: Sendable, Equatable, Codable {
     /// λ; 0 turns the penalty off.
     public let lambda: Double
-    /// Plain norm (the released code's, the default) or squared (the paper's).
+    /// Plain norm (the released code's, the default), squared (the paper's), offdiagonal
+    /// (decorrelation only) or l2 (the shrinkage control); OrthoReg.swift has the formulas.
     public let form: OrthoRegForm
 
     public var isEnabled: Bool { lambda > 0 }
@@ -312,38 +313,79 @@ public struct FineTuneConfig: Sendable, Equatable, Codable {
     }
 }
 
-/// The per-task linear probe fitted on θ0's features before fine-tuning, then frozen.
+/// Each task's frozen head, made on θ0's features before fine-tuning. `kind: probe` (the default)
+/// fits a linear probe on the whole training split; `kind: prototypes` is the analog of CLIP's
+/// text heads, a head that never saw the training set in bulk: the normalised mean θ0 feature of
+/// `shots` examples per class, read with cosine logits × `temperature`.
 public struct HeadConfig: Sendable, Equatable, Codable {
+    public enum Kind: String, Sendable, Codable, CaseIterable {
+        case probe, prototypes
+    }
+
+    public let kind: Kind
+    /// Probe only: its training.
     public let steps: Int
     public let batchSize: Int
     public let optimizer: OptimizerConfig
+    /// Prototypes only: examples per class (the first of a seeded shuffle), and the logit scale.
+    public let shots: Int
+    public let temperature: Double
 
     public static let `default` = HeadConfig(steps: 300, batchSize: 256, optimizer: .headDefault)
+    public static let defaultTemperature = 20.0
 
-    init(steps: Int, batchSize: Int, optimizer: OptimizerConfig) {
+    init(kind: Kind = .probe, steps: Int, batchSize: Int, optimizer: OptimizerConfig, shots: Int = 0,
+         temperature: Double = HeadConfig.defaultTemperature) {
+        self.kind = kind
         self.steps = steps
         self.batchSize = batchSize
         self.optimizer = optimizer
+        self.shots = shots
+        self.temperature = temperature
     }
 
+    /// `probe` or `prototypes-k`, as a sweep summary names the head.
+    public var summaryName: String { kind == .probe ? "probe" : "prototypes-\(shots)" }
+
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case steps
+        case kind, steps
         case batchSize = "batch_size"
-        case optimizer
+        case optimizer, shots, temperature
     }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.strictContainer(keyedBy: CodingKeys.self)
+        kind = try container.choice(Kind.self, .kind, default: .probe)
+        switch kind {
+        case .probe:
+            try container.refuse([.shots, .temperature], because: "only allowed with kind: prototypes")
+            shots = 0
+            temperature = Self.defaultTemperature
+        case .prototypes:
+            try container.refuse([.steps, .batchSize, .optimizer], because: "only allowed with kind: probe")
+            shots = try container.integer(.shots, in: 1...JobLimits.batchSize)
+            temperature = try container.number(.temperature, default: Self.defaultTemperature)
+            try container.check(temperature > 0 && temperature <= 1e4, .temperature, "must be in (0, 10000]")
+        }
         steps = try container.integer(.steps, in: 1...JobLimits.steps, default: 300)
         batchSize = try container.integer(.batchSize, in: 1...JobLimits.batchSize, default: 256)
         optimizer = try container.optional(OptimizerConfig.self, .optimizer, default: .headDefault)
     }
 
+    /// A probe head writes only its probe keys (as before prototypes existed, so earlier run
+    /// manifests still match); a prototype head only its own.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(steps, forKey: .steps)
-        try container.encode(batchSize, forKey: .batchSize)
-        try container.encode(optimizer, forKey: .optimizer)
+        switch kind {
+        case .probe:
+            try container.encode(steps, forKey: .steps)
+            try container.encode(batchSize, forKey: .batchSize)
+            try container.encode(optimizer, forKey: .optimizer)
+        case .prototypes:
+            try container.encode(kind, forKey: .kind)
+            try container.encode(shots, forKey: .shots)
+            try container.encodeNumber(temperature, forKey: .temperature)
+        }
     }
 }
 

@@ -53,7 +53,8 @@ public enum ReportPage {
     private static func results(_ report: RunReport) -> String {
         let tasks = report.tasks
         var html = "<p>Test accuracy (%). <em>zero-shot</em>: the task's frozen head on θ0; <em>fine-tuned</em>: θt alone; "
-            + "each merge: one model for all tasks at the α chosen on validation. Normalised: accuracy / fine-tuned accuracy.</p>\n"
+            + "each merge: one model for all tasks at the α chosen on validation. Normalised: accuracy / fine-tuned accuracy. "
+            + "Retention: (merged − zero-shot) / (fine-tuned − zero-shot) of the means, the share of the fine-tuning gain the merge keeps.</p>\n"
         html += "<table><thead><tr><th>task</th><th>zero-shot</th><th>fine-tuned</th>"
         html += report.merges.map { "<th>\(e($0.label))<br/><span class=\"small\">α = \(SVGCharts.number($0.alpha))</span></th>" }.joined()
         html += "</tr></thead><tbody>"
@@ -71,6 +72,8 @@ public enum ReportPage {
         let zeroShotNormalized = tasks.map { $0.finetunedAccuracy > 0 ? $0.zeroShotAccuracy / $0.finetunedAccuracy : 0 }
         html += "<tr class=\"mean\"><td>mean (norm.)</td><td>\(percent(zeroShotNormalized.reduce(0, +) / count))</td><td>100.00</td>"
         html += report.merges.map { "<td>\(percent($0.normalizedAccuracy))</td>" }.joined() + "</tr>"
+        html += "<tr class=\"mean\"><td>retention</td><td>0.00</td><td>100.00</td>"
+        html += report.merges.map { "<td>\($0.retention.map(percent) ?? "")</td>" }.joined() + "</tr>"
         html += "</tbody></table>\n"
         if let failed = report.failedTasks, !failed.isEmpty {
             html += "<p class=\"warning\">Failed tasks, left out of every merge (runtime.on_task_failure: skip):</p><ul>"
@@ -227,7 +230,7 @@ public enum ReportPage {
 
     // MARK: Pieces
 
-    private static func e(_ text: String) -> String { SVGCharts.escape(text) }
+    static func e(_ text: String) -> String { SVGCharts.escape(text) }
 
     private static func percent(_ value: Double) -> String { SVGCharts.number(100 * value) }
 
@@ -238,7 +241,7 @@ public enum ReportPage {
     }
 
     /// Line samples with names; `style` is a CSS border style (solid, dashed, dotted).
-    private static func legend(_ entries: [(name: String, color: String, style: String)]) -> String {
+    static func legend(_ entries: [(name: String, color: String, style: String)]) -> String {
         "<div class=\"legend\">" + entries.map {
             "<span class=\"entry\"><span class=\"swatch\" style=\"border-color: \($0.color); border-top-style: \($0.style)\"></span>\(e($0.name))</span>"
         }.joined() + "</div>"
@@ -293,7 +296,7 @@ public enum ReportPage {
         return a.count < b.count
     }
 
-    private static let style = """
+    static let style = """
         body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; margin: 0 auto; max-width: 1320px; padding: 16px 24px 40px; background: #fafafa; }
         h1 { margin: 8px 0 4px; font-size: 24px; }
         h2 { margin: 0 0 8px; font-size: 19px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }

@@ -124,6 +124,10 @@ public struct RunReport: Codable, Sendable, Equatable {
         public var absoluteAccuracy: Double
         /// Mean over tasks of accuracy(merged) / accuracy(fine-tuned), on test.
         public var normalizedAccuracy: Double
+        /// The share of the fine-tuning gain the merge keeps, of the means over tasks:
+        /// (merged − zero-shot) / (fine-tuned − zero-shot). Set by `RunReport.init`; absent in
+        /// reports written before it existed.
+        public var retention: Double?
         public var perTask: [PerTaskAccuracy]
         public var alphaCurve: [AlphaPoint]
         public var file: String
@@ -143,7 +147,7 @@ public struct RunReport: Codable, Sendable, Equatable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case method, label, settings, alpha, file
+            case method, label, settings, alpha, file, retention
             case absoluteAccuracy = "absolute_accuracy"
             case normalizedAccuracy = "normalized_accuracy"
             case perTask = "per_task"
@@ -220,6 +224,27 @@ public struct RunReport: Codable, Sendable, Equatable {
         self.run = run
         self.tasks = tasks
         self.merges = merges
+        let (zeroShot, finetuned) = (meanZeroShotAccuracy, meanFinetunedAccuracy)
+        for index in self.merges.indices {
+            self.merges[index].retention = Self.retention(
+                merged: merges[index].absoluteAccuracy, zeroShot: zeroShot, finetuned: finetuned)
+        }
+    }
+
+    /// Mean over tasks of the zero-shot test accuracy (θ0 with each task's frozen head).
+    public var meanZeroShotAccuracy: Double { Self.mean(tasks.map(\.zeroShotAccuracy)) }
+    /// Mean over tasks of the fine-tuned test accuracy (θt alone).
+    public var meanFinetunedAccuracy: Double { Self.mean(tasks.map(\.finetunedAccuracy)) }
+
+    /// (merged − zero-shot) / (fine-tuned − zero-shot): 1 keeps the whole fine-tuning gain, 0 is
+    /// no better than θ0, negative is worse. nan when fine-tuning gained nothing.
+    public static func retention(merged: Double, zeroShot: Double, finetuned: Double) -> Double {
+        let gain = finetuned - zeroShot
+        return gain > 0 ? (merged - zeroShot) / gain : .nan
+    }
+
+    static func mean(_ values: [Double]) -> Double {
+        values.isEmpty ? 0 : values.reduce(0, +) / Double(values.count)
     }
 
     enum CodingKeys: String, CodingKey {
@@ -259,6 +284,10 @@ public struct RunReport: Codable, Sendable, Equatable {
         var normalized = ["mean (norm.)", "", ""]
         normalized += merges.map { Self.percent($0.normalizedAccuracy) }
         rows.append(normalized)
+        // Retention: how much of the fine-tuning gain (fine-tuned − zero-shot) the merge keeps.
+        var kept = ["retention", "", ""]
+        kept += merges.map { $0.retention.map { Self.percent($0) + " %" } ?? "" }
+        rows.append(kept)
 
         let widths = header.indices.map { column in
             ([header[column]] + rows.map { $0[column] }).map(\.count).max()!

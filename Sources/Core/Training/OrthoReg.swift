@@ -1,10 +1,15 @@
 // OrthoReg: the orthogonality penalty on weight updates ΔW = W − W0 and its analytic gradient.
 //
 // For ΔW [m, n] let k = min(m, n) and G the k×k Gram: ΔWᵀΔW when m ≥ n, else ΔWΔWᵀ.
-//   squared   (the paper):         R = ‖G − I‖²_F,  ∂R/∂ΔW = 4 ΔW (G − I)  or  4 (G − I) ΔW
-//   frobenius (the released code): R = ‖G − I‖_F,   ∂R/∂ΔW = 2 ΔW (G − I) / R  (0 when R = 0)
+//   squared     (the paper):         R = ‖G − I‖²_F,  ∂R/∂ΔW = 4 ΔW (G − I)  or  4 (G − I) ΔW
+//   frobenius   (the released code): R = ‖G − I‖_F,   ∂R/∂ΔW = 2 ΔW (G − I) / R  (0 when R = 0)
+//   offdiagonal (decorrelation):     R = ‖G − diag G‖_F, ∂R/∂ΔW = 2 ΔW O / R with O = G − diag G
+//   l2          (control, L2-SP):    R = ‖ΔW‖²_F,     ∂R/∂ΔW = 2 ΔW
 // No normalisation by size; the identity includes the diagonal, so the penalty is
-// Σ_i (σ_i² − 1)² over the singular values of ΔW in the squared form.
+// Σ_i (σ_i² − 1)² over the singular values of ΔW in the squared form. The off-diagonal form
+// only decorrelates the columns (or rows) of ΔW and leaves their norms free, so it cannot inflate
+// τ the way pushing every singular value to 1 does; l2 shrinks τ without decorrelating, the
+// control that separates the two effects.
 
 public enum OrthoRegForm: String, Sendable, Codable, CaseIterable {
     /// ‖G − I‖_F, the plain norm of the released code; the default because it is what the
@@ -12,6 +17,10 @@ public enum OrthoRegForm: String, Sendable, Codable, CaseIterable {
     case frobenius
     /// ‖G − I‖²_F, as written in the paper.
     case squared
+    /// ‖G − diag(G)‖_F: decorrelates the columns (rows) of ΔW without forcing unit norms.
+    case offdiagonal
+    /// ‖ΔW‖²_F: a pull toward θ0 on the same weights (L2-SP), the control for mere shrinking.
+    case l2
 }
 
 public struct OrthoRegSettings: Sendable, Equatable {
@@ -94,21 +103,34 @@ public final class OrthoRegularizer {
         delta: UnsafePointer<Float>, rows m: Int, columns n: Int, form: OrthoRegForm,
         gram: UnsafeMutablePointer<Float>, gradientOut: UnsafeMutablePointer<Float>?
     ) -> Double {
+        if form == .l2 {
+            // No Gram: R = ‖ΔW‖²_F, ∂R/∂ΔW = 2 ΔW.
+            if let gradientOut {
+                gradientOut.update(from: delta, count: m * n)
+                ElementWise.scale(gradientOut, 2, count: m * n)
+            }
+            return ElementWise.sumOfSquares(delta, count: m * n)
+        }
         let tall = m >= n
         let k = tall ? n : m
         // G = ΔWᵀΔW [n, n] (tall) or ΔWΔWᵀ [m, m] (wide), as a symmetric rank-k update.
         ssyrkUpper(transpose: tall, n: k, k: tall ? m : n, alpha: 1, a: delta, lda: n, beta: 0, c: gram, ldc: k)
         mirrorUpperTriangle(gram, n: k)
-        for i in 0..<k { gram[i * k + i] -= 1 }
+        // The target of G: I for the orthogonality forms, G's own diagonal for decorrelation.
+        for i in 0..<k {
+            if form == .offdiagonal { gram[i * k + i] = 0 } else { gram[i * k + i] -= 1 }
+        }
         let squaredNorm = ElementWise.sumOfSquares(gram, count: k * k)
         let value = form == .squared ? squaredNorm : squaredNorm.squareRoot()
         guard let gradientOut else { return value }
         let scale: Float
         switch form {
         case .squared: scale = 4
-        case .frobenius: scale = value > 0 ? Float(2 / value) : 0
+        case .frobenius, .offdiagonal: scale = value > 0 ? Float(2 / value) : 0
+        case .l2: preconditionFailure("handled above")
         }
-        // ∂R/∂ΔW = scale · ΔW (G − I) (tall) or scale · (G − I) ΔW (wide); G − I is symmetric.
+        // ∂R/∂ΔW = scale · ΔW D (tall) or scale · D ΔW (wide), D = G − I or G − diag G (symmetric).
+        // For the off-diagonal form the diagonal of G enters R only through D, whose diagonal is 0.
         if tall {
             sgemm(transposeA: false, transposeB: false, m: m, n: n, k: n, alpha: scale,
                   a: delta, lda: n, b: gram, ldb: n, beta: 0, c: gradientOut, ldc: n)
