@@ -59,11 +59,18 @@ public final class SweepRunner {
     @discardableResult
     public func run(sweepFile: URL, options: Options = Options(),
                     runCell: (JobPlan) throws -> Void) throws -> SweepSummary? {
+        try run(sweep: try Sweep.load(sweepFile), options: options, runCell: runCell)
+    }
+
+    /// The same for a sweep made in code (the demo); `sweep` is only evaluated on rank 0.
+    @discardableResult
+    public func run(sweep load: @autoclosure () throws -> Sweep, options: Options = Options(),
+                    runCell: (JobPlan) throws -> Void) throws -> SweepSummary? {
         let isCoordinator = communicator.rank == 0
         var sweep: Sweep?
         let todo: [CellJob] = try PhaseAgreement.run(communicator) {
             guard isCoordinator else { return [] }
-            let loaded = try Sweep.load(sweepFile)
+            let loaded = try load()
             sweep = loaded
             return try cellsToRun(loaded, options: options)
         }

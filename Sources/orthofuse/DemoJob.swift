@@ -9,7 +9,26 @@ enum DemoJob {
         var model = "mlp"
         var mode = "full"
         var orthoRegLambda = 1.0
+        var orthoRegForm = "offdiagonal"
         var steps = 1000
+    }
+
+    /// The demo as a two-cell sweep: the job without OrthoReg and with it, on the same θ0, heads and
+    /// data streams, so the results table can set them side by side.
+    static func sweepYAML(_ options: Options) -> String {
+        let job = yaml(options).split(separator: "\n", omittingEmptySubsequences: false)
+            .map { $0.isEmpty ? "" : "  " + $0 }.joined(separator: "\n")
+        return """
+            name: demo
+            output: \(options.output)
+            job:
+            \(job)
+            axes:
+              finetune.orthoreg:
+                without: {lambda: 0}
+                with: {lambda: \(options.orthoRegLambda), form: \(options.orthoRegForm)}
+
+            """
     }
 
     /// The job text. θ0 is pre-trained on a 40-way joint task over 5 % of the four training sets
@@ -44,12 +63,10 @@ enum DemoJob {
               optimizer: {name: adamw, lr: \(rate), weight_decay: 0.1}
               schedule: {warmup_steps: 100, decay: cosine}
               grad_clip: 1.0
-              orthoreg: {lambda: \(options.orthoRegLambda), form: frobenius}
             head: {steps: 300, batch_size: 256, optimizer: {name: adamw, lr: 1.0e-2, weight_decay: 0.0}}
             merge:
               methods: [task_arithmetic]
               alpha: {from: 0.0, to: 1.0, count: 21}
-            output: \(options.output)
 
             """
     }

@@ -38,10 +38,7 @@ enum Launch {
 
     /// Rank 0 reads and checks the job and announces it (JobAnnouncer); every rank verifies it runs
     /// the same binary and job, so a bad job or a mixed installation is one error line from rank 0.
-    /// `replacesOtherDemoRuns`: the demo owns its output directory, so a run of another demo
-    /// job there (other options, another version) is moved aside instead of refused.
-    static func runJob(source: JobSource, level: Console.Level, requiresResume: Bool = false,
-                       replacesOtherDemoRuns: Bool = false) throws {
+    static func runJob(source: JobSource, level: Console.Level, requiresResume: Bool = false) throws {
         let communicator: any Communicator
         do {
             communicator = try makeCommunicator()
@@ -56,11 +53,6 @@ enum Launch {
         do {
             var plan = try JobAnnouncer.announce(try read(source), communicator: communicator)
             plan.requiresResume = requiresResume
-            if replacesOtherDemoRuns {
-                // Before any rank opens its log file in the output.
-                if rank == 0 { moveAsideAnotherJobsOutput(plan, console: console) }
-                try communicator.barrier()
-            }
             try runPlan(plan, communicator: communicator, console: console, level: level)
             finish(communicator)
         } catch let error as PeerFailure {
@@ -86,7 +78,10 @@ enum Launch {
     }
 
     /// `orthofuse sweep`: every cell a job on all ranks (SweepRunner), one error line on failure.
-    static func runSweep(_ file: URL, options: SweepRunner.Options, level: Console.Level) throws {
+    /// `load` runs on rank 0 only. The demo (`isDemo`) owns its cells' folders: a cell run with other
+    /// settings is moved aside instead of refused, and the end shows its runs side by side.
+    static func runSweep(_ load: @escaping () throws -> Core.Sweep, options: SweepRunner.Options, level: Console.Level,
+                         isDemo: Bool = false) throws {
         let communicator: any Communicator
         do {
             communicator = try makeCommunicator()
@@ -97,11 +92,26 @@ enum Launch {
         let console = Console(rank: rank, size: communicator.size,
                               level: rank == 0 ? level : (level == .verbose ? .normal : .quiet))
         do {
+            var sweep: Core.Sweep?
             let summary = try SweepRunner(communicator: communicator, console: console).run(
-                sweepFile: file, options: options) { plan in
+                sweep: try { let loaded = try load(); sweep = loaded; return loaded }(), options: options) { plan in
+                    if isDemo {
+                        // Before any rank opens its log file in the output.
+                        if rank == 0 { moveAsideAnotherJobsOutput(plan, console: console) }
+                        try communicator.barrier()
+                    }
                     try runPlan(plan, communicator: communicator, console: console, level: level)
                 }
-            if let summary, rank == 0 { print(summary.table()) }
+            if let summary, let sweep, rank == 0 {
+                if isDemo {
+                    let runs = try sweep.cells.map { cell in
+                        (label: cell.assignments.last?.label ?? cell.id, report: try RunDirectory(cell.output).readReport())
+                    }
+                    print(ComparisonTable.text(runs))
+                } else {
+                    print(summary.table())
+                }
+            }
             finish(communicator)
         } catch is PeerFailure {
             finish(communicator)

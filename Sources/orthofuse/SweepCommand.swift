@@ -46,6 +46,6 @@ struct SweepCommand: ParsableCommand {
             return
         }
         let options = SweepRunner.Options(only: only, output: output.map { URL(fileURLWithPath: $0).standardizedFileURL })
-        try Launch.runSweep(file, options: options, level: verbosity.level)
+        try Launch.runSweep({ try Core.Sweep.load(file) }, options: options, level: verbosity.level)
     }
 }

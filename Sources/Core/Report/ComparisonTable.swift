@@ -1,0 +1,52 @@
+// ComparisonTable: two runs of the same tasks side by side (the demo: without and with OrthoReg):
+// zero-shot, fine-tuned and each merge's accuracy, with normalised accuracy and retention.
+import Foundation
+
+public enum ComparisonTable {
+    /// `runs` share their tasks and zero-shot heads (same θ0 and seed); each is labelled.
+    public static func text(_ runs: [(label: String, report: RunReport)]) -> String {
+        guard let first = runs.first?.report else { return "" }
+        var header = ["task", "zero-shot"]
+        header += runs.map { "fine-tuned (\($0.label))" }
+        let merges = first.merges.map(\.label)
+        for merge in merges { header += runs.map { "\(merge) (\($0.label))" } }
+        func merge(_ report: RunReport, _ label: String) -> RunReport.MergeEntry? {
+            report.merges.first { $0.label == label }
+        }
+        var rows: [[String]] = []
+        for (index, task) in first.tasks.enumerated() {
+            var row = [task.name, percent(task.zeroShotAccuracy)]
+            row += runs.map { percent($0.report.tasks[index].finetunedAccuracy) }
+            for label in merges {
+                row += runs.map { run in merge(run.report, label).map { percent($0.perTask[index].accuracy) } ?? "" }
+            }
+            rows.append(row)
+        }
+        var mean = ["mean (abs.)", percent(first.meanZeroShotAccuracy)]
+        mean += runs.map { percent($0.report.meanFinetunedAccuracy) }
+        var normalized = ["mean (norm.)", ""] + runs.map { _ in "" }
+        var kept = ["retention", ""] + runs.map { _ in "" }
+        var alpha = ["α", ""] + runs.map { _ in "" }
+        for label in merges {
+            for run in runs {
+                let entry = merge(run.report, label)
+                mean.append(entry.map { percent($0.absoluteAccuracy) } ?? "")
+                normalized.append(entry.map { percent($0.normalizedAccuracy) } ?? "")
+                kept.append(entry.flatMap(\.retention).map { percent($0) + " %" } ?? "")
+                alpha.append(entry.map { String(format: "%.2f", $0.alpha) } ?? "")
+            }
+        }
+        rows += [mean, normalized, kept, alpha]
+        let widths = header.indices.map { column in ([header[column]] + rows.map { $0[column] }).map(\.count).max()! }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { column, cell in
+                column == 0 ? cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+                    : String(repeating: " ", count: widths[column] - cell.count) + cell
+            }.joined(separator: "  ")
+        }
+        return ([line(header), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")] + rows.map(line))
+            .joined(separator: "\n")
+    }
+
+    private static func percent(_ value: Double) -> String { String(format: "%.2f", 100 * value) }
+}
