@@ -79,6 +79,36 @@ final class MPIRunTests: XCTestCase {
         return Dictionary(uniqueKeysWithValues: file.tensors.map { ($0.name, $0.values) })
     }
 
+    func testSweepUnderMPIRunResumesAndOneCellReproducesItsRow() throws {
+        _ = try writeJob("base.yaml", output: "unused")
+        try """
+            name: mpi-sweep
+            job: base.yaml
+            axes:
+              finetune.orthoreg.form: [offdiagonal, l2]
+              finetune.orthoreg.lambda: [0.5]
+            """.write(to: directory.appendingPathComponent("sweep.yaml"), atomically: true, encoding: .utf8)
+        let first = try launch(ranks: 2, ["sweep", "sweep.yaml", "--quiet"])
+        XCTAssertEqual(first.status, 0, "sweep failed:\n\(first.stdout)\n\(first.stderr)")
+        let csv = try String(contentsOf: directory.appendingPathComponent("runs/mpi-sweep/summary.csv"), encoding: .utf8)
+        let rows = csv.split(separator: "\n").dropFirst().map { $0.split(separator: ",", omittingEmptySubsequences: false) }
+        XCTAssertEqual(rows.count, 2, csv)
+        XCTAssertTrue(first.stdout.contains("retention"), "the summary table: \(first.stdout)")
+        let listed = try execute([Self.binary.path, "sweep", "sweep.yaml", "--list"])
+        XCTAssertEqual(listed.stdout, "finished  form=offdiagonal,lambda=0.5\nfinished  form=l2,lambda=0.5\n")
+        // One process, one cell, elsewhere: the same merged accuracy as the sweep's row.
+        let again = try execute([Self.binary.path, "sweep", "sweep.yaml", "--only", "form=l2,lambda=0.5", "--output", "again", "--quiet"])
+        XCTAssertEqual(again.status, 0, "--only failed:\n\(again.stdout)\n\(again.stderr)")
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: directory.appendingPathComponent("again/report.json"))) as? [String: Any]
+        let merged = ((report?["merges"] as? [[String: Any]])?.first?["absolute_accuracy"] as? Double) ?? -1
+        // Columns: cell is quoted ("form=l2,lambda=0.5") and holds one comma, so merged_abs is field 15.
+        let l2Row = try XCTUnwrap(rows.first { $0.first == "\"form=l2" })
+        XCTAssertEqual(String(format: "%.6f", merged), String(l2Row[15]), "row \(l2Row)")
+        let bad = try execute([Self.binary.path, "sweep", "sweep.yaml", "--only", "form=x"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertEqual(bad.stderr.split(separator: "\n").count, 1, bad.stderr)
+    }
+
     func testThreeRanksUnderMPIRunMatchOneProcessWithoutMPI() throws {
         let job3 = try writeJob("job3.yaml", output: "np3")
         let three = try launch(ranks: 3, ["run", job3])
