@@ -39,28 +39,35 @@ enum Launch {
     /// Rank 0 reads and checks the job and announces it (JobAnnouncer); every rank verifies it runs
     /// the same binary and job, so a bad job or a mixed installation is one error line from rank 0.
     static func runJob(source: JobSource, level: Console.Level, requiresResume: Bool = false) throws {
+        try onEveryRank(level: level) { communicator, console in
+            var plan = try JobAnnouncer.announce(try read(source), communicator: communicator)
+            plan.requiresResume = requiresResume
+            try runPlan(plan, communicator: communicator, console: console, level: level)
+        }
+    }
+
+    /// Starts this process's rank, runs `body`, finalises MPI. A failure is printed once, by rank 0
+    /// (other ranks learn of it as PeerFailure), and exits 1.
+    /// Under mpirun the other ranks write to their log files; rank 0's terminal shows every task's
+    /// progress (from the workers' Progress messages). --verbose shows every rank's lines.
+    static func onEveryRank(level: Console.Level, _ body: (any Communicator, Console) throws -> Void) throws {
         let communicator: any Communicator
         do {
             communicator = try makeCommunicator()
         } catch {
             throw CleanExit.message("cannot start MPI: \(error)")
         }
-        // Under mpirun the other ranks write to their log files; rank 0's terminal shows every
-        // task's progress (from the workers' Progress messages). --verbose shows every rank's lines.
         let rank = communicator.rank
         let console = Console(rank: rank, size: communicator.size,
                               level: rank == 0 ? level : (level == .verbose ? .normal : .quiet))
         do {
-            var plan = try JobAnnouncer.announce(try read(source), communicator: communicator)
-            plan.requiresResume = requiresResume
-            try runPlan(plan, communicator: communicator, console: console, level: level)
+            try body(communicator, console)
             finish(communicator)
-        } catch let error as PeerFailure {
-            _ = error
+        } catch is PeerFailure {
             finish(communicator)
             Foundation.exit(1)
         } catch {
-            if communicator.rank == 0 { Console.error("\(error)") }
+            if rank == 0 { Console.error("\(error)") }
             finish(communicator)
             Foundation.exit(1)
         }
@@ -82,16 +89,8 @@ enum Launch {
     /// settings is moved aside instead of refused, and the end shows its runs side by side.
     static func runSweep(_ load: @escaping () throws -> Core.Sweep, options: SweepRunner.Options, level: Console.Level,
                          isDemo: Bool = false) throws {
-        let communicator: any Communicator
-        do {
-            communicator = try makeCommunicator()
-        } catch {
-            throw CleanExit.message("cannot start MPI: \(error)")
-        }
-        let rank = communicator.rank
-        let console = Console(rank: rank, size: communicator.size,
-                              level: rank == 0 ? level : (level == .verbose ? .normal : .quiet))
-        do {
+        try onEveryRank(level: level) { communicator, console in
+            let rank = communicator.rank
             var sweep: Core.Sweep?
             let summary = try SweepRunner(communicator: communicator, console: console).run(
                 sweep: try { let loaded = try load(); sweep = loaded; return loaded }(), options: options) { plan in
@@ -102,24 +101,15 @@ enum Launch {
                     }
                     try runPlan(plan, communicator: communicator, console: console, level: level)
                 }
-            if let summary, let sweep, rank == 0 {
-                if isDemo {
-                    let runs = try sweep.cells.map { cell in
-                        (label: cell.assignments.last?.label ?? cell.id, report: try RunDirectory(cell.output).readReport())
-                    }
-                    print(ComparisonTable.text(runs))
-                } else {
-                    print(summary.table())
+            guard let summary, let sweep, rank == 0 else { return }
+            if isDemo {
+                let runs = try sweep.cells.map { cell in
+                    (label: cell.assignments.last?.label ?? cell.id, report: try RunDirectory(cell.output).readReport())
                 }
+                print(ComparisonTable.text(runs))
+            } else {
+                print(summary.table())
             }
-            finish(communicator)
-        } catch is PeerFailure {
-            finish(communicator)
-            Foundation.exit(1)
-        } catch {
-            if rank == 0 { Console.error("\(error)") }
-            finish(communicator)
-            Foundation.exit(1)
         }
     }
 
