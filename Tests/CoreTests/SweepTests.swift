@@ -174,4 +174,17 @@ final class SweepTests: XCTestCase {
         XCTAssertTrue(page.contains("82.00 <span class=\"small\">± 2.00</span>"))
         XCTAssertTrue(SweepSummary(rows: rows).table().contains("82.00 ± 2.00"))
     }
+
+    func testComparisonTableSetsRunsSideBySideWithRetention() {
+        let without = report(zeroShot: [0.8, 0.6], finetuned: [0.9, 0.9], merged: 0.75, cosine: 0)
+        let with = report(zeroShot: [0.8, 0.6], finetuned: [0.88, 0.86], merged: 0.79, cosine: 0)
+        let lines = ComparisonTable.text([("without", without), ("with", with)]).split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines[0].split(separator: " ", omittingEmptySubsequences: true).prefix(4).joined(separator: " "),
+                       "task zero-shot fine-tuned (without)")
+        XCTAssertTrue(lines[0].contains("task_arithmetic (with)"))
+        let mean = lines.first { $0.hasPrefix("mean (abs.)") }!.split(separator: " ").suffix(5).map(String.init)
+        XCTAssertEqual(mean, ["70.00", "90.00", "87.00", "75.00", "79.00"])
+        let retention = lines.first { $0.hasPrefix("retention") }!
+        XCTAssertTrue(retention.contains("25.00 %") && retention.contains("52.94 %"), retention)
+    }
 }

@@ -109,6 +109,20 @@ final class MPIRunTests: XCTestCase {
         XCTAssertEqual(bad.stderr.split(separator: "\n").count, 1, bad.stderr)
     }
 
+    func testDemoIsATwoCellSweepWithoutAndWithOrthoReg() throws {
+        let printed = try execute([Self.binary.path, "demo", "--print-job", "--orthoreg-form", "l2", "--orthoreg-lambda", "0.5"])
+        XCTAssertEqual(printed.status, 0, printed.stderr)
+        let sweep = try Sweep.parse(printed.stdout, origin: "demo", baseDirectory: directory)
+        XCTAssertEqual(sweep.cells.map(\.id), ["orthoreg=without", "orthoreg=with"])
+        let jobs = try sweep.cells.map { try JobConfig.parse($0.jobText(), origin: $0.id, baseDirectory: directory) }
+        XCTAssertEqual(jobs.map(\.finetune.orthoreg.lambda), [0, 0.5])
+        XCTAssertEqual(jobs[1].finetune.orthoreg.form, .l2)
+        XCTAssertEqual(jobs[0].seed, jobs[1].seed, "both runs share θ0, heads and streams")
+        let refused = try execute([Self.binary.path, "demo", "--orthoreg-form", "nope"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("--orthoreg-form must be one of frobenius, squared, offdiagonal, l2"), refused.stderr)
+    }
+
     func testThreeRanksUnderMPIRunMatchOneProcessWithoutMPI() throws {
         let job3 = try writeJob("job3.yaml", output: "np3")
         let three = try launch(ranks: 3, ["run", job3])

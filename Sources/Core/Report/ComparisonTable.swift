@@ -16,9 +16,12 @@ public enum ComparisonTable {
         var rows: [[String]] = []
         for (index, task) in first.tasks.enumerated() {
             var row = [task.name, percent(task.zeroShotAccuracy)]
-            row += runs.map { percent($0.report.tasks[index].finetunedAccuracy) }
+            row += runs.map { index < $0.report.tasks.count ? percent($0.report.tasks[index].finetunedAccuracy) : "" }
             for label in merges {
-                row += runs.map { run in merge(run.report, label).map { percent($0.perTask[index].accuracy) } ?? "" }
+                row += runs.map { run in
+                    guard let entry = merge(run.report, label), index < entry.perTask.count else { return "" }
+                    return percent(entry.perTask[index].accuracy)
+                }
             }
             rows.append(row)
         }
