@@ -10,4 +10,10 @@ void sgesdd_(const char *jobz, const int *m, const int *n, float *a, const int *
              float *u, const int *ldu, float *vt, const int *ldvt, float *work, const int *lwork,
              int *iwork, int *info, size_t jobz_length);
 
+/* The same by QR iteration: slower, but converges on matrices where divide and conquer reports
+   info > 0. Two hidden character lengths (jobu, jobvt). */
+void sgesvd_(const char *jobu, const char *jobvt, const int *m, const int *n, float *a, const int *lda,
+             float *s, float *u, const int *ldu, float *vt, const int *ldvt, float *work, const int *lwork,
+             int *info, size_t jobu_length, size_t jobvt_length);
+
 #endif

@@ -316,9 +316,12 @@ final class MergeMethodTests: XCTestCase {
 
     func testThinSVDReconstructsTallWideAndSquareMatrices() throws {
         var stream = RandomStream(seed: 101)
-        for (rows, columns) in [(7, 4), (3, 6), (5, 5), (1, 4), (4, 1)] {
+        // Both LAPACK paths: divide and conquer, and the QR iteration it falls back to.
+        for ((rows, columns), qr) in [(7, 4), (3, 6), (5, 5), (1, 4), (4, 1)].flatMap({ [($0, false), ($0, true)] }) {
             let a = (0..<(rows * columns)).map { _ in Float(stream.nextGaussian()) }
-            let svd = try a.withUnsafeBufferPointer { try ThinSVD($0.baseAddress!, rows: rows, columns: columns) }
+            let svd = try a.withUnsafeBufferPointer {
+                try ThinSVD($0.baseAddress!, rows: rows, columns: columns, onlyQRIteration: qr)
+            }
             let k = min(rows, columns)
             XCTAssertEqual(svd.rank, k)
             let u = svd.u.array.map(Double.init), s = svd.singularValues.array.map(Double.init)

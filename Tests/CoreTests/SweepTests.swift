@@ -86,7 +86,7 @@ final class SweepTests: XCTestCase {
             ("axes: {seed: [1, 1]}", "sweep.yaml: axes.seed: the value 1 appears twice"),
             ("axes: {output: [a]}", "sweep.yaml: axes.output: the sweep sets each cell's output itself"),
             ("axes: {Finetune.steps: [1]}", "sweep.yaml: axes.Finetune.steps: must be a dotted path of job keys (e.g. finetune.orthoreg.lambda)"),
-            ("axis: {seed: [1]}", "sweep.yaml: axis: unknown key (allowed: name, job, axes, grids, output, suite)"),
+            ("axis: {seed: [1]}", "sweep.yaml: axis: unknown key (allowed: name, job, set, axes, grids, output, suite)"),
             ("grids: []", "sweep.yaml: grids: must be a non-empty list of axis mappings"),
             ("axes: {tasks: [[{name: a}]]}", "sweep.yaml: axes.tasks[0]: a structured value needs a name: write the axis as a mapping {name: value}"),
             ("axes: {seed: [1]}\ngrids: [{seed: [2]}]", "sweep.yaml: grids: seed is already an axis of `axes`"),

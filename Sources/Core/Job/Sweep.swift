@@ -5,6 +5,7 @@
 //   job: jobs/base.yaml                 # the base job: a job file (relative to this file) or an inline mapping
 //   output: runs/map-mlp                # default runs/<name>; cell c writes <output>/cells/<c>
 //   suite: tasks4                       # the summary's `suite` column unless an axis on `tasks` names it
+//   set: {merge.methods: [task_arithmetic]}   # optional: key paths set in every cell, not in its name
 //   axes:                               # crossed with each other (first axis outermost)
 //     seed: [1, 2, 3]
 //     finetune.optimizer.lr: [1.0e-3, 1.0e-4]
@@ -97,7 +98,7 @@ public struct Sweep {
             throw fail("", "not valid YAML: " + "\(error)".split(separator: "\n").joined(separator: " "))
         }
         guard let top = root.mapping else { throw fail("", "must be a mapping (name, job, axes, grids, output, suite)") }
-        let allowed = ["name", "job", "axes", "grids", "output", "suite"]
+        let allowed = ["name", "job", "set", "axes", "grids", "output", "suite"]
         for key in top.keys {
             guard let word = key.string, allowed.contains(word) else {
                 throw fail(key.string ?? "\(key)", "unknown key (allowed: \(allowed.joined(separator: ", ")))")
@@ -106,7 +107,16 @@ public struct Sweep {
         guard let name = top["name"]?.string, JobName.violation(name) == nil else {
             throw fail("name", "required, must match [A-Za-z0-9_.-]+ (at most \(JobName.maximumLength) characters)")
         }
-        let (job, jobDirectory) = try baseJob(top["job"], origin: origin, baseDirectory: baseDirectory, fail: fail)
+        var (job, jobDirectory) = try baseJob(top["job"], origin: origin, baseDirectory: baseDirectory, fail: fail)
+        // `set`: values for every cell, kept out of the cell names.
+        if let fixed = top["set"] {
+            guard let mapping = fixed.mapping else { throw fail("set", "must be a mapping of key paths to values") }
+            for pair in mapping {
+                guard let path = pair.key.string, path != "output" else { throw fail("set", "a key must be a key path other than output") }
+                job = try setting(path.split(separator: ".").map(String.init)[...], to: pair.value, in: job,
+                                  key: "set.\(path)", fail: fail)
+            }
+        }
         let axes = try top["axes"].map { try parseAxes($0, key: "axes", fail: fail) } ?? []
         var grids: [[Axis]] = []
         if let node = top["grids"] {

@@ -20,7 +20,8 @@ public struct ThinSVD: Sendable {
 
     /// Decomposes `matrix` (read, not modified). Throws if it holds a non-finite value or if
     /// LAPACK does not converge. Deterministic for a fixed OpenBLAS thread count.
-    public init(_ matrix: UnsafePointer<Float>, rows: Int, columns: Int) throws {
+    /// `onlyQRIteration` skips divide and conquer (tests use it to check the fallback).
+    public init(_ matrix: UnsafePointer<Float>, rows: Int, columns: Int, onlyQRIteration: Bool = false) throws {
         precondition(rows >= 0 && columns >= 0, "negative matrix size")
         self.rows = rows
         self.columns = columns
@@ -35,6 +36,12 @@ public struct ThinSVD: Sendable {
         // sgesdd overwrites its input.
         let work = FloatBuffer(count: rows * columns)
         work.pointer.update(from: matrix, count: rows * columns)
+        if onlyQRIteration {
+            let info = Self.qrIteration(work.pointer, m: Int32(columns), n: Int32(rows), singularValues: singularValues,
+                                        u: vt, vt: u)
+            guard info == 0 else { throw OrthofuseError("SVD of a \(rows)×\(columns) matrix did not converge (LAPACK sgesvd info \(info))") }
+            return
+        }
 
         var jobz = CChar(UInt8(ascii: "S"))
         var m = Int32(columns), n = Int32(rows)
@@ -59,9 +66,39 @@ public struct ThinSVD: Sendable {
         let workspace = FloatBuffer(count: size)
         sgesdd_(&jobz, &m, &n, work.pointer, &lda, singularValues.pointer, vt.pointer, &ldu,
                 u.pointer, &ldvt, workspace.pointer, &lwork, &iwork, &info, 1)
-        guard info == 0 else {
-            throw OrthofuseError("SVD of a \(rows)×\(columns) matrix did not converge (LAPACK sgesdd info \(info))")
+        if info > 0 {
+            // Divide and conquer did not converge (seen on real task vectors): QR iteration does.
+            work.pointer.update(from: matrix, count: rows * columns)
+            info = Self.qrIteration(work.pointer, m: m, n: n, singularValues: singularValues, u: vt, vt: u)
+            guard info == 0 else {
+                throw OrthofuseError("SVD of a \(rows)×\(columns) matrix did not converge (LAPACK sgesdd, then sgesvd info \(info))")
+            }
+        } else if info < 0 {
+            throw OrthofuseError("SVD of a \(rows)×\(columns) matrix: LAPACK sgesdd rejected argument \(-info)")
         }
+    }
+
+    /// sgesvd on the column-major m × n `a` (overwritten), thin U [m, k] into `u`, Vᵀ [k, n] into
+    /// `vt` (LAPACK's own naming: the caller swaps them as for sgesdd); returns LAPACK's info.
+    private static func qrIteration(_ a: UnsafeMutablePointer<Float>, m: Int32, n: Int32, singularValues: FloatBuffer,
+                                    u: FloatBuffer, vt: FloatBuffer) -> Int32 {
+        var job = CChar(UInt8(ascii: "S"))
+        var m = m, n = n
+        var lda = m, ldu = m, ldvt = min(m, n)
+        var info: Int32 = 0
+        var query: Float = 0
+        var lwork: Int32 = -1
+        sgesvd_(&job, &job, &m, &n, a, &lda, singularValues.pointer, u.pointer, &ldu, vt.pointer, &ldvt,
+                &query, &lwork, &info, 1, 1)
+        guard info == 0 else { return info }
+        let k = Int(min(m, n)), largest = Int(max(m, n))
+        let size = max(Int(query.rounded(.up)), 3 * k + largest, 5 * k, 1)
+        guard size <= Int(Int32.max) else { return -12 }
+        lwork = Int32(size)
+        let workspace = FloatBuffer(count: size)
+        sgesvd_(&job, &job, &m, &n, a, &lda, singularValues.pointer, u.pointer, &ldu, vt.pointer, &ldvt,
+                workspace.pointer, &lwork, &info, 1, 1)
+        return info
     }
 }
 
