@@ -92,7 +92,7 @@ public final class SweepRunner {
                 try runCell(plan)
                 if isCoordinator {
                     try record(cell, canonicalJob: plan.canonicalJob, in: plan.output)
-                    if let sweep, options.output == nil { try writeSummary(sweep) }
+                    if let sweep, options.output == nil { try Self.writeSummary(sweep) }
                     let report = try RunDirectory(plan.output).readReport()
                     console.info("cell \(cell.id) done in \(String(format: "%.0f", Date().timeIntervalSince(started))) s: "
                         + Self.headline(report))
@@ -103,9 +103,8 @@ public final class SweepRunner {
                 throw isCoordinator ? OrthofuseError("cell \(cell.id): \(error)") : error
             }
         }
-        guard isCoordinator, let sweep else { return nil }
-        if options.output != nil { return nil }
-        return try writeSummary(sweep)
+        guard isCoordinator, let sweep, options.output == nil else { return nil }
+        return try Self.writeSummary(sweep)
     }
 
     /// "merged 87.52 % (zero-shot 85.38, fine-tuned 93.17, retention 27 %)" for each merge.
@@ -138,13 +137,18 @@ public final class SweepRunner {
     /// so moving the base job into a file of its own does not make finished cells run again,
     /// while any change to what a cell trains or evaluates does.
     public static func isFinished(_ cell: Sweep.Cell, in sweep: Sweep) throws -> Bool {
+        try finishedJob(cell, in: sweep) != nil
+    }
+
+    /// The cell's parsed job when the cell is finished (see `isFinished`), else nil.
+    static func finishedJob(_ cell: Sweep.Cell, in sweep: Sweep) throws -> JobConfig? {
         let folder = RunDirectory(cell.output)
         guard FileManager.default.fileExists(atPath: folder.reportJSON.path),
               FileManager.default.fileExists(atPath: cell.output.appendingPathComponent(cellRecordName).path),
               let ran = folder.jobText
-        else { return false }
+        else { return nil }
         let job = try JobConfig.parse(try cell.jobText(), origin: sweep.cellOrigin(cell), baseDirectory: sweep.baseDirectory)
-        return ran == job.canonicalYAML
+        return ran == job.canonicalYAML ? job : nil
     }
 
     private func record(_ cell: CellJob, canonicalJob: String, in output: URL) throws {
@@ -159,9 +163,7 @@ public final class SweepRunner {
     public static func writeSummary(_ sweep: Sweep) throws -> SweepSummary {
         var rows: [SweepSummary.Row] = []
         for cell in sweep.cells {
-            let text = try cell.jobText()
-            guard try isFinished(cell, in: sweep) else { continue }
-            let job = try JobConfig.parse(text, origin: sweep.cellOrigin(cell), baseDirectory: sweep.baseDirectory)
+            guard let job = try finishedJob(cell, in: sweep) else { continue }
             let report = try RunDirectory(cell.output).readReport()
             let suite = cell.assignments.first { $0.key == "tasks" }?.label ?? sweep.suite
             rows += SweepSummary.rows(cell: cell.id, suite: suite, job: job, report: report)
@@ -172,6 +174,4 @@ public final class SweepRunner {
         try SweepSummaryPage.write(summary, name: sweep.name, to: sweep.output.appendingPathComponent("summary.html"))
         return summary
     }
-
-    private func writeSummary(_ sweep: Sweep) throws -> SweepSummary { try Self.writeSummary(sweep) }
 }
