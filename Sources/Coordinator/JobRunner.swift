@@ -65,8 +65,17 @@ public final class JobRunner {
         BLASRuntime.setThreads(plan.blasThreads)
         let layout = plan.model.layout
 
-        // 1b. The output directory: refuse another job's results before anything is written.
-        let keeper = try PhaseAgreement.run(communicator) { isCoordinator ? try openManifest() : nil }
+        // 1b. The output directory: locked for this run; another job's results, or a folder that
+        // is not a run, are refused before anything is written.
+        let (keeper, lock) = try PhaseAgreement.run(communicator) { () -> (ManifestKeeper?, RunLock?) in
+            guard isCoordinator else { return (nil, nil) }
+            // Checked before the lock file is made, so that a refused folder gets nothing written.
+            try RunLock.checkWritable(plan.output)
+            let lock = try RunLock.acquire(plan.output)
+            RunLock.removeStaleTemporaries(in: plan.output)
+            return (try openManifest(), lock)
+        }
+        defer { lock?.release() }
         if isCoordinator {
             console.info("job '\(plan.name)': \(plan.tasks.count) tasks on \(communicator.size) rank(s), "
                 + "model \(layout.totalCount) parameters, mode \(plan.mode.rawValue), OpenBLAS \(BLASRuntime.coreName)")
@@ -105,10 +114,20 @@ public final class JobRunner {
                 if stops { throw PeerFailure() }
             } else {
                 var reasons: [String] = []
+                var notStarted: [String] = []
                 for index in plan.tasks.indices where outcome.owners[index] == nil {
-                    let failure = outcome.failures[index] ?? (rank: -1, reason: "unknown reason")
-                    failedTasks.append(RunReport.FailedTask(name: plan.tasks[index].name, reason: failure.reason, rank: failure.rank))
-                    reasons.append("task '\(plan.tasks[index].name)' failed on rank \(failure.rank): \(failure.reason)")
+                    let name = plan.tasks[index].name
+                    // Aborting stops the queue: the tasks it never handed out did not fail.
+                    guard let failure = outcome.failures[index] else {
+                        notStarted.append(name)
+                        failedTasks.append(RunReport.FailedTask(name: name, reason: "not started (an earlier task failed)", rank: -1))
+                        continue
+                    }
+                    failedTasks.append(RunReport.FailedTask(name: name, reason: failure.reason, rank: failure.rank))
+                    reasons.append("task '\(name)' failed on rank \(failure.rank): \(failure.reason)")
+                }
+                if !notStarted.isEmpty {
+                    reasons.append("not started: " + notStarted.map { "'\($0)'" }.joined(separator: ", "))
                 }
                 if succeeded.isEmpty { throw OrthofuseError("every task failed: " + reasons.joined(separator: "; ")) }
                 if stops {
@@ -309,8 +328,12 @@ public final class JobRunner {
         let output = plan.output
         var metadata = commonMetadata()
         metadata["orthofuse.kind"] = "base"
-        try Safetensors.write(plan.model.layout.records(from: base), metadata: metadata,
-                              to: output.appendingPathComponent("base.safetensors"))
+        // Keep the pre-training cache key, so that a rerun reuses this θ0 instead of pre-training again.
+        let baseURL = output.appendingPathComponent("base.safetensors")
+        if case .pretrain = plan.base, let cached = try? Safetensors.read(baseURL) {
+            for (key, value) in cached.metadata where key.hasPrefix("orthofuse.pretrain_") { metadata[key] = value }
+        }
+        try Safetensors.write(plan.model.layout.records(from: base), metadata: metadata, to: baseURL)
         try AtomicFile.write(Data(plan.canonicalJob.utf8), to: output.appendingPathComponent("job.yaml"))
         console.info("saved θ0 and job.yaml in \(output.path); task vectors and heads in task_vectors/ and heads/")
     }
@@ -336,7 +359,6 @@ public final class JobRunner {
             }
             manifest = RunManifest(job: plan.name, training: plan.trainingSections)
         }
-        try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
         try manifest.write(in: output)
         return ManifestKeeper(manifest: manifest, directory: output, definitions: definitions)
     }

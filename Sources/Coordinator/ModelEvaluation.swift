@@ -90,14 +90,6 @@ public enum ModelEvaluation {
                      percent(rows.map { $0.finetunedAccuracy! > 0 ? $0.accuracy / $0.finetunedAccuracy! : 0 }.reduce(0, +) / count)]
         }
         lines.append(mean)
-        let widths = header.indices.map { column in ([header] + lines).map { $0[column].count }.max()! }
-        func line(_ cells: [String]) -> String {
-            cells.enumerated().map { column, cell in
-                column == 0 ? cell.padding(toLength: widths[0], withPad: " ", startingAt: 0)
-                    : String(repeating: " ", count: widths[column] - cell.count) + cell
-            }.joined(separator: "  ")
-        }
-        return ([line(header), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")] + lines.map(line))
-            .joined(separator: "\n")
+        return TextTable.render(header: header, rows: lines)
     }
 }

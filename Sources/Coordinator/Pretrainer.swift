@@ -3,6 +3,7 @@
 import Core
 import Foundation
 import Worker
+import Transport
 
 struct Pretrainer {
     let plan: JobPlan
@@ -104,5 +105,35 @@ extension DatasetSource {
         case let .npz(url): return [url]
         case let .idx(images, labels): return [images, labels]
         }
+    }
+}
+
+/// `orthofuse pretrain`: makes a job's θ0 once, to be committed and named by other jobs' `base:`.
+public enum BasePretraining {
+    /// Rank 0 pre-trains (or reuses the cached) θ0 of `plan` and copies it to `destination`, which
+    /// must not exist yet unless `replacing`; the other ranks wait. Returns rank 0's summary line.
+    public static func run(plan: JobPlan, to destination: URL, replacing: Bool, communicator: any Communicator,
+                           console: Console) throws -> String? {
+        try PhaseAgreement.run(communicator) {
+            communicator.rank == 0 ? try pretrainOnThisRank(plan: plan, to: destination, replacing: replacing, console: console) : nil
+        }
+    }
+
+    private static func pretrainOnThisRank(plan: JobPlan, to destination: URL, replacing: Bool, console: Console) throws -> String {
+        guard case let .pretrain(pretrain) = plan.base else {
+            throw OrthofuseError("\(plan.name): the job has no pretrain: section, so there is no θ0 to pre-train")
+        }
+        let exists = FileManager.default.fileExists(atPath: destination.path)
+        if exists, !replacing {
+            throw OrthofuseError("\(destination.path) exists; pass --force to replace it")
+        }
+        try FileManager.default.createDirectory(at: plan.output, withIntermediateDirectories: true)
+        let pretrainer = Pretrainer(plan: plan, pretrain: pretrain, console: console)
+        let base = FloatBuffer(count: plan.model.layout.totalCount)
+        let description = try pretrainer.obtain(into: base)
+        let bytes = try Data(contentsOf: pretrainer.cacheURL)
+        try FileManager.default.createDirectory(at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try AtomicFile.write(bytes, to: destination)
+        return "\(description); θ0 (\(base.count) parameters) written to \(destination.path)"
     }
 }

@@ -140,6 +140,7 @@ enum CheckpointMerge {
             guard let values = file[spec.name]?.values, values.count == spec.count else {
                 throw OrthofuseError("\(name): tensor '\(spec.name)' changed while reading")
             }
+            try ParameterLayout.checkFinite(values, tensor: spec.name, origin: name)
             let offset = layout.offsets[index]
             values.withUnsafeBufferPointer { source in
                 if let start = source.baseAddress { (buffer.pointer + offset).update(from: start, count: spec.count) }

@@ -141,12 +141,7 @@ enum Launch {
     static func read(_ source: JobSource) throws -> JobAnnouncer.Source {
         switch source {
         case let .file(url):
-            guard let data = FileManager.default.contents(atPath: url.path) else {
-                throw OrthofuseError("\(url.path): cannot read the job file (missing or unreadable)")
-            }
-            guard let text = String(data: data, encoding: .utf8) else {
-                throw OrthofuseError("\(url.path): the job file is not UTF-8 text")
-            }
+            let text = try FileBytes.readText(url, origin: url.path, limit: JobConfig.maximumFileSize, kind: "job file")
             return JobAnnouncer.Source(text: text, origin: url.lastPathComponent,
                                        baseDirectory: url.deletingLastPathComponent().standardizedFileURL)
         case let .text(text, origin, baseDirectory):

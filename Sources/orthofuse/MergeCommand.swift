@@ -25,25 +25,26 @@ struct Merge: ParsableCommand {
     @Option(help: "Merging method: \(MergeMethodName.allCases.map(\.rawValue).joined(separator: ", ")).")
     var method: String?
 
-    @Option(help: "Scale of the merged task vector Δ: output = base + α·Δ (default 1.0).")
+    // `parsing: .unconditional` on numeric options: `--alpha -1` (negation) is a value, not an option.
+    @Option(parsing: .unconditional, help: "Scale of the merged task vector Δ: output = base + α·Δ (default 1.0).")
     var alpha: Double?
 
-    @Option(help: "Share of each task vector kept, in (0, 1] (ties, dare, dare_ties, breadcrumbs).")
+    @Option(parsing: .unconditional, help: "Share of each task vector kept, in (0, 1] (ties, dare, dare_ties, breadcrumbs).")
     var density: Double?
 
     @Option(help: "Where TIES ranks magnitudes: global (whole vector, as the paper) or per-tensor (as mergekit).")
     var trim: String?
 
-    @Option(help: "Share of the largest |τ| dropped as outliers, in [0, 1) (breadcrumbs).")
+    @Option(parsing: .unconditional, help: "Share of the largest |τ| dropped as outliers, in [0, 1) (breadcrumbs).")
     var gamma: Double?
 
-    @Option(name: .customLong("lambda"), help: "Consensus λ: task t uses an entry when |τt| > λ·|Στ − τt| (consensus).")
+    @Option(name: .customLong("lambda"), parsing: .unconditional, help: "Consensus λ: task t uses an entry when |τt| > λ·|Στ − τt| (consensus).")
     var consensusLambda: Double?
 
-    @Option(name: .customLong("k"), help: "Keep the entries used by at least k tasks (consensus).")
+    @Option(name: .customLong("k"), parsing: .unconditional, help: "Keep the entries used by at least k tasks (consensus).")
     var consensusK: Int?
 
-    @Option(help: "Seed of the random drops (dare, dare_ties).")
+    @Option(parsing: .unconditional, help: "Seed of the random drops (dare, dare_ties).")
     var seed: UInt64?
 
     @Option(help: "The base checkpoint θ0 (safetensors).")

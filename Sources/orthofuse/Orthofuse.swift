@@ -1,4 +1,4 @@
-// Orthofuse: the command-line entry point (run, demo, merge, eval, analyze, report, doctor).
+// Orthofuse: the command-line entry point (run, sweep, demo, pretrain, merge, eval, analyze, report, doctor).
 import ArgumentParser
 import Coordinator
 import Core
@@ -12,7 +12,7 @@ struct Orthofuse: ParsableCommand {
         commandName: "orthofuse",
         abstract: "Fine-tune one model per task with OrthoReg on MPI ranks, merge the task vectors, evaluate.",
         version: JobRunner.version,
-        subcommands: [Run.self, SweepCommand.self, Demo.self, Merge.self, Eval.self, Analyze.self, Report.self, Doctor.self])
+        subcommands: [Run.self, SweepCommand.self, Demo.self, Pretrain.self, Merge.self, Eval.self, Analyze.self, Report.self, Doctor.self])
 
     static func main() {
         BLASEnvironment.ensureCoreType()
@@ -81,13 +81,14 @@ struct Demo: ParsableCommand {
     @Option(help: "Fine-tuning mode: full, attention (vit only), lora or linearized.")
     var mode = "full"
 
-    @Option(help: "OrthoReg strength λ of the run with OrthoReg.")
+    // `parsing: .unconditional`: `--steps -1` reaches the range check instead of "missing value".
+    @Option(parsing: .unconditional, help: "OrthoReg strength λ of the run with OrthoReg.")
     var orthoregLambda = 1.0
 
     @Option(help: "OrthoReg form of the run with OrthoReg: frobenius, squared, offdiagonal or l2 (docs/results.md compares them).")
     var orthoregForm = "offdiagonal"
 
-    @Option(help: "Fine-tuning steps per task.")
+    @Option(parsing: .unconditional, help: "Fine-tuning steps per task.")
     var steps = 1000
 
     @Flag(help: "Print the demo sweep (its job and the two settings) and exit.")

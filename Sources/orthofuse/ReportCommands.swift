@@ -54,12 +54,7 @@ struct Analyze: ParsableCommand {
 
     /// The whole-vector cosine matrix as text.
     static func cosineTable(_ analysis: TaskVectorAnalysis) -> String {
-        let width = max(analysis.tasks.map(\.count).max() ?? 0, 7)
-        func pad(_ text: String) -> String { String(repeating: " ", count: max(0, width - text.count)) + text }
-        var lines = ["cosine similarity of the task vectors", pad("") + "  " + analysis.tasks.map(pad).joined(separator: "  ")]
-        for (task, row) in zip(analysis.tasks, analysis.cosine) {
-            lines.append(pad(task) + "  " + row.map { pad(String(format: "%.4f", $0)) }.joined(separator: "  "))
-        }
-        return lines.joined(separator: "\n")
+        let rows = zip(analysis.tasks, analysis.cosine).map { task, row in [task] + row.map { String(format: "%.4f", $0) } }
+        return "cosine similarity of the task vectors\n" + TextTable.render(header: [""] + analysis.tasks, rows: rows)
     }
 }

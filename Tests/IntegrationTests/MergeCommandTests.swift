@@ -288,6 +288,41 @@ final class MergeCommandTests: XCTestCase {
         XCTAssertEqual(try Data(contentsOf: url("b.safetensors")), before, "the input is untouched")
     }
 
+    func testOnlyRegularFilesAreReadOrReplaced() throws {
+        let common = ["--method", "task_arithmetic", "--base", "base.safetensors"]
+        XCTAssertEqual(mkfifo(url("fifo.safetensors").path, 0o644), 0)
+        // A FIFO as input would block open() forever; a device reads without end.
+        try checkRefused(common + ["--model", "fifo.safetensors", "--output", "out.safetensors"],
+                         ["fifo.safetensors", "not a regular file"])
+        try checkRefused(common + ["--model", "/dev/zero", "--output", "out.safetensors"], ["/dev/zero", "not a regular file"])
+        // A FIFO as output is not replaced by a regular file (as root, /dev/null would be).
+        try checkRefused(common + ["--model", "a.safetensors", "--output", "fifo.safetensors"],
+                         ["fifo.safetensors", "not a regular file"], output: "unused.safetensors")
+        var attributes = stat()
+        XCTAssertEqual(stat(url("fifo.safetensors").path, &attributes), 0)
+        XCTAssertEqual(attributes.st_mode & S_IFMT, S_IFIFO, "still a FIFO")
+    }
+
+    func testANonFiniteBaseIsNamedAndNegativeAlphaIsAValue() throws {
+        var broken = try Safetensors.read(url("base.safetensors")).tensors
+        var bias = broken[1].values
+        bias[2] = .nan
+        broken[1] = TensorRecord(name: broken[1].name, shape: broken[1].shape, values: bias)
+        try Safetensors.write(broken, to: url("nanbase.safetensors"))
+        try checkRefused(["--method", "task_arithmetic", "--base", "nanbase.safetensors", "--model", "a.safetensors",
+                          "--output", "out.safetensors"], ["nanbase.safetensors", "layer.bias", "non-finite"])
+        // Negation: α = −1 is a value, not an option.
+        let outcome = try merge(["--method", "task_arithmetic", "--alpha", "-1", "--base", "base.safetensors",
+                                 "--model", "a.safetensors", "--output", "negated.safetensors"])
+        XCTAssertEqual(outcome.status, 0, outcome.stderr)
+        let base = try values("base.safetensors"), model = try values("a.safetensors"), negated = try values("negated.safetensors")
+        for (name, baseValues) in base {
+            for i in baseValues.indices {
+                XCTAssertEqual(negated[name]![i], baseValues[i] - (model[name]![i] - baseValues[i]), accuracy: 1e-5)
+            }
+        }
+    }
+
     func testHelpIsNotAnError() throws {
         let outcome = try merge(["--help"])
         XCTAssertEqual(outcome.status, 0)

@@ -117,6 +117,8 @@ final class SchedulingTests: XCTestCase {
             XCTAssertThrowsError(try workspace.run(workspace.plan(workspace.jobText(output: "abort\(ranks)")), ranks: ranks)) { error in
                 XCTAssertTrue("\(error)".hasPrefix("task 'task1' failed on rank"), "\(error)")
                 XCTAssertTrue("\(error)".contains("rerun to resume"), "\(error)")
+                // A task the aborted queue never handed out is not blamed.
+                XCTAssertFalse("\(error)".contains("unknown reason") || "\(error)".contains("rank -1"), "\(error)")
             }
         }
         // Nothing of the finished tasks is lost: their files and manifest entries exist.
@@ -184,6 +186,36 @@ final class SchedulingTests: XCTestCase {
                               to: baseFile)
         XCTAssertThrowsError(try workspace.run(workspace.plan(text()), ranks: 2)) { error in
             XCTAssertTrue("\(error)".contains("trained from another θ0"), "\(error)")
+        }
+    }
+
+    func testAPretrainedBaseIsReusedByARerunAndSavedByPretrain() throws {
+        let workspace = try workspace(tasks: 2)
+        let plan = try workspace.plan(workspace.jobText(output: "run"))
+        _ = try workspace.run(plan, ranks: 1)
+        // The run's θ0 file keeps the pre-training cache key, so `pretrain` (and a rerun) reuse it.
+        let cached = try workspace.read("run/base.safetensors")
+        XCTAssertNotNil(cached.metadata["orthofuse.pretrain_fingerprint"])
+        let destination = workspace.directory.appendingPathComponent("models/theta0.safetensors")
+        let world = InProcessWorld(size: 1)
+        let summary = try BasePretraining.run(plan: plan, to: destination, replacing: false,
+                                              communicator: world.communicator(rank: 0), console: Console(level: .quiet))
+        XCTAssertTrue(summary?.contains("reused") == true, summary ?? "nil")
+        let saved = try Safetensors.read(destination)
+        XCTAssertEqual(saved.tensors.map(\.values), cached.tensors.map(\.values))
+        // An existing file is not replaced without asking.
+        XCTAssertThrowsError(try BasePretraining.run(plan: plan, to: destination, replacing: false,
+                                                     communicator: world.communicator(rank: 0), console: Console(level: .quiet))) { error in
+            XCTAssertTrue("\(error)".contains("exists"), "\(error)")
+        }
+        // A job with a base file has nothing to pre-train.
+        let withBase = workspace.jobText(output: "other") { text in
+            text.split(separator: "\n", omittingEmptySubsequences: false)
+                .map { $0.hasPrefix("pretrain:") ? "base: models/theta0.safetensors" : String($0) }.joined(separator: "\n")
+        }
+        XCTAssertThrowsError(try BasePretraining.run(plan: workspace.plan(withBase), to: destination, replacing: true,
+                                                     communicator: world.communicator(rank: 0), console: Console(level: .quiet))) { error in
+            XCTAssertTrue("\(error)".contains("no pretrain: section"), "\(error)")
         }
     }
 

@@ -1,25 +1,55 @@
 // FileBytes: opening input files for the IO readers, with one clear error for missing or unreadable paths.
 import Foundation
 
-enum FileBytes {
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum FileBytes {
     /// The path as the user wrote it (a relative path stays relative), for error messages.
     static func displayPath(_ url: URL) -> String {
         url.isFileURL ? url.relativePath : url.absoluteString
     }
 
+    /// Why `path` cannot be opened as an input, or nil when it is a readable regular file. Only
+    /// regular files are opened: a FIFO would block open() forever, a device reads without end.
+    public static func problemOpeningInput(_ path: String) -> String? {
+        var status = stat()
+        guard stat(path, &status) == 0 else {
+            return errno == ENOENT ? "no such file" : String(cString: strerror(errno))
+        }
+        switch status.st_mode & S_IFMT {
+        case S_IFREG: break
+        case S_IFDIR: return "is a directory, expected a file"
+        default: return "not a regular file"
+        }
+        return access(path, R_OK) == 0 ? nil : "permission denied"
+    }
+
     /// Fails unless `url` names an existing, readable regular file.
     static func checkReadableFile(_ url: URL) throws {
-        let path = url.path
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw OrthofuseError("\(displayPath(url)): no such file")
+        if let problem = problemOpeningInput(url.path) {
+            throw OrthofuseError("\(displayPath(url)): \(problem)")
         }
-        if isDirectory.boolValue {
-            throw OrthofuseError("\(displayPath(url)): is a directory, expected a file")
+    }
+
+    /// A small text file (a job or merge file): a regular file of at most `limit` bytes, UTF-8.
+    /// `origin` names it in messages; `kind` says what it should have been ("job file").
+    public static func readText(_ url: URL, origin: String, limit: Int, kind: String) throws -> String {
+        if let problem = problemOpeningInput(url.path) {
+            throw OrthofuseError("\(origin): \(problem)")
         }
-        guard FileManager.default.isReadableFile(atPath: path) else {
-            throw OrthofuseError("\(displayPath(url)): permission denied")
+        let size = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? NSNumber)?.intValue ?? 0
+        guard size <= limit else {
+            throw OrthofuseError("\(origin): larger than \(limit) bytes; not a \(kind)")
         }
+        guard let data = try? Data(contentsOf: url) else {
+            throw OrthofuseError("\(origin): cannot read")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw OrthofuseError("\(origin): not UTF-8 text")
+        }
+        return text
     }
 
     /// The whole file, memory-mapped so that large inputs are not copied before parsing.

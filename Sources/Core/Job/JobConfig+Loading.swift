@@ -4,25 +4,13 @@ import Yams
 
 extension JobConfig {
     /// Job files are small; anything larger is a mistake (a data file passed as the job).
-    static let maximumFileSize = 1 << 20
+    public static let maximumFileSize = 1 << 20
 
     /// Reads and validates the job file at `url`; its relative paths are resolved against the
     /// file's directory. Every failure is an `OrthofuseError` naming the file.
     public static func load(_ url: URL) throws -> JobConfig {
         let origin = url.relativePath
-        let data: Data
-        do {
-            data = try Data(contentsOf: url)
-        } catch {
-            let reason = FileManager.default.fileExists(atPath: url.path) ? "cannot read" : "no such file"
-            throw OrthofuseError("\(origin): \(reason)")
-        }
-        guard data.count <= maximumFileSize else {
-            throw OrthofuseError("\(origin): larger than \(maximumFileSize) bytes; not a job file")
-        }
-        guard let text = String(data: data, encoding: .utf8) else {
-            throw OrthofuseError("\(origin): not UTF-8 text")
-        }
+        let text = try FileBytes.readText(url, origin: origin, limit: maximumFileSize, kind: "job file")
         return try parse(text, origin: origin, baseDirectory: url.deletingLastPathComponent())
     }
 

@@ -59,19 +59,8 @@ public struct JobPath: Sendable, Equatable, Codable, CustomStringConvertible {
 
     /// Throws unless the path names an existing, readable regular file (symbolic links followed).
     public func checkReadableFile() throws {
-        var status = stat()
-        guard stat(url.path, &status) == 0 else {
-            let reason = errno == ENOENT ? "no such file" : String(cString: strerror(errno))
-            throw OrthofuseError("\(label): \(written): \(reason)")
-        }
-        if (status.st_mode & S_IFMT) == S_IFDIR {
-            throw OrthofuseError("\(label): \(written): is a directory, expected a file")
-        }
-        guard (status.st_mode & S_IFMT) == S_IFREG else {
-            throw OrthofuseError("\(label): \(written): not a regular file")
-        }
-        guard access(url.path, R_OK) == 0 else {
-            throw OrthofuseError("\(label): \(written): not readable")
+        if let problem = FileBytes.problemOpeningInput(url.path) {
+            throw OrthofuseError("\(label): \(written): \(problem)")
         }
     }
 }

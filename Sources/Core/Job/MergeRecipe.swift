@@ -66,19 +66,7 @@ public struct MergeRecipe: Sendable, Equatable, Decodable {
 
     /// Reads and validates the file at `url`; `origin` names it in messages.
     public static func load(_ url: URL, origin: String) throws -> MergeRecipe {
-        let data: Data
-        do {
-            data = try Data(contentsOf: url)
-        } catch {
-            let reason = FileManager.default.fileExists(atPath: url.path) ? "cannot read" : "no such file"
-            throw OrthofuseError("\(origin): \(reason)")
-        }
-        guard data.count <= JobConfig.maximumFileSize else {
-            throw OrthofuseError("\(origin): larger than \(JobConfig.maximumFileSize) bytes; not a merge file")
-        }
-        guard let text = String(data: data, encoding: .utf8) else {
-            throw OrthofuseError("\(origin): not UTF-8 text")
-        }
+        let text = try FileBytes.readText(url, origin: origin, limit: JobConfig.maximumFileSize, kind: "merge file")
         return try parse(text, origin: origin, baseDirectory: url.deletingLastPathComponent())
     }
 

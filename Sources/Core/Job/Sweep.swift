@@ -74,13 +74,7 @@ public struct Sweep {
     /// Reads and expands the sweep file at `url`.
     public static func load(_ url: URL) throws -> Sweep {
         let origin = url.lastPathComponent
-        guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw OrthofuseError("\(url.path): cannot read the sweep file (missing or unreadable)")
-        }
-        guard data.count <= maximumFileSize else {
-            throw OrthofuseError("\(origin): larger than \(maximumFileSize) bytes; not a sweep file")
-        }
-        guard let text = String(data: data, encoding: .utf8) else { throw OrthofuseError("\(origin): not UTF-8 text") }
+        let text = try FileBytes.readText(url, origin: origin, limit: maximumFileSize, kind: "sweep file")
         return try parse(text, origin: origin, baseDirectory: url.deletingLastPathComponent().standardizedFileURL)
     }
 
@@ -172,13 +166,8 @@ public struct Sweep {
         let configs = try cells.map { cell in
             try JobConfig.parse(try cell.jobText(), origin: cellOrigin(cell), baseDirectory: baseDirectory)
         }
-        for (cell, config) in zip(cells, configs) {
-            do {
-                try config.checkFiles()
-            } catch {
-                throw OrthofuseError("\(cellOrigin(cell)): \(error)")
-            }
-        }
+        // Their paths carry the cell's origin (cellOrigin), so these errors name the cell already.
+        for config in configs { try config.checkFiles() }
         return configs
     }
 
@@ -201,9 +190,11 @@ public struct Sweep {
         if node.mapping != nil { return (node, baseDirectory) }
         guard let path = node.string else { throw fail("job", "must be a job file path or a mapping") }
         let url = URL(fileURLWithPath: path, relativeTo: baseDirectory).standardizedFileURL
-        guard let data = FileManager.default.contents(atPath: url.path), data.count <= JobConfig.maximumFileSize,
-              let text = String(data: data, encoding: .utf8) else {
-            throw fail("job", "\(path): cannot read the job file (missing, unreadable, too large or not UTF-8)")
+        let text: String
+        do {
+            text = try FileBytes.readText(url, origin: path, limit: JobConfig.maximumFileSize, kind: "job file")
+        } catch {
+            throw fail("job", "\(error)")
         }
         let parsed: Node?
         do {

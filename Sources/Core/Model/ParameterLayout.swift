@@ -64,6 +64,14 @@ public struct ParameterLayout: Sendable, Equatable {
         records(from: UnsafeBufferPointer(buffer.buffer))
     }
 
+    /// Weights must be numbers: a NaN or ±inf in a model file is named here, at the file, rather
+    /// than surfacing later as "loss became nan" or as accuracies of a broken model.
+    public static func checkFinite(_ values: [Float], tensor: String, origin: String) throws {
+        if let index = values.firstIndex(where: { !$0.isFinite }) {
+            throw OrthofuseError("\(origin): tensor '\(tensor)' holds a non-finite value (\(values[index])) at flat index \(index)")
+        }
+    }
+
     /// Fills a flat buffer from named tensors, strictly: every parameter must be present with
     /// its exact shape. Extra tensors are an error unless `ignoringExtra` lists their prefix.
     public func load(
@@ -78,6 +86,7 @@ public struct ParameterLayout: Sendable, Equatable {
                 throw OrthofuseError(
                     "\(origin): tensor '\(spec.name)' has shape \(record.shape), the model needs \(spec.shape)")
             }
+            try Self.checkFinite(record.values, tensor: spec.name, origin: origin)
             let offset = offsets[i]
             record.values.withUnsafeBufferPointer { source in
                 if let base = source.baseAddress { (destination.pointer + offset).update(from: base, count: spec.count) }

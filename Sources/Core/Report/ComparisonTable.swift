@@ -40,15 +40,7 @@ public enum ComparisonTable {
             }
         }
         rows += [mean, normalized, kept, alpha]
-        let widths = header.indices.map { column in ([header[column]] + rows.map { $0[column] }).map(\.count).max()! }
-        func line(_ cells: [String]) -> String {
-            cells.enumerated().map { column, cell in
-                column == 0 ? cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
-                    : String(repeating: " ", count: widths[column] - cell.count) + cell
-            }.joined(separator: "  ")
-        }
-        return ([line(header), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")] + rows.map(line))
-            .joined(separator: "\n")
+        return TextTable.render(header: header, rows: rows)
     }
 
     private static func percent(_ value: Double) -> String { String(format: "%.2f", 100 * value) }

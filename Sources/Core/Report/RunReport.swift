@@ -289,17 +289,7 @@ public struct RunReport: Codable, Sendable, Equatable {
         kept += merges.map { $0.retention.map { Self.percent($0) + " %" } ?? "" }
         rows.append(kept)
 
-        let widths = header.indices.map { column in
-            ([header[column]] + rows.map { $0[column] }).map(\.count).max()!
-        }
-        func line(_ cells: [String]) -> String {
-            cells.enumerated().map { column, cell in
-                column == 0 ? cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
-                    : String(repeating: " ", count: widths[column] - cell.count) + cell
-            }.joined(separator: "  ")
-        }
-        var lines = [line(header), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")]
-        lines += rows.map(line)
+        var lines = [TextTable.render(header: header, rows: rows)]
         for failed in failedTasks ?? [] {
             lines.append("\(failed.name): FAILED, left out of the merges (\(failed.reason))")
         }

@@ -172,14 +172,6 @@ public struct SweepSummary: Sendable {
                 String(format: "%.2f ± %.2f", 100 * group.mean(value), 100 * group.std(value))
             }
         }
-        let widths = header.indices.map { column in ([header[column]] + body.map { $0[column] }).map(\.count).max()! }
-        func line(_ cells: [String]) -> String {
-            cells.enumerated().map { column, cell in
-                column < shown.count ? cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
-                    : String(repeating: " ", count: widths[column] - cell.count) + cell
-            }.joined(separator: "  ")
-        }
-        return ([line(header), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")] + body.map(line))
-            .joined(separator: "\n")
+        return TextTable.render(header: header, rows: body, labelColumns: shown.count)
     }
 }

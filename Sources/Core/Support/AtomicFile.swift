@@ -9,7 +9,14 @@ public enum AtomicFile {
     /// Writes `data` to `url` through a temporary file in the same directory: write, fsync,
     /// rename, fsync of the directory. On any failure the temporary is removed and the
     /// destination is untouched. Missing parent directories are created.
+    /// A destination that exists must be a regular file: renaming over a device node (as root,
+    /// `--output /dev/null`), a FIFO or a folder would replace something that is not ours.
     public static func write(_ data: Data, to url: URL) throws {
+        var status = stat()
+        if stat(url.path, &status) == 0, (status.st_mode & S_IFMT) != S_IFREG {
+            let what = (status.st_mode & S_IFMT) == S_IFDIR ? "a directory" : "not a regular file"
+            throw OrthofuseError("\(url.path): exists and is \(what); not replaced")
+        }
         let directory = url.deletingLastPathComponent()
         do {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

@@ -1,0 +1,26 @@
+// FileSystemMessage: a Foundation file error as the short reason a user reads ("read-only file
+// system"), not as NSCocoaErrorDomain Code=642 with its user-info dictionary.
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum FileSystemMessage {
+    public static func reason(_ error: any Error) -> String {
+        let error = error as NSError
+        if error.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(error.code))) }
+        if let underlying = error.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(underlying.code)))
+        }
+        guard error.domain == NSCocoaErrorDomain else { return error.localizedDescription }
+        switch error.code {
+        case NSFileWriteVolumeReadOnlyError: return "read-only file system"
+        case NSFileWriteNoPermissionError, NSFileReadNoPermissionError: return "permission denied"
+        case NSFileWriteOutOfSpaceError: return "no space left on device"
+        case NSFileNoSuchFileError, NSFileReadNoSuchFileError: return "no such file or directory"
+        case NSFileWriteFileExistsError: return "a file of that name exists"
+        default: return error.localizedDescription
+        }
+    }
+}
