@@ -45,7 +45,9 @@ let package = Package(
         .executableTarget(name: "orthofuse-bench", dependencies: ["Core", "Transport", "MPITransport", "Coordinator"]),
         // Shared test helpers (synthetic tasks as real files).
         .target(name: "TestSupport", dependencies: ["Core", "Coordinator", "Transport"], path: "Tests/TestSupport"),
-        .testTarget(name: "CoreTests", dependencies: ["Core"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "CoreTests", dependencies: [
+            "Core", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+        ], resources: [.copy("Fixtures")]),
         .testTarget(name: "RuntimeTests", dependencies: ["Core", "Transport", "Worker", "Coordinator", "ControlProtocol", "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Core", "TestSupport"]),
     ]

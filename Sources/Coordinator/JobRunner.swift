@@ -69,6 +69,7 @@ public final class JobRunner {
         // is not a run, are refused before anything is written.
         let (keeper, lock) = try PhaseAgreement.run(communicator) { () -> (ManifestKeeper?, RunLock?) in
             guard isCoordinator else { return (nil, nil) }
+            try plan.checkMemory(worldSize: communicator.size)
             // Checked before the lock file is made, so that a refused folder gets nothing written.
             try RunLock.checkWritable(plan.output)
             let lock = try RunLock.acquire(plan.output)

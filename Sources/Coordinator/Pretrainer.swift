@@ -127,12 +127,13 @@ public enum BasePretraining {
         if exists, !replacing {
             throw OrthofuseError("\(destination.path) exists; pass --force to replace it")
         }
-        try FileManager.default.createDirectory(at: plan.output, withIntermediateDirectories: true)
+        try FileSystemMessage.createDirectory(plan.output)
+        try plan.checkMemory(worldSize: 1)
         let pretrainer = Pretrainer(plan: plan, pretrain: pretrain, console: console)
         let base = FloatBuffer(count: plan.model.layout.totalCount)
         let description = try pretrainer.obtain(into: base)
         let bytes = try Data(contentsOf: pretrainer.cacheURL)
-        try FileManager.default.createDirectory(at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try FileSystemMessage.createDirectory(destination.deletingLastPathComponent())
         try AtomicFile.write(bytes, to: destination)
         return "\(description); θ0 (\(base.count) parameters) written to \(destination.path)"
     }

@@ -26,7 +26,7 @@ final class RunLock {
 
     /// Creates `output` if needed and locks it; refuses, naming the holder, when another run has it.
     static func acquire(_ output: URL) throws -> RunLock {
-        try createDirectory(output)
+        try FileSystemMessage.createDirectory(output)
         let path = output.appendingPathComponent(fileName).path
         let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else {
@@ -72,13 +72,5 @@ final class RunLock {
 
     private static func isPretrainCache(_ url: URL) -> Bool {
         (try? Safetensors.readHeader(url))?.metadata[Pretrainer.fingerprintKey] != nil
-    }
-
-    private static func createDirectory(_ output: URL) throws {
-        do {
-            try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
-        } catch {
-            throw OrthofuseError("\(output.path): cannot create the output directory (\(FileSystemMessage.reason(error)))")
-        }
     }
 }

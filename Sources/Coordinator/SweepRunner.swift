@@ -169,7 +169,7 @@ public final class SweepRunner {
             rows += SweepSummary.rows(cell: cell.id, suite: suite, job: job, report: report)
         }
         let summary = SweepSummary(rows: rows)
-        try FileManager.default.createDirectory(at: sweep.output, withIntermediateDirectories: true)
+        try FileSystemMessage.createDirectory(sweep.output)
         try AtomicFile.write(Data(summary.csv().utf8), to: sweep.output.appendingPathComponent("summary.csv"))
         try SweepSummaryPage.write(summary, name: sweep.name, to: sweep.output.appendingPathComponent("summary.html"))
         return summary

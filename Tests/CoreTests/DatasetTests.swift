@@ -1,6 +1,7 @@
 // DatasetTests: .npy, .npz and IDX (raw and gzip) loading, and one test per class of malformed input.
 import Foundation
 import XCTest
+import ZIPFoundation
 @testable import Core
 
 final class DatasetTests: XCTestCase {
@@ -212,9 +213,12 @@ final class DatasetTests: XCTestCase {
         let flipped = try temporaryFile("flipped.npz", stored)
         assertFails(flipped.path, ["array 'x': zip entry CRC32 mismatch"]) { try Dataset.loadNPZ(flipped) }
 
-        // A deflate stream that runs past the end of the file ends in an error, not an endless loop.
+        // A deflate stream that runs past the end of the file ends in an error, not an endless loop
+        // (the fixture holds only x: a dataset load would stop at the missing y first).
         let endless = try fixture("npz_endless_deflate.npz")
-        assertFails(endless.path, ["array 'x'", "ends before the deflate stream does"]) { try Dataset.loadNPZ(endless) }
+        assertFails(endless.path, ["array 'x'", "ends before the deflate stream does"]) {
+            try NumpyArchive.readArrays(endless, names: ["x"])
+        }
 
         // Cutting the file loses the central directory.
         let truncated = try temporaryFile("truncated.npz", Array(try fixtureBytes("npz_stored_u8.npz").prefix(300)))
@@ -272,7 +276,82 @@ final class DatasetTests: XCTestCase {
         var size = try fixtureBytes("idx_images_gzipped.idx")
         size[size.count - 4] &+= 1
         let sizeURL = try temporaryFile("size.idx", size)
-        assertFails(sizeURL.path, ["inflates to", "recorded"]) { try IDXArray.read(sizeURL) }
+        assertFails(sizeURL.path, ["the IDX header declares", "gzip trailer records"]) { try IDXArray.read(sizeURL) }
+    }
+
+    // MARK: Sizes checked before inflating
+
+    /// A raw deflate stream of `bytes` (ZIPFoundation's encoder).
+    private func deflate(_ bytes: [UInt8]) throws -> [UInt8] {
+        let data = Data(bytes)
+        var output = Data()
+        _ = try Data.compress(size: Int64(data.count), bufferSize: max(1, data.count), provider: { position, size in
+            data.subdata(in: Int(position)..<min(data.count, Int(position) + size))
+        }, consumer: { output.append($0) })
+        return [UInt8](output)
+    }
+
+    /// A gzip file of `bytes`, with the trailer's size field set to `recordedSize` when given.
+    private func gzip(_ bytes: [UInt8], recordedSize: UInt32? = nil) throws -> [UInt8] {
+        var file: [UInt8] = [0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 0, 3] + (try deflate(bytes))
+        withUnsafeBytes(of: Data(bytes).crc32(checksum: 0).littleEndian) { file += $0 }
+        withUnsafeBytes(of: (recordedSize ?? UInt32(truncatingIfNeeded: bytes.count)).littleEndian) { file += $0 }
+        return file
+    }
+
+    /// An .npz archive of deflated entries.
+    private func npz(_ name: String, _ entries: [(String, [UInt8])], method: CompressionMethod = .deflate) throws -> URL {
+        let url = directory.appendingPathComponent(name)
+        let archive = try Archive(url: url, accessMode: .create)
+        for (path, bytes) in entries {
+            let data = Data(bytes)
+            try archive.addEntry(with: path, type: .file, uncompressedSize: Int64(data.count), compressionMethod: method,
+                                 provider: { position, size in data.subdata(in: Int(position)..<(Int(position) + size)) })
+        }
+        return url
+    }
+
+    func testGzipIDXSizesAreCheckedBeforeInflating() throws {
+        // The trailer claims 3.75 GiB for a few bytes: refused on the header, nothing reserved.
+        let images = idx(0x08, [2, 3], payload: [1, 2, 3, 4, 5, 6])
+        let inflated = try temporaryFile("inflated.idx.gz", try gzip(images, recordedSize: 0xF000_0000))
+        assertFails(inflated.path, ["declares 18 bytes", "records 4026531840"]) { try IDXArray.read(inflated) }
+        // A header that declares more than the machine holds, with a trailer that agrees (mod 2^32).
+        let huge = idx(0x08, [1 << 20, 1 << 12, 1 << 10], payload: [])
+        let declared = 16 + (1 << 42)
+        let claims = try temporaryFile("huge.idx.gz", try gzip(huge, recordedSize: UInt32(truncatingIfNeeded: declared)))
+        assertFails(claims.path, ["inflating", "more than the"]) { try IDXArray.read(claims) }
+        // Images and labels that disagree fail on the headers, before the images are inflated.
+        let labels = try temporaryFile("labels.idx", idx(0x08, [3], payload: [0, 1, 2]))
+        assertFails(claims.path, ["1048576 images", "3 labels"]) { try Dataset.loadIDX(images: claims, labels: labels) }
+        // A good gzip file still reads.
+        let good = try temporaryFile("good.idx.gz", try gzip(images))
+        XCTAssertEqual(try IDXArray.read(good).dimensions, [2, 3])
+    }
+
+    func testNpzHeadersAreCheckedBeforeInflating() throws {
+        // x.npy declares (1000000, 784) float32 but its entry holds 16 bytes of data.
+        let lying = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 784), }", payload: [UInt8](repeating: 0, count: 16))
+        let y = npy("{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }", payload: [UInt8](repeating: 0, count: 16))
+        let url = try npz("lying.npz", [("x.npy", lying), ("y.npy", y)])
+        assertFails(url.path, ["array 'x'", "(1000000, 784)", "the zip entry holds"]) { try Dataset.loadNPZ(url) }
+        // Counts that disagree are reported from the headers, even when x's data is damaged:
+        // the damage is never reached because x is not inflated.
+        let x = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }", payload: [UInt8](repeating: 0, count: 24))
+        let stored = try npz("stored.npz", [("x.npy", x), ("y.npy", y)], method: .none)
+        var bytes = try [UInt8](Data(contentsOf: stored))
+        let dataStart = 30 + Int(bytes[26]) + (Int(bytes[28]) | Int(bytes[29]) << 8)
+        bytes[dataStart + x.count - 1] ^= 0xFF  // the last data byte: the CRC no longer matches
+        let damaged = try temporaryFile("damaged-count.npz", bytes)
+        assertFails(damaged.path, ["array 'x' has 3 samples but 'y' has 2 labels"]) { try Dataset.loadNPZ(damaged) }
+    }
+
+    func testTheMemoryBudgetRefusesWhatCannotFit() {
+        XCTAssertGreaterThan(MemoryBudget.availableBytes, 1 << 20)
+        XCTAssertNoThrow(try MemoryBudget.check(1 << 20, for: "a small buffer"))
+        XCTAssertThrowsError(try MemoryBudget.check(Int.max, for: "everything")) { error in
+            XCTAssertTrue("\(error)".hasPrefix("everything needs"), "\(error)")
+        }
     }
 
     func testGzipWithCorruptDeflateData() throws {

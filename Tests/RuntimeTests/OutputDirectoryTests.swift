@@ -67,6 +67,20 @@ final class OutputDirectoryTests: XCTestCase {
         for url in leftovers { XCTAssertFalse(FileManager.default.fileExists(atPath: url.path), url.path) }
     }
 
+    func testAModelTooLargeForMemoryIsRefusedBeforeAllocating() throws {
+        let workspace = try workspace()
+        // 11 matrices of 16384² floats (each at the per-matrix cap): 3 billion parameters, 12 GB per copy.
+        let text = workspace.jobText(output: "huge") {
+            $0.replacingOccurrences(of: "hidden: [12, 8]", with: "hidden: [" + Array(repeating: "16384", count: 12).joined(separator: ", ") + "]")
+        }
+        XCTAssertThrowsError(try workspace.run(workspace.plan(text), ranks: 1)) { error in
+            XCTAssertTrue("\(error)".contains("parameters × about"), "\(error)")
+            XCTAssertTrue("\(error)".contains("more than the"), "\(error)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: workspace.directory.appendingPathComponent("huge").path),
+                       "refused before the output is made")
+    }
+
     func testANonFiniteBaseIsNamedAtItsFile() throws {
         let workspace = try workspace()
         _ = try workspace.run(workspace.plan(workspace.jobText(output: "first")), ranks: 1)

@@ -51,20 +51,30 @@ public struct Dataset: Sendable, Equatable {
         }
     }
 
+    /// The dataset as floats and labels (with the raw bytes alive while converting) must fit.
+    private static func checkBudget(inputs: Int, labels: Int, what: String) throws {
+        let (floats, overflow) = inputs.multipliedReportingOverflow(by: 2 * MemoryLayout<Float>.stride)
+        try MemoryBudget.check(overflow ? Int.max : floats + labels * 8, for: "\(what): loading the dataset")
+    }
+
     /// Loads `x` (float32 as is, float64 converted, uint8 divided by 255) and `y` (any integer dtype).
     public static func loadNPZ(_ url: URL) throws -> Dataset {
         let path = FileBytes.displayPath(url)
-        let arrays = try NumpyArchive.readArrays(url, names: ["x", "y"])
+        // Checked on the headers, before either array is inflated.
+        let arrays = try NumpyArchive.readArrays(url, names: ["x", "y"]) { declared in
+            let x = declared["x"]!, y = declared["y"]!
+            guard !x.shape.isEmpty else {
+                throw OrthofuseError("\(path): array 'x' is 0-dimensional; expected shape (N, ...)")
+            }
+            guard y.shape.count == 1 else {
+                throw OrthofuseError("\(path): array 'y' has shape \(NumpyArray.describeShape(y.shape)); expected (N,)")
+            }
+            guard x.shape[0] == y.shape[0] else {
+                throw OrthofuseError("\(path): array 'x' has \(x.shape[0]) samples but 'y' has \(y.shape[0]) labels")
+            }
+            try checkBudget(inputs: x.elementCount, labels: y.elementCount, what: path)
+        }
         let x = arrays["x"]!, y = arrays["y"]!
-        guard !x.shape.isEmpty else {
-            throw OrthofuseError("\(path): array 'x' is 0-dimensional; expected shape (N, ...)")
-        }
-        guard y.shape.count == 1 else {
-            throw OrthofuseError("\(path): array 'y' has shape \(NumpyArray.describeShape(y.shape)); expected (N,)")
-        }
-        guard x.shape[0] == y.shape[0] else {
-            throw OrthofuseError("\(path): array 'x' has \(x.shape[0]) samples but 'y' has \(y.shape[0]) labels")
-        }
         let inputs: [Float]
         switch x.elementType {
         case .float32, .float64: inputs = x.floatValues()
@@ -83,17 +93,21 @@ public struct Dataset: Sendable, Equatable {
     /// and integer labels, shape [N].
     public static func loadIDX(images: URL, labels: URL) throws -> Dataset {
         let imagesPath = FileBytes.displayPath(images), labelsPath = FileBytes.displayPath(labels)
+        // The headers first: sizes that disagree are an error before anything is inflated.
+        let imageHeader = try IDXArray.readHeader(images)
+        let labelHeader = try IDXArray.readHeader(labels)
+        guard imageHeader.elementType == .uint8 || imageHeader.elementType == .float32 || imageHeader.elementType == .float64 else {
+            throw OrthofuseError("\(imagesPath): IDX images of \(imageHeader.elementType.name) are not supported (expected unsigned byte or float)")
+        }
+        guard labelHeader.dimensions.count == 1 else {
+            throw OrthofuseError("\(labelsPath): IDX labels have \(labelHeader.dimensions.count) dimensions \(Safetensors.describe(labelHeader.dimensions)); expected 1")
+        }
+        guard imageHeader.dimensions[0] == labelHeader.dimensions[0] else {
+            throw OrthofuseError("\(imagesPath): \(imageHeader.dimensions[0]) images but \(labelsPath) has \(labelHeader.dimensions[0]) labels")
+        }
+        try checkBudget(inputs: imageHeader.elementCount, labels: labelHeader.elementCount, what: imagesPath)
         let imageArray = try IDXArray.read(images)
         let labelArray = try IDXArray.read(labels)
-        guard imageArray.elementType == .uint8 || imageArray.elementType == .float32 || imageArray.elementType == .float64 else {
-            throw OrthofuseError("\(imagesPath): IDX images of \(imageArray.elementType.name) are not supported (expected unsigned byte or float)")
-        }
-        guard labelArray.dimensions.count == 1 else {
-            throw OrthofuseError("\(labelsPath): IDX labels have \(labelArray.dimensions.count) dimensions \(Safetensors.describe(labelArray.dimensions)); expected 1")
-        }
-        guard imageArray.dimensions[0] == labelArray.dimensions[0] else {
-            throw OrthofuseError("\(imagesPath): \(imageArray.dimensions[0]) images but \(labelsPath) has \(labelArray.dimensions[0]) labels")
-        }
         return try assemble(inputs: imageArray.floatValues(scaleBytes: true), mayHoldNonFinite: imageArray.elementType != .uint8,
                             labels: labelArray.int32Values(),
                             shape: imageArray.dimensions, inputsName: imagesPath, labelsName: labelsPath)

@@ -58,7 +58,7 @@ public enum FileBytes {
         do {
             return try Data(contentsOf: url, options: .alwaysMapped)
         } catch {
-            throw OrthofuseError("\(displayPath(url)): cannot read (\(error.localizedDescription))")
+            throw OrthofuseError("\(displayPath(url)): cannot read (\(FileSystemMessage.reason(error)))")
         }
     }
 

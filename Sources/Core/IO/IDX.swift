@@ -34,15 +34,52 @@ public struct IDXArray: Sendable {
     let payload: Data
     let source: String
 
+    /// What an IDX header declares.
+    public struct Declared: Sendable {
+        public let elementType: ElementType
+        public let dimensions: [Int]
+        public let elementCount: Int
+        public let headerSize: Int
+        public let byteCount: Int
+        public var fileSize: Int { headerSize + byteCount }
+    }
+
+    /// The longest IDX header: 4 bytes of magic and 255 dimensions of 4 bytes.
+    static let maximumHeaderSize = 4 + 4 * 255
+
     /// Reads an IDX file; gzip compression is recognised by its magic bytes, whatever the file name.
+    /// A compressed file's header is read first, so that its sizes are checked (against the gzip
+    /// trailer and the memory budget) before anything is inflated.
     public static func read(_ url: URL) throws -> IDXArray {
         let path = FileBytes.displayPath(url)
         let data = try FileBytes.load(url)
-        return try parse(Gzip.hasMagic(data) ? Gzip.decompress(data, source: path) : data, source: path)
+        guard Gzip.hasMagic(data) else { return try parse(data, source: path) }
+        let declared = try compressedHeader(data, source: path)
+        try MemoryBudget.check(declared.fileSize, for: "\(path): inflating")
+        return try parse(Gzip.decompress(data, source: path), source: path)
     }
 
-    /// Parses an uncompressed IDX image. `source` prefixes every error message.
-    public static func parse(_ data: Data, source: String) throws -> IDXArray {
+    /// The header of an IDX file, raw or gzip-compressed, without reading or inflating the data.
+    public static func readHeader(_ url: URL) throws -> Declared {
+        let path = FileBytes.displayPath(url)
+        let data = try FileBytes.load(url)
+        guard Gzip.hasMagic(data) else { return try parseHeader(data, source: path) }
+        return try compressedHeader(data, source: path)
+    }
+
+    /// The header of a gzip-compressed IDX file, from the first inflated bytes, checked against the trailer.
+    private static func compressedHeader(_ data: Data, source: String) throws -> Declared {
+        let member = try Gzip.Member(data, source: source)
+        let declared = try parseHeader(try member.inflatePrefix(count: maximumHeaderSize), source: source)
+        // The trailer records the size modulo 2^32.
+        guard UInt32(truncatingIfNeeded: declared.fileSize) == UInt32(truncatingIfNeeded: member.expandedSize) else {
+            throw OrthofuseError("\(source): the IDX header declares \(declared.fileSize) bytes (dimensions \(Safetensors.describe(declared.dimensions))) but the gzip trailer records \(member.expandedSize) (file truncated or corrupt)")
+        }
+        return declared
+    }
+
+    /// Parses the header of an IDX image (`data` may be just its start). `source` prefixes errors.
+    static func parseHeader(_ data: Data, source: String) throws -> Declared {
         func fail(_ problem: String) -> OrthofuseError { OrthofuseError("\(source): \(problem)") }
         let bytes = data.startIndex == 0 ? data : Data(data)
         guard !bytes.isEmpty else { throw fail("file is empty, not an IDX file") }
@@ -65,16 +102,27 @@ public struct IDXArray: Sendable {
             throw fail("IDX dimensions \(Safetensors.describe(dimensions)) are too large (integer overflow)")
         }
         let (byteCount, overflow) = elementCount.multipliedReportingOverflow(by: elementType.byteWidth)
-        guard !overflow else { throw fail("IDX dimensions \(Safetensors.describe(dimensions)) are too large (integer overflow)") }
-        let available = bytes.count - headerSize
-        guard byteCount <= available else {
-            throw fail("IDX data is truncated: dimensions \(Safetensors.describe(dimensions)) of \(elementType.name) need \(byteCount) bytes, file has \(available)")
+        guard !overflow, byteCount <= Int.max - headerSize else {
+            throw fail("IDX dimensions \(Safetensors.describe(dimensions)) are too large (integer overflow)")
         }
-        guard byteCount == available else {
-            throw fail("\(available - byteCount) unexpected bytes after the IDX data")
+        return Declared(elementType: elementType, dimensions: dimensions, elementCount: elementCount,
+                        headerSize: headerSize, byteCount: byteCount)
+    }
+
+    /// Parses an uncompressed IDX image. `source` prefixes every error message.
+    public static func parse(_ data: Data, source: String) throws -> IDXArray {
+        func fail(_ problem: String) -> OrthofuseError { OrthofuseError("\(source): \(problem)") }
+        let bytes = data.startIndex == 0 ? data : Data(data)
+        let declared = try parseHeader(bytes, source: source)
+        let available = bytes.count - declared.headerSize
+        guard declared.byteCount <= available else {
+            throw fail("IDX data is truncated: dimensions \(Safetensors.describe(declared.dimensions)) of \(declared.elementType.name) need \(declared.byteCount) bytes, file has \(available)")
         }
-        return IDXArray(elementType: elementType, dimensions: dimensions, elementCount: elementCount,
-                        payload: bytes.subdata(in: headerSize..<bytes.count), source: source)
+        guard declared.byteCount == available else {
+            throw fail("\(available - declared.byteCount) unexpected bytes after the IDX data")
+        }
+        return IDXArray(elementType: declared.elementType, dimensions: declared.dimensions, elementCount: declared.elementCount,
+                        payload: bytes.subdata(in: declared.headerSize..<bytes.count), source: source)
     }
 
     /// Elements as Float; unsigned bytes (pixel intensities) are scaled to [0, 1] when `scaleBytes` is set.

@@ -7,8 +7,11 @@ import Glibc
 
 public enum NumpyArchive {
     /// Reads the arrays `names` (keys as given to np.savez, without ".npy") from the .npz file at `url`.
-    /// Missing arrays are reported together with the names the archive does hold.
-    public static func readArrays(_ url: URL, names: [String]) throws -> [String: NumpyArray] {
+    /// Missing arrays are reported together with the names the archive does hold. Every header is
+    /// read first (inflating only its start) and checked against its zip entry's size, then passed
+    /// to `check`, so that sizes which disagree fail before any array is inflated.
+    public static func readArrays(_ url: URL, names: [String],
+                                  check: ([String: NumpyArray.Declared]) throws -> Void = { _ in }) throws -> [String: NumpyArray] {
         let path = FileBytes.displayPath(url)
         let fileData = try FileBytes.load(url)
         guard !fileData.isEmpty else { throw OrthofuseError("\(path): file is empty, not an .npz archive") }
@@ -19,7 +22,7 @@ public enum NumpyArchive {
             throw OrthofuseError("\(path): not a zip archive (an .npz file is a zip archive of .npy arrays)")
         }
         let entries = archive.filter { $0.type == .file }
-        var arrays: [String: NumpyArray] = [:]
+        var located: [(name: String, entry: Entry)] = []
         for name in names {
             guard let entry = entries.first(where: { $0.path == name + ".npy" }) ?? entries.first(where: { $0.path == name }) else {
                 let present = entries.map { $0.path.hasSuffix(".npy") ? String($0.path.dropLast(4)) : $0.path }
@@ -28,6 +31,22 @@ public enum NumpyArchive {
                 let holds = present.isEmpty ? "the archive is empty" : "the archive holds: \(listed)\(more)"
                 throw OrthofuseError("\(path): array '\(name)' missing (\(holds))")
             }
+            located.append((name, entry))
+        }
+        var declared: [String: NumpyArray.Declared] = [:]
+        for (name, entry) in located {
+            let source = "\(path): array '\(name)'"
+            let header = try fileData.withUnsafeBytes { raw in try declaredHeader(entry, in: raw, source: source) }
+            guard UInt64(header.fileSize) == entry.uncompressedSize else {
+                throw OrthofuseError("\(source): its header declares shape \(NumpyArray.describeShape(header.shape)) of \(header.descr) (\(header.fileSize) bytes with the header) but the zip entry holds \(entry.uncompressedSize) bytes (archive corrupt)")
+            }
+            declared[name] = header
+        }
+        try check(declared)
+        let total = located.reduce(0) { $0 + Int($1.entry.uncompressedSize) }
+        try MemoryBudget.check(total, for: "\(path): inflating \(names.joined(separator: " and "))")
+        var arrays: [String: NumpyArray] = [:]
+        for (name, entry) in located {
             let source = "\(path): array '\(name)'"
             let bytes = try fileData.withUnsafeBytes { raw in
                 try entryContents(entry, in: raw, source: source)
@@ -37,10 +56,24 @@ public enum NumpyArchive {
         return arrays
     }
 
+    /// The .npy header of `entry`, from the first bytes of its data only.
+    static func declaredHeader(_ entry: Entry, in raw: UnsafeRawBufferPointer, source: String) throws -> NumpyArray.Declared {
+        // The preamble says how long the header is; 64 KiB covers every header NumPy writes by default.
+        var prefix = try entryContents(entry, in: raw, source: source, prefix: 1 << 16)
+        if prefix.count >= 12, prefix.count == 1 << 16 {
+            let declaredLength = Int(prefix[8]) | Int(prefix[9]) << 8 | (prefix[6] == 1 ? 0 : Int(prefix[10]) << 16 | Int(prefix[11]) << 24)
+            if declaredLength + 12 > prefix.count, declaredLength <= NumpyArray.maximumHeaderLength {
+                prefix = try entryContents(entry, in: raw, source: source, prefix: declaredLength + 12)
+            }
+        }
+        return try NumpyArray.parseHeader(prefix, source: source)
+    }
+
     /// The uncompressed bytes of `entry`, located, inflated and CRC-checked here with explicit bounds
     /// rather than through `Archive.extract`, whose Linux inflate loop never ends on a deflate stream
     /// that runs past the end of the file.
-    static func entryContents(_ entry: Entry, in raw: UnsafeRawBufferPointer, source: String) throws -> Data {
+    /// With `prefix`, only that many bytes from the start (neither CRC nor size is checked then).
+    static func entryContents(_ entry: Entry, in raw: UnsafeRawBufferPointer, source: String, prefix: Int? = nil) throws -> Data {
         func fail(_ problem: String) -> OrthofuseError { OrthofuseError("\(source): \(problem)") }
         guard entry.compressedSize <= UInt64(raw.count) else {
             throw fail("zip entry claims \(entry.compressedSize) compressed bytes, more than the whole file (archive corrupt)")
@@ -55,7 +88,21 @@ public enum NumpyArchive {
         guard header.dataStart <= raw.count, compressedSize <= raw.count - header.dataStart else {
             throw fail("zip entry data is truncated (archive corrupt)")
         }
-        let compressed = Data(UnsafeRawBufferPointer(rebasing: raw[header.dataStart..<(header.dataStart + compressedSize)]))
+        // A prefix needs only about as many compressed bytes (deflate's stored blocks add 5 per 64 KiB).
+        let taken = prefix.map { min(compressedSize, $0 + $0 / 16 + 4096) } ?? compressedSize
+        let compressed = Data(UnsafeRawBufferPointer(rebasing: raw[header.dataStart..<(header.dataStart + taken)]))
+        if let prefix {
+            switch header.method {
+            case CompressionMethod.none.rawValue: return compressed.prefix(prefix)
+            case CompressionMethod.deflate.rawValue:
+                do {
+                    return try RawDeflate.inflatePrefix(compressed, count: prefix)
+                } catch let failure as RawDeflate.Failure {
+                    throw fail("zip entry is damaged: \(failure.message) (archive corrupt)")
+                }
+            default: throw fail("unsupported zip compression method \(header.method) (only stored and deflate)")
+            }
+        }
         let contents: Data
         let checksum: CRC32
         switch header.method {

@@ -36,8 +36,25 @@ public struct NumpyArray: Sendable {
     /// The largest header accepted; NumPy itself refuses headers above 10000 bytes by default.
     static let maximumHeaderLength = 1 << 20
 
-    /// Parses a complete .npy file image. `source` prefixes every error message.
-    public static func parse(_ data: Data, source: String) throws -> NumpyArray {
+    /// What a .npy header declares, and where the data starts.
+    public struct Declared: Sendable {
+        public let elementType: ElementType
+        public let isBigEndian: Bool
+        public let shape: [Int]
+        public let elementCount: Int
+        /// Offset of the array data: preamble plus header.
+        public let dataStart: Int
+        public let byteCount: Int
+        /// The whole .npy image: header and data.
+        public var fileSize: Int { dataStart + byteCount }
+        public var descr: String {
+            (elementType.byteWidth == 1 ? "|" : (isBigEndian ? ">" : "<")) + elementType.rawValue
+        }
+    }
+
+    /// Parses the preamble and header of a .npy image; `data` may be only a prefix of the file, but
+    /// must hold the whole header. `source` prefixes every error message.
+    public static func parseHeader(_ data: Data, source: String) throws -> Declared {
         func fail(_ problem: String) -> OrthofuseError { OrthofuseError("\(source): \(problem)") }
 
         let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]  // "\x93NUMPY"
@@ -80,17 +97,27 @@ public struct NumpyArray: Sendable {
             throw fail("shape \(describeShape(header.shape)) has too many elements (integer overflow)")
         }
         let (byteCount, overflow) = elementCount.multipliedReportingOverflow(by: header.elementType.byteWidth)
-        guard !overflow else { throw fail("shape \(describeShape(header.shape)) is too large (integer overflow)") }
-        let available = data.count - headerStart - headerLength
-        guard byteCount <= available else {
-            throw fail("array data is truncated: shape \(describeShape(header.shape)) of \(header.descr) needs \(byteCount) bytes, file has \(available)")
+        guard !overflow, byteCount <= Int.max - headerStart - headerLength else {
+            throw fail("shape \(describeShape(header.shape)) is too large (integer overflow)")
         }
-        guard byteCount == available else {
-            throw fail("\(available - byteCount) unexpected bytes after the array data")
+        return Declared(elementType: header.elementType, isBigEndian: header.isBigEndian, shape: header.shape,
+                        elementCount: elementCount, dataStart: headerStart + headerLength, byteCount: byteCount)
+    }
+
+    /// Parses a complete .npy file image. `source` prefixes every error message.
+    public static func parse(_ data: Data, source: String) throws -> NumpyArray {
+        func fail(_ problem: String) -> OrthofuseError { OrthofuseError("\(source): \(problem)") }
+        let declared = try parseHeader(data, source: source)
+        let available = data.count - declared.dataStart
+        guard declared.byteCount <= available else {
+            throw fail("array data is truncated: shape \(describeShape(declared.shape)) of \(declared.descr) needs \(declared.byteCount) bytes, file has \(available)")
         }
-        let payload = data.dropFirst(headerStart + headerLength)  // a slice: no copy of the array data
-        return NumpyArray(elementType: header.elementType, isBigEndian: header.isBigEndian, shape: header.shape,
-                          elementCount: elementCount, payload: payload, source: source)
+        guard declared.byteCount == available else {
+            throw fail("\(available - declared.byteCount) unexpected bytes after the array data")
+        }
+        let payload = data.dropFirst(declared.dataStart)  // a slice: no copy of the array data
+        return NumpyArray(elementType: declared.elementType, isBigEndian: declared.isBigEndian, shape: declared.shape,
+                          elementCount: declared.elementCount, payload: payload, source: source)
     }
 
     static func describeShape(_ shape: [Int]) -> String {

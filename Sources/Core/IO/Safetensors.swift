@@ -107,7 +107,7 @@ public enum Safetensors {
         do {
             handle = try FileHandle(forReadingFrom: url)
         } catch {
-            throw OrthofuseError("\(path): cannot open (\(error.localizedDescription))")
+            throw OrthofuseError("\(path): cannot open (\(FileSystemMessage.reason(error)))")
         }
         defer { try? handle.close() }
         do {
@@ -123,7 +123,7 @@ public enum Safetensors {
         } catch let error as OrthofuseError {
             throw error
         } catch {
-            throw OrthofuseError("\(path): cannot read (\(error.localizedDescription))")
+            throw OrthofuseError("\(path): cannot read (\(FileSystemMessage.reason(error)))")
         }
     }
 

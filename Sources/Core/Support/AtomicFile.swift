@@ -18,11 +18,7 @@ public enum AtomicFile {
             throw OrthofuseError("\(url.path): exists and is \(what); not replaced")
         }
         let directory = url.deletingLastPathComponent()
-        do {
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        } catch {
-            throw OrthofuseError("\(directory.path): cannot create directory (\(error.localizedDescription))")
-        }
+        try FileSystemMessage.createDirectory(directory)
         let temporary = directory.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
         let fd = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else {

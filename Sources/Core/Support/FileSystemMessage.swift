@@ -7,6 +7,15 @@ import Glibc
 #endif
 
 public enum FileSystemMessage {
+    /// Creates `url` and its parents; a failure is one line naming the folder and the reason.
+    public static func createDirectory(_ url: URL) throws {
+        do {
+            try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        } catch {
+            throw OrthofuseError("\(url.path): cannot create the folder (\(reason(error)))")
+        }
+    }
+
     public static func reason(_ error: any Error) -> String {
         let error = error as NSError
         if error.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(error.code))) }
