@@ -270,6 +270,44 @@ final class MPIRunTests: XCTestCase {
         }
     }
 
+    /// `launch.sh --max-restarts 2`: rank 1 is killed once, after the first checkpoint exists; the
+    /// launcher names the cause, runs the job again, and it ends bitwise where an uninterrupted run does.
+    func testLauncherRestartsAfterAKilledRankAndTheJobFinishes() throws {
+        func job(_ output: String) throws -> String {
+            let text = SyntheticTasks.jobYAML(taskNames: taskNames, steps: 3000)
+                .replacingOccurrences(of: "output: out", with: "output: \(output)")
+                .replacingOccurrences(of: "  grad_clip: 1.0", with: "  grad_clip: 1.0\n  checkpoint_every: 100")
+            let path = directory.appendingPathComponent("\(output).yaml")
+            try text.write(to: path, atomically: true, encoding: .utf8)
+            return path.path
+        }
+        let clean = try execute([Self.binary.path, "run", try job("uninterrupted"), "--quiet"])
+        XCTAssertEqual(clean.status, 0, clean.stderr)
+        // The program mpirun starts: on the first attempt rank 1 kills itself once a checkpoint exists.
+        let wrapper = directory.appendingPathComponent("kill-once.sh")
+        let marker = directory.appendingPathComponent("killed-once").path
+        let checkpoints = directory.appendingPathComponent("restarted/checkpoints").path
+        try """
+            #!/bin/sh
+            if [ "$OMPI_COMM_WORLD_RANK" = 1 ] && [ ! -e '\(marker)' ]; then
+                touch '\(marker)'
+                ( while [ -z "$(ls '\(checkpoints)' 2>/dev/null)" ]; do sleep 0.02; done; kill -9 $$ ) &
+            fi
+            exec '\(Self.binary.path)' "$@"
+            """.write(to: wrapper, atomically: true, encoding: .utf8)
+        XCTAssertEqual(chmod(wrapper.path, 0o755), 0)
+        let restarted = try execute([Self.packageRoot.appendingPathComponent("cluster/launch.sh").path, "-np", "3",
+                                     "--max-restarts", "2", "--", wrapper.path, "run", try job("restarted"), "--quiet"])
+        XCTAssertEqual(restarted.status, 0, restarted.stderr)
+        XCTAssertTrue(restarted.stderr.contains("launch.sh: rank 1 on host"), restarted.stderr)
+        XCTAssertTrue(restarted.stderr.contains("killed by signal 9"), restarted.stderr)
+        XCTAssertTrue(restarted.stderr.contains("restarting (1 of 2)"), restarted.stderr)
+        for name in taskNames {
+            XCTAssertEqual(try tensors("restarted/task_vectors/\(name).safetensors"),
+                           try tensors("uninterrupted/task_vectors/\(name).safetensors"), "\(name) after the restart")
+        }
+    }
+
     /// `merge.sharded: true` on 3 MPI ranks: the slices travel by MPI_Alltoallv, each rank writes
     /// its own task's files, and the merged files are bitwise those of an unsharded run on one
     /// rank, and θ0 + α·Δ with Δ merged here from the saved task vectors (bit for bit too, except
