@@ -12,8 +12,8 @@
 # - root needs --allow-run-as-root; more ranks than cores need --oversubscribe;
 # - --bind-to none: otherwise OpenMPI pins every rank of a small machine to one core;
 # - pml ob1: MPI_Init about 3x faster here than the default (ucx probing);
-# - OpenBLAS: one thread per rank (ranks are the parallelism) and the right kernels for the CPU
-#   (Debian's OpenBLAS falls back to its slowest kernels on AVX-512 CPUs unless told);
+# - OpenBLAS: one thread per rank (ranks are the parallelism); the kernels for each node's CPU are
+#   chosen by orthofuse itself (Core/Numerics/BLASEnvironment.swift), so nodes may differ;
 # - mpirun's help blocks are kept off the terminal: orthofuse's rank 0 prints the one line that says
 #   what happened (a job error, or "the job was stopped" when another rank died); when it could not
 #   (rank 0 itself was killed), this script prints the cause it read from mpirun's notice.
@@ -39,14 +39,6 @@ if [[ $# -eq 0 ]]; then
     exit 2
 fi
 
-if [[ -z "${OPENBLAS_CORETYPE:-}" ]]; then
-    flags=$(grep -m1 '^flags' /proc/cpuinfo || true)
-    if [[ "$flags" == *avx512f* && "$flags" == *avx512bw* && "$flags" == *avx512vl* && "$flags" == *avx512dq* ]]; then
-        export OPENBLAS_CORETYPE=SkylakeX
-    elif [[ "$flags" == *avx2* && "$flags" == *fma* ]]; then
-        export OPENBLAS_CORETYPE=Haswell
-    fi
-fi
 export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
 export OMPI_MCA_pml="${OMPI_MCA_pml:-ob1}"
 
@@ -60,6 +52,7 @@ if [[ -z "${ORTHOFUSE_PROGRESS:-}" ]]; then
 fi
 
 exported=(-x OPENBLAS_NUM_THREADS -x OMPI_MCA_pml -x ORTHOFUSE_PROGRESS)
+# A core type the user set is passed on; otherwise each rank picks its own CPU's kernels.
 if [[ -n "${OPENBLAS_CORETYPE:-}" ]]; then exported+=(-x OPENBLAS_CORETYPE); fi
 
 notice=$(mktemp) passed=$(mktemp)

@@ -52,8 +52,6 @@ run() {
     hostfile=$(mktemp)
     trap 'rm -f "$hostfile"' RETURN
     for i in $(seq 1 "$count"); do echo "$subnet_prefix.$i slots=1" >> "$hostfile"; done
-    flags=$(grep -m1 '^flags' /proc/cpuinfo || true)
-    if [[ -z "${OPENBLAS_CORETYPE:-}" && "$flags" == *avx512f* ]]; then export OPENBLAS_CORETYPE=SkylakeX; fi
     export OPENBLAS_NUM_THREADS=1
     mpirun --allow-run-as-root --bind-to none -np "$count" --hostfile "$hostfile" \
         --mca plm_rsh_agent "$PWD/cluster/netns-agent.sh" \
@@ -61,7 +59,7 @@ run() {
         --mca btl_tcp_if_include "$subnet_prefix.0/24" --mca oob_tcp_if_include "$subnet_prefix.0/24" \
         --mca mpi_yield_when_idle 1 \
         --mca oob_tcp_keepalive_time 2 --mca oob_tcp_keepalive_intvl 1 --mca oob_tcp_keepalive_probes 3 \
-        -x OPENBLAS_NUM_THREADS -x OPENBLAS_CORETYPE -x PATH \
+        -x OPENBLAS_NUM_THREADS -x PATH \
         "$@"
 }
 

@@ -4,8 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release --product orthofuse-bench >/dev/null
-flags=$(grep -m1 '^flags' /proc/cpuinfo || true)
-if [[ -z "${OPENBLAS_CORETYPE:-}" && "$flags" == *avx512f* ]]; then export OPENBLAS_CORETYPE=SkylakeX; fi
 export OPENBLAS_NUM_THREADS=1
 ours=$(.build/release/orthofuse-bench "$@")
 echo "$ours"

@@ -10,6 +10,7 @@ import Foundation
 @main
 struct Bench {
     static func main() {
+        BLASEnvironment.ensureCoreType()
         if CommandLine.arguments.dropFirst().first == "merge" {
             do {
                 try MergeBench.main(Array(CommandLine.arguments.dropFirst(2)))
