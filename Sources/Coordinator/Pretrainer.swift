@@ -127,13 +127,14 @@ public enum BasePretraining {
         if exists, !replacing {
             throw OrthofuseError("\(destination.path) exists; pass --force to replace it")
         }
+        // Both folders before the pre-training, which may take long, rather than after it.
+        try FileSystemMessage.createDirectory(destination.deletingLastPathComponent())
         try FileSystemMessage.createDirectory(plan.output)
         try plan.checkMemory(worldSize: 1)
         let pretrainer = Pretrainer(plan: plan, pretrain: pretrain, console: console)
         let base = FloatBuffer(count: plan.model.layout.totalCount)
         let description = try pretrainer.obtain(into: base)
         let bytes = try Data(contentsOf: pretrainer.cacheURL)
-        try FileSystemMessage.createDirectory(destination.deletingLastPathComponent())
         try AtomicFile.write(bytes, to: destination)
         return "\(description); θ0 (\(base.count) parameters) written to \(destination.path)"
     }

@@ -12,8 +12,21 @@ public enum FileSystemMessage {
         do {
             try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         } catch {
-            throw OrthofuseError("\(url.path): cannot create the folder (\(reason(error)))")
+            throw OrthofuseError("\(url.path): cannot create the folder (\(whyNotCreatable(url) ?? reason(error)))")
         }
+    }
+
+    /// Foundation on Linux often reports only "error 512": ask the nearest existing ancestor.
+    private static func whyNotCreatable(_ url: URL) -> String? {
+        var ancestor = url.deletingLastPathComponent()
+        while ancestor.path != "/", !FileManager.default.fileExists(atPath: ancestor.path) {
+            ancestor = ancestor.deletingLastPathComponent()
+        }
+        var isDirectory: ObjCBool = false
+        _ = FileManager.default.fileExists(atPath: ancestor.path, isDirectory: &isDirectory)
+        if !isDirectory.boolValue { return "\(ancestor.path) is a file, not a folder" }
+        if access(ancestor.path, W_OK) != 0 { return "\(ancestor.path): \(String(cString: strerror(errno)))" }
+        return nil
     }
 
     public static func reason(_ error: any Error) -> String {
@@ -29,6 +42,7 @@ public enum FileSystemMessage {
         case NSFileWriteOutOfSpaceError: return "no space left on device"
         case NSFileNoSuchFileError, NSFileReadNoSuchFileError: return "no such file or directory"
         case NSFileWriteFileExistsError: return "a file of that name exists"
+        case NSFileWriteUnknownError, NSFileReadUnknownError: return "the file system refused the operation"
         default: return error.localizedDescription
         }
     }
