@@ -47,6 +47,15 @@ struct Bench {
             print(String(format: "orthofuse mlp %d-%@-%d batch %d adamw orthoreg=%g: %.3f ms/step",
                          input, hidden.map(String.init).joined(separator: "-"), classes, batch, lambda, milliseconds))
         }
+        // The cost of cutting the batch into 4 micro-batches (the default when it allows), one rank.
+        if batch % 4 == 0 {
+            let whole = trainingStepMilliseconds(backbone: MLPBackbone(mlp, maxBatch: batch), classes: classes,
+                                                 batch: batch, steps: steps, orthoRegLambda: 1)
+            let cut = trainingStepMilliseconds(backbone: MLPBackbone(mlp, maxBatch: batch), classes: classes,
+                                               batch: batch, steps: steps, orthoRegLambda: 1, microBatches: 4)
+            print(String(format: "orthofuse mlp micro_batches 4 vs 1 (orthoreg=1): %.3f vs %.3f ms/step, ratio %.2f",
+                         cut, whole, cut / whole))
+        }
         // The demo's ViT: 28×28, patch 7, width 64, depth 4, 4 heads.
         let vit = ViTConfiguration(channels: 1, height: 28, width: 28, patch: 7, dim: 64, depth: 4, heads: 4)
         for lambda: Float in [0, 1] {
@@ -73,7 +82,7 @@ struct Bench {
 
     /// The real Trainer on random data: median over 3 runs of (time / steps), after a warm-up run.
     static func trainingStepMilliseconds(backbone: any Backbone, classes: Int, batch: Int, steps: Int,
-                                         orthoRegLambda: Float) -> Double {
+                                         orthoRegLambda: Float, microBatches: Int = 1) -> Double {
         var random = RandomStream(seed: 1)
         let count = batch * 8
         let input = backbone.inputCount
@@ -83,7 +92,7 @@ struct Bench {
         backbone.initialize(base, random: &random)
         let head = ClassificationHead(classes: classes, featureCount: backbone.featureCount)
         let settings = TrainingSettings(
-            steps: steps, batchSize: batch, optimizer: .adamw(learningRate: 1e-3),
+            steps: steps, batchSize: batch, microBatches: microBatches, optimizer: .adamw(learningRate: 1e-3),
             orthoReg: OrthoRegSettings(lambda: orthoRegLambda),
             trainedParameters: Array(backbone.layout.specs.indices),
             regularizedParameters: FineTuneMode.full.regularizedParameters(backbone.layout))

@@ -257,41 +257,4 @@ final class MicroBatchTests: XCTestCase {
                                       origin: "job.yaml", baseDirectory: directory)
         XCTAssertNotEqual(one.configHash, four.configHash)
     }
-
-    /// The cost of cutting a batch: one rank, an MNIST-sized MLP with OrthoReg and clipping,
-    /// whole batch vs 4 micro-batches. Printed, not asserted (timings vary by machine and build).
-    func testStepTimeOfMicroBatches() throws {
-        let mlp = MLPConfiguration(inputCount: 784, hidden: [256, 128], activation: .gelu)
-        let layout = mlp.layout
-        var random = RandomStream(seed: 3)
-        let count = 1024
-        let data = Dataset(inputs: (0..<(count * 784)).map { _ in Float(random.nextDouble()) },
-                           labels: (0..<count).map { _ in Int32(random.nextInt(below: 10)) }, sampleShape: [784])
-        let base = FloatBuffer(count: layout.totalCount)
-        MLPBackbone(mlp, maxBatch: 1).initialize(base, random: &random)
-
-        /// Seconds per step over `steps` steps.
-        func stepTime(microBatches: Int, steps: Int) throws -> Double {
-            let settings = TrainingSettings(
-                steps: steps, batchSize: 128, microBatches: microBatches, optimizer: .adamw(learningRate: 1e-3),
-                gradientClip: 1, orthoReg: OrthoRegSettings(lambda: 0.5), trainedParameters: Array(layout.specs.indices),
-                regularizedParameters: FineTuneMode.full.regularizedParameters(layout))
-            let parameters = FloatBuffer(count: base.count)
-            parameters.copy(from: base)
-            let trainer = Trainer(backbone: MLPBackbone(mlp, maxBatch: 128),
-                                  head: ClassificationHead(classes: 10, featureCount: 128), settings: settings)
-            let start = Date()
-            try trainer.run(parameters: parameters, base: base, data: data, random: RandomStream(seed: 1), label: "bench")
-            return Date().timeIntervalSince(start) / Double(steps)
-        }
-        // A short run sets the length: about a second per measurement (an unoptimised build is far slower).
-        let steps = max(4, min(200, Int(1 / (try stepTime(microBatches: 1, steps: 3)))))
-        var times: [Int: Double] = [:]
-        for microBatches in [1, 4, 1, 4] {
-            times[microBatches] = min(times[microBatches] ?? .infinity, try stepTime(microBatches: microBatches, steps: steps))
-        }
-        print(String(format: "micro-batch step time (MLP 784-256-128, batch 128, one rank, best of 2 × %d steps): "
-                     + "M = 1: %.3f ms, M = 4: %.3f ms, ratio %.2f",
-                     steps, times[1]! * 1000, times[4]! * 1000, times[4]! / times[1]!))
-    }
 }

@@ -88,18 +88,19 @@ final class MultiHostTests: XCTestCase {
         // Cut host 3's link while the job runs: the run ends (no hang) with a non-zero status and
         // the launcher names the lost host connection.
         let cutJob = try job("cut", steps: steps)
+        // The cut comes once the first checkpoint exists (6000 steps, one every 200): mid-run.
+        let checkpoints = workspace.directory.appendingPathComponent("cut/checkpoints").path
         let cut = try hosts(["run", "3", "--", Self.binary.path, "run", cutJob, "--quiet"], timeout: 90) {
-            Thread.sleep(forTimeInterval: 1.5)
+            let deadline = Date().addingTimeInterval(60)
+            while ((try? FileManager.default.contentsOfDirectory(atPath: checkpoints)) ?? []).isEmpty, Date() < deadline {
+                Thread.sleep(forTimeInterval: 0.02)
+            }
             _ = try self.hostsNow(["cut", "3"])
         }
         _ = try hostsNow(["restore", "3"])
-        if cut.status == 0 {
-            // The job beat the cut on a fast machine: nothing to recover, the results must still match.
-            print("the job finished before the link was cut")
-        } else {
-            XCTAssertTrue(cut.output.lowercased().contains("lost communication") || cut.output.contains("orthofuse: error"),
-                          "the failure is named:\n\(cut.output)")
-        }
+        XCTAssertNotEqual(cut.status, 0, "the link was cut mid-run")
+        XCTAssertTrue(cut.output.lowercased().contains("lost communication") || cut.output.contains("orthofuse: error"),
+                      "the failure is named:\n\(cut.output)")
 
         // Rerun after restoring the link: resumes from checkpoints, ends equal to the clean run.
         let rerun = try hosts(["run", "3", "--", Self.binary.path, "run", cutJob, "--quiet"])
