@@ -354,7 +354,7 @@ final class MergeMethodTests: XCTestCase {
     }
 }
 
-/// The formulas of REFERENCE §3 in Float64, written for clarity (sorts, explicit loops).
+/// The published formulas of each method in Float64, written for clarity (sorts, explicit loops).
 enum MergeReference {
     static func sum(_ tasks: [[Double]]) -> [Double] {
         var total = [Double](repeating: 0, count: tasks[0].count)

@@ -84,7 +84,7 @@ public enum WeightDisentanglement {
     }
 }
 
-/// The α of task negation θ0 − α·τ_target (REFERENCE §3): the α of the grid that minimises the
+/// The α of task negation θ0 − α·τ_target (the paper's negation protocol): the α of the grid that minimises the
 /// target's validation accuracy while the control's stays at threshold × its accuracy on θ0 or
 /// above; the smallest such α on ties (the least change to θ0).
 public enum NegationRule {

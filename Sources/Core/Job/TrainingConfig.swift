@@ -194,7 +194,7 @@ public struct LoRAConfig: Sendable, Equatable, Codable {
     }
 }
 
-/// The OrthoReg penalty λ·L_ortho(Δθ) added to the task loss (REFERENCE §1).
+/// The OrthoReg penalty λ·L_ortho(Δθ) added to the task loss (README, "OrthoReg").
 public struct OrthoRegConfig: Sendable, Equatable, Codable {
     /// λ; 0 turns the penalty off.
     public let lambda: Double

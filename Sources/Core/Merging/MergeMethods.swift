@@ -1,5 +1,5 @@
 // MergeMethods: the merge methods by name, their settings, and the merged task vector Δ of each
-// (REFERENCE §3), composed as sparsify × sign consensus × combine.
+// (README, "Merging"), composed as sparsify × sign consensus × combine.
 
 /// A way of merging T task vectors into one Δ; the merged model is θ0 + α·Δ.
 public enum MergeMethodName: String, Sendable, Codable, CaseIterable {

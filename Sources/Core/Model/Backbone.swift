@@ -1,4 +1,4 @@
-// Backbone: the interface every feature extractor implements (MLP now, ViT next).
+// Backbone: the interface every feature extractor implements (the MLP and the ViT).
 
 /// A feature extractor with manual forward and backward over a flat parameter buffer.
 /// An instance owns its activation workspace, sized for `maxBatch` rows, so a training step

@@ -26,7 +26,7 @@ public struct SignConflictReport: Codable, Sendable, Equatable {
     }
 }
 
-/// Task negation θ0 − α·τ_target at the α chosen on validation (REFERENCE §3).
+/// Task negation θ0 − α·τ_target at the α chosen on validation (the paper's negation protocol).
 public struct NegationReport: Codable, Sendable, Equatable {
     public struct Point: Codable, Sendable, Equatable {
         public var alpha: Double
