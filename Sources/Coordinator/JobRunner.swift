@@ -181,8 +181,8 @@ public final class JobRunner {
                 }
                 return try TaskVectorMerger.mergedTaskVector(gathered.taskVectors, layout: layout, settings: merge.settings)
             }
-            let entry = try mergeAndEvaluate(merge, base: base, mergedVector: mergedVector,
-                                             results: results, entries: gathered.entries, backbone: backbone)
+            let entry = try mergeAndEvaluate(merge, base: base, mergedVector: mergedVector, results: results,
+                                             assignment: assignment, entries: gathered.entries, backbone: backbone)
             merges.append(entry)
         }
 
@@ -414,28 +414,30 @@ public final class JobRunner {
     /// Chooses α for θ0 + α·Δ on validation, evaluates the test splits there, writes the merged model.
     private func mergeAndEvaluate(
         _ merge: MergePlan, base: FloatBuffer, mergedVector: FloatBuffer, results: [Int: TaskResult],
-        entries: [RunReport.TaskEntry], backbone: any Backbone
+        assignment: [Int], entries: [RunReport.TaskEntry], backbone: any Backbone
     ) throws -> RunReport.MergeEntry {
-        let merged = FloatBuffer(count: base.count)
         let tasks = plan.tasks
         // Linearized task vectors merge in tangent space: f(x; θ0) + J(x; θ0)·αΔ.
         let linearization = plan.finetune.parametrization == .linearized ? base : nil
         let grid = merge.alphaGrid
-
-        // Validation accuracy of every (α, task) pair, each task measured by its owner.
-        let validation: [Double] = try PhaseAgreement.run(communicator) {
-            var values = [Double](repeating: 0, count: grid.count * tasks.count)
-            for (a, alpha) in grid.enumerated() {
-                TaskArithmetic.merge(base: base, taskVectorSum: mergedVector, alpha: Float(alpha), into: merged)
-                for (index, result) in results {
-                    values[a * tasks.count + index] = Evaluation.accuracy(
-                        backbone: backbone, parameters: merged, head: result.head, data: result.data.validation,
-                        linearizedAround: linearization)
-                }
-            }
-            return values
+        let evaluator = DistributedEvaluation(communicator: communicator, assignment: assignment)
+        /// Accuracy of θ0 + α·Δ (model = the index of α in `alphas`) on each task's `split`, by its owner.
+        func accuracies(alphas: [Double], split: KeyPath<TaskData, Dataset>) throws -> [Double] {
+            let items = alphas.indices.flatMap { a in tasks.indices.map { DistributedEvaluation.Item(model: a, task: $0) } }
+            return try evaluator.run(
+                items, parameterCount: base.count,
+                build: { a, merged in
+                    TaskArithmetic.merge(base: base, taskVectorSum: mergedVector, alpha: Float(alphas[a]), into: merged)
+                },
+                measure: { index, merged in
+                    let result = results[items[index].task]!
+                    return Evaluation.accuracy(backbone: backbone, parameters: merged, head: result.head,
+                                               data: result.data[keyPath: split], linearizedAround: linearization)
+                })
         }
-        let validationAll = try communicator.allReduce(validation, .sum)
+
+        // Validation accuracy of every (α, task) pair; every rank picks the same α.
+        let validationAll = try accuracies(alphas: grid, split: \.validation)
         var curve: [RunReport.AlphaPoint] = []
         var bestIndex = 0
         var bestScore = -Double.infinity
@@ -459,13 +461,9 @@ public final class JobRunner {
         let alpha = grid[bestIndex]
 
         // Test accuracy at the chosen α.
+        let test = try accuracies(alphas: [alpha], split: \.test)
+        let merged = FloatBuffer(count: base.count)
         TaskArithmetic.merge(base: base, taskVectorSum: mergedVector, alpha: Float(alpha), into: merged)
-        var test = [Double](repeating: 0, count: tasks.count)
-        for (index, result) in results {
-            test[index] = Evaluation.accuracy(backbone: backbone, parameters: merged, head: result.head,
-                                              data: result.data.test, linearizedAround: linearization)
-        }
-        test = try communicator.allReduce(test, .sum)
         let perTask = tasks.indices.map { index in
             RunReport.PerTaskAccuracy(name: tasks[index].name, accuracy: test[index],
                                       normalizedAccuracy: Self.normalized(test[index], by: entries[index].finetunedAccuracy))

@@ -37,7 +37,7 @@ public enum ModelEvaluation {
                 try head.layout.load(Safetensors.read(run.head(task.name)), into: head.parameters,
                                      origin: run.head(task.name).path)
                 heads[index] = head
-                tests[index] = try testSplit(task, inputCount: backbone.inputCount)
+                tests[index] = try TaskDataLoader.loadSplit(task.test, named: "test", of: task, inputCount: backbone.inputCount)
             }
         }
         let items = plan.tasks.indices.map { DistributedEvaluation.Item(model: 0, task: $0) }
@@ -55,18 +55,6 @@ public enum ModelEvaluation {
             return Row(task: plan.tasks[index].name, accuracy: accuracies[index],
                        finetunedAccuracy: entry?.finetunedAccuracy, zeroShotAccuracy: entry?.zeroShotAccuracy)
         }
-    }
-
-    /// A task's test split, checked against the model and the task like training data is.
-    private static func testSplit(_ task: TaskSpec, inputCount: Int) throws -> Dataset {
-        let data = try Dataset.load(task.test)
-        guard data.featureCount == inputCount else {
-            throw OrthofuseError("task '\(task.name)': test samples have \(data.featureCount) features, the model input needs \(inputCount)")
-        }
-        if let bad = data.labels.first(where: { $0 < 0 || Int($0) >= task.classes }) {
-            throw OrthofuseError("task '\(task.name)': test label \(bad) is outside 0..<\(task.classes)")
-        }
-        return data
     }
 
     /// task | accuracy, with zero-shot, fine-tuned and normalised columns when the run reported them.

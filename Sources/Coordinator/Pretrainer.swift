@@ -129,6 +129,7 @@ public enum BasePretraining {
         }
         // Both folders before the pre-training, which may take long, rather than after it.
         try FileSystemMessage.createDirectory(destination.deletingLastPathComponent())
+        try RunLock.checkWritable(plan.output)  // the cache goes there: never into a user's folder
         try FileSystemMessage.createDirectory(plan.output)
         try plan.checkMemory(worldSize: 1)
         let pretrainer = Pretrainer(plan: plan, pretrain: pretrain, console: console)

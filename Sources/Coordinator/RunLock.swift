@@ -57,13 +57,14 @@ final class RunLock {
     }
 
     /// A run writes only into a folder that is new, empty, or already an orthofuse run (it holds
-    /// a manifest): never a user's folder (`output: .` next to the job file, `output: /`).
+    /// a manifest, or the lock file every run leaves): never a user's folder (`output: .` next to
+    /// the job file, `output: /`).
     static func checkWritable(_ output: URL) throws {
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: output.path)) ?? []).sorted()
-        guard !names.contains(RunManifest.fileName) else { return }
-        // Our own lock and log files, and θ0 cached by `orthofuse pretrain`, come before the manifest.
+        guard !names.contains(RunManifest.fileName), !names.contains(fileName) else { return }
+        // Our own log files and θ0 cached by `orthofuse pretrain` may come before the manifest.
         let foreign = names.filter { name in
-            name != fileName && name != "logs" && !(name == "base.safetensors" && isPretrainCache(output.appendingPathComponent(name)))
+            name != "logs" && !(name == "base.safetensors" && isPretrainCache(output.appendingPathComponent(name)))
         }
         if let example = foreign.first {
             throw OrthofuseError("\(output.path): exists and holds files that are not an orthofuse run (\(example)\(foreign.count > 1 ? " and \(foreign.count - 1) more" : "")); choose a new or empty output directory")

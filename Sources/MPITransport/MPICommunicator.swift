@@ -9,6 +9,20 @@ import Transport
 public final class MPIEnvironment {
     private init() {}
 
+    /// True when started by mpirun or srun (OpenMPI, PMIx and PMI set these before exec); the one
+    /// test of it, so that every executable starts MPI in the same cases.
+    public static var launchedByLauncher: Bool {
+        let environment = ProcessInfo.processInfo.environment
+        return environment["OMPI_COMM_WORLD_SIZE"] != nil || environment["PMIX_RANK"] != nil
+            || environment["PMI_RANK"] != nil
+    }
+
+    /// This process's rank as the launcher set it, before MPI_Init; nil when not launched.
+    public static var launcherRank: Int? {
+        let environment = ProcessInfo.processInfo.environment
+        return (environment["OMPI_COMM_WORLD_RANK"] ?? environment["PMIX_RANK"] ?? environment["PMI_RANK"]).flatMap { Int($0) }
+    }
+
     /// Initialises MPI (or reuses an existing initialisation) and returns MPI_COMM_WORLD, set to
     /// return errors instead of aborting so they surface as thrown TransportErrors.
     /// Works under mpirun and as a singleton (size 1) without it.

@@ -69,21 +69,26 @@ public enum TaskDataLoader {
     /// Loads a task's train and test files, checks them against the model and the task, and
     /// holds out the validation split with the task's own random stream.
     public static func load(_ task: TaskSpec, inputCount: Int, seed: UInt64) throws -> TaskData {
-        let train = try Dataset.load(task.train)
-        let test = try Dataset.load(task.test)
-        for (split, data) in [("train", train), ("test", test)] {
-            guard data.featureCount == inputCount else {
-                throw OrthofuseError(
-                    "task '\(task.name)': \(split) samples have \(data.featureCount) features (shape \(data.sampleShape)), the model input needs \(inputCount)")
-            }
-            if let bad = data.labels.first(where: { $0 < 0 || Int($0) >= task.classes }) {
-                throw OrthofuseError("task '\(task.name)': \(split) label \(bad) is outside 0..<\(task.classes) (classes: \(task.classes))")
-            }
-        }
+        let train = try loadSplit(task.train, named: "train", of: task, inputCount: inputCount)
+        let test = try loadSplit(task.test, named: "test", of: task, inputCount: inputCount)
         let (trainPart, validation) = train.splitValidation(
             fraction: task.validationFraction, maxValidation: task.validationMax,
             random: RandomStream(seed: seed, label: "validation-split/\(task.name)"))
         return TaskData(train: trainPart, validation: validation, test: test)
+    }
+
+    /// One split of a task, checked against the model's input and the task's classes (training
+    /// and `orthofuse eval` both read splits through here).
+    public static func loadSplit(_ source: DatasetSource, named split: String, of task: TaskSpec, inputCount: Int) throws -> Dataset {
+        let data = try Dataset.load(source)
+        guard data.featureCount == inputCount else {
+            throw OrthofuseError(
+                "task '\(task.name)': \(split) samples have \(data.featureCount) features (shape \(data.sampleShape)), the model input needs \(inputCount)")
+        }
+        if let bad = data.labels.first(where: { $0 < 0 || Int($0) >= task.classes }) {
+            throw OrthofuseError("task '\(task.name)': \(split) label \(bad) is outside 0..<\(task.classes) (classes: \(task.classes))")
+        }
+        return data
     }
 }
 

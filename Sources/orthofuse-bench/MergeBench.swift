@@ -38,8 +38,7 @@ enum MergeBench {
         }
         guard ["sharded", "allgather"].contains(variant) else { throw OrthofuseError("--variant: sharded or allgather") }
 
-        let environment = ProcessInfo.processInfo.environment
-        let underMPI = environment["OMPI_COMM_WORLD_SIZE"] != nil || environment["PMIX_RANK"] != nil
+        let underMPI = MPIEnvironment.launchedByLauncher
         let communicator: any Communicator = underMPI ? try MPIEnvironment.initialize() : InProcessWorld(size: 1).communicator(rank: 0)
         defer { if underMPI { try? MPIEnvironment.finalize() } }
         let rank = communicator.rank, size = communicator.size

@@ -11,20 +11,13 @@ enum JobSource {
 }
 
 enum Launch {
-    /// True when started by mpirun/srun (OpenMPI or PMIx set these before exec).
-    static var launchedByMPI: Bool {
-        let environment = ProcessInfo.processInfo.environment
-        return environment["OMPI_COMM_WORLD_SIZE"] != nil || environment["PMIX_RANK"] != nil
-            || environment["PMI_RANK"] != nil
-    }
+    static var launchedByMPI: Bool { MPIEnvironment.launchedByLauncher }
 
     /// MPI when launched by mpirun; otherwise a single in-process rank (no MPI singleton start-up).
     static func makeCommunicator() throws -> any Communicator {
         if launchedByMPI {
             // From the start: a rank may die while the others are still starting up.
-            let environment = ProcessInfo.processInfo.environment
-            let rank = (environment["OMPI_COMM_WORLD_RANK"] ?? environment["PMIX_RANK"]).flatMap { Int($0) } ?? -1
-            StopSignal.install(rank: rank, output: nil)
+            StopSignal.install(rank: MPIEnvironment.launcherRank ?? -1, output: nil)
             return try MPIEnvironment.initialize()
         }
         return InProcessWorld(size: 1).communicator(rank: 0)
