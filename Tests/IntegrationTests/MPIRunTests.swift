@@ -222,15 +222,18 @@ final class MPIRunTests: XCTestCase {
 
     /// kill -9 of one rank mid-run ends the mpirun; the rerun resumes every task from its
     /// checkpoint and ends exactly where an uninterrupted run does.
+    /// A synthetic job of `steps` steps that checkpoints every `every`, saved as OUTPUT.yaml.
+    private func checkpointedJob(_ output: String, steps: Int, every: Int) throws -> String {
+        let text = SyntheticTasks.jobYAML(taskNames: taskNames, steps: steps)
+            .replacingOccurrences(of: "output: out", with: "output: \(output)")
+            .replacingOccurrences(of: "  grad_clip: 1.0", with: "  grad_clip: 1.0\n  checkpoint_every: \(every)")
+        let path = directory.appendingPathComponent("\(output).yaml")
+        try text.write(to: path, atomically: true, encoding: .utf8)
+        return path.path
+    }
+
     func testKilledRankThenRerunResumes() throws {
-        func job(_ output: String) throws -> String {
-            let text = SyntheticTasks.jobYAML(taskNames: taskNames, steps: 6000)
-                .replacingOccurrences(of: "output: out", with: "output: \(output)")
-                .replacingOccurrences(of: "  grad_clip: 1.0", with: "  grad_clip: 1.0\n  checkpoint_every: 200")
-            let path = directory.appendingPathComponent("\(output).yaml")
-            try text.write(to: path, atomically: true, encoding: .utf8)
-            return path.path
-        }
+        func job(_ output: String) throws -> String { try checkpointedJob(output, steps: 6000, every: 200) }
         let clean = try execute([Self.binary.path, "run", try job("clean"), "--quiet"])
         XCTAssertEqual(clean.status, 0, clean.stderr)
 
@@ -270,14 +273,7 @@ final class MPIRunTests: XCTestCase {
     /// `launch.sh --max-restarts 2`: rank 1 is killed once, after the first checkpoint exists; the
     /// launcher names the cause, runs the job again, and it ends bitwise where an uninterrupted run does.
     func testLauncherRestartsAfterAKilledRankAndTheJobFinishes() throws {
-        func job(_ output: String) throws -> String {
-            let text = SyntheticTasks.jobYAML(taskNames: taskNames, steps: 3000)
-                .replacingOccurrences(of: "output: out", with: "output: \(output)")
-                .replacingOccurrences(of: "  grad_clip: 1.0", with: "  grad_clip: 1.0\n  checkpoint_every: 100")
-            let path = directory.appendingPathComponent("\(output).yaml")
-            try text.write(to: path, atomically: true, encoding: .utf8)
-            return path.path
-        }
+        func job(_ output: String) throws -> String { try checkpointedJob(output, steps: 3000, every: 100) }
         let clean = try execute([Self.binary.path, "run", try job("uninterrupted"), "--quiet"])
         XCTAssertEqual(clean.status, 0, clean.stderr)
         // The program mpirun starts: on the first attempt rank 1 kills itself once a checkpoint exists.
