@@ -6,7 +6,6 @@ let package = Package(
     name: "orthofuse",
     products: [
         .executable(name: "orthofuse", targets: ["orthofuse"]),
-        .executable(name: "orthofuse-bench", targets: ["orthofuse-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -36,13 +35,13 @@ let package = Package(
         .target(name: "MPITransport", dependencies: ["Transport", "MPIShim"]),
         .target(name: "Worker", dependencies: ["Core", "Transport"]),
         .target(name: "Coordinator", dependencies: ["Core", "Transport", "Worker", "ControlProtocol"]),
+        // Speed measurements behind `orthofuse bench` (scripts/bench.sh compares them with PyTorch;
+        // scripts/bench_merge.sh runs sharded vs all-gather merging under mpirun); never run by tests.
+        .target(name: "Benchmarks", dependencies: ["Core", "Transport", "MPITransport", "Coordinator"]),
         .executableTarget(name: "orthofuse", dependencies: [
-            "Core", "Transport", "MPITransport", "Worker", "Coordinator",
+            "Core", "Transport", "MPITransport", "Worker", "Coordinator", "Benchmarks",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        // Speed measurements (scripts/bench.sh compares them with PyTorch; scripts/bench_merge.sh
-        // runs sharded vs all-gather merging under mpirun); never run by tests.
-        .executableTarget(name: "orthofuse-bench", dependencies: ["Core", "Transport", "MPITransport", "Coordinator"]),
         // Shared test helpers (synthetic tasks as real files).
         .target(name: "TestSupport", dependencies: ["Core", "Coordinator", "Transport"], path: "Tests/TestSupport"),
         .testTarget(name: "CoreTests", dependencies: [

@@ -20,8 +20,8 @@ while [[ $# -gt 0 ]]; do
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
-swift build -c release --product orthofuse-bench >/dev/null
-bench=.build/release/orthofuse-bench
+swift build -c release --product orthofuse >/dev/null
+bench=.build/release/orthofuse
 
 # Rough peak per rank in floats, in units of one task vector (P floats): all-gather holds its own
 # vectors twice (results and the send block), the gathered blocks and MPI's staging copy of them,
@@ -46,7 +46,7 @@ for np in $ranks_list; do
                 summary+=("$line")
                 continue
             fi
-            output=$(cluster/launch.sh -np "$np" -- "$bench" merge --variant "$variant" --method "$method" \
+            output=$(cluster/launch.sh -np "$np" -- "$bench" bench merge --variant "$variant" --method "$method" \
                 --tasks "$tasks" --parameters "$parameters")
             echo "$output"
             peak=$(echo "$output" | sed -nE 's/.*VmHWM ([0-9]+) MiB.*/\1/p' | sort -n | tail -1)

@@ -1,8 +1,8 @@
-"""bench_torch.py: the PyTorch twin of orthofuse-bench's training step (MLP, AdamW, ± OrthoReg).
+"""bench_torch.py: the PyTorch twin of `orthofuse bench train`'s step (MLP, AdamW, ± OrthoReg).
 
 Needs a CPU torch (pip install torch==2.13.0+cpu from the local wheel folder), and timm for the
 ViT (pip install timm pillow --no-deps). One thread, like
-one orthofuse rank. Prints ms/step in the same format as orthofuse-bench.
+one orthofuse rank. Prints one ms/step line per setting (scripts/bench.sh pairs them with `orthofuse bench train`).
 """
 import argparse
 import time

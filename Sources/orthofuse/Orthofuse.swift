@@ -1,4 +1,4 @@
-// Orthofuse: the command-line entry point (run, sweep, demo, pretrain, merge, eval, analyze, report, doctor).
+// Orthofuse: the command-line entry point (run, sweep, demo, pretrain, merge, eval, analyze, report, doctor, bench).
 import ArgumentParser
 import Coordinator
 import Core
@@ -12,7 +12,7 @@ struct Orthofuse: ParsableCommand {
         commandName: "orthofuse",
         abstract: "Fine-tune one model per task with OrthoReg on MPI ranks, merge the task vectors, evaluate.",
         version: JobRunner.version,
-        subcommands: [Run.self, SweepCommand.self, Demo.self, Pretrain.self, Merge.self, Eval.self, Analyze.self, Report.self, Doctor.self])
+        subcommands: [Run.self, SweepCommand.self, Demo.self, Pretrain.self, Merge.self, Eval.self, Analyze.self, Report.self, Doctor.self, Bench.self])
 
     static func main() {
         BLASEnvironment.ensureCoreType()

@@ -1,10 +1,8 @@
-// MergeBench: `orthofuse-bench merge`: peak memory and throughput of sharded vs all-gather merging.
+// MergeBench: `orthofuse bench merge`: peak memory and throughput of sharded vs all-gather merging.
 //
-// Usage (under mpirun, one variant and method per run, since VmHWM is a per-process peak):
-//   orthofuse-bench merge --variant sharded|allgather --method task_arithmetic|ties
-//                         [--tasks 8] [--parameters 50000000] [--seed 1]
-// Task t belongs to rank t mod R, which generates τt from the seed (no files). The timed part
-// starts once every rank holds its own task vectors and ends when every rank holds Δ:
+// Under mpirun, one variant and method per run, since VmHWM is a per-process peak. Task t belongs
+// to rank t mod R, which generates τt from the seed (no files). The timed part starts once every
+// rank holds its own task vectors and ends when every rank holds Δ:
 // - allgather: step 5 and 7 as a run without sharding does them: an allGather of each rank's
 //   task vectors, then every rank merges all of them (TaskVectorMerger);
 // - sharded: the allToAll exchange of slices, the sliced merge, the gather of Δ (ShardedMerge).
@@ -15,29 +13,27 @@ import Foundation
 import MPITransport
 import Transport
 
-enum MergeBench {
-    static func main(_ arguments: [String]) throws {
-        var variant = "sharded"
-        var method = MergeMethodName.taskArithmetic
-        var taskCount = 8
-        var parameters = 50_000_000
-        var seed: UInt64 = 1
-        var iterator = arguments.makeIterator()
-        while let argument = iterator.next() {
-            guard let value = iterator.next() else { throw OrthofuseError("\(argument): missing value") }
-            switch argument {
-            case "--variant": variant = value
-            case "--method":
-                guard let name = MergeMethodName(rawValue: value) else { throw OrthofuseError("--method: unknown method \(value)") }
-                method = name
-            case "--tasks": taskCount = Int(value) ?? taskCount
-            case "--parameters": parameters = Int(value) ?? parameters
-            case "--seed": seed = UInt64(value) ?? seed
-            default: throw OrthofuseError("unknown option \(argument)")
-            }
-        }
-        guard ["sharded", "allgather"].contains(variant) else { throw OrthofuseError("--variant: sharded or allgather") }
+public enum MergeBench {
+    public struct Options: Sendable {
+        public var sharded: Bool
+        public var method: MergeMethodName
+        public var taskCount: Int
+        public var parameters: Int
+        public var seed: UInt64
 
+        public init(sharded: Bool, method: MergeMethodName, taskCount: Int, parameters: Int, seed: UInt64) {
+            self.sharded = sharded
+            self.method = method
+            self.taskCount = taskCount
+            self.parameters = parameters
+            self.seed = seed
+        }
+    }
+
+    /// Runs one measurement on this process's rank; rank 0 prints the figures.
+    public static func run(_ options: Options) throws {
+        let variant = options.sharded ? "sharded" : "allgather"
+        let method = options.method, taskCount = options.taskCount, parameters = options.parameters, seed = options.seed
         let underMPI = MPIEnvironment.launchedByLauncher
         let communicator: any Communicator = underMPI ? try MPIEnvironment.initialize() : InProcessWorld(size: 1).communicator(rank: 0)
         defer { if underMPI { try? MPIEnvironment.finalize() } }
