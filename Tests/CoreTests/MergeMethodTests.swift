@@ -97,6 +97,37 @@ final class MergeMethodTests: XCTestCase {
         }
     }
 
+    func testIsoCMatchesFormula() throws {
+        for taskCount in [1, 3] {
+            let vectors = Self.taskVectors(taskCount, seed: 23)
+            let expected = MergeReference.isoC(Self.doubles(vectors), layout: Self.layout)
+            checkTensor("iso_c T=\(taskCount)", try merged(vectors, MergeSettings(method: .isoC)), expected,
+                        relative: 2e-5, absolute: 1e-5)
+        }
+        // Its matrices keep the sum's energy (Σσ) with every singular value equal.
+        let vectors = Self.taskVectors(3, seed: 29)
+        let iso = try merged(vectors, MergeSettings(method: .isoC))
+        let sum = MergeReference.sum(Self.doubles(vectors))
+        let range = Self.layout.range(at: 0)
+        let before = MergeReference.jacobiSVD(Array(sum[range]), rows: 6, columns: 4).s
+        let after = MergeReference.jacobiSVD(iso[range].map(Double.init), rows: 6, columns: 4).s
+        let mean = before.reduce(0, +) / Double(before.count)
+        for value in after { XCTAssertEqual(value, mean, accuracy: 1e-4 * mean) }
+        // An untouched matrix stays zero.
+        let zeros = FloatBuffer(count: Self.layout.totalCount)
+        XCTAssertTrue(try merged([zeros, zeros], MergeSettings(method: .isoC)).allSatisfy { $0 == 0 })
+    }
+
+    func testMagMaxTakesTheLargestMagnitudeFirstTaskOnTies() throws {
+        let vectors = Self.taskVectors(3, seed: 31)
+        let expected = MergeReference.magmax(Self.doubles(vectors))
+        XCTAssertEqual(try merged(vectors, MergeSettings(method: .magmax)), expected.map(Float.init))
+        let count = Self.layout.totalCount
+        let a = FloatBuffer([Float](repeating: 2, count: count)), b = FloatBuffer([Float](repeating: -2, count: count))
+        XCTAssertTrue(try merged([a, b], MergeSettings(method: .magmax)).allSatisfy { $0 == 2 }, "equal |τ|: the first task")
+        XCTAssertTrue(try merged([b, a], MergeSettings(method: .magmax)).allSatisfy { $0 == -2 })
+    }
+
     func testTaskSingularVectorsWithMoreTasksThanRank() throws {
         // T = 4 > k = 3 for the projection: r = 1 each, p = 4, and the stacked U [3, 4] is wide,
         // so its nearest orthonormal matrix has orthonormal rows.
@@ -463,6 +494,32 @@ enum MergeReference {
             }
         }
         return merged
+    }
+
+    /// Iso-C: per matrix, mean(σ(Στ))·polar(Στ); other tensors the mean of the task vectors.
+    static func isoC(_ tasks: [[Double]], layout: ParameterLayout) -> [Double] {
+        let total = sum(tasks)
+        var merged = [Double](repeating: 0, count: layout.totalCount)
+        for (index, spec) in layout.specs.enumerated() {
+            let range = layout.range(at: index)
+            guard spec.isMatrix else {
+                for i in range { merged[i] = total[i] / Double(tasks.count) }
+                continue
+            }
+            let (m, n) = (spec.shape[0], spec.shape[1])
+            let block = Array(total[range])
+            let s = jacobiSVD(block, rows: m, columns: n).s
+            let mean = s.reduce(0, +) / Double(s.count)
+            for (offset, value) in polar(block, rows: m, columns: n).enumerated() { merged[range.lowerBound + offset] = mean * value }
+        }
+        return merged
+    }
+
+    /// MagMax: per entry the task value of largest magnitude, the first on ties.
+    static func magmax(_ tasks: [[Double]]) -> [Double] {
+        tasks[0].indices.map { i in
+            tasks.map { $0[i] }.reduce(tasks[0][i]) { abs($1) > abs($0) ? $1 : $0 }
+        }
     }
 
     /// The best rank-r approximation U_r·S_r·V_rᵀ.

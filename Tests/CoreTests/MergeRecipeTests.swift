@@ -62,7 +62,7 @@ final class MergeRecipeTests: XCTestCase {
         let cases: [(String, String)] = [
             ("method: ties\ndensty: 0.2",
              "merge.yaml: densty: unknown key (allowed: method, alpha, density, trim, gamma, lambda, k, seed, base, models, output)"),
-            ("method: tie", "merge.yaml: method: expected one of average, task_arithmetic, ties, dare, dare_ties, breadcrumbs, tsv, consensus, got \"tie\""),
+            ("method: tie", "merge.yaml: method: expected one of average, task_arithmetic, ties, dare, dare_ties, breadcrumbs, tsv, consensus, iso_c, magmax, got \"tie\""),
             ("trim: local", "merge.yaml: trim: expected one of global, per-tensor, got \"local\""),
             ("density: 0", "merge.yaml: density: must be in (0, 1]"),
             ("gamma: 1", "merge.yaml: gamma: must be in [0, 1)"),

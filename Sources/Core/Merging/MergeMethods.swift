@@ -11,6 +11,8 @@ public enum MergeMethodName: String, Sendable, Codable, CaseIterable {
     case breadcrumbs
     case tsv
     case consensus
+    case isoC = "iso_c"
+    case magmax
 }
 
 /// Where TIES' top-k is taken: over the whole flattened task vector (the TIES paper and code)
@@ -61,7 +63,7 @@ public struct MergeSettings: Sendable, Equatable {
         case .ties: return 0.2
         case .dare, .dareTies: return 0.5
         case .breadcrumbs: return 0.1
-        case .average, .taskArithmetic, .tsv, .consensus: return 1
+        case .average, .taskArithmetic, .tsv, .consensus, .isoC, .magmax: return 1
         }
     }
 
@@ -70,8 +72,8 @@ public struct MergeSettings: Sendable, Equatable {
     public var needsWholeTensors: Bool {
         switch method {
         case .ties: trim == .perTensor
-        case .breadcrumbs, .tsv: true
-        case .average, .taskArithmetic, .dare, .dareTies, .consensus: false
+        case .breadcrumbs, .tsv, .isoC: true
+        case .average, .taskArithmetic, .dare, .dareTies, .consensus, .magmax: false
         }
     }
 
@@ -82,7 +84,7 @@ public struct MergeSettings: Sendable, Equatable {
             guard density > 0 && density <= 1 else {
                 throw OrthofuseError("merge \(method.rawValue): density must be in (0, 1], got \(density)")
             }
-        case .average, .taskArithmetic, .tsv, .consensus:
+        case .average, .taskArithmetic, .tsv, .consensus, .isoC, .magmax:
             break
         }
         if method == .breadcrumbs {
@@ -123,6 +125,8 @@ public enum TaskVectorMerger {
     /// - breadcrumbs (Davari & Belilovsky 2024): Δ = Σt window(τt) (`MagnitudeWindow`).
     /// - tsv (Gargiulo et al. 2025): `TaskSingularVectorsMerge`.
     /// - consensus (Wang et al. 2024, TALL masks): `ConsensusMask`.
+    /// - iso_c (Marczak et al. 2025): `IsotropicMerge`, Σt τt with each matrix's spectrum flattened.
+    /// - magmax (Marczak et al. 2024): `MagnitudeMax`, per entry the task value of largest |τ|.
     ///
     /// Sums run in task order in Float32. Throws (one line) for no task vectors, a vector whose
     /// size is not the layout's, a non-finite entry, or invalid settings (`validate()`).
@@ -196,6 +200,10 @@ public enum TaskVectorMerger {
             return try TaskSingularVectorsMerge.merge(slices, layout: layout, region: region)
         case .consensus:
             return ConsensusMask.merge(slices, count: count, lambda: Float(settings.consensusLambda), k: settings.consensusK)
+        case .isoC:
+            return try IsotropicMerge.merge(slices, layout: layout, region: region)
+        case .magmax:
+            return MagnitudeMax.merge(slices, count: count)
         }
     }
 
