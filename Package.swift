@@ -6,6 +6,8 @@ let package = Package(
     name: "orthofuse",
     products: [
         .executable(name: "orthofuse", targets: ["orthofuse"]),
+        // For Fuzz/ (a package of its own, built with -sanitize=fuzzer by scripts/fuzz.sh).
+        .library(name: "OrthofuseParsers", targets: ["Core", "ControlProtocol"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
