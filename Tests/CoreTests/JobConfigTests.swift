@@ -338,7 +338,7 @@ final class JobConfigTests: XCTestCase {
              "job.yaml: runtime.coordinator_trains: expected true or false, got \"maybe\""),
             ("name: quickstart", "name: q\nmerge: {methods: [task_arithmetic, tie]}",
              "job.yaml: merge.methods[1]: expected one of average, task_arithmetic, ties, dare, dare_ties, breadcrumbs, "
-                + "tsv, consensus, got \"tie\""),
+                + "tsv, consensus, iso_c, magmax, got \"tie\""),
             ("name: quickstart", "name: q\nmerge: {methods: [[ties]]}",
              "job.yaml: merge.methods[0]: expected a method name or {name: method, ...}, got a list"),
             ("name: quickstart", "name: q\nmerge: {methods: [{name: ties, trim: local}]}",
