@@ -41,6 +41,7 @@ for line in sys.stdin:
     ours = json.loads(line)
     key = (ours["arch"], float(ours["orthoreg"]))
     if key in torch:
-        print(f"{key[0]} orthoreg={key[1]:g}: orthofuse {ours[\"ms_per_step\"]:.2f} ms, torch {torch[key]:.2f} ms: "
-              f"torch/orthofuse {torch[key] / ours[\"ms_per_step\"]:.2f}x (>1: orthofuse is faster)")
+        mine = ours["ms_per_step"]
+        print(f"{key[0]} orthoreg={key[1]:g}: orthofuse {mine:.2f} ms, torch {torch[key]:.2f} ms: "
+              f"torch/orthofuse {torch[key] / mine:.2f}x (>1: orthofuse is faster)")
 ' "$theirs"
