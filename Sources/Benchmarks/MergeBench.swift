@@ -52,7 +52,7 @@ public enum MergeBench {
         let started = Date()
         var phases: [Double] = []  // seconds: exchange or gather, merge (+ gather of Δ when sharded)
         let delta: FloatBuffer
-        if variant == "sharded" {
+        if options.sharded {
             let partition = ShardPartition.forMerging([settings], layout: layout, ranks: size)
             let shards = try TaskVectorShards.exchange(own: own, assignment: assignment, layout: layout,
                                                        partition: partition, communicator: communicator)
@@ -80,8 +80,8 @@ public enum MergeBench {
         print(String(format: "merge %@ %@: np %d, T %d, P %d (%.2f GB of task vectors)", variant, method.rawValue,
                      size, taskCount, layout.totalCount, bytes / 1e9))
         print(String(format: "  time %.2f s (%@ %.2f s, merge%@ %.2f s), throughput %.2f GB/s", seconds,
-                     variant == "sharded" ? "exchange" : "allGather", slowest[0],
-                     variant == "sharded" ? " + gather of Δ" : "", slowest[1], bytes / 1e9 / seconds))
+                     options.sharded ? "exchange" : "allGather", slowest[0],
+                     options.sharded ? " + gather of Δ" : "", slowest[1], bytes / 1e9 / seconds))
         for r in 0..<size {
             print(String(format: "  rank %d: VmHWM %.0f MiB (%.0f MiB holding its own task vectors)", r,
                          mib(resident[size + r]), mib(resident[r])))

@@ -15,19 +15,6 @@ public enum TrainingBench {
         public var msPerStep: Double
         public var samplesPerSecond: Double
 
-        public init(arch: String, shape: String, batch: Int, microBatches: Int, orthoreg: Double, threads: Int,
-                    blasCore: String, msPerStep: Double, samplesPerSecond: Double) {
-            self.arch = arch
-            self.shape = shape
-            self.batch = batch
-            self.microBatches = microBatches
-            self.orthoreg = orthoreg
-            self.threads = threads
-            self.blasCore = blasCore
-            self.msPerStep = msPerStep
-            self.samplesPerSecond = samplesPerSecond
-        }
-
         enum CodingKeys: String, CodingKey {
             case arch, shape, batch, orthoreg, threads
             case microBatches = "micro_batches"
@@ -42,6 +29,16 @@ public enum TrainingBench {
             encoder.outputFormatting = [.sortedKeys]
             return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
         }
+    }
+
+    /// `backbone`'s step measured (`stepMilliseconds`) and described; `shape` names the model.
+    public static func measure(backbone: any Backbone, arch: String, shape: String, classes: Int, batch: Int,
+                               steps: Int, orthoRegLambda: Double, microBatches: Int, threads: Int) throws -> Result {
+        let milliseconds = try stepMilliseconds(backbone: backbone, classes: classes, batch: batch, steps: steps,
+                                                orthoRegLambda: orthoRegLambda, microBatches: microBatches)
+        return Result(arch: arch, shape: shape, batch: batch, microBatches: microBatches, orthoreg: orthoRegLambda,
+                      threads: threads, blasCore: BLASRuntime.coreName, msPerStep: milliseconds,
+                      samplesPerSecond: Double(batch) * 1000 / milliseconds)
     }
 
     /// The median over 3 timed runs (after a warm-up run) of time / steps of `backbone`'s full

@@ -331,7 +331,7 @@ public final class JobRunner {
         metadata["orthofuse.kind"] = "base"
         // Keep the pre-training cache key, so that a rerun reuses this θ0 instead of pre-training again.
         let baseURL = output.appendingPathComponent("base.safetensors")
-        if case .pretrain = plan.base, let cached = try? Safetensors.read(baseURL) {
+        if case .pretrain = plan.base, let cached = try? Safetensors.readHeader(baseURL) {
             for (key, value) in cached.metadata where key.hasPrefix("orthofuse.pretrain_") { metadata[key] = value }
         }
         try Safetensors.write(plan.model.layout.records(from: base), metadata: metadata, to: baseURL)

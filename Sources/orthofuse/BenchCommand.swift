@@ -65,11 +65,9 @@ struct TrainBench: ParsableCommand {
                                                     patch: patch, dim: width, depth: depth, heads: heads), maxBatch: batch)
             shape = "\(dimensions.map(String.init).joined(separator: "x")) p\(patch) d\(width) depth\(depth) h\(heads)"
         }
-        let milliseconds = try TrainingBench.stepMilliseconds(backbone: backbone, classes: classes, batch: batch, steps: steps,
-                                                              orthoRegLambda: orthoreg, microBatches: microBatches)
-        let result = TrainingBench.Result(arch: arch, shape: shape, batch: batch, microBatches: microBatches, orthoreg: orthoreg,
-                                          threads: threads, blasCore: BLASRuntime.coreName, msPerStep: milliseconds,
-                                          samplesPerSecond: Double(batch) * 1000 / milliseconds)
+        let result = try TrainingBench.measure(backbone: backbone, arch: arch, shape: shape, classes: classes, batch: batch,
+                                               steps: steps, orthoRegLambda: orthoreg, microBatches: microBatches,
+                                               threads: threads)
         print(result.jsonLine)
     }
 }
