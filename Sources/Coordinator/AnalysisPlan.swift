@@ -1,5 +1,6 @@
 // AnalysisPlan: the negation and disentanglement evaluations of a job, resolved to task indices.
 import Core
+import JobSchema
 
 public struct AnalysisPlan: Sendable, Equatable {
     public struct Negation: Sendable, Equatable {

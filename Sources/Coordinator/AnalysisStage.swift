@@ -1,5 +1,6 @@
 // AnalysisStage: step 7b of a run: task vector analyses, negation and ξ, distributed over ranks.
 import Core
+import Reporting
 import Foundation
 import Transport
 import Worker

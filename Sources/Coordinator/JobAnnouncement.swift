@@ -2,6 +2,7 @@
 // that it runs the same binary version and the same job before any work.
 import ControlProtocol
 import Core
+import JobSchema
 import Foundation
 import Transport
 

@@ -1,5 +1,6 @@
 // JobPlan+Config: resolving a validated job file into the plan the ranks execute.
 import Core
+import JobSchema
 import Foundation
 import Worker
 

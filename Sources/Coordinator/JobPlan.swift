@@ -1,5 +1,6 @@
 // JobPlan: a validated job, resolved into what the ranks execute (model, θ0 source, tasks, settings).
 import Core
+import JobSchema
 import Foundation
 import Worker
 

@@ -39,6 +39,7 @@
 //  8. Report.  Rank 0 writes report.json and report.html and prints the table; a final barrier
 //              keeps every rank alive until the outputs exist.
 import Core
+import Reporting
 import Foundation
 import Transport
 import Worker

@@ -1,5 +1,6 @@
 // ModelEvaluation: `orthofuse eval`, a given model with a run's heads on every task's test split.
 import Core
+import Reporting
 import Foundation
 import Transport
 import Worker

@@ -1,6 +1,7 @@
 // Pretrainer: makes θ0 on rank 0 by training the backbone on a joint task over slices of the
 // pre-training datasets, and caches it in the run directory.
 import Core
+import Reporting
 import Foundation
 import Worker
 import Transport

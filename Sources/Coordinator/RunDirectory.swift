@@ -1,5 +1,7 @@
 // RunDirectory: a finished run's outputs read back (report.html rebuilt, analyses recomputed).
 import Core
+import JobSchema
+import Reporting
 import Foundation
 
 public struct RunDirectory: Sendable {

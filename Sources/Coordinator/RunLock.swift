@@ -1,6 +1,7 @@
 // RunLock: one run at a time per output directory (an advisory flock held by rank 0), and the
 // rule for which folders a run may write into at all.
 import Core
+import Reporting
 import Foundation
 
 #if canImport(Glibc)

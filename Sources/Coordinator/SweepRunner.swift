@@ -11,6 +11,8 @@
 //     finished cell (atomically), so an interrupted sweep keeps its summary up to date.
 // `--only CELL` runs one cell (into `--output DIR` if given, and then leaves the summary alone).
 import Core
+import JobSchema
+import Reporting
 import Foundation
 import Transport
 

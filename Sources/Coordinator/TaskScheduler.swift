@@ -3,6 +3,7 @@
 // each finished task's files and manifest entry.
 import ControlProtocol
 import Core
+import Reporting
 import Foundation
 import Transport
 import Worker
@@ -84,8 +85,8 @@ final class TaskScheduler {
             outcome = TrainingOutcome(taskCount: plan.tasks.count)
             for index in queueOrder where outcome.failures.isEmpty || plan.onTaskFailure == .skip {
                 let name = plan.tasks[index].name
-                defer { ProgressDisplay.shared.remove(task: name) }
-                file(try trainLocally(index, onStep: { Self.show($0, of: name, on: 0) }), index: index, into: &outcome)
+                defer { console.progress?.remove(task: name) }
+                file(try trainLocally(index, onStep: { self.show($0, of: name, on: 0) }), index: index, into: &outcome)
             }
         } else {
             outcome = try endingTheJobOnError { try rank == 0 ? coordinateQueue() : serveQueue() }
@@ -105,7 +106,7 @@ final class TaskScheduler {
             throw aborted.underlying
         } catch {
             let message = rank == 0 ? "\(error)" : "rank \(rank): \(error)"
-            Console.error(message)
+            console.error(message)
             try communicator.abort(code: 1, message: message)
             throw error
         }
@@ -117,8 +118,8 @@ final class TaskScheduler {
     }
 
     /// Rank 0's live row for `task`, trained on `rank`.
-    private static func show(_ progress: TrainingProgress, of task: String, on rank: Int) {
-        ProgressDisplay.shared.update(.init(
+    private func show(_ progress: TrainingProgress, of task: String, on rank: Int) {
+        console.progress?.update(.init(
             task: task, rank: rank, step: progress.step, steps: progress.steps, loss: progress.loss,
             orthoReg: progress.orthoReg, samplesPerSecond: progress.samplesPerSecond))
     }
@@ -167,7 +168,7 @@ final class TaskScheduler {
                     _ = try taskIndex(progress.task, from: source)
                     busy[source]?.heard = Date()
                     busy[source]?.step = progress.step
-                    ProgressDisplay.shared.update(.init(
+                    console.progress?.update(.init(
                         task: progress.task, rank: source, step: progress.step, steps: progress.steps, loss: progress.loss,
                         orthoReg: progress.orthoReg, samplesPerSecond: progress.samplesPerSecond))
                     console.verbose(String(format: "rank %d %@: step %d/%d loss %.4f %.0f samples/s", source, progress.task,
@@ -176,7 +177,7 @@ final class TaskScheduler {
                     let index = try taskIndex(result.task, from: source)
                     outcome.owners[index] = source
                     try manifest?.record(plan.tasks[index], result: result, rank: source)
-                    ProgressDisplay.shared.remove(task: result.task)
+                    console.progress?.remove(task: result.task)
                     console.info(String(format: "%@ finished on rank %d: fine-tuned test accuracy %.2f%% (zero-shot %.2f%%), %.1f s",
                                         result.task, source, 100 * result.finetunedAccuracy, 100 * result.zeroShotAccuracy,
                                         result.trainSeconds))
@@ -184,7 +185,7 @@ final class TaskScheduler {
                     try assign(to: source)
                 case let .failure(task, reason, _):
                     let index = try taskIndex(task, from: source)
-                    ProgressDisplay.shared.remove(task: task)
+                    console.progress?.remove(task: task)
                     failed(index, on: source, reason: reason)
                     busy[source] = nil
                     try assign(to: source)
@@ -205,7 +206,7 @@ final class TaskScheduler {
                     format: "rank %d sent nothing for %.3g s while fine-tuning '%@' (last at step %d/%d): it is hung or its host is unreachable (runtime.heartbeat_timeout: %g); ending the job, rerun to resume",
                     worker, now.timeIntervalSince(state.heard), plan.tasks[state.task].name, state.step, state.steps,
                     plan.heartbeatTimeout)
-                Console.error(message)
+                console.error(message)
                 do {
                     try communicator.abort(code: 3, message: message)
                 } catch {
@@ -222,10 +223,10 @@ final class TaskScheduler {
                 own = nil
                 let name = plan.tasks[index].name
                 let onStep: (TrainingProgress) throws -> Void = { progress in
-                    Self.show(progress, of: name, on: 0)
+                    self.show(progress, of: name, on: 0)
                     do { try service() } catch { throw SchedulerStop(underlying: error) }
                 }
-                defer { ProgressDisplay.shared.remove(task: name) }
+                defer { console.progress?.remove(task: name) }
                 let attempt = try trainLocally(index, onStep: onStep)
                 file(attempt, index: index, into: &outcome)
                 if case .failure = attempt, plan.onTaskFailure == .abort { stopping = true }

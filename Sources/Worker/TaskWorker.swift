@@ -1,6 +1,7 @@
 // TaskWorker: everything one rank does for one task: load and split its data, fit the frozen
 // head on θ0, fine-tune the backbone, and measure it.
 import Core
+import Reporting
 import Foundation
 
 /// One task of the job, with its files resolved.

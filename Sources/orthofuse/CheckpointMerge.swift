@@ -1,6 +1,7 @@
 // CheckpointMerge: reads a base and fine-tuned safetensors files, checks they match, writes base + α·Δ.
 import Coordinator
 import Core
+import JobSchema
 import Foundation
 
 enum CheckpointMerge {

@@ -1,6 +1,8 @@
 // Launch: starting a job on this process's rank(s), and turning failures into one line + exit code.
 import Coordinator
 import Core
+import JobSchema
+import Reporting
 import Foundation
 import MPITransport
 import Transport
@@ -69,22 +71,21 @@ enum Launch {
     /// Runs one announced plan on this rank: its logs in the run directory, rank 0's progress display.
     static func runPlan(_ plan: JobPlan, communicator: any Communicator, console: Console, level: Console.Level) throws {
         if communicator is MPICommunicator { StopSignal.install(rank: communicator.rank, output: plan.output) }
+        let progress = communicator.rank == 0 && level >= .normal ? ProgressDisplay(interactive: liveProgress) : nil
+        defer { progress?.clear() }
         let logged = console.logging(to: RunLog(directory: plan.output.appendingPathComponent("logs"), rank: communicator.rank))
-        if communicator.rank == 0, level >= .normal {
-            ProgressDisplay.shared.enable(interactive: liveProgress)
-        }
-        defer { ProgressDisplay.shared.clear() }
+            .showing(progress)
         try JobRunner(plan: plan, communicator: communicator, console: logged).run()
     }
 
     /// `orthofuse sweep`: every cell a job on all ranks (SweepRunner), one error line on failure.
     /// `load` runs on rank 0 only. The demo (`isDemo`) owns its cells' folders: a cell run with other
     /// settings is moved aside instead of refused, and the end shows its runs side by side.
-    static func runSweep(_ load: @escaping () throws -> Core.Sweep, options: SweepRunner.Options, level: Console.Level,
+    static func runSweep(_ load: @escaping () throws -> JobSchema.Sweep, options: SweepRunner.Options, level: Console.Level,
                          isDemo: Bool = false) throws {
         try onEveryRank(level: level) { communicator, console in
             let rank = communicator.rank
-            var sweep: Core.Sweep?
+            var sweep: JobSchema.Sweep?
             let summary = try SweepRunner(communicator: communicator, console: console).run(
                 sweep: try { let loaded = try load(); sweep = loaded; return loaded }(), options: options) { plan in
                     if isDemo {

@@ -1,6 +1,8 @@
 // MergeCommand: `orthofuse merge`, merging fine-tuned safetensors checkpoints of one base model.
 import ArgumentParser
 import Core
+import JobSchema
+import Reporting
 import Foundation
 
 #if canImport(Glibc)

@@ -2,6 +2,8 @@
 import ArgumentParser
 import Coordinator
 import Core
+import JobSchema
+import Reporting
 import Foundation
 import MPITransport
 import Transport
@@ -117,7 +119,7 @@ struct Demo: ParsableCommand {
             return
         }
         let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
-        try Launch.runSweep({ try Core.Sweep.parse(text, origin: "demo", baseDirectory: cwd) },
+        try Launch.runSweep({ try JobSchema.Sweep.parse(text, origin: "demo", baseDirectory: cwd) },
                             options: SweepRunner.Options(), level: verbosity.level, isDemo: true)
     }
 }

@@ -2,6 +2,7 @@
 import ArgumentParser
 import Coordinator
 import Core
+import Reporting
 import Foundation
 
 struct Report: ParsableCommand {

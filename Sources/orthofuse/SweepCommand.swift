@@ -3,6 +3,7 @@
 import ArgumentParser
 import Coordinator
 import Core
+import JobSchema
 import Foundation
 
 struct SweepCommand: ParsableCommand {
@@ -37,7 +38,7 @@ struct SweepCommand: ParsableCommand {
     func run() throws {
         let file = URL(fileURLWithPath: sweep)
         if list {
-            let loaded = try Core.Sweep.load(file)
+            let loaded = try JobSchema.Sweep.load(file)
             _ = try loaded.checkJobs()
             for cell in loaded.cells {
                 let done = try SweepRunner.isFinished(cell, in: loaded)
@@ -46,6 +47,6 @@ struct SweepCommand: ParsableCommand {
             return
         }
         let options = SweepRunner.Options(only: only, output: output.map { URL(fileURLWithPath: $0).standardizedFileURL })
-        try Launch.runSweep({ try Core.Sweep.load(file) }, options: options, level: verbosity.level)
+        try Launch.runSweep({ try JobSchema.Sweep.load(file) }, options: options, level: verbosity.level)
     }
 }

@@ -2,6 +2,7 @@
 import Foundation
 import XCTest
 @testable import Core
+@testable import JobSchema
 
 final class AnalysisConfigTests: XCTestCase {
     private func job(evaluate: String?) -> String {

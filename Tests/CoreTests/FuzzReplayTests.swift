@@ -3,6 +3,7 @@
 import Foundation
 import XCTest
 @testable import Core
+@testable import JobSchema
 
 final class FuzzReplayTests: XCTestCase {
     private static let crashes = URL(fileURLWithPath: #filePath).deletingLastPathComponent()

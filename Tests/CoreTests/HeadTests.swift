@@ -3,6 +3,7 @@
 import Foundation
 import XCTest
 @testable import Core
+@testable import JobSchema
 
 final class HeadTests: XCTestCase {
     func testCosineHeadGradientsMatchFiniteDifferences() {

@@ -2,6 +2,8 @@
 import Foundation
 import XCTest
 @testable import Core
+@testable import JobSchema
+@testable import Reporting
 
 final class JobConfigTests: XCTestCase {
     private let jobDirectory = URL(fileURLWithPath: "/srv/jobs", isDirectory: true)

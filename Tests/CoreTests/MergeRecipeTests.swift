@@ -2,6 +2,7 @@
 import Foundation
 import XCTest
 @testable import Core
+@testable import JobSchema
 
 final class MergeRecipeTests: XCTestCase {
     private let directory = URL(fileURLWithPath: "/srv/merges", isDirectory: true)

@@ -3,6 +3,7 @@
 import Foundation
 import XCTest
 @testable import Core
+@testable import JobSchema
 
 final class MicroBatchTests: XCTestCase {
     private let configuration = MLPConfiguration(inputCount: 6, hidden: [7, 5], activation: .gelu)

@@ -2,6 +2,7 @@
 import Foundation
 import XCTest
 @testable import Core
+@testable import Reporting
 
 final class RunManifestTests: XCTestCase {
     private var directory: URL!

@@ -3,6 +3,8 @@
 import Foundation
 import XCTest
 @testable import Core
+@testable import JobSchema
+@testable import Reporting
 
 final class SweepTests: XCTestCase {
     private let directory = URL(fileURLWithPath: "/tmp/sweep-tests")

@@ -1,6 +1,7 @@
 // TaskVectorAnalysisTests: each analysis against its Float64 formula, ξ on a crafted model, negation's rule.
 import XCTest
 @testable import Core
+@testable import Reporting
 
 final class TaskVectorAnalysisTests: XCTestCase {
     /// Two matrices, a bias, and a matrix no task changes (it must be left out per layer).

@@ -2,6 +2,7 @@
 import Foundation
 import XCTest
 import Core
+import JobSchema
 import TestSupport
 
 final class MPIRunTests: XCTestCase {

@@ -3,6 +3,7 @@ import Foundation
 import XCTest
 @testable import Coordinator
 @testable import Core
+@testable import Reporting
 import TestSupport
 import Transport
 

@@ -5,6 +5,7 @@ import XCTest
 @testable import Coordinator
 import ControlProtocol
 import Core
+import JobSchema
 import TestSupport
 import Transport
 

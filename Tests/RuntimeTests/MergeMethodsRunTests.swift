@@ -4,6 +4,8 @@ import Foundation
 import XCTest
 @testable import Coordinator
 @testable import Core
+@testable import JobSchema
+@testable import Reporting
 import TestSupport
 
 final class MergeMethodsRunTests: XCTestCase {

@@ -2,6 +2,8 @@
 // over them on in-process ranks.
 import Coordinator
 import Core
+import JobSchema
+import Reporting
 import Foundation
 import Transport
 

@@ -1,5 +1,6 @@
 // fuzz_job: JobConfig.parse on any text (YAML, strict keys, ranges).
 import Core
+import JobSchema
 import ControlProtocol
 import Foundation
 import FuzzInputs

@@ -1,5 +1,6 @@
 // fuzz_merge_config: MergeRecipe.parse on any text (the merge --config file).
 import Core
+import JobSchema
 import ControlProtocol
 import Foundation
 import FuzzInputs

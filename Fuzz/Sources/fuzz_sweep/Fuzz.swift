@@ -1,5 +1,6 @@
 // fuzz_sweep: Sweep.parse on any text (axes, grids, set, inline jobs).
 import Core
+import JobSchema
 import ControlProtocol
 import Foundation
 import FuzzInputs

@@ -131,15 +131,6 @@ public struct TaskVectorAnalysis: Sendable, Equatable {
         }
     }
 
-    /// Writes the analyses into the report's fields.
-    public func fill(_ report: inout RunReport) {
-        report.cosineSimilarity = TaskMatrix(tasks: tasks, matrix: cosine)
-        report.cosineSimilarityPerLayer = cosinePerLayer
-        report.signConflict = SignConflictReport(tasks: tasks, matrix: signConflict)
-        report.orthoRegPenaltyPerLayer = gramDeviation
-        report.singularValues = singularValues
-    }
-
     // MARK: The measures, on plain buffers
 
     /// ⟨a, b⟩ / (‖a‖‖b‖) in Float64; 0 when either vector is zero (the angle is undefined).

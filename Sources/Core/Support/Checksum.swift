@@ -29,9 +29,3 @@ public enum Checksum {
         return hasher.finalize().map { String(format: "%02x", $0) }.joined()
     }
 }
-
-extension JobConfig {
-    /// SHA-256 of the canonical, fully-defaulted job text: two ranks run the same job exactly
-    /// when their hashes agree.
-    public var configHash: String { Checksum.sha256(canonicalYAML) }
-}

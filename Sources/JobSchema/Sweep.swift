@@ -15,6 +15,7 @@
 //     - {finetune.orthoreg.lambda: [0.1, 1, 10], finetune.orthoreg.form: [frobenius, offdiagonal, l2]}
 // A key path names nested mapping keys (missing mappings are created); its value replaces
 // whatever the base job had there. Each cell's job is then checked like any job file.
+import Core
 import Foundation
 import Yams
 

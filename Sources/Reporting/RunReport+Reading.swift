@@ -1,4 +1,6 @@
 // RunReport+Reading: report.json read back (for `orthofuse report` and `orthofuse analyze`).
+import Core
+import JobSchema
 import Foundation
 
 extension RunReport {

@@ -1,5 +1,7 @@
 // SweepSummaryPage: summary.html of a sweep: mean ± std over seeds per setting, and merged
 // accuracy against λ for each fine-tuning mode and merge (one line per form and setting).
+import Core
+import JobSchema
 import Foundation
 
 public enum SweepSummaryPage {

@@ -1,4 +1,5 @@
 // TrainingConfig: the `finetune:`, `head:` and `pretrain:` sections and their optimizer and schedule.
+import Core
 
 /// An optimizer and its settings. A written `optimizer:` block starts from the schema's defaults
 /// (weight decay 0.1 for AdamW, 0 for SGD) and needs `lr`; only a missing block takes the

@@ -1,5 +1,7 @@
 // SweepSummary: a sweep's rows (one per cell × merge) from the cells' reports, summary.csv, and
 // summary.html (mean ± std over seeds, merged accuracy against λ per mode).
+import Core
+import JobSchema
 import Foundation
 
 public struct SweepSummary: Sendable {

@@ -1,4 +1,6 @@
 // ReportPage: report.html, one self-contained page (inline CSS and SVG, no script) of a report.
+import Core
+import JobSchema
 import Foundation
 
 public enum ReportPage {

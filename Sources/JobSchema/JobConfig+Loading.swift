@@ -1,4 +1,5 @@
 // JobConfig+Loading: reading a job file into one-line errors, checking its files, its canonical text.
+import Core
 import Foundation
 import Yams
 

@@ -1,4 +1,6 @@
 // AnalysisReport: the report.json sections of the task vector analyses, negation and ξ.
+import Core
+import JobSchema
 
 /// A square matrix over tasks, rows and columns in `tasks` order.
 public struct TaskMatrix: Codable, Sendable, Equatable {

@@ -1,4 +1,6 @@
 // RunReport: the contents of report.json and the results table printed at the end of a run.
+import Core
+import JobSchema
 import Foundation
 
 public struct RunReport: Codable, Sendable, Equatable {

@@ -1,4 +1,6 @@
 // SVGCharts: report.html's inline SVG heatmaps, line charts and grouped bars (XML-compatible).
+import Core
+import JobSchema
 import Foundation
 
 enum SVGCharts {

@@ -1,5 +1,7 @@
 // ComparisonTable: two runs of the same tasks side by side (the demo: without and with OrthoReg):
 // zero-shot, fine-tuned and each merge's accuracy, with normalised accuracy and retention.
+import Core
+import JobSchema
 import Foundation
 
 public enum ComparisonTable {

@@ -1,5 +1,7 @@
 // Console: line-oriented progress and status output, prefixed with the rank under MPI, copied to
 // the rank's log file, and kept clear of rank 0's live progress display.
+import Core
+import JobSchema
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -16,17 +18,27 @@ public struct Console: Sendable {
     /// What reaches the terminal; the log file gets every line.
     public let level: Level
     public let log: RunLog?
+    /// Rank 0's live view of the tasks in training, kept below the lines this console prints;
+    /// nil on the other ranks, with --quiet and outside a job.
+    public let progress: ProgressDisplay?
 
-    public init(rank: Int = 0, size: Int = 1, level: Level = .normal, log: RunLog? = nil) {
+    public init(rank: Int = 0, size: Int = 1, level: Level = .normal, log: RunLog? = nil,
+                progress: ProgressDisplay? = nil) {
         self.rank = rank
         self.size = size
         self.level = level
         self.log = log
+        self.progress = progress
     }
 
     /// The same console writing its lines to `log` too.
     public func logging(to log: RunLog?) -> Console {
-        Console(rank: rank, size: size, level: level, log: log)
+        Console(rank: rank, size: size, level: level, log: log, progress: progress)
+    }
+
+    /// The same console printing its lines above `progress`.
+    public func showing(_ progress: ProgressDisplay?) -> Console {
+        Console(rank: rank, size: size, level: level, log: log, progress: progress)
     }
 
     private var prefix: String { size > 1 ? "[rank \(rank)] " : "" }
@@ -48,12 +60,17 @@ public struct Console: Sendable {
     private func emit(_ line: String, shown: Bool) {
         log?.append(line)
         guard shown else { return }
-        ProgressDisplay.shared.printAbove(line + "\n")
+        if let progress { progress.printAbove(line + "\n") } else { Console.write(line + "\n", to: STDOUT_FILENO) }
     }
 
-    /// One line to stderr (errors), flushed.
+    /// One error line to stderr, after taking the live progress block off the terminal.
+    public func error(_ message: String) {
+        progress?.clear()
+        Console.error(message)
+    }
+
+    /// One line to stderr (errors), flushed; where no live progress is shown.
     public static func error(_ message: String) {
-        ProgressDisplay.shared.clear()
         write("orthofuse: error: " + message + "\n", to: STDERR_FILENO)
     }
 
@@ -105,10 +122,10 @@ public final class RunLog: @unchecked Sendable {
 }
 
 /// Rank 0's live view of every task in training: a block of lines redrawn in place on a terminal,
-/// or a plain summary line every `plainInterval` seconds otherwise (logs, CI).
+/// or a plain summary line every `plainInterval` seconds otherwise (logs, CI). One per job on rank 0,
+/// handed to the code that prints through its Console.
 public final class ProgressDisplay: @unchecked Sendable {
     // @unchecked Sendable: all state is touched under `lock` only.
-    public static let shared = ProgressDisplay()
 
     public struct Row: Sendable {
         public var task: String
@@ -155,18 +172,15 @@ public final class ProgressDisplay: @unchecked Sendable {
     private let lock = NSLock()
     private var rows: [String: Row] = [:]
     private var order: [String] = []
-    private var enabled = false
-    private var interactive = false
+    private var enabled = true
+    private let interactive: Bool
     private var drawnLines = 0
     private var lastDraw = Date.distantPast
     private var lastPlain = Date()
     public var plainInterval = 10.0
 
-    /// Shows the display on this process (rank 0, not --quiet); `interactive`: redrawn in place.
-    public func enable(interactive: Bool) {
-        lock.lock()
-        defer { lock.unlock() }
-        enabled = true
+    /// `interactive`: redrawn in place (a terminal); otherwise plain summary lines.
+    public init(interactive: Bool) {
         self.interactive = interactive
     }
 

@@ -1,4 +1,5 @@
 // MergeRecipe: the file `orthofuse merge --config` reads (method, knobs, α, base, models, output).
+import Core
 import Foundation
 
 /// The settings of one checkpoint merge, as YAML. Every key is optional because the command line

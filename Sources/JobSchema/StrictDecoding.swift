@@ -1,4 +1,5 @@
 // StrictDecoding: decoding helpers that refuse unknown keys and report bad values by key path.
+import Core
 import Foundation
 import Yams
 

@@ -1,4 +1,5 @@
 // JobConfig: the job file (YAML) as validated value types; the whole run is described by it.
+import Core
 import Foundation
 
 /// A job: the base model, the tasks to fine-tune on (one per rank), how to merge and evaluate,

@@ -1,5 +1,7 @@
 // TextTable: the terminal tables (run results, sweep summary, comparisons, eval): label columns
 // left-aligned, numbers right-aligned, a dashed rule under the header.
+import Core
+import JobSchema
 import Foundation
 
 public enum TextTable {

@@ -1,4 +1,5 @@
 // ModelConfig: the `model:` section (architecture and input shape) and the job's size limits.
+import Core
 
 /// Upper bounds on sizes in a job file. They refuse absurd inputs before anything is allocated,
 /// and each error message states the bound it hit.

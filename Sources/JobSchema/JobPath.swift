@@ -1,4 +1,5 @@
 // JobPath: a file path from the job file, kept as written and resolved against the job's directory.
+import Core
 import Foundation
 
 #if canImport(Glibc)

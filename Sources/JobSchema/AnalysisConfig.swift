@@ -1,4 +1,5 @@
 // AnalysisConfig: the `evaluate.negation` and `evaluate.disentanglement` settings of a job.
+import Core
 
 /// `evaluate.negation: {targets: [...], control: TASK, threshold: 0.95}`: evaluate θ0 − α·τ_target
 /// for each target, α chosen on the job's α grid (`merge.alpha`) as in the paper.

@@ -1,4 +1,5 @@
 // TaskConfig: one entry of `tasks:` (a classification task and its data) and of `pretrain.data:`.
+import Core
 
 /// A classification task: one rank fine-tunes on it and it contributes one task vector.
 public struct TaskConfig: Sendable, Equatable, Codable {

@@ -1,5 +1,7 @@
 // RunManifest: output/manifest.json, the record of what a run directory holds and from which job,
 // so a rerun skips verified work and a different job is refused instead of mixed in.
+import Core
+import JobSchema
 import Foundation
 
 /// Written by rank 0 only, atomically, each time a task finishes: a crash loses no finished task.

@@ -1,4 +1,5 @@
 // MergeConfig: the `merge:` section (which merging methods, with which knobs, over which α grids).
+import Core
 
 /// A setting of a merging method, named as the job file and `orthofuse merge` write it.
 public enum MergeKnob: String, Sendable, CaseIterable {
@@ -85,15 +86,6 @@ extension MergeSettings {
     /// "density 0.2, trim global", or "" for a method without knobs.
     public var knobSummary: String {
         knobValues.map { "\($0.knob.rawValue) \($0.text)" }.joined(separator: ", ")
-    }
-
-    /// The knobs the method reads, for report.json.
-    public var reportKnobs: RunReport.MergeKnobs {
-        let uses = Set(method.knobs)
-        return RunReport.MergeKnobs(
-            density: uses.contains(.density) ? density : nil, trim: uses.contains(.trim) ? trim.rawValue : nil,
-            gamma: uses.contains(.gamma) ? gamma : nil, lambda: uses.contains(.lambda) ? consensusLambda : nil,
-            k: uses.contains(.k) ? consensusK : nil, seed: uses.contains(.seed) ? seed : nil)
     }
 
     /// A rule between knobs that each value alone cannot break: the knob to blame and the rule.
