@@ -52,51 +52,6 @@ void   orthofuse__job_announcement__free_unpacked
   assert(message->base.descriptor == &orthofuse__job_announcement__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-void   orthofuse__job_acknowledgement__init
-                     (Orthofuse__JobAcknowledgement         *message)
-{
-  static const Orthofuse__JobAcknowledgement init_value = ORTHOFUSE__JOB_ACKNOWLEDGEMENT__INIT;
-  *message = init_value;
-}
-size_t orthofuse__job_acknowledgement__get_packed_size
-                     (const Orthofuse__JobAcknowledgement *message)
-{
-  assert(message->base.descriptor == &orthofuse__job_acknowledgement__descriptor);
-  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
-}
-size_t orthofuse__job_acknowledgement__pack
-                     (const Orthofuse__JobAcknowledgement *message,
-                      uint8_t       *out)
-{
-  assert(message->base.descriptor == &orthofuse__job_acknowledgement__descriptor);
-  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
-}
-size_t orthofuse__job_acknowledgement__pack_to_buffer
-                     (const Orthofuse__JobAcknowledgement *message,
-                      ProtobufCBuffer *buffer)
-{
-  assert(message->base.descriptor == &orthofuse__job_acknowledgement__descriptor);
-  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
-}
-Orthofuse__JobAcknowledgement *
-       orthofuse__job_acknowledgement__unpack
-                     (ProtobufCAllocator  *allocator,
-                      size_t               len,
-                      const uint8_t       *data)
-{
-  return (Orthofuse__JobAcknowledgement *)
-     protobuf_c_message_unpack (&orthofuse__job_acknowledgement__descriptor,
-                                allocator, len, data);
-}
-void   orthofuse__job_acknowledgement__free_unpacked
-                     (Orthofuse__JobAcknowledgement *message,
-                      ProtobufCAllocator *allocator)
-{
-  if(!message)
-    return;
-  assert(message->base.descriptor == &orthofuse__job_acknowledgement__descriptor);
-  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
-}
 void   orthofuse__task_assignment__init
                      (Orthofuse__TaskAssignment         *message)
 {
@@ -468,70 +423,6 @@ const ProtobufCMessageDescriptor orthofuse__job_announcement__descriptor =
   orthofuse__job_announcement__field_indices_by_name,
   1,  orthofuse__job_announcement__number_ranges,
   (ProtobufCMessageInit) orthofuse__job_announcement__init,
-  NULL,NULL,NULL    /* reserved[123] */
-};
-static const ProtobufCFieldDescriptor orthofuse__job_acknowledgement__field_descriptors[3] =
-{
-  {
-    "binary_version",
-    1,
-    PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_STRING,
-    0,   /* quantifier_offset */
-    offsetof(Orthofuse__JobAcknowledgement, binary_version),
-    NULL,
-    &protobuf_c_empty_string,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-  {
-    "config_hash",
-    2,
-    PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_STRING,
-    0,   /* quantifier_offset */
-    offsetof(Orthofuse__JobAcknowledgement, config_hash),
-    NULL,
-    &protobuf_c_empty_string,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-  {
-    "rank",
-    3,
-    PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_UINT32,
-    0,   /* quantifier_offset */
-    offsetof(Orthofuse__JobAcknowledgement, rank),
-    NULL,
-    NULL,
-    0,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-};
-static const unsigned orthofuse__job_acknowledgement__field_indices_by_name[] = {
-  0,   /* field[0] = binary_version */
-  1,   /* field[1] = config_hash */
-  2,   /* field[2] = rank */
-};
-static const ProtobufCIntRange orthofuse__job_acknowledgement__number_ranges[1 + 1] =
-{
-  { 1, 0 },
-  { 0, 3 }
-};
-const ProtobufCMessageDescriptor orthofuse__job_acknowledgement__descriptor =
-{
-  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
-  "orthofuse.JobAcknowledgement",
-  "JobAcknowledgement",
-  "Orthofuse__JobAcknowledgement",
-  "orthofuse",
-  sizeof(Orthofuse__JobAcknowledgement),
-  3,
-  orthofuse__job_acknowledgement__field_descriptors,
-  orthofuse__job_acknowledgement__field_indices_by_name,
-  1,  orthofuse__job_acknowledgement__number_ranges,
-  (ProtobufCMessageInit) orthofuse__job_acknowledgement__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor orthofuse__task_assignment__field_descriptors[2] =
@@ -932,7 +823,7 @@ const ProtobufCMessageDescriptor orthofuse__shutdown__descriptor =
   (ProtobufCMessageInit) orthofuse__shutdown__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor orthofuse__envelope__field_descriptors[8] =
+static const ProtobufCFieldDescriptor orthofuse__envelope__field_descriptors[7] =
 {
   {
     "protocol_version",
@@ -954,18 +845,6 @@ static const ProtobufCFieldDescriptor orthofuse__envelope__field_descriptors[8] 
     offsetof(Orthofuse__Envelope, body_case),
     offsetof(Orthofuse__Envelope, job),
     &orthofuse__job_announcement__descriptor,
-    NULL,
-    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
-    0,NULL,NULL    /* reserved1,reserved2, etc */
-  },
-  {
-    "acknowledgement",
-    3,
-    PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_MESSAGE,
-    offsetof(Orthofuse__Envelope, body_case),
-    offsetof(Orthofuse__Envelope, acknowledgement),
-    &orthofuse__job_acknowledgement__descriptor,
     NULL,
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
@@ -1032,19 +911,19 @@ static const ProtobufCFieldDescriptor orthofuse__envelope__field_descriptors[8] 
   },
 };
 static const unsigned orthofuse__envelope__field_indices_by_name[] = {
-  2,   /* field[2] = acknowledgement */
-  3,   /* field[3] = assignment */
-  6,   /* field[6] = failure */
+  2,   /* field[2] = assignment */
+  5,   /* field[5] = failure */
   1,   /* field[1] = job */
-  4,   /* field[4] = progress */
+  3,   /* field[3] = progress */
   0,   /* field[0] = protocol_version */
-  5,   /* field[5] = result */
-  7,   /* field[7] = shutdown */
+  4,   /* field[4] = result */
+  6,   /* field[6] = shutdown */
 };
-static const ProtobufCIntRange orthofuse__envelope__number_ranges[1 + 1] =
+static const ProtobufCIntRange orthofuse__envelope__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 4, 2 },
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor orthofuse__envelope__descriptor =
 {
@@ -1054,10 +933,10 @@ const ProtobufCMessageDescriptor orthofuse__envelope__descriptor =
   "Orthofuse__Envelope",
   "orthofuse",
   sizeof(Orthofuse__Envelope),
-  8,
+  7,
   orthofuse__envelope__field_descriptors,
   orthofuse__envelope__field_indices_by_name,
-  1,  orthofuse__envelope__number_ranges,
+  2,  orthofuse__envelope__number_ranges,
   (ProtobufCMessageInit) orthofuse__envelope__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

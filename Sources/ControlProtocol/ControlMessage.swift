@@ -74,7 +74,6 @@ public enum ControlMessage: Sendable, Equatable {
     }
 
     case job(JobAnnouncement)
-    case acknowledgement(binaryVersion: String, configHash: String, rank: Int)
     case assignment(tasks: [String], rank: Int)
     case progress(Progress)
     case result(TaskResult)
@@ -91,110 +90,68 @@ public enum ControlMessage: Sendable, Equatable {
 extension ControlMessage {
     /// The serialized Envelope.
     public func encoded() -> [UInt8] {
-        var strings: [UnsafeMutablePointer<CChar>] = []
-        defer { strings.forEach { free($0) } }
-        func c(_ text: String) -> UnsafeMutablePointer<CChar> {
-            let pointer = strdup(text)!
-            strings.append(pointer)
-            return pointer
-        }
+        let arena = PackingArena()
         var envelope = Orthofuse__Envelope()
         orthofuse__envelope__init(&envelope)
         envelope.protocol_version = Self.protocolVersion
-
-        // Each body lives on the stack for the duration of packing.
-        var job = Orthofuse__JobAnnouncement()
-        var acknowledgement = Orthofuse__JobAcknowledgement()
-        var assignment = Orthofuse__TaskAssignment()
-        var progress = Orthofuse__Progress()
-        var result = Orthofuse__TaskResult()
-        var failure = Orthofuse__Failure()
-        var shutdown = Orthofuse__Shutdown()
-        var taskNames: [UnsafeMutablePointer<CChar>?] = []
-
-        return withUnsafeMutablePointer(to: &job) { jobPointer in
-            withUnsafeMutablePointer(to: &acknowledgement) { acknowledgementPointer in
-                withUnsafeMutablePointer(to: &assignment) { assignmentPointer in
-                    withUnsafeMutablePointer(to: &progress) { progressPointer in
-                        withUnsafeMutablePointer(to: &result) { resultPointer in
-                            withUnsafeMutablePointer(to: &failure) { failurePointer in
-                                withUnsafeMutablePointer(to: &shutdown) { shutdownPointer in
-                                    switch self {
-                                    case let .job(announcement):
-                                        orthofuse__job_announcement__init(jobPointer)
-                                        jobPointer.pointee.binary_version = c(announcement.binaryVersion)
-                                        jobPointer.pointee.config_hash = c(announcement.configHash)
-                                        jobPointer.pointee.job_text = c(announcement.jobText)
-                                        jobPointer.pointee.base_directory = c(announcement.baseDirectory)
-                                        jobPointer.pointee.origin = c(announcement.origin)
-                                        jobPointer.pointee.world_size = UInt32(clamping: announcement.worldSize)
-                                        envelope.body_case = ORTHOFUSE__ENVELOPE__BODY_JOB
-                                        envelope.job = jobPointer
-                                    case let .acknowledgement(version, hash, rank):
-                                        orthofuse__job_acknowledgement__init(acknowledgementPointer)
-                                        acknowledgementPointer.pointee.binary_version = c(version)
-                                        acknowledgementPointer.pointee.config_hash = c(hash)
-                                        acknowledgementPointer.pointee.rank = UInt32(clamping: rank)
-                                        envelope.body_case = ORTHOFUSE__ENVELOPE__BODY_ACKNOWLEDGEMENT
-                                        envelope.acknowledgement = acknowledgementPointer
-                                    case let .assignment(tasks, rank):
-                                        orthofuse__task_assignment__init(assignmentPointer)
-                                        taskNames = tasks.map { c($0) }
-                                        assignmentPointer.pointee.rank = UInt32(clamping: rank)
-                                        envelope.body_case = ORTHOFUSE__ENVELOPE__BODY_ASSIGNMENT
-                                        envelope.assignment = assignmentPointer
-                                    case let .progress(value):
-                                        orthofuse__progress__init(progressPointer)
-                                        progressPointer.pointee.task = c(value.task)
-                                        progressPointer.pointee.step = UInt32(clamping: value.step)
-                                        progressPointer.pointee.steps = UInt32(clamping: value.steps)
-                                        progressPointer.pointee.loss = value.loss
-                                        progressPointer.pointee.orthoreg = value.orthoReg
-                                        progressPointer.pointee.samples_per_second = value.samplesPerSecond
-                                        envelope.body_case = ORTHOFUSE__ENVELOPE__BODY_PROGRESS
-                                        envelope.progress = progressPointer
-                                    case let .result(value):
-                                        orthofuse__task_result__init(resultPointer)
-                                        resultPointer.pointee.task = c(value.task)
-                                        resultPointer.pointee.zero_shot_accuracy = value.zeroShotAccuracy
-                                        resultPointer.pointee.finetuned_accuracy = value.finetunedAccuracy
-                                        resultPointer.pointee.task_vector_sha256 = c(value.taskVectorSHA256)
-                                        resultPointer.pointee.resumed_from_step = UInt32(clamping: value.resumedFromStep)
-                                        resultPointer.pointee.task_vector_file_sha256 = c(value.taskVectorFileSHA256)
-                                        resultPointer.pointee.head_file_sha256 = c(value.headFileSHA256)
-                                        resultPointer.pointee.final_loss = value.finalLoss
-                                        resultPointer.pointee.train_seconds = value.trainSeconds
-                                        envelope.body_case = ORTHOFUSE__ENVELOPE__BODY_RESULT
-                                        envelope.result = resultPointer
-                                    case let .failure(task, reason, rank):
-                                        orthofuse__failure__init(failurePointer)
-                                        failurePointer.pointee.task = c(task)
-                                        failurePointer.pointee.reason = c(reason)
-                                        failurePointer.pointee.rank = UInt32(clamping: rank)
-                                        envelope.body_case = ORTHOFUSE__ENVELOPE__BODY_FAILURE
-                                        envelope.failure = failurePointer
-                                    case let .shutdown(success):
-                                        orthofuse__shutdown__init(shutdownPointer)
-                                        shutdownPointer.pointee.success = success ? 1 : 0
-                                        envelope.body_case = ORTHOFUSE__ENVELOPE__BODY_SHUTDOWN
-                                        envelope.shutdown = shutdownPointer
-                                    }
-                                    return taskNames.withUnsafeMutableBufferPointer { names in
-                                        assignmentPointer.pointee.n_tasks = names.count
-                                        assignmentPointer.pointee.tasks = names.baseAddress
-                                        let size = orthofuse__envelope__get_packed_size(&envelope)
-                                        var bytes = [UInt8](repeating: 0, count: size)
-                                        _ = bytes.withUnsafeMutableBufferPointer {
-                                            orthofuse__envelope__pack(&envelope, $0.baseAddress)
-                                        }
-                                        return bytes
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+        switch self {
+        case let .job(announcement):
+            let body = arena.body(Orthofuse__JobAnnouncement(), orthofuse__job_announcement__init)
+            body.pointee.binary_version = arena.string(announcement.binaryVersion)
+            body.pointee.config_hash = arena.string(announcement.configHash)
+            body.pointee.job_text = arena.string(announcement.jobText)
+            body.pointee.base_directory = arena.string(announcement.baseDirectory)
+            body.pointee.origin = arena.string(announcement.origin)
+            body.pointee.world_size = UInt32(clamping: announcement.worldSize)
+            envelope.body_case = ORTHOFUSE__ENVELOPE__BODY_JOB
+            envelope.job = body
+        case let .assignment(tasks, rank):
+            let body = arena.body(Orthofuse__TaskAssignment(), orthofuse__task_assignment__init)
+            body.pointee.n_tasks = tasks.count
+            body.pointee.tasks = arena.strings(tasks)
+            body.pointee.rank = UInt32(clamping: rank)
+            envelope.body_case = ORTHOFUSE__ENVELOPE__BODY_ASSIGNMENT
+            envelope.assignment = body
+        case let .progress(value):
+            let body = arena.body(Orthofuse__Progress(), orthofuse__progress__init)
+            body.pointee.task = arena.string(value.task)
+            body.pointee.step = UInt32(clamping: value.step)
+            body.pointee.steps = UInt32(clamping: value.steps)
+            body.pointee.loss = value.loss
+            body.pointee.orthoreg = value.orthoReg
+            body.pointee.samples_per_second = value.samplesPerSecond
+            envelope.body_case = ORTHOFUSE__ENVELOPE__BODY_PROGRESS
+            envelope.progress = body
+        case let .result(value):
+            let body = arena.body(Orthofuse__TaskResult(), orthofuse__task_result__init)
+            body.pointee.task = arena.string(value.task)
+            body.pointee.zero_shot_accuracy = value.zeroShotAccuracy
+            body.pointee.finetuned_accuracy = value.finetunedAccuracy
+            body.pointee.task_vector_sha256 = arena.string(value.taskVectorSHA256)
+            body.pointee.resumed_from_step = UInt32(clamping: value.resumedFromStep)
+            body.pointee.task_vector_file_sha256 = arena.string(value.taskVectorFileSHA256)
+            body.pointee.head_file_sha256 = arena.string(value.headFileSHA256)
+            body.pointee.final_loss = value.finalLoss
+            body.pointee.train_seconds = value.trainSeconds
+            envelope.body_case = ORTHOFUSE__ENVELOPE__BODY_RESULT
+            envelope.result = body
+        case let .failure(task, reason, rank):
+            let body = arena.body(Orthofuse__Failure(), orthofuse__failure__init)
+            body.pointee.task = arena.string(task)
+            body.pointee.reason = arena.string(reason)
+            body.pointee.rank = UInt32(clamping: rank)
+            envelope.body_case = ORTHOFUSE__ENVELOPE__BODY_FAILURE
+            envelope.failure = body
+        case let .shutdown(success):
+            let body = arena.body(Orthofuse__Shutdown(), orthofuse__shutdown__init)
+            body.pointee.success = success ? 1 : 0
+            envelope.body_case = ORTHOFUSE__ENVELOPE__BODY_SHUTDOWN
+            envelope.shutdown = body
+        }
+        return withExtendedLifetime(arena) {
+            var bytes = [UInt8](repeating: 0, count: orthofuse__envelope__get_packed_size(&envelope))
+            _ = bytes.withUnsafeMutableBufferPointer { orthofuse__envelope__pack(&envelope, $0.baseAddress) }
+            return bytes
         }
     }
 
@@ -224,10 +181,6 @@ extension ControlMessage {
             return .job(JobAnnouncement(
                 binaryVersion: text(job.binary_version), configHash: text(job.config_hash), jobText: text(job.job_text),
                 baseDirectory: text(job.base_directory), origin: text(job.origin), worldSize: Int(job.world_size)))
-        case ORTHOFUSE__ENVELOPE__BODY_ACKNOWLEDGEMENT:
-            guard let value = message.acknowledgement?.pointee else { break }
-            return .acknowledgement(binaryVersion: text(value.binary_version), configHash: text(value.config_hash),
-                                    rank: Int(value.rank))
         case ORTHOFUSE__ENVELOPE__BODY_ASSIGNMENT:
             guard let value = message.assignment?.pointee else { break }
             let tasks = (0..<value.n_tasks).map { text(value.tasks[$0]) }
@@ -256,5 +209,39 @@ extension ControlMessage {
             break
         }
         throw ControlProtocolError("\(source): control message without a known body (case \(message.body_case.rawValue))")
+    }
+}
+
+/// The C memory of one message while protobuf-c packs it: message bodies and strings, all freed
+/// when the arena goes. protobuf-c reads plain C structs and `char *`s, so the Swift values are
+/// copied into memory that outlives each field assignment.
+private final class PackingArena {
+    private var allocations: [UnsafeMutableRawPointer] = []
+
+    deinit { allocations.forEach { free($0) } }
+
+    /// A heap copy of `value` after protobuf-c's `initialize` set its descriptor and defaults.
+    func body<Body>(_ value: Body, _ initialize: (UnsafeMutablePointer<Body>) -> Void) -> UnsafeMutablePointer<Body> {
+        let pointer = keep(malloc(MemoryLayout<Body>.stride)!).bindMemory(to: Body.self, capacity: 1)
+        pointer.initialize(to: value)
+        initialize(pointer)
+        return pointer
+    }
+
+    func string(_ text: String) -> UnsafeMutablePointer<CChar> {
+        keep(strdup(text)!).assumingMemoryBound(to: CChar.self)
+    }
+
+    /// A C array of C strings (a repeated string field).
+    func strings(_ texts: [String]) -> UnsafeMutablePointer<UnsafeMutablePointer<CChar>?> {
+        let array = keep(malloc(max(texts.count, 1) * MemoryLayout<UnsafeMutablePointer<CChar>?>.stride)!)
+            .bindMemory(to: UnsafeMutablePointer<CChar>?.self, capacity: max(texts.count, 1))
+        for (index, text) in texts.enumerated() { (array + index).initialize(to: string(text)) }
+        return array
+    }
+
+    private func keep(_ pointer: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer {
+        allocations.append(pointer)
+        return pointer
     }
 }

@@ -11,8 +11,6 @@ public struct PeerFailure: Error, CustomStringConvertible {
 }
 
 enum PhaseAgreement {
-    static let messageTag = 7001
-
     /// Runs `body`, then agrees with all ranks on success: if any rank threw, every rank throws
     /// (rank 0 an OrthofuseError with the failing ranks' messages, sent as control-protocol
     /// `Failure` messages; the others PeerFailure).
@@ -42,7 +40,7 @@ enum PhaseAgreement {
                 if rank == 0 {
                     if !peerFailure { messages.append(failure ?? "unknown failure") }
                 } else {
-                    let (_, bytes) = try communicator.receive(from: rank, tag: messageTag)
+                    let (_, bytes) = try communicator.receive(from: rank, tag: ControlTag.phaseFailure)
                     guard case let .failure(_, reason, _) = try ControlMessage.decode(bytes, from: "rank \(rank)") else {
                         throw OrthofuseError("rank \(rank) sent an unexpected message instead of its failure")
                     }
@@ -54,7 +52,7 @@ enum PhaseAgreement {
         }
         if let failure {
             try communicator.send(ControlMessage.failure(task: "", reason: failure, rank: communicator.rank).encoded(),
-                                  to: 0, tag: messageTag)
+                                  to: 0, tag: ControlTag.phaseFailure)
         }
         throw PeerFailure()
     }

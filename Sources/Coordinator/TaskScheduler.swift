@@ -37,9 +37,6 @@ private struct SchedulerStop: Error, CustomStringConvertible {
 }
 
 final class TaskScheduler {
-    static let toCoordinatorTag = 7100
-    static let toWorkerTag = 7101
-    static let failureReportTag = 7102
     /// Workers report progress at most this often (plus at the start and end of each task).
     static let progressInterval = 1.0
 
@@ -141,11 +138,11 @@ final class TaskScheduler {
         func assign(to worker: Int) throws {
             if let index = nextTask() {
                 try communicator.send(ControlMessage.assignment(tasks: [plan.tasks[index].name], rank: worker).encoded(),
-                                      to: worker, tag: Self.toWorkerTag)
+                                      to: worker, tag: ControlTag.toWorker)
                 busy[worker] = (index, Date(), 0, plan.tasks[index].steps)
                 console.verbose("\(plan.tasks[index].name) → rank \(worker)")
             } else {
-                try communicator.send(ControlMessage.shutdown(success: !stopping).encoded(), to: worker, tag: Self.toWorkerTag)
+                try communicator.send(ControlMessage.shutdown(success: !stopping).encoded(), to: worker, tag: ControlTag.toWorker)
             }
         }
         func taskIndex(_ name: String, from source: Int) throws -> Int {
@@ -161,8 +158,8 @@ final class TaskScheduler {
         }
         /// Handles every pending message without blocking; then checks the heartbeats.
         func service() throws {
-            while let source = try communicator.probe(from: nil, tag: Self.toCoordinatorTag) {
-                let (_, bytes) = try communicator.receive(from: source, tag: Self.toCoordinatorTag)
+            while let source = try communicator.probe(from: nil, tag: ControlTag.toCoordinator) {
+                let (_, bytes) = try communicator.receive(from: source, tag: ControlTag.toCoordinator)
                 switch try ControlMessage.decode(bytes, from: "rank \(source)") {
                 case let .progress(progress):
                     _ = try taskIndex(progress.task, from: source)
@@ -246,7 +243,7 @@ final class TaskScheduler {
     private func serveQueue() throws -> TrainingOutcome {
         var outcome = TrainingOutcome(taskCount: plan.tasks.count)
         while true {
-            let (_, bytes) = try communicator.receive(from: 0, tag: Self.toWorkerTag)
+            let (_, bytes) = try communicator.receive(from: 0, tag: ControlTag.toWorker)
             switch try ControlMessage.decode(bytes, from: "rank 0") {
             case let .assignment(names, _):
                 for name in names {
@@ -263,7 +260,7 @@ final class TaskScheduler {
                             task: name, step: progress.step, steps: progress.steps, loss: progress.loss,
                             orthoReg: progress.orthoReg, samplesPerSecond: progress.samplesPerSecond))
                         do {
-                            try self.communicator.send(message.encoded(), to: 0, tag: Self.toCoordinatorTag)
+                            try self.communicator.send(message.encoded(), to: 0, tag: ControlTag.toCoordinator)
                         } catch {
                             throw SchedulerStop(underlying: error)
                         }
@@ -277,14 +274,14 @@ final class TaskScheduler {
                         let result = try worker.finish(prepared, finished: finished[index], onStep: onStep)
                         let summary = try saveOutputs(of: result, index: index)
                         outcome.results[index] = result
-                        try communicator.send(ControlMessage.result(summary).encoded(), to: 0, tag: Self.toCoordinatorTag)
+                        try communicator.send(ControlMessage.result(summary).encoded(), to: 0, tag: ControlTag.toCoordinator)
                     } catch let stop as SchedulerStop {
                         throw stop.underlying
                     } catch let error as TransportError {
                         throw error
                     } catch {
                         try communicator.send(ControlMessage.failure(task: name, reason: "\(error)", rank: rank).encoded(),
-                                              to: 0, tag: Self.toCoordinatorTag)
+                                              to: 0, tag: ControlTag.toCoordinator)
                     }
                 }
             case .shutdown:
@@ -424,7 +421,7 @@ final class TaskScheduler {
         if rank == 0 {
             for index in 0..<count where slots[count + index] > 0 {
                 let source = Int(slots[count + index]) - 1
-                let (_, bytes) = try communicator.receive(from: source, tag: Self.failureReportTag)
+                let (_, bytes) = try communicator.receive(from: source, tag: ControlTag.endOfTraining)
                 guard case let .failure(_, reason, _) = try ControlMessage.decode(bytes, from: "rank \(source)") else {
                     throw OrthofuseError("rank \(source) sent an unexpected message instead of a task failure")
                 }
@@ -432,7 +429,7 @@ final class TaskScheduler {
             }
             for index in 0..<count where slots[2 * count + index] > 0 {
                 let source = Int(slots[2 * count + index]) - 1
-                let (_, bytes) = try communicator.receive(from: source, tag: Self.failureReportTag)
+                let (_, bytes) = try communicator.receive(from: source, tag: ControlTag.endOfTraining)
                 guard case let .result(summary) = try ControlMessage.decode(bytes, from: "rank \(source)") else {
                     throw OrthofuseError("rank \(source) sent an unexpected message instead of a task result")
                 }
@@ -441,10 +438,10 @@ final class TaskScheduler {
         } else {
             for (index, failure) in outcome.failures.sorted(by: { $0.key < $1.key }) {
                 try communicator.send(ControlMessage.failure(task: plan.tasks[index].name, reason: failure.reason,
-                                                             rank: rank).encoded(), to: 0, tag: Self.failureReportTag)
+                                                             rank: rank).encoded(), to: 0, tag: ControlTag.endOfTraining)
             }
             for (_, summary) in pendingSummaries.sorted(by: { $0.key < $1.key }) {
-                try communicator.send(ControlMessage.result(summary).encoded(), to: 0, tag: Self.failureReportTag)
+                try communicator.send(ControlMessage.result(summary).encoded(), to: 0, tag: ControlTag.endOfTraining)
             }
         }
         // A task is failed for everyone when no rank owns it.

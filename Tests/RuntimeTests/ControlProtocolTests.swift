@@ -14,7 +14,6 @@ final class ControlProtocolTests: XCTestCase {
         let messages: [ControlMessage] = [
             .job(.init(binaryVersion: "0.1.0", configHash: String(repeating: "ab", count: 32),
                        jobText: "name: é ∑\nseed: 1\n", baseDirectory: "/tmp/x", origin: "job.yaml", worldSize: 3)),
-            .acknowledgement(binaryVersion: "0.1.0", configHash: "ff", rank: 2),
             .assignment(tasks: ["mnist", "digits", ""], rank: 1),
             .assignment(tasks: [], rank: 0),
             .progress(.init(task: "mnist", step: 10, steps: 100, loss: 0.25, orthoReg: 3.5, samplesPerSecond: 1e4)),

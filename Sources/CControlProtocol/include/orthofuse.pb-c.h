@@ -16,7 +16,6 @@ PROTOBUF_C__BEGIN_DECLS
 
 
 typedef struct Orthofuse__JobAnnouncement Orthofuse__JobAnnouncement;
-typedef struct Orthofuse__JobAcknowledgement Orthofuse__JobAcknowledgement;
 typedef struct Orthofuse__TaskAssignment Orthofuse__TaskAssignment;
 typedef struct Orthofuse__Progress Orthofuse__Progress;
 typedef struct Orthofuse__TaskResult Orthofuse__TaskResult;
@@ -56,21 +55,6 @@ struct  Orthofuse__JobAnnouncement
 #define ORTHOFUSE__JOB_ANNOUNCEMENT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&orthofuse__job_announcement__descriptor) \
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
-
-
-/*
- * A rank's answer to the announcement: what it runs, so mismatches are named.
- */
-struct  Orthofuse__JobAcknowledgement
-{
-  ProtobufCMessage base;
-  char *binary_version;
-  char *config_hash;
-  uint32_t rank;
-};
-#define ORTHOFUSE__JOB_ACKNOWLEDGEMENT__INIT \
- { PROTOBUF_C_MESSAGE_INIT (&orthofuse__job_acknowledgement__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Orthofuse__TaskAssignment
@@ -152,7 +136,6 @@ struct  Orthofuse__Shutdown
 typedef enum {
   ORTHOFUSE__ENVELOPE__BODY__NOT_SET = 0,
   ORTHOFUSE__ENVELOPE__BODY_JOB = 2,
-  ORTHOFUSE__ENVELOPE__BODY_ACKNOWLEDGEMENT = 3,
   ORTHOFUSE__ENVELOPE__BODY_ASSIGNMENT = 4,
   ORTHOFUSE__ENVELOPE__BODY_PROGRESS = 5,
   ORTHOFUSE__ENVELOPE__BODY_RESULT = 6,
@@ -168,7 +151,6 @@ struct  Orthofuse__Envelope
   Orthofuse__Envelope__BodyCase body_case;
   union {
     Orthofuse__JobAnnouncement *job;
-    Orthofuse__JobAcknowledgement *acknowledgement;
     Orthofuse__TaskAssignment *assignment;
     Orthofuse__Progress *progress;
     Orthofuse__TaskResult *result;
@@ -199,25 +181,6 @@ Orthofuse__JobAnnouncement *
                       const uint8_t       *data);
 void   orthofuse__job_announcement__free_unpacked
                      (Orthofuse__JobAnnouncement *message,
-                      ProtobufCAllocator *allocator);
-/* Orthofuse__JobAcknowledgement methods */
-void   orthofuse__job_acknowledgement__init
-                     (Orthofuse__JobAcknowledgement         *message);
-size_t orthofuse__job_acknowledgement__get_packed_size
-                     (const Orthofuse__JobAcknowledgement   *message);
-size_t orthofuse__job_acknowledgement__pack
-                     (const Orthofuse__JobAcknowledgement   *message,
-                      uint8_t             *out);
-size_t orthofuse__job_acknowledgement__pack_to_buffer
-                     (const Orthofuse__JobAcknowledgement   *message,
-                      ProtobufCBuffer     *buffer);
-Orthofuse__JobAcknowledgement *
-       orthofuse__job_acknowledgement__unpack
-                     (ProtobufCAllocator  *allocator,
-                      size_t               len,
-                      const uint8_t       *data);
-void   orthofuse__job_acknowledgement__free_unpacked
-                     (Orthofuse__JobAcknowledgement *message,
                       ProtobufCAllocator *allocator);
 /* Orthofuse__TaskAssignment methods */
 void   orthofuse__task_assignment__init
@@ -338,9 +301,6 @@ void   orthofuse__envelope__free_unpacked
 typedef void (*Orthofuse__JobAnnouncement_Closure)
                  (const Orthofuse__JobAnnouncement *message,
                   void *closure_data);
-typedef void (*Orthofuse__JobAcknowledgement_Closure)
-                 (const Orthofuse__JobAcknowledgement *message,
-                  void *closure_data);
 typedef void (*Orthofuse__TaskAssignment_Closure)
                  (const Orthofuse__TaskAssignment *message,
                   void *closure_data);
@@ -366,7 +326,6 @@ typedef void (*Orthofuse__Envelope_Closure)
 /* --- descriptors --- */
 
 extern const ProtobufCMessageDescriptor orthofuse__job_announcement__descriptor;
-extern const ProtobufCMessageDescriptor orthofuse__job_acknowledgement__descriptor;
 extern const ProtobufCMessageDescriptor orthofuse__task_assignment__descriptor;
 extern const ProtobufCMessageDescriptor orthofuse__progress__descriptor;
 extern const ProtobufCMessageDescriptor orthofuse__task_result__descriptor;
