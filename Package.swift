@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "Transport"),
         // The only Swift code that touches MPI.
         .target(name: "MPITransport", dependencies: ["Transport", "MPIShim"]),
-        .target(name: "Worker", dependencies: ["Core", "Reporting", "Transport"]),
+        .target(name: "Worker", dependencies: ["Core", "Reporting", "Transport", "ControlProtocol"]),
         .target(name: "Coordinator", dependencies: ["Core", "JobSchema", "Reporting", "Transport", "Worker", "ControlProtocol"]),
         // Speed measurements behind `orthofuse bench` (scripts/bench.sh compares them with PyTorch;
         // scripts/bench_merge.sh runs sharded vs all-gather merging under mpirun); never run by tests.

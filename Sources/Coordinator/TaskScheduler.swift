@@ -26,7 +26,7 @@ struct TrainingOutcome {
 }
 
 /// The job was already aborted (and the reason printed) on this rank.
-private struct JobAborted: Error {
+struct JobAborted: Error {
     let underlying: any Error
 }
 
@@ -37,8 +37,6 @@ private struct SchedulerStop: Error, CustomStringConvertible {
 }
 
 final class TaskScheduler {
-    /// Workers report progress at most this often (plus at the start and end of each task).
-    static let progressInterval = 1.0
 
     let plan: JobPlan
     let communicator: any Communicator
@@ -109,11 +107,6 @@ final class TaskScheduler {
         }
     }
 
-    /// The log line's ending when a task fails.
-    private var afterAFailure: String {
-        plan.onTaskFailure == .skip ? "the other tasks go on (on_task_failure: skip)" : "no new tasks start (on_task_failure: abort)"
-    }
-
     /// Rank 0's live row for `task`, trained on `rank`.
     private func show(_ progress: TrainingProgress, of task: String, on rank: Int) {
         console.progress?.update(.init(
@@ -124,172 +117,43 @@ final class TaskScheduler {
     // MARK: Dynamic queue (tasks ≥ ranks)
 
     /// Rank 0: hands the next task (longest first) to whichever rank is free, trains tasks itself
-    /// when `coordinatorTrains` (serving the queue between its own steps), records results, and
-    /// names a worker that stays silent past the heartbeat timeout.
+    /// when `coordinatorTrains` (serving the queue between its own steps), and otherwise sleeps
+    /// until a worker speaks (CoordinatorQueue holds the state and names a silent worker).
     private func coordinateQueue() throws -> TrainingOutcome {
-        var outcome = TrainingOutcome(taskCount: plan.tasks.count)
-        var pending = queueOrder
-        var busy: [Int: (task: Int, heard: Date, step: Int, steps: Int)] = [:]
-        var stopping = false
+        let queue = CoordinatorQueue(plan: plan, communicator: communicator, console: console, manifest: manifest,
+                                     order: queueOrder)
         console.info("scheduling \(plan.tasks.count) tasks on \(trainingRanks.count) training rank(s), longest first: "
-            + pending.map { plan.tasks[$0].name }.joined(separator: ", "))
-
-        func nextTask() -> Int? { stopping || pending.isEmpty ? nil : pending.removeFirst() }
-        func assign(to worker: Int) throws {
-            if let index = nextTask() {
-                try communicator.send(ControlMessage.assignment(tasks: [plan.tasks[index].name], rank: worker).encoded(),
-                                      to: worker, tag: ControlTag.toWorker)
-                busy[worker] = (index, Date(), 0, plan.tasks[index].steps)
-                console.verbose("\(plan.tasks[index].name) → rank \(worker)")
-            } else {
-                try communicator.send(ControlMessage.shutdown(success: !stopping).encoded(), to: worker, tag: ControlTag.toWorker)
-            }
-        }
-        func taskIndex(_ name: String, from source: Int) throws -> Int {
-            guard let index = plan.tasks.firstIndex(where: { $0.name == name }), busy[source]?.task == index else {
-                throw OrthofuseError("rank \(source) reported on task '\(name)', which it was not assigned")
-            }
-            return index
-        }
-        func failed(_ index: Int, on source: Int, reason: String) {
-            outcome.failures[index] = (source, reason)
-            console.info("task '\(plan.tasks[index].name)' failed on rank \(source): \(reason); \(afterAFailure)")
-            if plan.onTaskFailure == .abort { stopping = true }
-        }
-        /// Handles every pending message without blocking; then checks the heartbeats.
-        func service() throws {
-            while let source = try communicator.probe(from: nil, tag: ControlTag.toCoordinator) {
-                let (_, bytes) = try communicator.receive(from: source, tag: ControlTag.toCoordinator)
-                switch try ControlMessage.decode(bytes, from: "rank \(source)") {
-                case let .progress(progress):
-                    _ = try taskIndex(progress.task, from: source)
-                    busy[source]?.heard = Date()
-                    busy[source]?.step = progress.step
-                    console.progress?.update(.init(
-                        task: progress.task, rank: source, step: progress.step, steps: progress.steps, loss: progress.loss,
-                        orthoReg: progress.orthoReg, samplesPerSecond: progress.samplesPerSecond))
-                    console.verbose(String(format: "rank %d %@: step %d/%d loss %.4f %.0f samples/s", source, progress.task,
-                                           progress.step, progress.steps, progress.loss, progress.samplesPerSecond))
-                case let .result(result):
-                    let index = try taskIndex(result.task, from: source)
-                    outcome.owners[index] = source
-                    try manifest?.record(plan.tasks[index], result: result, rank: source)
-                    console.progress?.remove(task: result.task)
-                    console.info(String(format: "%@ finished on rank %d: fine-tuned test accuracy %.2f%% (zero-shot %.2f%%), %.1f s",
-                                        result.task, source, 100 * result.finetunedAccuracy, 100 * result.zeroShotAccuracy,
-                                        result.trainSeconds))
-                    busy[source] = nil
-                    try assign(to: source)
-                case let .failure(task, reason, _):
-                    let index = try taskIndex(task, from: source)
-                    console.progress?.remove(task: task)
-                    failed(index, on: source, reason: reason)
-                    busy[source] = nil
-                    try assign(to: source)
-                default:
-                    throw OrthofuseError("rank \(source) sent an unexpected control message during training")
-                }
-            }
-            try checkHeartbeats()
-        }
-        func checkHeartbeats() throws {
-            guard plan.heartbeatTimeout > 0 else { return }
-            let now = Date()
-            // After its last step a worker evaluates without reporting (a large test split can
-            // take long), so only training is timed.
-            for (worker, state) in busy.sorted(by: { $0.key < $1.key })
-            where state.step < state.steps && now.timeIntervalSince(state.heard) > plan.heartbeatTimeout {
-                let message = String(
-                    format: "rank %d sent nothing for %.3g s while fine-tuning '%@' (last at step %d/%d): it is hung or its host is unreachable (runtime.heartbeat_timeout: %g); ending the job, rerun to resume",
-                    worker, now.timeIntervalSince(state.heard), plan.tasks[state.task].name, state.step, state.steps,
-                    plan.heartbeatTimeout)
-                console.error(message)
-                do {
-                    try communicator.abort(code: 3, message: message)
-                } catch {
-                    throw JobAborted(underlying: error)
-                }
-            }
-        }
-
+            + queueOrder.map { plan.tasks[$0].name }.joined(separator: ", "))
         // Rank 0 takes the first task itself, so with as many tasks as ranks task t runs on rank t.
-        var own = plan.coordinatorTrains ? nextTask() : nil
-        for worker in 1..<communicator.size { try assign(to: worker) }
+        var own = plan.coordinatorTrains ? queue.nextTask() : nil
+        for worker in 1..<communicator.size { try queue.assign(to: worker) }
         while true {
-            if plan.coordinatorTrains, let index = own ?? nextTask() {
+            if plan.coordinatorTrains, let index = own ?? queue.nextTask() {
                 own = nil
                 let name = plan.tasks[index].name
-                let onStep: (TrainingProgress) throws -> Void = { progress in
-                    self.show(progress, of: name, on: 0)
-                    do { try service() } catch { throw SchedulerStop(underlying: error) }
-                }
                 defer { console.progress?.remove(task: name) }
-                let attempt = try trainLocally(index, onStep: onStep)
-                file(attempt, index: index, into: &outcome)
-                if case .failure = attempt, plan.onTaskFailure == .abort { stopping = true }
-                try service()
-            } else if busy.isEmpty {
-                break
+                let attempt = try trainLocally(index) { progress in
+                    self.show(progress, of: name, on: 0)
+                    do { try queue.service() } catch { throw SchedulerStop(underlying: error) }
+                }
+                file(attempt, index: index, into: &queue.outcome)
+                if case let .failure(failure) = attempt { queue.failed(index, on: rank, reason: failure.reason) }
+                try queue.service()
+            } else if queue.hasBusyWorkers {
+                try queue.waitAndService()
             } else {
-                try service()
-                usleep(1000)
+                break
             }
         }
-        return outcome
+        return queue.outcome
     }
 
-    /// Ranks other than 0: trains what rank 0 assigns until it says shut down; reports progress,
-    /// results and failures as control messages.
+    /// Ranks other than 0: QueueWorker trains what rank 0 assigns until it says shut down.
     private func serveQueue() throws -> TrainingOutcome {
         var outcome = TrainingOutcome(taskCount: plan.tasks.count)
-        while true {
-            let (_, bytes) = try communicator.receive(from: 0, tag: ControlTag.toWorker)
-            switch try ControlMessage.decode(bytes, from: "rank 0") {
-            case let .assignment(names, _):
-                for name in names {
-                    guard let index = plan.tasks.firstIndex(where: { $0.name == name }) else {
-                        throw OrthofuseError("rank 0 assigned an unknown task '\(name)'")
-                    }
-                    var lastReport = Date.distantPast
-                    let onStep: (TrainingProgress) throws -> Void = { progress in
-                        let now = Date()
-                        guard progress.step <= 1 || progress.step == progress.steps
-                            || now.timeIntervalSince(lastReport) >= Self.progressInterval else { return }
-                        lastReport = now
-                        let message = ControlMessage.progress(.init(
-                            task: name, step: progress.step, steps: progress.steps, loss: progress.loss,
-                            orthoReg: progress.orthoReg, samplesPerSecond: progress.samplesPerSecond))
-                        do {
-                            try self.communicator.send(message.encoded(), to: 0, tag: ControlTag.toCoordinator)
-                        } catch {
-                            throw SchedulerStop(underlying: error)
-                        }
-                    }
-                    do {
-                        // Loading the data and fitting the head can take long: report once they are
-                        // done, so the heartbeat measures training from here.
-                        let prepared = try worker.prepare(plan.tasks[index], finished: finished[index])
-                        try onStep(TrainingProgress(step: 0, steps: plan.tasks[index].steps, loss: .nan, orthoReg: 0,
-                                                    learningRate: 0, samplesPerSecond: 0, elapsedSeconds: 0))
-                        let result = try worker.finish(prepared, finished: finished[index], onStep: onStep)
-                        let summary = try saveOutputs(of: result, index: index)
-                        outcome.results[index] = result
-                        try communicator.send(ControlMessage.result(summary).encoded(), to: 0, tag: ControlTag.toCoordinator)
-                    } catch let stop as SchedulerStop {
-                        throw stop.underlying
-                    } catch let error as TransportError {
-                        throw error
-                    } catch {
-                        try communicator.send(ControlMessage.failure(task: name, reason: "\(error)", rank: rank).encoded(),
-                                              to: 0, tag: ControlTag.toCoordinator)
-                    }
-                }
-            case .shutdown:
-                return outcome
-            default:
-                throw OrthofuseError("rank 0 sent an unexpected control message during training")
-            }
-        }
+        outcome.results = try QueueWorker(tasks: plan.tasks, communicator: communicator, worker: worker,
+                                          finished: finished, save: { try self.saveOutputs(of: $0, index: $1) }).serve()
+        return outcome
     }
 
     /// Trains task `index` on this rank alone and records it; a task error is returned as the
@@ -306,7 +170,7 @@ final class TaskScheduler {
         } catch let error as TransportError {
             throw error
         } catch {
-            console.info("task '\(plan.tasks[index].name)' failed on rank \(rank): \(error); \(afterAFailure)")
+            console.info("task '\(plan.tasks[index].name)' failed on rank \(rank): \(error); \(plan.afterATaskFailure)")
             return .failure(TaskFailure(reason: "\(error)"))
         }
     }
@@ -483,29 +347,9 @@ final class TaskScheduler {
     }
 }
 
-/// Rank 0's copy of the run manifest, rewritten atomically whenever a task finishes.
-final class ManifestKeeper {
-    private(set) var manifest: RunManifest
-    let directory: URL
-    let definitions: [String: String]
-
-    init(manifest: RunManifest, directory: URL, definitions: [String: String]) {
-        self.manifest = manifest
-        self.directory = directory
-        self.definitions = definitions
-    }
-
-    func record(_ task: TaskSpec, result: ControlMessage.TaskResult, rank: Int) throws {
-        manifest.tasks[task.name] = RunManifest.TaskRecord(
-            definition: definitions[task.name] ?? "", taskVector: RunDirectory.taskVectorPath(task.name),
-            taskVectorSHA256: result.taskVectorFileSHA256, head: RunDirectory.headPath(task.name),
-            headSHA256: result.headFileSHA256, steps: task.steps, finalLoss: result.finalLoss.isFinite ? result.finalLoss : nil,
-            trainSeconds: result.trainSeconds, rank: rank)
-        try manifest.write(in: self.directory)
-    }
-
-    func setBaseFingerprint(_ fingerprint: String) throws {
-        manifest.baseFingerprint = fingerprint
-        try manifest.write(in: directory)
+extension JobPlan {
+    /// The log line's ending when a task fails.
+    var afterATaskFailure: String {
+        onTaskFailure == .skip ? "the other tasks go on (on_task_failure: skip)" : "no new tasks start (on_task_failure: abort)"
     }
 }

@@ -374,6 +374,21 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         return pending != 0 ? Int(ofmpi_status_source(&status)) : nil
     }
 
+    /// MPI_Iprobe with a growing pause between probes (50 µs doubling to 1 ms) up to `timeout`.
+    /// Not MPI_Probe: it cannot time out (the heartbeat must), and OpenMPI's blocking calls spin
+    /// a whole core, which a coordinator that does not train owes to the workers on its host.
+    public func waitForMessage(tag: Int, timeout: Double) throws -> Int? {
+        let deadline = Date(timeIntervalSinceNow: max(0, timeout))
+        var pause = 50e-6
+        while true {
+            if let source = try probe(from: nil, tag: tag) { return source }
+            let left = deadline.timeIntervalSinceNow
+            if left <= 0 { return nil }
+            Thread.sleep(forTimeInterval: min(pause, left))
+            pause = min(pause * 2, 1e-3)
+        }
+    }
+
     /// MPI_Comm_split (nil color: MPI_UNDEFINED). The group's communicator keeps this one's
     /// `maxElementsPerCall` and error handling, and is freed when its last MPICommunicator goes.
     public func split(color: Int?, key: Int) throws -> (any Communicator)? {

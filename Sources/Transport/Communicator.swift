@@ -50,6 +50,11 @@ public protocol Communicator: Sendable {
     /// other work instead of blocking in a receive.
     func probe(from source: Int?, tag: Int) throws -> Int?
 
+    /// Waits until a message with `tag` from any rank is pending, or `timeout` seconds have
+    /// passed; returns its source (left in place, as `probe`) or nil after the timeout. Lets a
+    /// coordinator with nothing else to do sleep until a worker speaks, yet wake for heartbeats.
+    func waitForMessage(tag: Int, timeout: Double) throws -> Int?
+
     /// Collective over every rank: ranks passing the same `color` (≥ 0) form a new communicator,
     /// ranked by `key`, then by rank here. A rank passing nil joins no group and gets nil.
     /// The new communicator's messages and collectives never match this one's (nor another

@@ -168,7 +168,9 @@ public enum CommunicatorSelfCheck {
             let before = [try comm.probe(from: nil, tag: 105), try comm.probe(from: previous, tag: 105)]
             try comm.barrier()
             try comm.send(ringPayload(from: rank, size: size).reversed(), to: next, tag: 105)
-            let found = try waitForMessage(comm, tag: 105)
+            // MPI may take a moment to make a sent message visible: wait for it (at most 10 s).
+            let found = try comm.waitForMessage(tag: 105, timeout: 10)
+            let waitedInVain = try comm.waitForMessage(tag: 106, timeout: 0.01)
             let again = try comm.probe(from: previous, tag: 105)
             let otherTag = try comm.probe(from: nil, tag: 106)
             // Receive from whichever rank was found: a probe that names a rank has a message from it.
@@ -179,6 +181,7 @@ public enum CommunicatorSelfCheck {
                 ("probe from any rank", expect(found, previous)),
                 ("second probe (not consumed)", expect(again, previous)),
                 ("other tag", otherTag.map { "found a message from rank \($0) on tag 106" }),
+                ("wait on a silent tag", waitedInVain.map { "returned rank \($0) on tag 106 instead of timing out" }),
                 ("receive after probe", expect(message?.source, previous)
                     ?? expect(message?.bytes, ringPayload(from: previous, size: size).reversed())),
                 ("after the receive", after.map { "a message from rank \($0) is still pending" }),
@@ -235,17 +238,6 @@ public enum CommunicatorSelfCheck {
     /// The first of several named checks that failed, as "name: failure".
     private static func firstFailure(_ results: [(String, String?)]) -> String? {
         results.first { $0.1 != nil }.map { "\($0.0): \($0.1!)" }
-    }
-
-    /// Probes until a message with `tag` is pending (MPI may take a moment to make a sent message
-    /// visible; repeated probes must find it); nil after 10 s.
-    private static func waitForMessage(_ comm: any Communicator, tag: Int) throws -> Int? {
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            if let source = try comm.probe(from: nil, tag: tag) { return source }
-            Thread.sleep(forTimeInterval: 0.0002)
-        }
-        return nil
     }
 
     private static func allToAllBlock(from source: Int, to destination: Int) -> [Float] {

@@ -205,6 +205,21 @@ public final class InProcessWorld: @unchecked Sendable {
         return nil
     }
 
+    /// Sleeps on the world's condition (every send broadcasts it) until a message is pending.
+    fileprivate func waitForMessage(at destination: Int, tag: Int, timeout: Double) throws -> Int? {
+        try checkTag(tag)
+        let deadline = Date(timeIntervalSinceNow: max(0, timeout))
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            if let envelope = mailboxes[MailboxKey(destination: destination, tag: tag)]?.first {
+                return envelope.source
+            }
+            try throwIfPeerFailed(observer: destination)
+            if !condition.wait(until: deadline) { return nil }
+        }
+    }
+
     // MARK: - Collectives
 
     /// Joins this rank's next collective and returns its outcome once every rank has joined.
@@ -422,6 +437,10 @@ public struct InProcessCommunicator: Communicator {
 
     public func probe(from source: Int?, tag: Int) throws -> Int? {
         try world.probe(at: rank, from: source, tag: tag)
+    }
+
+    public func waitForMessage(tag: Int, timeout: Double) throws -> Int? {
+        try world.waitForMessage(at: rank, tag: tag, timeout: timeout)
     }
 
     /// The group's communicator is an `InProcessCommunicator` of a sub-world of `world`.
