@@ -29,7 +29,7 @@ struct AnalysisStage {
     let taskVectors: [FloatBuffer]
     let heads: [ClassificationHead]
     /// This rank's tasks (their data), by task index.
-    let results: [Int: TaskResult]
+    let results: [Int: TrainedTask]
     let entries: [RunReport.TaskEntry]
     /// This rank's backbone (its workspace); evaluation runs in chunks of its batch.
     let backbone: any Backbone

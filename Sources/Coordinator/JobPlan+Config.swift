@@ -21,7 +21,7 @@ extension JobPlan {
     /// Checks what the file schema cannot (a mode the model does not support yet) and builds
     /// the plan. Throws one-line errors naming the key.
     public init(config: JobConfig) throws {
-        let model: ModelSpec
+        let model: ModelPlan
         switch config.model.architecture {
         case let .mlp(shape):
             model = .mlp(MLPConfiguration(inputCount: config.model.inputFeatureCount, hidden: shape.hidden,
@@ -78,7 +78,7 @@ extension JobPlan {
         }
 
         let tasks = config.tasks.map { task in
-            TaskSpec(name: task.name, classes: task.classes, train: task.train.source, test: task.test.source,
+            TaskPlan(name: task.name, classes: task.classes, train: task.train.source, test: task.test.source,
                      validationFraction: config.validationFraction(of: task), validationMax: config.validationMax,
                      steps: task.steps ?? config.finetune.steps)
         }

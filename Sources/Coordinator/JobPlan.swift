@@ -4,7 +4,7 @@ import JobSchema
 import Foundation
 import Worker
 
-public enum ModelSpec: Sendable, Equatable {
+public enum ModelPlan: Sendable, Equatable {
     case mlp(MLPConfiguration)
     case vit(ViTConfiguration)
 
@@ -76,9 +76,9 @@ public struct MergePlan: Sendable, Equatable {
 public struct JobPlan: Sendable {
     public var name: String
     public var seed: UInt64
-    public var model: ModelSpec
+    public var model: ModelPlan
     public var base: BaseSource
-    public var tasks: [TaskSpec]
+    public var tasks: [TaskPlan]
     public var mode: FineTuneMode
     public var finetune: TrainingSettings
     public var probe: ProbeSettings
@@ -104,7 +104,7 @@ public struct JobPlan: Sendable {
     /// `orthofuse run --resume`: the output must hold an earlier run of this job.
     public var requiresResume = false
 
-    public init(name: String, seed: UInt64, model: ModelSpec, base: BaseSource, tasks: [TaskSpec], mode: FineTuneMode,
+    public init(name: String, seed: UInt64, model: ModelPlan, base: BaseSource, tasks: [TaskPlan], mode: FineTuneMode,
                 finetune: TrainingSettings, probe: ProbeSettings, merges: [MergePlan],
                 evaluateBatch: Int, coordinatorTrains: Bool, blasThreads: Int, output: URL, canonicalJob: String) {
         self.name = name

@@ -10,7 +10,7 @@
 //              then broadcasts θ0 as raw floats. Every rank holds the same θ0, bit for bit.
 //              Rank 0 checks θ0 and each recorded task's files (SHA-256) against the manifest and
 //              broadcasts which tasks are already finished: those are read back, not retrained.
-//  3–4. Train. TaskScheduler.swift: a dynamic queue on rank 0 (Assignment / Progress / TaskResult /
+//  3–4. Train. TaskScheduler.swift: a dynamic queue on rank 0 (Assignment / Progress / TrainedTask /
 //              Failure messages; longest task first; heartbeat timeout) when tasks ≥ training
 //              ranks, else one data-parallel group per task (MPI_Comm_split; micro-batch-ordered
 //              gradient reduction, bitwise the one-rank result). Each task's random streams derive
@@ -142,7 +142,7 @@ public final class JobRunner {
         }
         // From here on the plan holds the tasks that succeeded, in job order.
         let remaining = JobRunner(plan: plan.restricted(to: succeeded), communicator: communicator, console: console)
-        var results: [Int: TaskResult] = [:]
+        var results: [Int: TrainedTask] = [:]
         for (position, index) in succeeded.enumerated() { results[position] = outcome.results[index] }
         return try remaining.mergeAndReport(
             base: base, results: results, assignment: succeeded.map { outcome.owners[$0]! }, backbone: backbone,
@@ -150,7 +150,7 @@ public final class JobRunner {
     }
 
     /// Steps 5–8 for the tasks that succeeded (`results` and `assignment` indexed like `plan.tasks`).
-    private func mergeAndReport(base: FloatBuffer, results: [Int: TaskResult], assignment: [Int], backbone: any Backbone,
+    private func mergeAndReport(base: FloatBuffer, results: [Int: TrainedTask], assignment: [Int], backbone: any Backbone,
                                 failedTasks: [RunReport.FailedTask], started: Date) throws -> RunReport? {
         let layout = plan.model.layout
         // 5. Gather task vectors (sharded: exchange their slices), heads and metrics.
@@ -278,7 +278,7 @@ public final class JobRunner {
         var shards: TaskVectorShards? = nil
     }
 
-    private func gather(results: [Int: TaskResult], assignment: [Int], layout: ParameterLayout,
+    private func gather(results: [Int: TrainedTask], assignment: [Int], layout: ParameterLayout,
                         includingTaskVectors: Bool) throws -> Gathered {
         let parameterCount = includingTaskVectors ? layout.totalCount : 0
         let headCounts = plan.tasks.map { ClassificationHead(classes: $0.classes, featureCount: featureCount).layout.totalCount }
@@ -414,7 +414,7 @@ public final class JobRunner {
 
     /// Chooses α for θ0 + α·Δ on validation, evaluates the test splits there, writes the merged model.
     private func mergeAndEvaluate(
-        _ merge: MergePlan, base: FloatBuffer, mergedVector: FloatBuffer, results: [Int: TaskResult],
+        _ merge: MergePlan, base: FloatBuffer, mergedVector: FloatBuffer, results: [Int: TrainedTask],
         assignment: [Int], entries: [RunReport.TaskEntry], backbone: any Backbone
     ) throws -> RunReport.MergeEntry {
         let tasks = plan.tasks

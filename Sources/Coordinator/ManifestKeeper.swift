@@ -17,7 +17,7 @@ final class ManifestKeeper {
         self.definitions = definitions
     }
 
-    func record(_ task: TaskSpec, result: ControlMessage.TaskResult, rank: Int) throws {
+    func record(_ task: TaskPlan, result: ControlMessage.TaskResult, rank: Int) throws {
         manifest.tasks[task.name] = RunManifest.TaskRecord(
             definition: definitions[task.name] ?? "", taskVector: RunDirectory.taskVectorPath(task.name),
             taskVectorSHA256: result.taskVectorFileSHA256, head: RunDirectory.headPath(task.name),

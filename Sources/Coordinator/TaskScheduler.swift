@@ -11,7 +11,7 @@ import Worker
 /// What training left on this rank, and what every rank knows about the others.
 struct TrainingOutcome {
     /// The tasks this rank owns (trained, or led the group that trained them), by task index.
-    var results: [Int: TaskResult]
+    var results: [Int: TrainedTask]
     /// Task index → the rank that owns its result; nil for a failed task. The same on every rank.
     var owners: [Int?]
     /// Task index → (rank, reason) of each failed task; complete on rank 0.
@@ -159,7 +159,7 @@ final class TaskScheduler {
     /// Trains task `index` on this rank alone and records it; a task error is returned as the
     /// task's failure reason, a coordinator stop is rethrown.
     private func trainLocally(_ index: Int, onStep: @escaping (TrainingProgress) throws -> Void)
-        throws -> Result<TaskResult, TaskFailure> {
+        throws -> Result<TrainedTask, TaskFailure> {
         do {
             let result = try worker.run(plan.tasks[index], finished: finished[index], onStep: onStep)
             let summary = try saveOutputs(of: result, index: index)
@@ -180,7 +180,7 @@ final class TaskScheduler {
     }
 
     /// Files a local attempt's outcome.
-    private func file(_ attempt: Result<TaskResult, TaskFailure>, index: Int, into outcome: inout TrainingOutcome) {
+    private func file(_ attempt: Result<TrainedTask, TaskFailure>, index: Int, into outcome: inout TrainingOutcome) {
         switch attempt {
         case let .success(result):
             outcome.results[index] = result
@@ -240,7 +240,7 @@ final class TaskScheduler {
             // One agreement after loading (a member that cannot read the data must not leave the
             // others waiting in the gradient exchange) and one after training.
             let prepared = try PhaseAgreement.run(group) { try worker.prepare(task, finished: finished[index]) }
-            let result = try PhaseAgreement.run(group) { () -> TaskResult in
+            let result = try PhaseAgreement.run(group) { () -> TrainedTask in
                 let gradientGroup = group.size > 1 ? CommunicatorGradientGroup(communicator: group) : nil
                 let result = try worker.finish(prepared, group: gradientGroup, finished: finished[index])
                 if leads {
@@ -316,7 +316,7 @@ final class TaskScheduler {
 
     /// Writes a finished task's vector and head (atomically) unless they are the verified files
     /// of an earlier run, and summarises it for the coordinator and the manifest.
-    private func saveOutputs(of result: TaskResult, index: Int) throws -> ControlMessage.TaskResult {
+    private func saveOutputs(of result: TrainedTask, index: Int) throws -> ControlMessage.TaskResult {
         let task = plan.tasks[index]
         let fileChecksums: (vector: String, head: String)
         if let finished = finished[index] {

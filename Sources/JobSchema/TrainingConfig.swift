@@ -5,8 +5,8 @@ import Core
 /// (weight decay 0.1 for AdamW, 0 for SGD) and needs `lr`; only a missing block takes the
 /// section's default (e.g. the head's AdamW with lr 1e-2 and no weight decay).
 public enum OptimizerConfig: Sendable, Equatable, Codable {
-    case adamw(AdamWSettings)
-    case sgd(SGDSettings)
+    case adamw(AdamWConfig)
+    case sgd(SGDConfig)
 
     /// The word `name:` takes.
     public enum Name: String, Sendable, Codable, CaseIterable {
@@ -28,9 +28,9 @@ public enum OptimizerConfig: Sendable, Equatable, Codable {
     }
 
     /// The released code's recipe: AdamW, lr 1e-3, weight decay 0.1.
-    public static let finetuneDefault = OptimizerConfig.adamw(AdamWSettings(learningRate: 1e-3, weightDecay: 0.1))
+    public static let finetuneDefault = OptimizerConfig.adamw(AdamWConfig(learningRate: 1e-3, weightDecay: 0.1))
     /// A linear probe on frozen features: a larger step and no decay.
-    public static let headDefault = OptimizerConfig.adamw(AdamWSettings(learningRate: 1e-2, weightDecay: 0))
+    public static let headDefault = OptimizerConfig.adamw(AdamWConfig(learningRate: 1e-2, weightDecay: 0))
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, lr
@@ -43,10 +43,10 @@ public enum OptimizerConfig: Sendable, Equatable, Codable {
         switch try container.choice(Name.self, .name, default: .adamw) {
         case .adamw:
             try container.refuse([.momentum], because: "only allowed with name: sgd")
-            self = .adamw(try AdamWSettings(from: decoder))
+            self = .adamw(try AdamWConfig(from: decoder))
         case .sgd:
             try container.refuse([.betas, .eps], because: "only allowed with name: adamw")
-            self = .sgd(try SGDSettings(from: decoder))
+            self = .sgd(try SGDConfig(from: decoder))
         }
     }
 
@@ -64,7 +64,7 @@ public enum OptimizerConfig: Sendable, Equatable, Codable {
 }
 
 /// AdamW with decoupled weight decay. Decoded from the `optimizer:` mapping, which checks the keys.
-public struct AdamWSettings: Sendable, Equatable, Codable {
+public struct AdamWConfig: Sendable, Equatable, Codable {
     public let learningRate: Double
     public let weightDecay: Double
     public let beta1: Double
@@ -108,7 +108,7 @@ public struct AdamWSettings: Sendable, Equatable, Codable {
 }
 
 /// SGD with heavy-ball momentum. Decoded from the `optimizer:` mapping, which checks the keys.
-public struct SGDSettings: Sendable, Equatable, Codable {
+public struct SGDConfig: Sendable, Equatable, Codable {
     public let learningRate: Double
     public let weightDecay: Double
     public let momentum: Double

@@ -9,16 +9,16 @@ public final class QueueWorker {
     /// Progress goes to rank 0 at most this often (plus at the start and end of each task).
     public static let progressInterval = 1.0
 
-    let tasks: [TaskSpec]
+    let tasks: [TaskPlan]
     let communicator: any Communicator
     let worker: TaskWorker
     let finished: [Int: TaskWorker.FinishedTask]
     /// Writes a finished task's files and returns what rank 0 records of it.
-    let save: (TaskResult, Int) throws -> ControlMessage.TaskResult
+    let save: (TrainedTask, Int) throws -> ControlMessage.TaskResult
 
-    public init(tasks: [TaskSpec], communicator: any Communicator, worker: TaskWorker,
+    public init(tasks: [TaskPlan], communicator: any Communicator, worker: TaskWorker,
                 finished: [Int: TaskWorker.FinishedTask],
-                save: @escaping (TaskResult, Int) throws -> ControlMessage.TaskResult) {
+                save: @escaping (TrainedTask, Int) throws -> ControlMessage.TaskResult) {
         self.tasks = tasks
         self.communicator = communicator
         self.worker = worker
@@ -28,8 +28,8 @@ public final class QueueWorker {
 
     /// Serves until Shutdown; returns the tasks this rank trained, by index. A task's error is
     /// sent as its Failure; a transport error ends the serving.
-    public func serve() throws -> [Int: TaskResult] {
-        var results: [Int: TaskResult] = [:]
+    public func serve() throws -> [Int: TrainedTask] {
+        var results: [Int: TrainedTask] = [:]
         while true {
             let (_, bytes) = try communicator.receive(from: 0, tag: ControlTag.toWorker)
             switch try ControlMessage.decode(bytes, from: "rank 0") {
@@ -49,7 +49,7 @@ public final class QueueWorker {
     }
 
     /// Trains task `index` and sends its result, or sends its failure and returns nil.
-    private func train(_ index: Int) throws -> TaskResult? {
+    private func train(_ index: Int) throws -> TrainedTask? {
         let task = tasks[index]
         let report = progressReporter(for: task.name)
         do {

@@ -5,7 +5,7 @@ import Reporting
 import Foundation
 
 /// One task of the job, with its files resolved.
-public struct TaskSpec: Sendable, Equatable {
+public struct TaskPlan: Sendable, Equatable {
     public var name: String
     public var classes: Int
     public var train: DatasetSource
@@ -56,7 +56,7 @@ public struct TaskData: Sendable {
 }
 
 /// What a worker hands back for one task.
-public struct TaskResult: @unchecked Sendable {
+public struct TrainedTask: @unchecked Sendable {
     // FloatBuffer and ClassificationHead are reference types, handed over once finished.
     public var name: String
     public var taskVector: FloatBuffer
@@ -69,7 +69,7 @@ public struct TaskResult: @unchecked Sendable {
 public enum TaskDataLoader {
     /// Loads a task's train and test files, checks them against the model and the task, and
     /// holds out the validation split with the task's own random stream.
-    public static func load(_ task: TaskSpec, inputCount: Int, seed: UInt64) throws -> TaskData {
+    public static func load(_ task: TaskPlan, inputCount: Int, seed: UInt64) throws -> TaskData {
         let train = try loadSplit(task.train, named: "train", of: task, inputCount: inputCount)
         let test = try loadSplit(task.test, named: "test", of: task, inputCount: inputCount)
         let (trainPart, validation) = train.splitValidation(
@@ -80,7 +80,7 @@ public enum TaskDataLoader {
 
     /// One split of a task, checked against the model's input and the task's classes (training
     /// and `orthofuse eval` both read splits through here).
-    public static func loadSplit(_ source: DatasetSource, named split: String, of task: TaskSpec, inputCount: Int) throws -> Dataset {
+    public static func loadSplit(_ source: DatasetSource, named split: String, of task: TaskPlan, inputCount: Int) throws -> Dataset {
         let data = try Dataset.load(source)
         guard data.featureCount == inputCount else {
             throw OrthofuseError(
@@ -123,7 +123,7 @@ public final class TaskWorker {
 
     /// A task with its data loaded and its frozen head fitted on θ0 (or read back), ready to train.
     public struct PreparedTask {
-        public var task: TaskSpec
+        public var task: TaskPlan
         public var data: TaskData
         public var head: ClassificationHead
         public var zeroShotTest: Double
@@ -154,14 +154,14 @@ public final class TaskWorker {
     }
 
     /// Trains `task` on this rank alone: `prepare`, then `finish`.
-    public func run(_ task: TaskSpec, finished: FinishedTask? = nil,
-                    onStep: (TrainingProgress) throws -> Void = { _ in }) throws -> TaskResult {
+    public func run(_ task: TaskPlan, finished: FinishedTask? = nil,
+                    onStep: (TrainingProgress) throws -> Void = { _ in }) throws -> TrainedTask {
         try finish(prepare(task, finished: finished), finished: finished, onStep: onStep)
     }
 
     /// Loads the task's splits and fits its frozen head on θ0 features (a finished task's head is
     /// read back instead), then measures θ0 with it.
-    public func prepare(_ task: TaskSpec, finished: FinishedTask? = nil) throws -> PreparedTask {
+    public func prepare(_ task: TaskPlan, finished: FinishedTask? = nil) throws -> PreparedTask {
         let started = Date()
         let data = try TaskDataLoader.load(task, inputCount: backbone.inputCount, seed: seed)
         console.info("\(task.name): \(data.train.count) train / \(data.validation.count) validation / \(data.test.count) test samples")
@@ -189,7 +189,7 @@ public final class TaskWorker {
     /// members all call this with the same task), or reads a finished task's vector back; then
     /// evaluates the fine-tuned model. `onStep` runs after every step (a throw ends the task).
     public func finish(_ prepared: PreparedTask, group: (any MicroBatchGroup)? = nil, finished: FinishedTask? = nil,
-                       onStep: (TrainingProgress) throws -> Void = { _ in }) throws -> TaskResult {
+                       onStep: (TrainingProgress) throws -> Void = { _ in }) throws -> TrainedTask {
         let task = prepared.task
         let head = prepared.head
         let data = prepared.data
@@ -231,12 +231,12 @@ public final class TaskWorker {
             trainSamples: data.train.count, validationSamples: data.validation.count, testSamples: data.test.count,
             taskVectorNorm: norm, orthoRegPenalty: penalty, finalLoss: finalLoss, trainSeconds: trainSeconds,
             rank: console.rank, resumedFromStep: resumedFrom)
-        return TaskResult(name: task.name, taskVector: taskVector, head: head, data: data, entry: entry)
+        return TrainedTask(name: task.name, taskVector: taskVector, head: head, data: data, entry: entry)
     }
 
     /// Fine-tunes from θ0 (resuming a matching checkpoint); returns τ, the last reported loss and
     /// the step resumed from.
-    private func train(_ task: TaskSpec, prepared: PreparedTask, parameters: FloatBuffer,
+    private func train(_ task: TaskPlan, prepared: PreparedTask, parameters: FloatBuffer,
                        group: (any MicroBatchGroup)?, onStep: (TrainingProgress) throws -> Void)
         throws -> (FloatBuffer, Double, Int) {
         var settings = self.finetune

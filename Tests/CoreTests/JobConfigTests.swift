@@ -117,7 +117,7 @@ final class JobConfigTests: XCTestCase {
 
         let pretrain = try XCTUnwrap(job.pretrain)
         XCTAssertEqual(pretrain.fraction, 0.1)
-        XCTAssertEqual(pretrain.optimizer, .sgd(SGDSettings(learningRate: 0.1, weightDecay: 0.0005, momentum: 0.8)))
+        XCTAssertEqual(pretrain.optimizer, .sgd(SGDConfig(learningRate: 0.1, weightDecay: 0.0005, momentum: 0.8)))
         XCTAssertEqual(pretrain.schedule.decay, .linear)
         XCTAssertEqual(pretrain.data?.map(\.name), ["extra"])
 
@@ -127,7 +127,7 @@ final class JobConfigTests: XCTestCase {
         XCTAssertEqual(job.validationMax, 0)
 
         XCTAssertEqual(job.finetune.mode, .lora)
-        XCTAssertEqual(job.finetune.optimizer, .adamw(AdamWSettings(
+        XCTAssertEqual(job.finetune.optimizer, .adamw(AdamWConfig(
             learningRate: 1, weightDecay: 0.05, beta1: 0.9, beta2: 0.98, epsilon: 1e-6)))
         XCTAssertEqual(job.finetune.schedule.warmupSteps, 500)
         XCTAssertEqual(job.finetune.lora?.rank, 8)
@@ -135,7 +135,7 @@ final class JobConfigTests: XCTestCase {
         XCTAssertEqual(job.finetune.orthoreg.lambda, 10)
         XCTAssertEqual(job.finetune.orthoreg.form, .squared)
         XCTAssertEqual(job.finetune.checkpointEvery, 100)
-        XCTAssertEqual(job.head.optimizer, .adamw(AdamWSettings(learningRate: 0.02, weightDecay: 0)))
+        XCTAssertEqual(job.head.optimizer, .adamw(AdamWConfig(learningRate: 0.02, weightDecay: 0)))
         XCTAssertEqual(job.evaluate.batchSize, 2048)
         XCTAssertEqual(job.runtime.coordinatorTrains, false)
         XCTAssertEqual(job.runtime.blasThreads, 2)
@@ -180,7 +180,7 @@ final class JobConfigTests: XCTestCase {
         let finetune = job.finetune
         XCTAssertEqual(finetune.mode, .full)
         XCTAssertEqual(finetune.batchSize, 128)
-        XCTAssertEqual(finetune.optimizer, .adamw(AdamWSettings(
+        XCTAssertEqual(finetune.optimizer, .adamw(AdamWConfig(
             learningRate: 1e-3, weightDecay: 0.1, beta1: 0.9, beta2: 0.999, epsilon: 1e-8)))
         XCTAssertEqual(finetune.schedule, ScheduleConfig(warmupSteps: 0, decay: .constant))
         XCTAssertEqual(finetune.gradClip, 0)
@@ -192,7 +192,7 @@ final class JobConfigTests: XCTestCase {
 
         XCTAssertEqual(job.head.steps, 300)
         XCTAssertEqual(job.head.batchSize, 256)
-        XCTAssertEqual(job.head.optimizer, .adamw(AdamWSettings(learningRate: 1e-2, weightDecay: 0)))
+        XCTAssertEqual(job.head.optimizer, .adamw(AdamWConfig(learningRate: 1e-2, weightDecay: 0)))
         XCTAssertEqual(job.merge.methods, [MergeMethodConfig(settings: MergeSettings(method: .taskArithmetic))])
         XCTAssertEqual(job.merge.alpha, AlphaRange(from: 0, to: 1, count: 21))
         XCTAssertEqual(job.evaluate.batchSize, 1024)
@@ -202,7 +202,7 @@ final class JobConfigTests: XCTestCase {
 
     func testSectionDefaults() throws {
         let sgd = try parse(minimal(replacing: "finetune: {steps: 10}", with: "finetune: {steps: 10, optimizer: {name: sgd, lr: 1}}"))
-        XCTAssertEqual(sgd.finetune.optimizer, .sgd(SGDSettings(learningRate: 1, weightDecay: 0, momentum: 0.9)))
+        XCTAssertEqual(sgd.finetune.optimizer, .sgd(SGDConfig(learningRate: 1, weightDecay: 0, momentum: 0.9)))
         let lora = try parse(minimal(replacing: "finetune: {steps: 10}", with: "finetune: {steps: 10, mode: lora, lora: {rank: 4}}"))
         XCTAssertEqual(lora.finetune.lora?.alpha, 4)
         let pretrain = try XCTUnwrap(try parse(minimal(replacing: "name: quickstart", with: "name: q\npretrain: {steps: 5}")).pretrain)
