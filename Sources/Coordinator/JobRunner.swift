@@ -68,15 +68,7 @@ public final class JobRunner {
 
         // 1b. The output directory: locked for this run; another job's results, or a folder that
         // is not a run, are refused before anything is written.
-        let (keeper, lock) = try PhaseAgreement.run(communicator) { () -> (ManifestKeeper?, RunLock?) in
-            guard isCoordinator else { return (nil, nil) }
-            try plan.checkMemory(worldSize: communicator.size)
-            // Checked before the lock file is made, so that a refused folder gets nothing written.
-            try RunLock.checkWritable(plan.output)
-            let lock = try RunLock.acquire(plan.output)
-            RunLock.removeStaleTemporaries(in: plan.output)
-            return (try openManifest(), lock)
-        }
+        let (keeper, lock) = try PhaseAgreement.run(communicator) { try isCoordinator ? openOutput() : (nil, nil) }
         defer { lock?.release() }
         if isCoordinator {
             console.info("job '\(plan.name)': \(plan.tasks.count) tasks on \(communicator.size) rank(s), "
@@ -108,38 +100,7 @@ public final class JobRunner {
                                       finished: finished, manifest: keeper, metadata: commonMetadata())
         let outcome = try scheduler.run()
 
-        let succeeded = plan.tasks.indices.filter { outcome.owners[$0] != nil }
-        var failedTasks: [RunReport.FailedTask] = []
-        if succeeded.count < plan.tasks.count {
-            let stops = plan.onTaskFailure == .abort || succeeded.isEmpty
-            if !isCoordinator {
-                if stops { throw PeerFailure() }
-            } else {
-                var reasons: [String] = []
-                var notStarted: [String] = []
-                for index in plan.tasks.indices where outcome.owners[index] == nil {
-                    let name = plan.tasks[index].name
-                    // Aborting stops the queue: the tasks it never handed out did not fail.
-                    guard let failure = outcome.failures[index] else {
-                        notStarted.append(name)
-                        failedTasks.append(RunReport.FailedTask(name: name, reason: "not started (an earlier task failed)", rank: -1))
-                        continue
-                    }
-                    failedTasks.append(RunReport.FailedTask(name: name, reason: failure.reason, rank: failure.rank))
-                    reasons.append("task '\(name)' failed on rank \(failure.rank): \(failure.reason)")
-                }
-                if !notStarted.isEmpty {
-                    reasons.append("not started: " + notStarted.map { "'\($0)'" }.joined(separator: ", "))
-                }
-                if succeeded.isEmpty { throw OrthofuseError("every task failed: " + reasons.joined(separator: "; ")) }
-                if stops {
-                    throw OrthofuseError(reasons.joined(separator: "; ")
-                        + " (finished tasks are kept: fix the cause and rerun to resume, or set runtime.on_task_failure: skip)")
-                }
-                console.info("merging the \(succeeded.count) task(s) that succeeded; "
-                    + failedTasks.map { "'\($0.name)'" }.joined(separator: ", ") + " left out (on_task_failure: skip)")
-            }
-        }
+        let (succeeded, failedTasks) = try settleFailures(outcome)
         // From here on the plan holds the tasks that succeeded, in job order.
         let remaining = JobRunner(plan: plan.restricted(to: succeeded), communicator: communicator, console: console)
         var results: [Int: TrainedTask] = [:]
@@ -173,19 +134,7 @@ public final class JobRunner {
         }
 
         // 7. Merge and evaluate.
-        var merges: [RunReport.MergeEntry] = []
-        for merge in plan.merges {
-            // One Δ per entry, held only while its α grid is evaluated.
-            let mergedVector = try PhaseAgreement.run(communicator) {
-                if let shards = gathered.shards {
-                    return try shards.mergedTaskVector(merge.settings, communicator: communicator)
-                }
-                return try TaskVectorMerger.mergedTaskVector(gathered.taskVectors, layout: layout, settings: merge.settings)
-            }
-            let entry = try mergeAndEvaluate(merge, base: base, mergedVector: mergedVector, results: results,
-                                             assignment: assignment, entries: gathered.entries, backbone: backbone)
-            merges.append(entry)
-        }
+        let merges = try mergeAll(gathered, base: base, results: results, assignment: assignment, backbone: backbone)
 
         // 7b. Analyse the task vectors; negation and disentanglement error (AnalysisStage.swift).
         // Sharded: the analyses gather one tensor at a time; negation and ξ evaluate models built
@@ -211,13 +160,90 @@ public final class JobRunner {
         }
 
         // 8. Report.
+        let report = try writeReport(entries: gathered.entries, merges: merges, analyses: analyses,
+                                     failedTasks: failedTasks, started: started)
+        try communicator.barrier()
+        return report
+    }
+
+    /// The tasks that succeeded, in job order, and the report's entries for the others. Rank 0
+    /// throws the job's error when it must stop (on_task_failure: abort, or nothing succeeded);
+    /// the other ranks then throw PeerFailure.
+    private func settleFailures(_ outcome: TrainingOutcome) throws -> (succeeded: [Int], failed: [RunReport.FailedTask]) {
+        let succeeded = plan.tasks.indices.filter { outcome.owners[$0] != nil }
+        var failedTasks: [RunReport.FailedTask] = []
+        if succeeded.count < plan.tasks.count {
+            let stops = plan.onTaskFailure == .abort || succeeded.isEmpty
+            if !isCoordinator {
+                if stops { throw PeerFailure() }
+            } else {
+                var reasons: [String] = []
+                var notStarted: [String] = []
+                for index in plan.tasks.indices where outcome.owners[index] == nil {
+                    let name = plan.tasks[index].name
+                    // Aborting stops the queue: the tasks it never handed out did not fail.
+                    guard let failure = outcome.failures[index] else {
+                        notStarted.append(name)
+                        failedTasks.append(RunReport.FailedTask(name: name, reason: "not started (an earlier task failed)", rank: -1))
+                        continue
+                    }
+                    failedTasks.append(RunReport.FailedTask(name: name, reason: failure.reason, rank: failure.rank))
+                    reasons.append("task '\(name)' failed on rank \(failure.rank): \(failure.reason)")
+                }
+                if !notStarted.isEmpty {
+                    reasons.append("not started: " + notStarted.map { "'\($0)'" }.joined(separator: ", "))
+                }
+                if succeeded.isEmpty { throw OrthofuseError("every task failed: " + reasons.joined(separator: "; ")) }
+                if stops {
+                    throw OrthofuseError(reasons.joined(separator: "; ")
+                        + " (finished tasks are kept: fix the cause and rerun to resume, or set runtime.on_task_failure: skip)")
+                }
+                console.info("merging the \(succeeded.count) task(s) that succeeded; "
+                    + failedTasks.map { "'\($0.name)'" }.joined(separator: ", ") + " left out (on_task_failure: skip)")
+            }
+        }
+        return (succeeded, failedTasks)
+    }
+
+    /// Rank 0: checks memory and the folder, takes the run lock, removes stale temporaries and
+    /// opens the manifest. Checked before the lock file is made, so a refused folder gets nothing.
+    private func openOutput() throws -> (ManifestKeeper?, RunLock?) {
+        try plan.checkMemory(worldSize: communicator.size)
+        try RunLock.checkWritable(plan.output)
+        let lock = try RunLock.acquire(plan.output)
+        RunLock.removeStaleTemporaries(in: plan.output)
+        return (try openManifest(), lock)
+    }
+
+    /// Step 7: each merge entry's Δ (held only while its α grid is evaluated), its α chosen on
+    /// validation and its test accuracies.
+    private func mergeAll(_ gathered: Gathered, base: FloatBuffer, results: [Int: TrainedTask], assignment: [Int],
+                          backbone: any Backbone) throws -> [RunReport.MergeEntry] {
+        let layout = plan.model.layout
+        var merges: [RunReport.MergeEntry] = []
+        for merge in plan.merges {
+            let mergedVector = try PhaseAgreement.run(communicator) {
+                if let shards = gathered.shards {
+                    return try shards.mergedTaskVector(merge.settings, communicator: communicator)
+                }
+                return try TaskVectorMerger.mergedTaskVector(gathered.taskVectors, layout: layout, settings: merge.settings)
+            }
+            merges.append(try mergeAndEvaluate(merge, base: base, mergedVector: mergedVector, results: results,
+                                               assignment: assignment, entries: gathered.entries, backbone: backbone))
+        }
+        return merges
+    }
+
+    /// Step 8: rank 0 writes report.json and report.html and prints the table; nil elsewhere.
+    private func writeReport(entries: [RunReport.TaskEntry], merges: [RunReport.MergeEntry], analyses: AnalysisResults,
+                             failedTasks: [RunReport.FailedTask], started: Date) throws -> RunReport? {
         var report: RunReport?
         if isCoordinator {
             let info = RunReport.RunInfo(
                 job: plan.name, seed: plan.seed, ranks: communicator.size, finetuneMode: plan.mode.rawValue,
                 orthoRegLambda: Double(plan.finetune.orthoReg.lambda), orthoRegForm: plan.finetune.orthoReg.form.rawValue,
                 blasCore: BLASRuntime.coreName, wallSeconds: Date().timeIntervalSince(started), version: Self.version)
-            var complete = RunReport(run: info, tasks: gathered.entries, merges: merges)
+            var complete = RunReport(run: info, tasks: entries, merges: merges)
             complete.failedTasks = failedTasks.isEmpty ? nil : failedTasks
             analyses.fill(&complete)
             report = complete
@@ -232,7 +258,6 @@ public final class JobRunner {
             console.result("\n" + report.table())
             console.info(String(format: "outputs in %@ (%.1f s)", plan.output.path, report.run.wallSeconds))
         }
-        try communicator.barrier()
         return report
     }
 
