@@ -10,7 +10,7 @@
 //              then broadcasts θ0 as raw floats. Every rank holds the same θ0, bit for bit.
 //              Rank 0 checks θ0 and each recorded task's files (SHA-256) against the manifest and
 //              broadcasts which tasks are already finished: those are read back, not retrained.
-//  3–4. Train. TaskScheduler.swift: a dynamic queue on rank 0 (Assignment / Progress / TrainedTask /
+//  3–4. Train. TaskScheduler.swift: a dynamic queue on rank 0 (Assignment / Progress / TaskResult /
 //              Failure messages; longest task first; heartbeat timeout) when tasks ≥ training
 //              ranks, else one data-parallel group per task (MPI_Comm_split; micro-batch-ordered
 //              gradient reduction, bitwise the one-rank result). Each task's random streams derive

@@ -30,14 +30,7 @@ struct JobAborted: Error {
     let underlying: any Error
 }
 
-/// Thrown out of a training step when the coordinator must end the job (not a task failure).
-private struct SchedulerStop: Error, CustomStringConvertible {
-    let underlying: any Error
-    var description: String { "\(underlying)" }
-}
-
 final class TaskScheduler {
-
     let plan: JobPlan
     let communicator: any Communicator
     let console: Console
@@ -134,10 +127,13 @@ final class TaskScheduler {
                 defer { console.progress?.remove(task: name) }
                 let attempt = try trainLocally(index) { progress in
                     self.show(progress, of: name, on: 0)
-                    do { try queue.service() } catch { throw SchedulerStop(underlying: error) }
+                    do { try queue.service() } catch { throw TrainingInterrupted(underlying: error) }
                 }
-                file(attempt, index: index, into: &queue.outcome)
-                if case let .failure(failure) = attempt { queue.failed(index, on: rank, reason: failure.reason) }
+                if case let .failure(failure) = attempt {
+                    queue.failed(index, on: rank, reason: failure.reason)
+                } else {
+                    file(attempt, index: index, into: &queue.outcome)
+                }
                 try queue.service()
             } else if queue.hasBusyWorkers {
                 try queue.waitAndService()
@@ -165,7 +161,7 @@ final class TaskScheduler {
             let summary = try saveOutputs(of: result, index: index)
             try manifest?.record(plan.tasks[index], result: summary, rank: rank)
             return .success(result)
-        } catch let stop as SchedulerStop {
+        } catch let stop as TrainingInterrupted {
             throw stop.underlying
         } catch let error as TransportError {
             throw error

@@ -62,7 +62,7 @@ public final class QueueWorker {
             let summary = try save(result, index)
             try communicator.send(ControlMessage.result(summary).encoded(), to: 0, tag: ControlTag.toCoordinator)
             return result
-        } catch let stop as TransportStop {
+        } catch let stop as TrainingInterrupted {
             throw stop.underlying
         } catch let error as TransportError {
             throw error
@@ -87,13 +87,16 @@ public final class QueueWorker {
             do {
                 try communicator.send(message.encoded(), to: 0, tag: ControlTag.toCoordinator)
             } catch {
-                throw TransportStop(underlying: error)
+                throw TrainingInterrupted(underlying: error)
             }
         }
     }
 }
 
-/// A send to rank 0 failed inside a training step: not the task's failure, the end of serving.
-struct TransportStop: Error {
-    let underlying: any Error
+/// Thrown out of a training step's progress callback when the job must end (a control message
+/// could not be sent or served): not the task's failure. The trainer's caller rethrows `underlying`.
+public struct TrainingInterrupted: Error, CustomStringConvertible {
+    public let underlying: any Error
+    public init(underlying: any Error) { self.underlying = underlying }
+    public var description: String { "\(underlying)" }
 }
