@@ -21,75 +21,16 @@ extension JobPlan {
     /// Checks what the file schema cannot (a mode the model does not support yet) and builds
     /// the plan. Throws one-line errors naming the key.
     public init(config: JobConfig) throws {
-        let model: ModelPlan
-        switch config.model.architecture {
-        case let .mlp(shape):
-            model = .mlp(MLPConfiguration(inputCount: config.model.inputFeatureCount, hidden: shape.hidden,
-                                          activation: shape.activation))
-        case let .vit(shape):
-            let input = config.model.input
-            model = .vit(ViTConfiguration(channels: input[0], height: input[1], width: input[2], patch: shape.patch,
-                                          dim: shape.width, depth: shape.depth, heads: shape.heads,
-                                          mlpRatio: shape.mlpRatio))
-        }
-        let layout = model.layout
-        let mode = config.finetune.mode
-        guard let trained = mode.trainedParameters(layout) else {
-            throw OrthofuseError("job.yaml: finetune.mode: '\(mode.rawValue)' needs attention layers; arch \(config.model.architectureName) has none (use full, lora or linearized)")
-        }
-        let parametrization: Parametrization
-        switch mode {
-        case .full, .attention:
-            parametrization = .direct
-        case .linearized:
-            parametrization = .linearized
-        case .lora:
-            guard let lora = config.finetune.lora else {
-                throw OrthofuseError("job.yaml: finetune.lora: required with mode: lora ({rank, alpha})")
-            }
-            parametrization = .lora(rank: lora.rank, alpha: Float(lora.alpha), targets: mode.loraTargets(layout))
-        }
-        let finetune = TrainingSettings(
-            steps: config.finetune.steps, batchSize: config.finetune.batchSize, microBatches: config.finetune.microBatches,
-            optimizer: OptimizerSettings(config.finetune.optimizer),
-            warmupSteps: config.finetune.schedule.warmupSteps, decay: config.finetune.schedule.decay,
-            gradientClip: Float(config.finetune.gradClip), labelSmoothing: Float(config.finetune.labelSmoothing),
-            orthoReg: OrthoRegSettings(lambda: Float(config.finetune.orthoreg.lambda), form: config.finetune.orthoreg.form),
-            trainedParameters: trained, regularizedParameters: mode.regularizedParameters(layout),
-            parametrization: parametrization)
-
-        let base: BaseSource
-        if let path = config.base {
-            base = .file(path.url)
-        } else if let pretrain = config.pretrain {
-            let sources: [PretrainPlan.Source]
-            if let data = pretrain.data {
-                sources = data.map { PretrainPlan.Source(name: $0.name, classes: $0.classes, train: $0.train.source) }
-            } else {
-                sources = config.tasks.map { PretrainPlan.Source(name: $0.name, classes: $0.classes, train: $0.train.source) }
-            }
-            let training = TrainingSettings(
-                steps: pretrain.steps, batchSize: pretrain.batchSize, optimizer: OptimizerSettings(pretrain.optimizer),
-                warmupSteps: pretrain.schedule.warmupSteps, decay: pretrain.schedule.decay,
-                trainedParameters: Array(layout.specs.indices), trainsHead: true)
-            base = .pretrain(PretrainPlan(sources: sources, fraction: pretrain.fraction, training: training))
-        } else {
-            base = .initialization
-        }
-
+        let model = ModelPlan(config.model)
         let tasks = config.tasks.map { task in
             TaskPlan(name: task.name, classes: task.classes, train: task.train.source, test: task.test.source,
                      validationFraction: config.validationFraction(of: task), validationMax: config.validationMax,
                      steps: task.steps ?? config.finetune.steps)
         }
         self.init(
-            name: config.name, seed: config.seed, model: model, base: base, tasks: tasks, mode: config.finetune.mode,
-            finetune: finetune,
-            probe: ProbeSettings(steps: config.head.steps, batchSize: config.head.batchSize,
-                                 optimizer: OptimizerSettings(config.head.optimizer),
-                                 prototypes: config.head.kind == .prototypes
-                                     ? PrototypeSettings(shots: config.head.shots, temperature: Float(config.head.temperature))
-                                     : nil),
+            name: config.name, seed: config.seed, model: model, base: BaseSource(config, layout: model.layout),
+            tasks: tasks, mode: config.finetune.mode, finetune: try TrainingSettings(finetune: config, layout: model.layout),
+            probe: ProbeSettings(config.head),
             merges: config.merge.methods.map {
                 MergePlan(label: $0.label, settings: $0.settings, alphaGrid: config.merge.alphaGrid(for: $0))
             },
@@ -101,16 +42,94 @@ extension JobPlan {
         onTaskFailure = config.runtime.onTaskFailure
         heartbeatTimeout = config.runtime.heartbeatTimeout
         trainingSections = config.trainingSections
+        try checkSchedules(config)
+    }
 
+    /// The checks across sections: a task's own step count against the warm-up, and α choice
+    /// against the validation splits.
+    private func checkSchedules(_ config: JobConfig) throws {
         if let task = config.tasks.first(where: { ($0.steps ?? Int.max) < config.finetune.schedule.warmupSteps }) {
             throw OrthofuseError("job.yaml: task '\(task.name)': steps \(task.steps!) is fewer than finetune.schedule.warmup_steps (\(config.finetune.schedule.warmupSteps))")
         }
-
         // α is chosen on the validation splits: without one, only a single α can be given.
         if let task = config.tasks.first(where: { config.validationFraction(of: $0) == 0 }),
            let merge = merges.first(where: { $0.alphaGrid.count > 1 }) {
             throw OrthofuseError("job.yaml: task '\(task.name)' has validation_fraction 0, so merge '\(merge.label)' cannot choose α from \(merge.alphaGrid.count) values; give a validation fraction or a single α (count: 1)")
         }
+    }
+}
+
+extension ModelPlan {
+    init(_ config: ModelConfig) {
+        switch config.architecture {
+        case let .mlp(shape):
+            self = .mlp(MLPConfiguration(inputCount: config.inputFeatureCount, hidden: shape.hidden,
+                                         activation: shape.activation))
+        case let .vit(shape):
+            let input = config.input
+            self = .vit(ViTConfiguration(channels: input[0], height: input[1], width: input[2], patch: shape.patch,
+                                         dim: shape.width, depth: shape.depth, heads: shape.heads,
+                                         mlpRatio: shape.mlpRatio))
+        }
+    }
+}
+
+extension TrainingSettings {
+    /// The fine-tuning of every task: the mode decides which tensors train, which OrthoReg acts
+    /// on, and the parametrization (direct, tangent or LoRA).
+    init(finetune config: JobConfig, layout: ParameterLayout) throws {
+        let finetune = config.finetune
+        let mode = finetune.mode
+        guard let trained = mode.trainedParameters(layout) else {
+            throw OrthofuseError("job.yaml: finetune.mode: '\(mode.rawValue)' needs attention layers; arch \(config.model.architectureName) has none (use full, lora or linearized)")
+        }
+        let parametrization: Parametrization
+        switch mode {
+        case .full, .attention:
+            parametrization = .direct
+        case .linearized:
+            parametrization = .linearized
+        case .lora:
+            guard let lora = finetune.lora else {
+                throw OrthofuseError("job.yaml: finetune.lora: required with mode: lora ({rank, alpha})")
+            }
+            parametrization = .lora(rank: lora.rank, alpha: Float(lora.alpha), targets: mode.loraTargets(layout))
+        }
+        self.init(
+            steps: finetune.steps, batchSize: finetune.batchSize, microBatches: finetune.microBatches,
+            optimizer: OptimizerSettings(finetune.optimizer),
+            warmupSteps: finetune.schedule.warmupSteps, decay: finetune.schedule.decay,
+            gradientClip: Float(finetune.gradClip), labelSmoothing: Float(finetune.labelSmoothing),
+            orthoReg: OrthoRegSettings(lambda: Float(finetune.orthoreg.lambda), form: finetune.orthoreg.form),
+            trainedParameters: trained, regularizedParameters: mode.regularizedParameters(layout),
+            parametrization: parametrization)
+    }
+}
+
+extension BaseSource {
+    /// θ0: a file, a pre-training on the listed data (or the tasks' own), or the seeded initialization.
+    init(_ config: JobConfig, layout: ParameterLayout) {
+        if let path = config.base {
+            self = .file(path.url)
+        } else if let pretrain = config.pretrain {
+            let sources = pretrain.data?.map { PretrainPlan.Source(name: $0.name, classes: $0.classes, train: $0.train.source) }
+                ?? config.tasks.map { PretrainPlan.Source(name: $0.name, classes: $0.classes, train: $0.train.source) }
+            let training = TrainingSettings(
+                steps: pretrain.steps, batchSize: pretrain.batchSize, optimizer: OptimizerSettings(pretrain.optimizer),
+                warmupSteps: pretrain.schedule.warmupSteps, decay: pretrain.schedule.decay,
+                trainedParameters: Array(layout.specs.indices), trainsHead: true)
+            self = .pretrain(PretrainPlan(sources: sources, fraction: pretrain.fraction, training: training))
+        } else {
+            self = .initialization
+        }
+    }
+}
+
+extension ProbeSettings {
+    init(_ head: HeadConfig) {
+        self.init(steps: head.steps, batchSize: head.batchSize, optimizer: OptimizerSettings(head.optimizer),
+                  prototypes: head.kind == .prototypes
+                      ? PrototypeSettings(shots: head.shots, temperature: Float(head.temperature)) : nil)
     }
 }
 

@@ -86,22 +86,53 @@ struct Merge: ParsableCommand {
     /// The command line over the config file, checked.
     func request() throws -> CheckpointMerge.Request {
         let recipe: MergeRecipe? = try config.map { try MergeRecipe.load(URL(fileURLWithPath: $0), origin: $0) }
-        let origin = config ?? ""
+        let method = try chosenMethod(recipe)
+        let (settings, sources) = try knobs(for: method, recipe: recipe)
+        let alpha = self.alpha ?? recipe?.alpha ?? 1.0
+        guard alpha.isFinite else { throw OrthofuseError("--alpha: must be a finite number") }
 
-        let method: MergeMethodName
+        guard let base = Self.file(self.base, else: recipe?.base) else {
+            throw OrthofuseError("no base checkpoint: give --base or base: in a --config file")
+        }
+        let models: [CheckpointMerge.File] = self.models.isEmpty
+            ? (recipe?.models ?? []).map { .init($0) } : self.models.map { .init($0) }
+        guard !models.isEmpty else {
+            throw OrthofuseError("no fine-tuned checkpoints: give --model (once per model) or models: in a --config file")
+        }
+        if method == .consensus, settings.consensusK > models.count {
+            let source = sources[.k] ?? "consensus: k (default \(settings.consensusK))"
+            throw OrthofuseError("\(source): must be <= the number of models (\(models.count))")
+        }
+        guard let output = Self.file(self.output, else: recipe?.output) else {
+            throw OrthofuseError("no output: give --output or output: in a --config file")
+        }
+        for input in [base] + models { try input.checkReadable() }
+        try Self.checkOutput(output, inputs: [base] + models)
+        return CheckpointMerge.Request(settings: settings, alpha: alpha, base: base, models: models, output: output)
+    }
+
+    /// The option's path over the config file's.
+    private static func file(_ option: String?, else key: JobPath?) -> CheckpointMerge.File? {
+        if let option { return .init(option) }
+        return key.map { .init($0) }
+    }
+
+    /// --method over the config file's method:.
+    private func chosenMethod(_ recipe: MergeRecipe?) throws -> MergeMethodName {
         if let word = self.method {
             guard let named = MergeMethodName(rawValue: word) else {
                 throw OrthofuseError("--method: expected one of \(Self.words(MergeMethodName.self)), got \"\(word)\"")
             }
-            method = named
-        } else if let named = recipe?.method {
-            method = named
-        } else {
-            throw OrthofuseError("no merge method: give --method (\(Self.words(MergeMethodName.self))) or method: in a --config file")
+            return named
         }
+        if let named = recipe?.method { return named }
+        throw OrthofuseError("no merge method: give --method (\(Self.words(MergeMethodName.self))) or method: in a --config file")
+    }
 
-        var settings = MergeSettings(method: method)
-        // Where each knob came from, for messages: the option, or the key of the config file.
+    /// The method's knobs, options over the config file, checked against the method and their
+    /// ranges; also where each came from (the option, or the file's key), for later messages.
+    private func knobs(for method: MergeMethodName, recipe: MergeRecipe?) throws -> (MergeSettings, [MergeKnob: String]) {
+        let origin = config ?? ""
         var sources: [MergeKnob: String] = [:]
         func take<T>(_ knob: MergeKnob, flag: T?, file: T?) -> T? {
             if let flag {
@@ -111,14 +142,11 @@ struct Merge: ParsableCommand {
             if file != nil { sources[knob] = "\(origin): \(knob.rawValue)" }
             return file
         }
-        let trimScope: TrimScope?
-        if let word = self.trim {
+        let trimScope = try self.trim.map { word in
             guard let scope = TrimScope(rawValue: word) else {
                 throw OrthofuseError("--trim: expected one of \(Self.words(TrimScope.self)), got \"\(word)\"")
             }
-            trimScope = scope
-        } else {
-            trimScope = nil
+            return scope
         }
         let density = take(.density, flag: self.density, file: recipe?.density)
         let trim = take(.trim, flag: trimScope, file: recipe?.trim)
@@ -138,6 +166,7 @@ struct Merge: ParsableCommand {
                 throw OrthofuseError("\(sources[knob]!): \(message)")
             }
         }
+        var settings = MergeSettings(method: method)
         if let density { settings.density = density }
         if let trim { settings.trim = trim }
         if let gamma { settings.gamma = gamma }
@@ -147,39 +176,7 @@ struct Merge: ParsableCommand {
         if let (knob, message) = settings.combinationViolation {
             throw OrthofuseError("\(sources[knob] ?? knob.rawValue): \(message)")
         }
-
-        let alpha = self.alpha ?? recipe?.alpha ?? 1.0
-        guard alpha.isFinite else { throw OrthofuseError("--alpha: must be a finite number") }
-
-        let base: CheckpointMerge.File
-        if let path = self.base {
-            base = .init(path)
-        } else if let path = recipe?.base {
-            base = .init(path)
-        } else {
-            throw OrthofuseError("no base checkpoint: give --base or base: in a --config file")
-        }
-        let models: [CheckpointMerge.File] = !self.models.isEmpty
-            ? self.models.map { .init($0) } : (recipe?.models ?? []).map { .init($0) }
-        guard !models.isEmpty else {
-            throw OrthofuseError("no fine-tuned checkpoints: give --model (once per model) or models: in a --config file")
-        }
-        if method == .consensus, settings.consensusK > models.count {
-            let source = sources[.k] ?? "consensus: k (default \(settings.consensusK))"
-            throw OrthofuseError("\(source): must be <= the number of models (\(models.count))")
-        }
-        let output: CheckpointMerge.File
-        if let path = self.output {
-            output = .init(path)
-        } else if let path = recipe?.output {
-            output = .init(path)
-        } else {
-            throw OrthofuseError("no output: give --output or output: in a --config file")
-        }
-
-        for input in [base] + models { try input.checkReadable() }
-        try Self.checkOutput(output, inputs: [base] + models)
-        return CheckpointMerge.Request(settings: settings, alpha: alpha, base: base, models: models, output: output)
+        return (settings, sources)
     }
 
     /// Refuses an output that is a directory or the same file as an input (also through a link).

@@ -2,17 +2,13 @@
 import Foundation
 import XCTest
 @testable import Core
+import TestSupport
 
 final class CheckpointTests: XCTestCase {
     private var directory: URL!
 
     override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("orthofuse-ckpt-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(at: directory)
+        directory = try temporaryFolder("checkpoint")
     }
 
     private func data() -> Dataset {

@@ -3,17 +3,13 @@ import Foundation
 import XCTest
 import ZIPFoundation
 @testable import Core
+import TestSupport
 
 final class DatasetTests: XCTestCase {
     private var directory: URL!
 
     override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("dataset-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(at: directory)
+        directory = try temporaryFolder("dataset")
     }
 
     // MARK: Helpers
@@ -50,23 +46,6 @@ final class DatasetTests: XCTestCase {
         var bytes: [UInt8] = [0, 0, type, UInt8(dimensions.count)]
         for dimension in dimensions { withUnsafeBytes(of: dimension.bigEndian) { bytes += $0 } }
         return bytes + payload
-    }
-
-    /// Asserts one single-line OrthofuseError that starts with `source` and contains every fragment.
-    private func assertFails<T>(_ source: String, _ fragments: [String], file: StaticString = #filePath, line: UInt = #line,
-                                _ body: () throws -> T) {
-        do {
-            _ = try body()
-            XCTFail("expected an error mentioning \(fragments)", file: file, line: line)
-        } catch let error as OrthofuseError {
-            XCTAssertTrue(error.message.hasPrefix(source + ": "), "message does not start with '\(source)': \(error.message)", file: file, line: line)
-            XCTAssertFalse(error.message.contains("\n"), "message spans lines: \(error.message)", file: file, line: line)
-            for fragment in fragments {
-                XCTAssertTrue(error.message.contains(fragment), "'\(error.message)' lacks '\(fragment)'", file: file, line: line)
-            }
-        } catch {
-            XCTFail("unexpected error type \(type(of: error)): \(error)", file: file, line: line)
-        }
     }
 
     // MARK: .npy

@@ -2,6 +2,7 @@
 import Foundation
 import XCTest
 @testable import Core
+import TestSupport
 
 final class FileSystemMessageTests: XCTestCase {
     func testCocoaAndPOSIXErrorsReadAsReasons() {
@@ -16,9 +17,8 @@ final class FileSystemMessageTests: XCTestCase {
 
     func testAFolderThatCannotBeMadeIsOneLine() throws {
         // A path under a regular file cannot become a folder.
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("fsm-\(UUID().uuidString)")
+        let file = try temporaryFolder("fsm").appendingPathComponent("file")
         try Data([1]).write(to: file)
-        defer { try? FileManager.default.removeItem(at: file) }
         XCTAssertThrowsError(try FileSystemMessage.createDirectory(file.appendingPathComponent("sub"))) { error in
             XCTAssertTrue("\(error)".contains("cannot create the folder"), "\(error)")
             XCTAssertFalse("\(error)".contains("NSCocoaErrorDomain"), "\(error)")

@@ -59,26 +59,6 @@ private enum Reference {
         }
         return crossEntropy(logits, labels: labels, classes: classes, smoothing: smoothing)
     }
-
-    static func orthoReg(_ delta: [Double], rows m: Int, columns n: Int, form: OrthoRegForm) -> Double {
-        if form == .l2 { return delta.map { $0 * $0 }.reduce(0, +) }
-        let k = min(m, n)
-        var sum = 0.0
-        for i in 0..<k {
-            for j in 0..<k {
-                var g = 0.0
-                if m >= n {
-                    for r in 0..<m { g += delta[r * n + i] * delta[r * n + j] }
-                } else {
-                    for c in 0..<n { g += delta[i * n + c] * delta[j * n + c] }
-                }
-                if i == j { g = form == .offdiagonal ? 0 : g - 1 }
-                sum += g * g
-            }
-        }
-        return form == .squared ? sum : sum.squareRoot()
-    }
-
 }
 
 private func randomValues(_ count: Int, scale: Double, random: inout RandomStream) -> [Float] {
@@ -209,9 +189,9 @@ final class GradientCheckTests: XCTestCase {
                 let value = OrthoRegularizer.penaltyAndGradient(delta: delta, rows: rows, columns: columns, form: form,
                                                                 gram: &gram, gradientOut: &gradient)
                 let d = delta.map(Double.init)
-                let expectedValue = Reference.orthoReg(d, rows: rows, columns: columns, form: form)
+                let expectedValue = OrthoRegReference.value(d, rows: rows, columns: columns, form: form)
                 XCTAssertEqual(value, expectedValue, accuracy: 1e-4 * max(1, expectedValue), "\(form) \(rows)x\(columns) value")
-                let numeric = numericGradient(d) { Reference.orthoReg($0, rows: rows, columns: columns, form: form) }
+                let numeric = numericGradient(d) { OrthoRegReference.value($0, rows: rows, columns: columns, form: form) }
                 checkTensor("OrthoReg \(form) \(rows)x\(columns) gradient", gradient, numeric, relative: 1e-3, absolute: 1e-4)
             }
         }
@@ -264,8 +244,8 @@ final class GradientCheckTests: XCTestCase {
                                            parameterIndices: [0])
         let value = regularizer.apply(parameters: parameters.pointer, base: base.pointer, gradient: gradient.pointer)
         let delta = (0..<12).map { Double(parameters[$0]) - Double(base[$0]) }
-        XCTAssertEqual(value, Reference.orthoReg(delta, rows: 4, columns: 3, form: .squared), accuracy: 1e-3)
-        let numeric = numericGradient(delta) { 2.5 * Reference.orthoReg($0, rows: 4, columns: 3, form: .squared) }
+        XCTAssertEqual(value, OrthoRegReference.value(delta, rows: 4, columns: 3, form: .squared), accuracy: 1e-3)
+        let numeric = numericGradient(delta) { 2.5 * OrthoRegReference.value($0, rows: 4, columns: 3, form: .squared) }
         checkTensor("λ·∇R", Array(gradient.array[0..<12]), numeric, relative: 1e-3, absolute: 1e-4)
         XCTAssertEqual(Array(gradient.array[12...]), [0, 0, 0, 0], "bias must not be regularised")
     }

@@ -4,6 +4,7 @@ import XCTest
 @testable import Core
 @testable import JobSchema
 @testable import Reporting
+import TestSupport
 
 final class JobConfigTests: XCTestCase {
     private let jobDirectory = URL(fileURLWithPath: "/srv/jobs", isDirectory: true)
@@ -260,7 +261,7 @@ final class JobConfigTests: XCTestCase {
     }
 
     func testLoadResolvesAgainstTheFilesDirectoryNotTheWorkingDirectory() throws {
-        let directory = try temporaryDirectory()
+        let directory = try temporaryFolder("job")
         let jobFile = directory.appendingPathComponent("jobs/job.yaml")
         try FileManager.default.createDirectory(at: jobFile.deletingLastPathComponent(), withIntermediateDirectories: true)
         try minimalJob.write(to: jobFile, atomically: true, encoding: .utf8)
@@ -523,7 +524,7 @@ final class JobConfigTests: XCTestCase {
     // MARK: - Files
 
     func testCheckFilesNamesTheMissingFile() throws {
-        let directory = try temporaryDirectory()
+        let directory = try temporaryFolder("job")
         let job = try JobConfig.parse(minimalJob, origin: "job.yaml", baseDirectory: directory)
         XCTAssertThrowsError(try job.checkFiles()) { error in
             XCTAssertEqual((error as? OrthofuseError)?.message, "job.yaml: tasks[0].train: data/mnist/train.npz: no such file")
@@ -550,7 +551,7 @@ final class JobConfigTests: XCTestCase {
     }
 
     func testCheckFilesCoversIDXPairsAndTheBase() throws {
-        let directory = try temporaryDirectory()
+        let directory = try temporaryFolder("job")
         try Data([1]).write(to: directory.appendingPathComponent("images.gz"))
         try Data([1]).write(to: directory.appendingPathComponent("test.npz"))
         let yaml = minimal(replacing: "train: data/mnist/train.npz", with: "train: {images: images.gz, labels: labels.gz}")
@@ -563,12 +564,5 @@ final class JobConfigTests: XCTestCase {
         XCTAssertThrowsError(try withBase.checkFiles()) { error in
             XCTAssertEqual((error as? OrthofuseError)?.message, "job.yaml: base: base.safetensors: no such file")
         }
-    }
-
-    private func temporaryDirectory() throws -> URL {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("orthofuse-job-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
-        return directory
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import XCTest
 @testable import Core
 @testable import Reporting
+import TestSupport
 
 final class ProgressDisplayTests: XCTestCase {
     func testETAIsMeasuredFromTheFirstStepSeen() {
@@ -25,8 +26,7 @@ final class ProgressDisplayTests: XCTestCase {
     }
 
     func testRankLogsAppendTimeStampedLines() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("orthofuse-log-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: directory) }
+        let directory = try temporaryFolder("log").appendingPathComponent("logs")
         do {
             let console = Console(rank: 1, size: 3, level: .quiet, log: RunLog(directory: directory, rank: 1))
             XCTAssertFalse(FileManager.default.fileExists(atPath: directory.path), "nothing written before the first line")

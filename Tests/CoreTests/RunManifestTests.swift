@@ -3,18 +3,15 @@ import Foundation
 import XCTest
 @testable import Core
 @testable import Reporting
+import TestSupport
 
 final class RunManifestTests: XCTestCase {
     private var directory: URL!
 
     override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("orthofuse-manifest-\(UUID().uuidString)")
+        directory = try temporaryFolder("manifest")
         try FileManager.default.createDirectory(at: directory.appendingPathComponent("task_vectors"), withIntermediateDirectories: true)
         try FileManager.default.createDirectory(at: directory.appendingPathComponent("heads"), withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(at: directory)
     }
 
     private func record(definition: String = "def-a") throws -> RunManifest.TaskRecord {

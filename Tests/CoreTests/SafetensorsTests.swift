@@ -2,17 +2,13 @@
 import Foundation
 import XCTest
 @testable import Core
+import TestSupport
 
 final class SafetensorsTests: XCTestCase {
     private var directory: URL!
 
     override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("safetensors-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(at: directory)
+        directory = try temporaryFolder("safetensors")
     }
 
     // MARK: Helpers
@@ -35,23 +31,6 @@ final class SafetensorsTests: XCTestCase {
 
     private func bytes<T>(of values: [T]) -> [UInt8] {
         values.withUnsafeBytes { Array($0) }
-    }
-
-    /// Asserts that `body` throws one OrthofuseError on a single line that names `url` and contains every fragment.
-    private func assertFails<T>(_ url: URL, _ fragments: [String], file: StaticString = #filePath, line: UInt = #line,
-                                _ body: () throws -> T) {
-        do {
-            _ = try body()
-            XCTFail("expected an error mentioning \(fragments)", file: file, line: line)
-        } catch let error as OrthofuseError {
-            XCTAssertTrue(error.message.hasPrefix(url.path + ": "), "message does not start with the file: \(error.message)", file: file, line: line)
-            XCTAssertFalse(error.message.contains("\n"), "message spans lines: \(error.message)", file: file, line: line)
-            for fragment in fragments {
-                XCTAssertTrue(error.message.contains(fragment), "'\(error.message)' lacks '\(fragment)'", file: file, line: line)
-            }
-        } catch {
-            XCTFail("unexpected error type \(type(of: error)): \(error)", file: file, line: line)
-        }
     }
 
     /// Both entry points must reject a malformed header the same way.

@@ -36,25 +36,6 @@ final class TaskVectorAnalysisTests: XCTestCase {
         return na > 0 && nb > 0 ? dot / (na * nb) : 0
     }
 
-    /// ‖G − I‖_F with G the smaller Gram, in Float64.
-    private func gramDeviation(_ w: [Double], rows m: Int, columns n: Int) -> Double {
-        let k = min(m, n)
-        var sum = 0.0
-        for i in 0..<k {
-            for j in 0..<k {
-                var g = 0.0
-                if m >= n {
-                    for r in 0..<m { g += w[r * n + i] * w[r * n + j] }
-                } else {
-                    for c in 0..<n { g += w[i * n + c] * w[j * n + c] }
-                }
-                let d = g - (i == j ? 1 : 0)
-                sum += d * d
-            }
-        }
-        return sum.squareRoot()
-    }
-
     func testCosineSignConflictAndGramDeviationMatchTheirFormulas() throws {
         let taskVectors = vectors(3)
         let names = ["x", "y", "z"]
@@ -75,7 +56,7 @@ final class TaskVectorAnalysisTests: XCTestCase {
             XCTAssertEqual(analysis.cosine[i][i], 1, accuracy: 1e-12)
             XCTAssertEqual(analysis.signConflict[i][i], 0)
             for (name, shape) in [("a.weight", (3, 4)), ("b.weight", (5, 2))] {
-                let expected = gramDeviation(values(taskVectors[i], name), rows: shape.0, columns: shape.1)
+                let expected = OrthoRegReference.value(values(taskVectors[i], name), rows: shape.0, columns: shape.1, form: .frobenius)
                 XCTAssertEqual(analysis.gramDeviation[names[i]]![name]!, expected, accuracy: 1e-5 * max(1, expected))
             }
         }

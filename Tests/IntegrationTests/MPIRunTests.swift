@@ -16,55 +16,16 @@ final class MPIRunTests: XCTestCase {
         guard FileManager.default.isExecutableFile(atPath: Self.binary.path) else {
             throw OrthofuseError("orthofuse binary not built at \(Self.binary.path) (run `swift build --build-tests`)")
         }
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("orthofuse-mpi-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        directory = try temporaryFolder("mpi")
         taskNames = try SyntheticTasks.write(to: directory)
     }
 
-    override func tearDownWithError() throws {
-        if let directory { try? FileManager.default.removeItem(at: directory) }
+    /// Runs a command (through /usr/bin/env) in the test's folder, MPI's variables scrubbed.
+    private func execute(_ arguments: [String], timeout: TimeInterval = 300) throws -> ProcessOutcome {
+        try Subprocess.run(URL(fileURLWithPath: "/usr/bin/env"), arguments, in: directory, timeout: timeout)
     }
 
-    struct Outcome {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-    }
-
-    /// Runs a command with MPI's per-process variables scrubbed: a child mpirun that inherits
-    /// OMPI_/PMIX_/OPAL_/ORTE_ variables from an MPI process exits silently.
-    private func execute(_ arguments: [String], timeout: TimeInterval = 300) throws -> Outcome {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        process.currentDirectoryURL = directory
-        process.environment = ProcessInfo.processInfo.environment.filter { key, _ in
-            !["OMPI_", "PMIX_", "OPAL_", "ORTE_"].contains { key.hasPrefix($0) }
-        }
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        // Drain both pipes concurrently so a chatty child cannot block on a full pipe.
-        let outData = LockedData(), errData = LockedData()
-        let group = DispatchGroup()
-        for (pipe, sink) in [(out, outData), (err, errData)] {
-            group.enter()
-            DispatchQueue.global().async {
-                sink.set(pipe.fileHandleForReading.readDataToEndOfFile())
-                group.leave()
-            }
-        }
-        if group.wait(timeout: .now() + timeout) == .timedOut {
-            process.terminate()
-            XCTFail("timed out: \(arguments.joined(separator: " "))")
-        }
-        process.waitUntilExit()
-        return Outcome(status: process.terminationStatus, stdout: String(decoding: outData.get(), as: UTF8.self),
-                       stderr: String(decoding: errData.get(), as: UTF8.self))
-    }
-
-    private func launch(ranks: Int, _ arguments: [String]) throws -> Outcome {
+    private func launch(ranks: Int, _ arguments: [String]) throws -> ProcessOutcome {
         try execute([Self.packageRoot.appendingPathComponent("cluster/launch.sh").path, "-np", "\(ranks)", "--",
                      Self.binary.path] + arguments)
     }
@@ -76,8 +37,7 @@ final class MPIRunTests: XCTestCase {
     }
 
     private func tensors(_ path: String) throws -> [String: [Float]] {
-        let file = try Safetensors.read(directory.appendingPathComponent(path))
-        return Dictionary(uniqueKeysWithValues: file.tensors.map { ($0.name, $0.values) })
+        try tensorValues(at: directory.appendingPathComponent(path))
     }
 
     func testSweepUnderMPIRunResumesAndOneCellReproducesItsRow() throws {
@@ -378,10 +338,3 @@ final class MPIRunTests: XCTestCase {
     }
 }
 
-/// A Data box written by one reader thread and read after it finished.
-final class LockedData: @unchecked Sendable {
-    private let lock = NSLock()
-    private var data = Data()
-    func set(_ value: Data) { lock.lock(); data = value; lock.unlock() }
-    func get() -> Data { lock.lock(); defer { lock.unlock() }; return data }
-}

@@ -15,13 +15,8 @@ final class MergeCommandTests: XCTestCase {
         guard FileManager.default.isExecutableFile(atPath: Self.binary.path) else {
             throw OrthofuseError("orthofuse binary not built at \(Self.binary.path) (run `swift build --build-tests`)")
         }
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("orthofuse-merge-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        directory = try temporaryFolder("merge")
         try writeCheckpoints()
-    }
-
-    override func tearDownWithError() throws {
-        if let directory { try? FileManager.default.removeItem(at: directory) }
     }
 
     // MARK: Checkpoints
@@ -51,7 +46,7 @@ final class MergeCommandTests: XCTestCase {
     private func url(_ name: String) -> URL { directory.appendingPathComponent(name) }
 
     private func values(_ name: String) throws -> [String: [Float]] {
-        Dictionary(uniqueKeysWithValues: try Safetensors.read(url(name)).tensors.map { ($0.name, $0.values) })
+        try tensorValues(at: url(name))
     }
 
     /// A safetensors file with any dtype, written byte by byte (Core writes F32 only).
@@ -76,27 +71,8 @@ final class MergeCommandTests: XCTestCase {
 
     // MARK: Running
 
-    struct Outcome {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-    }
-
-    private func merge(_ arguments: [String]) throws -> Outcome {
-        let process = Process()
-        process.executableURL = Self.binary
-        process.arguments = ["merge"] + arguments
-        process.currentDirectoryURL = directory
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        // The outputs are a line or two: reading one pipe after the other cannot block.
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Outcome(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                       stderr: String(decoding: stderr, as: UTF8.self))
+    private func merge(_ arguments: [String]) throws -> ProcessOutcome {
+        try Subprocess.run(Self.binary, ["merge"] + arguments, in: directory)
     }
 
     /// Runs a command that must fail: non-zero exit, exactly one error line containing every one of

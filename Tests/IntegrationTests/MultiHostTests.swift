@@ -23,36 +23,19 @@ final class MultiHostTests: XCTestCase {
     }
 
     override func tearDownWithError() throws {
+        // Explicitly after `down`, which runs in the workspace (teardown blocks would run first).
         _ = try? hosts(["down", "3"])
         workspace?.remove()
     }
 
-    private struct Outcome {
-        var status: Int32
-        var output: String
-    }
-
-    /// Runs cluster/netns-hosts.sh with MPI's per-process variables scrubbed; `during` runs while
-    /// it is going (to cut a link).
+    /// Runs cluster/netns-hosts.sh with `arguments` under a time limit; `during` runs
+    /// while it is going (to cut a link). Its output is stdout then stderr.
     @discardableResult
-    private func hosts(_ arguments: [String], timeout: Int = 120, during: (() throws -> Void)? = nil) throws -> Outcome {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-        process.arguments = ["-k", "5", "\(timeout)", Self.root.appendingPathComponent("cluster/netns-hosts.sh").path] + arguments
-        process.currentDirectoryURL = workspace.directory
-        process.environment = ProcessInfo.processInfo.environment.filter { key, _ in
-            !["OMPI_", "PMIX_", "OPAL_", "ORTE_"].contains { key.hasPrefix($0) }
-        }
-        let log = workspace.directory.appendingPathComponent("hosts-\(UUID().uuidString).log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: log)
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-        try during?()
-        process.waitUntilExit()
-        try handle.close()
-        return Outcome(status: process.terminationStatus, output: (try? String(contentsOf: log, encoding: .utf8)) ?? "")
+    private func hosts(_ arguments: [String], timeout: Int = 120, during: (() throws -> Void)? = nil) throws -> (status: Int32, output: String) {
+        let outcome = try Subprocess.run(URL(fileURLWithPath: "/usr/bin/timeout"),
+                                         ["-k", "5", "\(timeout)", Self.root.appendingPathComponent("cluster/netns-hosts.sh").path] + arguments,
+                                         in: workspace.directory, timeout: TimeInterval(timeout + 30), during: during)
+        return (outcome.status, outcome.stdout + outcome.stderr)
     }
 
     private func job(_ output: String, steps: Int) throws -> String {
@@ -67,15 +50,8 @@ final class MultiHostTests: XCTestCase {
     func testThreeHostsAndACutLink() throws {
         let steps = 6000
         // Reference: one process, no MPI.
-        let reference = Process()
-        reference.executableURL = Self.binary
-        reference.arguments = ["run", try job("single", steps: steps), "--quiet"]
-        reference.environment = ProcessInfo.processInfo.environment.filter { key, _ in
-            !["OMPI_", "PMIX_", "OPAL_", "ORTE_"].contains { key.hasPrefix($0) }
-        }
-        try reference.run()
-        reference.waitUntilExit()
-        XCTAssertEqual(reference.terminationStatus, 0)
+        let reference = try Subprocess.run(Self.binary, ["run", try job("single", steps: steps), "--quiet"])
+        XCTAssertEqual(reference.status, 0, reference.stderr)
 
         // Three hosts over TCP: the same task vectors.
         let clean = try hosts(["run", "3", "--", Self.binary.path, "run", try job("hosts", steps: steps), "--quiet"])
@@ -119,11 +95,6 @@ final class MultiHostTests: XCTestCase {
 
     /// A quick netns-hosts.sh call (cut/restore) while another one is running.
     private func hostsNow(_ arguments: [String]) throws -> Int32 {
-        let process = Process()
-        process.executableURL = Self.root.appendingPathComponent("cluster/netns-hosts.sh")
-        process.arguments = arguments
-        try process.run()
-        process.waitUntilExit()
-        return process.terminationStatus
+        try Subprocess.run(Self.root.appendingPathComponent("cluster/netns-hosts.sh"), arguments, timeout: 60).status
     }
 }

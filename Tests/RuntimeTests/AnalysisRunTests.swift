@@ -11,11 +11,7 @@ final class AnalysisRunTests: XCTestCase {
     private var workspace: SyntheticWorkspace!
 
     override func setUpWithError() throws {
-        workspace = try SyntheticWorkspace(label: "analysis", taskCount: 4)
-    }
-
-    override func tearDownWithError() throws {
-        workspace?.remove()
+        workspace = try syntheticWorkspace("analysis", taskCount: 4)
     }
 
     private func plan(output: String) throws -> JobPlan {

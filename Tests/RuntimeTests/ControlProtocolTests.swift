@@ -51,8 +51,7 @@ final class ControlProtocolTests: XCTestCase {
     }
 
     func testRanksRefuseAnotherBinaryVersionOrAnotherJob() throws {
-        let workspace = try SyntheticWorkspace(label: "announce")
-        defer { workspace.remove() }
+        let workspace = try syntheticWorkspace("announce")
         let source = JobAnnouncer.Source(text: workspace.jobText(output: "out"), origin: "job.yaml",
                                          baseDirectory: workspace.directory)
         // Same binary and job everywhere: every rank gets the plan.
@@ -82,8 +81,7 @@ final class ControlProtocolTests: XCTestCase {
     }
 
     func testConfigHashIsTheSHA256OfTheCanonicalJob() throws {
-        let workspace = try SyntheticWorkspace(label: "hash")
-        defer { workspace.remove() }
+        let workspace = try syntheticWorkspace("hash")
         let config = try JobConfig.parse(workspace.jobText(output: "out"), origin: "job.yaml", baseDirectory: workspace.directory)
         XCTAssertEqual(config.configHash.count, 64)
         XCTAssertEqual(config.configHash, Checksum.sha256(config.canonicalYAML))

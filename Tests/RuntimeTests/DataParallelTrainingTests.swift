@@ -5,17 +5,13 @@ import XCTest
 import Core
 import Transport
 import Worker
+import TestSupport
 
 final class DataParallelTrainingTests: XCTestCase {
     private var directory: URL!
 
     override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("orthofuse-dp-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(at: directory)
+        directory = try temporaryFolder("data-parallel")
     }
 
     private enum Model: Sendable {

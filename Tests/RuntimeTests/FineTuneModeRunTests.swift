@@ -13,11 +13,7 @@ final class FineTuneModeRunTests: XCTestCase {
     private var taskNames: [String] { workspace.taskNames }
 
     override func setUpWithError() throws {
-        workspace = try SyntheticWorkspace(label: "modes")
-    }
-
-    override func tearDownWithError() throws {
-        workspace?.remove()
+        workspace = try syntheticWorkspace("modes")
     }
 
     /// The synthetic MLP job in `mode` (with `finetuneExtra` lines under `finetune:`).
@@ -89,11 +85,7 @@ final class ViTModeRunTests: XCTestCase {
     private var taskNames: [String] { workspace.taskNames }
 
     override func setUpWithError() throws {
-        workspace = try SyntheticWorkspace(label: "vit")
-    }
-
-    override func tearDownWithError() throws {
-        workspace?.remove()
+        workspace = try syntheticWorkspace("vit")
     }
 
     private func run(_ output: String, mode: String, lambda: Double) throws -> RunReport {

@@ -14,11 +14,7 @@ final class JobRunnerTests: XCTestCase {
     private var taskNames: [String] { workspace.taskNames }
 
     override func setUpWithError() throws {
-        workspace = try SyntheticWorkspace(label: "runner")
-    }
-
-    override func tearDownWithError() throws {
-        workspace?.remove()
+        workspace = try syntheticWorkspace("runner")
     }
 
     private func plan(output: String, extra: String = "") throws -> JobPlan {

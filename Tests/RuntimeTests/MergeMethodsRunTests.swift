@@ -12,11 +12,7 @@ final class MergeMethodsRunTests: XCTestCase {
     private var workspace: SyntheticWorkspace!
 
     override func setUpWithError() throws {
-        workspace = try SyntheticWorkspace(label: "methods")
-    }
-
-    override func tearDownWithError() throws {
-        workspace?.remove()
+        workspace = try syntheticWorkspace("methods")
     }
 
     func testEveryMethodIsReportedAndItsFileIsBasePlusAlphaDelta() throws {

@@ -8,16 +8,8 @@ import XCTest
 import TestSupport
 
 final class OutputDirectoryTests: XCTestCase {
-    private var workspaces: [SyntheticWorkspace] = []
-
-    override func tearDown() {
-        workspaces.forEach { $0.remove() }
-    }
-
     private func workspace() throws -> SyntheticWorkspace {
-        let workspace = try SyntheticWorkspace(label: "output", taskCount: 2)
-        workspaces.append(workspace)
-        return workspace
+        try syntheticWorkspace("output", taskCount: 2)
     }
 
     private func listing(_ url: URL) -> [String] {

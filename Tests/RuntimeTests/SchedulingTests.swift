@@ -10,16 +10,8 @@ import Transport
 import Worker
 
 final class SchedulingTests: XCTestCase {
-    private var workspaces: [SyntheticWorkspace] = []
-
-    override func tearDown() {
-        workspaces.forEach { $0.remove() }
-    }
-
     private func workspace(tasks: Int = 3) throws -> SyntheticWorkspace {
-        let workspace = try SyntheticWorkspace(label: "scheduling", taskCount: tasks)
-        workspaces.append(workspace)
-        return workspace
+        try syntheticWorkspace("scheduling", taskCount: tasks)
     }
 
     private func assertSameTaskVectors(_ workspace: SyntheticWorkspace, _ output: String, _ reference: String,

@@ -175,11 +175,7 @@ final class ShardedJobTests: XCTestCase {
     private var workspace: SyntheticWorkspace!
 
     override func setUpWithError() throws {
-        workspace = try SyntheticWorkspace(label: "sharded")
-    }
-
-    override func tearDownWithError() throws {
-        workspace?.remove()
+        workspace = try syntheticWorkspace("sharded")
     }
 
     func testShardedJobWritesTheSameFilesAsGathered() throws {

@@ -13,13 +13,9 @@ final class SweepRunTests: XCTestCase {
     private var directory: URL { workspace.directory }
 
     override func setUpWithError() throws {
-        workspace = try SyntheticWorkspace(label: "sweep")
+        workspace = try syntheticWorkspace("sweep")
         try workspace.jobText(output: "unused", steps: 30).write(to: directory.appendingPathComponent("job.yaml"),
                                                                   atomically: true, encoding: .utf8)
-    }
-
-    override func tearDownWithError() throws {
-        workspace?.remove()
     }
 
     private func writeSweep(lambdas: String) throws -> URL {

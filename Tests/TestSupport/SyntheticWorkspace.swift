@@ -6,6 +6,7 @@ import JobSchema
 import Reporting
 import Foundation
 import Transport
+import XCTest
 
 public final class SyntheticWorkspace {
     public let directory: URL
@@ -50,6 +51,15 @@ public final class SyntheticWorkspace {
 
     /// name → values of a saved safetensors file.
     public func values(_ path: String) throws -> [String: [Float]] {
-        Dictionary(uniqueKeysWithValues: try read(path).tensors.map { ($0.name, $0.values) })
+        try tensorValues(at: directory.appendingPathComponent(path))
+    }
+}
+
+extension XCTestCase {
+    /// A SyntheticWorkspace (see its init) removed after the test, passed or failed.
+    public func syntheticWorkspace(_ label: String, taskCount: Int = 3) throws -> SyntheticWorkspace {
+        let workspace = try SyntheticWorkspace(label: label, taskCount: taskCount)
+        addTeardownBlock { workspace.remove() }
+        return workspace
     }
 }

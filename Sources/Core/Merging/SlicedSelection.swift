@@ -32,24 +32,10 @@ enum SlicedTopMagnitude {
 
         for (round, digit) in digits.enumerated() {
             let buckets = 1 << Int(digit.width)
-            let mask = UInt32(buckets - 1)
-            let prefixShift = digit.shift + digit.width
             var histograms = [Double](repeating: 0, count: taskCount * buckets)
             lastLocal = []
             for task in 0..<taskCount {
-                var local = [Int](repeating: 0, count: buckets)
-                let values = slices[task].pointer
-                let matching = prefix[task]
-                local.withUnsafeMutableBufferPointer { counts in
-                    if round == 0 {
-                        for i in 0..<n { counts[Int(magnitudeBits(values[i]) >> digit.shift)] += 1 }
-                    } else {
-                        for i in 0..<n {
-                            let key = magnitudeBits(values[i])
-                            if key >> prefixShift == matching { counts[Int((key >> digit.shift) & mask)] += 1 }
-                        }
-                    }
-                }
+                let local = histogram(slices[task].pointer, count: n, digit: digit, prefix: round == 0 ? nil : prefix[task])
                 for bucket in 0..<buckets { histograms[task * buckets + bucket] = Double(local[bucket]) }
                 lastLocal.append(local)
             }
@@ -99,6 +85,26 @@ enum SlicedTopMagnitude {
         return (0..<taskCount).map { task in
             k == 0 ? .none : TopMagnitudeCut(threshold: Float(bitPattern: prefix[task]), tieIndexLimit: Int(limits[task]))
         }
+    }
+
+    /// This slice's count per bucket of `digit`, over the entries whose higher digits equal
+    /// `prefix` (all entries when nil: the first digit has no higher ones).
+    private static func histogram(_ values: UnsafeMutablePointer<Float>, count n: Int,
+                                  digit: (shift: UInt32, width: UInt32), prefix: UInt32?) -> [Int] {
+        var counts = [Int](repeating: 0, count: 1 << Int(digit.width))
+        counts.withUnsafeMutableBufferPointer { counts in
+            guard let prefix else {
+                for i in 0..<n { counts[Int(magnitudeBits(values[i]) >> digit.shift)] += 1 }
+                return
+            }
+            let mask = UInt32(counts.count - 1)
+            let prefixShift = digit.shift + digit.width
+            for i in 0..<n {
+                let key = magnitudeBits(values[i])
+                if key >> prefixShift == prefix { counts[Int((key >> digit.shift) & mask)] += 1 }
+            }
+        }
+        return counts
     }
 
     /// |x|'s bit pattern: for finite x, ordered as |x| is.
