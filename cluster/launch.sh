@@ -4,10 +4,12 @@
 # Usage: cluster/launch.sh -np N [--max-restarts R] [--hostfile FILE] [more mpirun options] -- PROGRAM [ARGS...]
 #        cluster/launch.sh -np N PROGRAM [ARGS...]
 #
-# --max-restarts R: when a rank dies of a signal (kill -9, out of memory, a lost node), run the
-# same command again, up to R times; `orthofuse run` and `sweep` resume where they stopped. A job
-# error (exit code 1: a bad input, a failed task) is not retried. Each failure's root cause (the
-# first rank that failed, its host, its signal or exit code) is printed in one line.
+# --max-restarts R: when a rank dies of a signal (kill -9, out of memory, a lost node) or hangs
+# (rank 0's heartbeat check ends the job with MPI_Abort code 3), run the same command again, up
+# to R times; `orthofuse run` and `sweep` resume where they stopped. A job error (exit code 1: a
+# bad input, a failed task) is not retried, nor is a preempted job (exit code 75, after SIGUSR1
+# to mpirun: every training rank checkpointed; the batch system requeues it). Each failure's root
+# cause (the first rank that failed, its host, its signal or exit code) is printed in one line.
 #
 # - root needs --allow-run-as-root; more ranks than cores need --oversubscribe;
 # - --bind-to none: otherwise OpenMPI pins every rank of a small machine to one core;
@@ -59,13 +61,14 @@ notice=$(mktemp) passed=$(mktemp)
 trap 'rm -f "$notice" "$passed"' EXIT
 
 # One mpirun; its stderr is split: the dashed notice blocks go to $notice, every other line to the
-# terminal and to $passed.
+# terminal and to $passed, but for mpirun's own note on a forwarded SIGUSR1 (orthofuse says it).
 run_once() {
     set +e
     { mpirun "${root_options[@]}" --oversubscribe --bind-to none "${exported[@]}" "${mpirun_options[@]}" "$@" \
         2>&1 1>&3 3>&- | awk -v notice="$notice" -v passed="$passed" '
             /^-----+$/ { block = !block; next }
             block { print > notice; fflush(notice); next }
+            /^mpirun: Forwarding signal [0-9]+ to job$/ { next }
             { print > "/dev/stderr"; print > passed; fflush("/dev/stderr"); fflush(passed) }'
       status=${PIPESTATUS[0]}; } 3>&1
     set -e
@@ -81,6 +84,13 @@ read_cause() {
         cause_kind=signal
         return
     fi
+    # Rank 0 ended the job because a worker went silent (hung, or its host unreachable): code 3.
+    if grep -qE 'MPI_ABORT was invoked on rank 0 in communicator MPI_COMM_WORLD' "$notice" \
+        && grep -qE 'with errorcode 3\.?$' "$notice"; then
+        cause="rank 0 ended the job: a rank stopped sending heartbeats (hung, or its host unreachable)"
+        cause_kind=hang
+        return
+    fi
     local rank code
     rank=$(grep -m1 -oE 'Process name: +\[\[[0-9]+,[0-9]+\],[0-9]+\]' "$notice" | grep -oE '[0-9]+\]$' | tr -d ']' || true)
     code=$(grep -m1 -oE 'Exit code: +[0-9]+' "$notice" | grep -oE '[0-9]+$' || true)
@@ -93,8 +103,13 @@ while true; do
     : > "$passed"
     run_once "$@"
     if [[ $status -eq 0 ]]; then exit 0; fi
+    # 75: preempted (SIGUSR1; orthofuse's rank 0 said so): the caller requeues, not this script.
+    if [[ $status -eq 75 ]]; then
+        if ! grep -q "orthofuse: the job was preempted" "$passed"; then echo "launch.sh: the job was preempted (exit code 75); rerun it to resume" >&2; fi
+        exit 75
+    fi
     read_cause
-    if [[ "$cause_kind" == signal && $attempt -lt $max_restarts ]]; then
+    if [[ "$cause_kind" == signal || "$cause_kind" == hang ]] && [[ $attempt -lt $max_restarts ]]; then
         attempt=$((attempt + 1))
         echo "launch.sh: $cause; restarting ($attempt of $max_restarts), the job resumes" >&2
         continue

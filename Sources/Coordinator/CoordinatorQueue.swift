@@ -119,6 +119,9 @@ final class CoordinatorQueue {
         return index
     }
 
+    /// MPI_Abort's code when a worker went silent: cluster/launch.sh --max-restarts retries on it.
+    static let hungWorkerAbortCode: Int32 = 3
+
     /// Names a worker silent past the heartbeat timeout and ends the job (a hung rank cannot join
     /// any collective; the rerun resumes). After its last step a worker evaluates without
     /// reporting (a large test split can take long), so only training is timed.
@@ -133,7 +136,7 @@ final class CoordinatorQueue {
                 plan.heartbeatTimeout)
             console.error(message)
             do {
-                try communicator.abort(code: 3, message: message)
+                try communicator.abort(code: Self.hungWorkerAbortCode, message: message)
             } catch {
                 throw JobAborted(underlying: error)
             }

@@ -21,6 +21,9 @@ enum PhaseAgreement {
         var peerFailure = false
         do {
             result = try body()
+        } catch let preempted as TrainingPreempted {
+            // The job's processes end now (Launch); the other ranks are not waited for.
+            throw preempted
         } catch is PeerFailure {
             // Another rank's failure, reported by rank 0 already: fail here without a message.
             failure = ""

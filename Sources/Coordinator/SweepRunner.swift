@@ -101,6 +101,8 @@ public final class SweepRunner {
                 }
             } catch let error as PeerFailure {
                 throw error
+            } catch let preempted as TrainingPreempted {
+                throw preempted
             } catch {
                 throw isCoordinator ? OrthofuseError("cell \(cell.id): \(error)") : error
             }

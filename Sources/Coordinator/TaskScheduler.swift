@@ -92,6 +92,8 @@ final class TaskScheduler {
             return try body()
         } catch let aborted as JobAborted {
             throw aborted.underlying
+        } catch let preempted as TrainingPreempted {
+            throw preempted
         } catch {
             let message = rank == 0 ? "\(error)" : "rank \(rank): \(error)"
             console.error(message)
@@ -163,6 +165,8 @@ final class TaskScheduler {
             return .success(result)
         } catch let stop as TrainingInterrupted {
             throw stop.underlying
+        } catch let preempted as TrainingPreempted {
+            throw preempted
         } catch let error as TransportError {
             throw error
         } catch {
@@ -252,6 +256,8 @@ final class TaskScheduler {
             }
         } catch is PeerFailure {
             // The group leader holds the reason.
+        } catch let preempted as TrainingPreempted {
+            throw preempted
         } catch let error as TransportError {
             throw error
         } catch {

@@ -64,6 +64,8 @@ public final class QueueWorker {
             return result
         } catch let stop as TrainingInterrupted {
             throw stop.underlying
+        } catch let preempted as TrainingPreempted {
+            throw preempted
         } catch let error as TransportError {
             throw error
         } catch {

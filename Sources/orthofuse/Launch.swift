@@ -17,6 +17,7 @@ enum Launch {
 
     /// MPI when launched by mpirun; otherwise a single in-process rank (no MPI singleton start-up).
     static func makeCommunicator() throws -> any Communicator {
+        StopSignal.installPreemption()
         if launchedByMPI {
             // From the start: a rank may die while the others are still starting up.
             StopSignal.install(rank: MPIEnvironment.launcherRank ?? -1, output: nil)
@@ -58,6 +59,8 @@ enum Launch {
         do {
             try body(communicator, console)
             finish(communicator)
+        } catch let preempted as TrainingPreempted {
+            exitPreempted(preempted, rank: rank, console: console)
         } catch is PeerFailure {
             finish(communicator)
             Foundation.exit(1)
@@ -68,8 +71,22 @@ enum Launch {
         }
     }
 
+    /// A training run of this rank saved its checkpoint and stopped: say so (rank 0 on the terminal,
+    /// the others in their logs) and end the process without MPI_Finalize, which would wait for
+    /// ranks still inside a collective; mpirun then ends them (see StopSignal).
+    private static func exitPreempted(_ preempted: TrainingPreempted, rank: Int, console: Console) -> Never {
+        console.info("\(preempted)")
+        if rank == 0 { FileHandle.standardError.write(Data((StopSignal.preemptionLine(output: currentOutput) + "\n").utf8)) }
+        fflush(nil)  // every stdio stream: the log lines before the exit
+        _exit(StopSignal.preemptedExitCode)
+    }
+
+    /// The output folder of the plan this process runs, for the preemption line.
+    nonisolated(unsafe) private static var currentOutput: URL?
+
     /// Runs one announced plan on this rank: its logs in the run directory, rank 0's progress display.
     static func runPlan(_ plan: JobPlan, communicator: any Communicator, console: Console, level: Console.Level) throws {
+        currentOutput = plan.output
         if communicator is MPICommunicator { StopSignal.install(rank: communicator.rank, output: plan.output) }
         let progress = communicator.rank == 0 && level >= .normal ? ProgressDisplay(interactive: liveProgress) : nil
         defer { progress?.clear() }

@@ -81,6 +81,47 @@ final class CheckpointTests: XCTestCase {
             steps: 30, batchSize: 8, optimizer: .adamw(learningRate: 1e-2), trainedParameters: all, trainsHead: true))
     }
 
+    /// A preemption request during step 12's report: the run saves after step 13 and throws
+    /// TrainingPreempted; the rerun resumes at 13 and ends bitwise where an uninterrupted run does.
+    func testAPreemptedRunSavesAtItsNextStepAndTheRerunMatches() throws {
+        let configuration = MLPConfiguration(inputCount: 6, hidden: [5, 4], activation: .gelu)
+        let layout = configuration.layout
+        let settings = TrainingSettings(
+            steps: 30, batchSize: 8, optimizer: .adamw(learningRate: 1e-2), warmupSteps: 3, decay: .cosine,
+            orthoReg: OrthoRegSettings(lambda: 0.5), trainedParameters: Array(layout.specs.indices),
+            regularizedParameters: FineTuneMode.full.regularizedParameters(layout))
+        let base = FloatBuffer(count: layout.totalCount)
+        var random = RandomStream(seed: 4)
+        MLPBackbone(configuration, maxBatch: 8).initialize(base, random: &random)
+        let checkpointing = Checkpointing(url: directory.appendingPathComponent("task.safetensors"), every: 0,
+                                          fingerprint: "job/task")
+        defer { Preemption.withdraw() }
+        func train(checkpointing: Checkpointing?, preemptAfter: Int? = nil, resumed: @escaping (Int) -> Void = { _ in })
+            throws -> [Float] {
+            let parameters = FloatBuffer(count: base.count)
+            parameters.copy(from: base)
+            return try Trainer(backbone: MLPBackbone(configuration, maxBatch: 8), head: ClassificationHead(classes: 3, featureCount: 4),
+                               settings: settings).run(
+                parameters: parameters, base: base, data: data(), random: RandomStream(seed: 9), label: "task",
+                reportEvery: 1, checkpointing: checkpointing,
+                progress: { if $0.step == preemptAfter { Preemption.request() } }, resumed: resumed).array
+        }
+        let straight = try train(checkpointing: nil)
+        XCTAssertThrowsError(try train(checkpointing: checkpointing, preemptAfter: 12)) { error in
+            let preempted = error as? TrainingPreempted
+            XCTAssertEqual(preempted?.step, 13, "\(error)")
+            XCTAssertEqual(preempted?.description, "task: preempted at step 13 of 30; its checkpoint is saved, a rerun resumes there")
+        }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: checkpointing.url.path), "saved at the preemption")
+        Preemption.withdraw()
+        var resumedAt = 0
+        XCTAssertEqual(try train(checkpointing: checkpointing, resumed: { resumedAt = $0 }), straight)
+        XCTAssertEqual(resumedAt, 13)
+        // A run without a checkpoint to save does not answer the request: it trains to the end.
+        Preemption.request()
+        XCTAssertEqual(try train(checkpointing: nil), straight)
+    }
+
     func testForeignOrDamagedCheckpointsAreIgnored() throws {
         let url = directory.appendingPathComponent("x.safetensors")
         try Data("not a checkpoint".utf8).write(to: url)

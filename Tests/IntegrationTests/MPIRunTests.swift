@@ -234,6 +234,135 @@ final class MPIRunTests: XCTestCase {
         XCTAssertTrue(resumed.contains { $0 > 0 }, "some task resumed from a checkpoint: \(resumed)")
     }
 
+    /// `launch.sh --max-restarts 1` and a rank that hangs once (SIGSTOP after the first checkpoint):
+    /// rank 0's heartbeat check ends the job, the launcher names the cause and runs it again, and
+    /// the job finishes where an uninterrupted run does.
+    func testLauncherRestartsAfterAHungRank() throws {
+        func job(_ output: String) throws -> String {
+            try checkpointedJob(output, steps: 3000, every: 100)
+        }
+        let cleanJob = try job("steady")
+        XCTAssertEqual(try execute([Self.binary.path, "run", cleanJob, "--quiet"]).status, 0)
+        let hungJob = try job("hung")
+        try (try String(contentsOfFile: hungJob, encoding: .utf8) + "runtime: {heartbeat_timeout: 3}\n")
+            .write(toFile: hungJob, atomically: true, encoding: .utf8)
+        let wrapper = directory.appendingPathComponent("hang-once.sh")
+        let marker = directory.appendingPathComponent("hung-once").path
+        let checkpoints = directory.appendingPathComponent("hung/checkpoints").path
+        try """
+            #!/bin/sh
+            if [ "$OMPI_COMM_WORLD_RANK" = 1 ] && [ ! -e '\(marker)' ]; then
+                touch '\(marker)'
+                ( while [ -z "$(ls '\(checkpoints)' 2>/dev/null)" ]; do sleep 0.02; done; kill -STOP $$ ) &
+            fi
+            exec '\(Self.binary.path)' "$@"
+            """.write(to: wrapper, atomically: true, encoding: .utf8)
+        XCTAssertEqual(chmod(wrapper.path, 0o755), 0)
+        let restarted = try execute([Self.packageRoot.appendingPathComponent("cluster/launch.sh").path, "-np", "3",
+                                     "--max-restarts", "1", "--", wrapper.path, "run", hungJob, "--quiet"])
+        XCTAssertEqual(restarted.status, 0, restarted.stderr)
+        XCTAssertTrue(restarted.stderr.contains("rank 1 sent nothing for"), restarted.stderr)
+        XCTAssertTrue(restarted.stderr.contains("launch.sh: rank 0 ended the job: a rank stopped sending heartbeats"), restarted.stderr)
+        XCTAssertTrue(restarted.stderr.contains("restarting (1 of 1)"), restarted.stderr)
+        for name in taskNames {
+            XCTAssertEqual(try tensors("hung/task_vectors/\(name).safetensors"),
+                           try tensors("steady/task_vectors/\(name).safetensors"), "\(name) after the restart")
+        }
+    }
+
+    /// SIGUSR1 to mpirun, as Slurm's `--signal` or `scancel --signal=USR1` sends it before the time
+    /// limit: mpirun forwards it, every training rank checkpoints after its current step, the job
+    /// exits 75 with one line, and the rerun resumes from those checkpoints (not the periodic ones)
+    /// and ends bitwise where an uninterrupted run does.
+    func testSIGUSR1CheckpointsEveryTrainingRankAndTheRerunResumes() throws {
+        let every = 1000
+        func job(_ output: String) throws -> String { try checkpointedJob(output, steps: 6000, every: every) }
+        let clean = try execute([Self.binary.path, "run", try job("straight"), "--quiet"])
+        XCTAssertEqual(clean.status, 0, clean.stderr)
+
+        let preemptedJob = try job("preempted")
+        let checkpoints = directory.appendingPathComponent("preempted/checkpoints").path
+        let signaller = Process()
+        signaller.executableURL = URL(fileURLWithPath: "/bin/sh")
+        // Once the first periodic checkpoint exists, SIGUSR1 to this job's mpirun (not the others
+        // that may run on the machine).
+        signaller.arguments = ["-c", """
+            while [ -z "$(ls '\(checkpoints)' 2>/dev/null)" ]; do sleep 0.02; done
+            for p in $(pgrep -x mpirun); do
+                if tr '\\0' ' ' < /proc/$p/cmdline | grep -q '\(preemptedJob)'; then kill -USR1 $p; fi
+            done
+            """]
+        try signaller.run()
+        let preempted = try launch(ranks: 3, ["run", preemptedJob, "--quiet"])
+        signaller.waitUntilExit()
+        XCTAssertEqual(preempted.status, 75, "preempted:\n\(preempted.stderr)")
+        let lines = preempted.stderr.split(separator: "\n").filter { !$0.isEmpty }
+        XCTAssertEqual(lines.count, 1, "one line:\n\(preempted.stderr)")
+        XCTAssertTrue(preempted.stderr.contains("orthofuse: the job was preempted (SIGUSR1)"), preempted.stderr)
+
+        let rerun = try launch(ranks: 3, ["run", preemptedJob, "--quiet"])
+        XCTAssertEqual(rerun.status, 0, rerun.stderr)
+        for name in taskNames {
+            XCTAssertEqual(try tensors("preempted/task_vectors/\(name).safetensors"),
+                           try tensors("straight/task_vectors/\(name).safetensors"), "\(name) after the preemption")
+        }
+        let report = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: directory.appendingPathComponent("preempted/report.json"))) as? [String: Any]
+        let resumed = ((report?["tasks"] as? [[String: Any]]) ?? []).compactMap { $0["resumed_from_step"] as? Int }
+        XCTAssertEqual(resumed.count, taskNames.count, "\(resumed)")
+        XCTAssertTrue(resumed.contains { $0 > 0 && $0 % every != 0 }, "a task resumed from its preemption checkpoint: \(resumed)")
+    }
+
+    /// cluster/slurm.sbatch as Slurm runs it, with stand-ins for srun (mpirun on 2 ranks) and
+    /// scontrol (records its arguments): SIGUSR1 to the batch script reaches the ranks, the job
+    /// exits 75, the script requeues it, and the requeued run resumes from the preemption's
+    /// checkpoints and finishes.
+    func testSlurmScriptForwardsSIGUSR1AndRequeues() throws {
+        let every = 1000
+        let job = try checkpointedJob("slurm", steps: 6000, every: every)
+        let bin = directory.appendingPathComponent("bin")
+        try FileManager.default.createDirectory(at: bin, withIntermediateDirectories: true)
+        let requeues = directory.appendingPathComponent("requeues").path
+        let standIns = [
+            "srun": """
+                #!/bin/sh
+                while [ "${1#--}" != "$1" ]; do shift; done   # srun's own options
+                exec mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2 "$@"
+                """,
+            "scontrol": "#!/bin/sh\necho \"$*\" >> '\(requeues)'\n",
+        ]
+        for (name, text) in standIns {
+            try text.write(to: bin.appendingPathComponent(name), atomically: true, encoding: .utf8)
+            XCTAssertEqual(chmod(bin.appendingPathComponent(name).path, 0o755), 0)
+        }
+        let script = Self.packageRoot.appendingPathComponent("cluster/slurm.sbatch").path
+        let sbatch = ["SLURM_JOB_ID=42", "ORTHOFUSE=\(Self.binary.path)", "PATH=\(bin.path):\(ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")",
+                      "bash", script, job]
+        let checkpoints = directory.appendingPathComponent("slurm/checkpoints").path
+        let signaller = Process()
+        signaller.executableURL = URL(fileURLWithPath: "/bin/sh")
+        signaller.arguments = ["-c", """
+            while [ -z "$(ls '\(checkpoints)' 2>/dev/null)" ]; do sleep 0.02; done
+            for p in $(pgrep -x bash); do
+                if tr '\\0' ' ' < /proc/$p/cmdline | grep -q 'slurm.sbatch \(job)'; then kill -USR1 $p; fi
+            done
+            """]
+        try signaller.run()
+        let preempted = try execute(sbatch)
+        signaller.waitUntilExit()
+        XCTAssertEqual(preempted.status, 75, preempted.stderr)
+        XCTAssertTrue(preempted.stderr.contains("orthofuse: the job was preempted (SIGUSR1)"), preempted.stderr)
+        XCTAssertEqual(try String(contentsOfFile: requeues, encoding: .utf8), "requeue 42\n")
+
+        let requeued = try execute(sbatch)
+        XCTAssertEqual(requeued.status, 0, requeued.stderr)
+        let report = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: directory.appendingPathComponent("slurm/report.json"))) as? [String: Any]
+        let resumed = ((report?["tasks"] as? [[String: Any]]) ?? []).compactMap { $0["resumed_from_step"] as? Int }
+        XCTAssertTrue(resumed.contains { $0 > 0 && $0 % every != 0 }, "resumed from the preemption's checkpoints: \(resumed)")
+        XCTAssertEqual(try String(contentsOfFile: requeues, encoding: .utf8), "requeue 42\n", "a finished job is not requeued")
+    }
+
     /// `launch.sh --max-restarts 2`: rank 1 is killed once, after the first checkpoint exists; the
     /// launcher names the cause, runs the job again, and it ends bitwise where an uninterrupted run does.
     func testLauncherRestartsAfterAKilledRankAndTheJobFinishes() throws {

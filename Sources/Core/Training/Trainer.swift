@@ -29,6 +29,8 @@ public final class Trainer {
     /// passes the same arguments, computes its share of each batch's micro-batches, and ends with
     /// bitwise the θ of a run without a group. Only member 0 writes checkpoints; every member
     /// resumes from the same file. A non-finite loss makes every member throw at the same step.
+    /// A preemption request (Preemption) makes a run with `checkpointing` save after its current
+    /// step and throw TrainingPreempted (in a group: member 0 only).
     @discardableResult
     public func run(
         parameters: FloatBuffer, base: FloatBuffer, data: Dataset, random: RandomStream, label: String,
@@ -52,8 +54,12 @@ public final class Trainer {
             firstStep = step
             resumed(step)
         }
-        // Every member of a group holds the same state; one file is enough.
+        // Every member of a group holds the same state; one file is enough. That member alone
+        // answers a preemption request: the others stop when the job's processes are ended.
         let savesCheckpoints = (group?.memberIndex ?? 0) == 0
+        let answersPreemption = checkpointing != nil && savesCheckpoints
+        if answersPreemption { Preemption.runStarted() }
+        defer { if answersPreemption { Preemption.runEnded() } }
         var window = ProgressWindow()
         for step in firstStep..<settings.steps {
             sampler.next()
@@ -69,10 +75,12 @@ public final class Trainer {
             }
             state.stepHead(rate: rate)
             window.record(loss: loss, samples: sampler.batchSize)
-            if let checkpointing, savesCheckpoints, step + 1 == settings.steps
+            let preempted = answersPreemption && step + 1 < settings.steps && Preemption.isRequested
+            if let checkpointing, savesCheckpoints, preempted || step + 1 == settings.steps
                 || (checkpointing.every > 0 && (step + 1) % checkpointing.every == 0) {
                 try state.save(after: step + 1, to: checkpointing)
             }
+            if preempted { throw TrainingPreempted(label: label, step: step + 1, steps: settings.steps) }
             if (step + 1) % max(reportEvery, 1) == 0 || step + 1 == settings.steps {
                 try progress(window.report(step: step + 1, steps: settings.steps, penalty: penalty, rate: rate))
             }
