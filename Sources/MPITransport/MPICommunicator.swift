@@ -149,6 +149,19 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
                             elementSize: MemoryLayout<Float>.stride, datatype: ofmpi_float(), root: root)
     }
 
+    /// The bare collective, for `orthofuse bench allgather`'s baseline: one MPI_Allgather of
+    /// `send.count` bytes from every rank into `receive` (size × send.count bytes, rank order),
+    /// no staging, no copies.
+    public func rawAllGather(_ send: UnsafeRawBufferPointer, into receive: UnsafeMutableRawBufferPointer) throws {
+        guard send.count <= Int(Int32.max), receive.count == send.count * size,
+              let source = send.baseAddress, let target = receive.baseAddress else {
+            throw TransportError("raw all-gather: \(send.count) bytes per rank into \(receive.count) (needs ≤ 2^31 − 1 per rank, \(size) × as many in all)")
+        }
+        try MPIEnvironment.check(
+            MPI_Allgather(source, Int32(send.count), ofmpi_byte(), target, Int32(send.count), ofmpi_byte(), communicator),
+            "MPI_Allgather of \(send.count) bytes")
+    }
+
     public func allGather(_ block: [Float]) throws -> [[Float]] {
         var counts = [Int64](repeating: 0, count: size)
         var myCount = Int64(block.count)

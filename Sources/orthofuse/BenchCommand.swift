@@ -1,14 +1,16 @@
-// BenchCommand: `orthofuse bench train|merge`: speed measurements, printed, never asserted
+// BenchCommand: `orthofuse bench train|merge|allgather`: speed measurements, printed, never asserted
 // (scripts/bench.sh sets them beside PyTorch; scripts/bench_merge.sh runs the merge grid).
 import ArgumentParser
 import Benchmarks
 import Core
 import Foundation
+import MPITransport
+import Reporting
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure speed: a training step (train) or merging task vectors over ranks (merge).",
-        subcommands: [TrainBench.self, MergeBenchCommand.self])
+        abstract: "Measure speed: a training step (train), merging task vectors over ranks (merge), or their exchange (allgather).",
+        subcommands: [TrainBench.self, MergeBenchCommand.self, AllGatherBenchCommand.self])
 }
 
 struct TrainBench: ParsableCommand {
@@ -88,5 +90,32 @@ struct MergeBenchCommand: ParsableCommand {
         guard let name = MergeMethodName(rawValue: method) else { throw ValidationError("--method: unknown method \(method)") }
         guard tasks > 0, parameters > 0 else { throw ValidationError("--tasks and --parameters must be positive") }
         try MergeBench.run(.init(sharded: variant == "sharded", method: name, taskCount: tasks, parameters: parameters, seed: seed))
+    }
+}
+
+struct AllGatherBenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "allgather",
+        abstract: "Under mpirun: the task-vector exchange (GB/s) beside one bare MPI_Allgather of the same bytes; one JSON line.")
+
+    @Option(help: "Task vectors (a multiple of the ranks).") var tasks = 4
+    @Option(help: "Parameters per task vector.") var parameters = 16_000_000
+    @Option(help: "Timings of each (the best is printed).") var repeats = 5
+    @Option(help: "Seed of the synthetic task vectors.") var seed: UInt64 = 1
+
+    func run() throws {
+        guard tasks > 0, parameters > 0, repeats > 0 else { throw ValidationError("--tasks, --parameters and --repeats must be positive") }
+        guard tasks.multipliedReportingOverflow(by: parameters).partialValue <= 1 << 31 else {
+            throw ValidationError("--tasks × --parameters must be at most 2^31 (8 GB of task vectors)")
+        }
+        do {
+            if let result = try AllGatherBench.run(taskCount: tasks, parameters: parameters, repeats: repeats, seed: seed) {
+                print(result.jsonLine)
+            }
+        } catch {
+            // Every rank finds the same error: rank 0 says it.
+            if (MPIEnvironment.launcherRank ?? 0) == 0 { Console.error("\(error)") }
+            throw ExitCode.failure
+        }
     }
 }
