@@ -1,4 +1,5 @@
-// MergeRecipe: the file `orthofuse merge --config` reads (method, knobs, α, base, models, output).
+// MergeRecipe: the file `orthofuse merge --config` reads (method, knobs, α, base, models, output,
+// the output's dtype).
 import Core
 import Foundation
 
@@ -19,6 +20,7 @@ public struct MergeRecipe: Sendable, Equatable, Decodable {
     public let base: JobPath?
     public let models: [JobPath]?
     public let output: JobPath?
+    public let dtype: OutputDType?
 
     /// The knobs the file writes, in `MergeKnob` order.
     public var writtenKnobs: [MergeKnob] {
@@ -35,7 +37,7 @@ public struct MergeRecipe: Sendable, Equatable, Decodable {
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case method, alpha, density, trim, gamma, lambda, k, seed, base, models, output
+        case method, alpha, density, trim, gamma, lambda, k, seed, base, models, output, dtype
     }
 
     public init(from decoder: any Decoder) throws {
@@ -63,6 +65,9 @@ public struct MergeRecipe: Sendable, Equatable, Decodable {
             throw container.invalid(.models, message)
         }
         output = try container.decodeIfPresent(JobPath.self, forKey: .output)
+        dtype = try container.decodeIfPresent(String.self, forKey: .dtype).map {
+            try StrictDecoding.member(OutputDType.self, $0, at: container.codingPath + [CodingKeys.dtype])
+        }
     }
 
     /// Reads and validates the file at `url`; `origin` names it in messages.

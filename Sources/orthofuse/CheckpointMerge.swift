@@ -50,13 +50,11 @@ enum CheckpointMerge {
         var base: File
         var models: [File]
         var output: File
+        var dtype: OutputDType = .auto
     }
 
     /// The dtypes whose tensors are merged; every other one is copied from the base.
     static let floatingDTypes: Set<String> = ["F32", "F16", "BF16", "F64"]
-
-    /// Integers above 2^24 are not all representable in F32; copying them would change them.
-    static let exactIntegerLimit: Float = 16_777_216
 
     /// Checks every header against the base, then merges; returns the summary line.
     static func run(_ request: Request) throws -> String {
@@ -75,12 +73,7 @@ enum CheckpointMerge {
 
         let baseFile = try Safetensors.read(request.base.url)
         let base = try flatten(baseFile, layout: layout, name: request.base.name)
-        for info in copied {
-            let values = baseFile[info.name]!.values
-            if values.contains(where: { abs($0) > exactIntegerLimit }) {
-                throw OrthofuseError("\(request.base.name): tensor '\(info.name)' (\(info.dtype)) holds values beyond 2^24, which F32 cannot store exactly")
-            }
-        }
+        let copiedBytes = try Safetensors.rawBytes(of: Set(copied.map(\.name)), in: request.base.url)
         // One model in memory at a time besides the task vectors.
         let taskVectors = try request.models.map { model in
             TaskVector.difference(finetuned: try flatten(Safetensors.read(model.url), layout: layout, name: model.name), base: base)
@@ -90,26 +83,33 @@ enum CheckpointMerge {
         TaskArithmetic.merge(base: base, taskVectorSum: mergedVector, alpha: Float(request.alpha), into: merged)
 
         let records = baseHeader.tensors.map { info -> TensorRecord in
-            guard let range = layout.range(of: info.name) else { return baseFile[info.name]! }
-            return TensorRecord(name: info.name, shape: info.shape, values: Array(merged.buffer[range]))
+            guard let range = layout.range(of: info.name) else {
+                return TensorRecord(name: info.name, shape: info.shape, values: [], outputDType: info.dtype,
+                                    rawBytes: copiedBytes[info.name]!)
+            }
+            return TensorRecord(name: info.name, shape: info.shape, values: Array(merged.buffer[range]),
+                                outputDType: request.dtype.stored(forBase: info.dtype))
         }
+        let storedDTypes = Set(records.filter { layout.range(of: $0.name) != nil }.map(\.outputDType)).sorted()
         var metadata = request.settings.metadata
         metadata["orthofuse.kind"] = "merged"
         metadata["orthofuse.alpha"] = "\(request.alpha)"
         metadata["orthofuse.base"] = request.base.name
         metadata["orthofuse.models"] = request.models.map(\.name).joined(separator: ",")
         metadata["orthofuse.version"] = JobRunner.version
+        metadata["orthofuse.dtype"] = "\(request.dtype.rawValue): \(storedDTypes.joined(separator: ", "))"
+        metadata["orthofuse.arithmetic"] = "float32; F16 and BF16 outputs rounded to nearest even"
         if !copied.isEmpty {
-            metadata["orthofuse.copied_from_base"] = copied.map { "\($0.name) (\($0.dtype) as F32)" }.joined(separator: ", ")
+            metadata["orthofuse.copied_from_base"] = copied.map { "\($0.name) (\($0.dtype))" }.joined(separator: ", ")
         }
         try Safetensors.write(records, metadata: metadata, to: request.output.url)
 
         let knobs = request.settings.knobSummary
         let copiedText = copied.isEmpty ? "" : ", \(copied.count) non-float tensor(s) copied from the base"
         return String(
-            format: "merged %d model(s) with %@%@, α = %@: %d tensors, %d parameters%@, %.2f s → %@",
+            format: "merged %d model(s) with %@%@, α = %@: %d tensors, %d parameters as %@%@, %.2f s → %@",
             request.models.count, request.settings.method.rawValue, knobs.isEmpty ? "" : " (\(knobs))",
-            "\(request.alpha)", layout.specs.count, layout.totalCount, copiedText,
+            "\(request.alpha)", layout.specs.count, layout.totalCount, storedDTypes.joined(separator: ", "), copiedText,
             Date().timeIntervalSince(started), request.output.name)
     }
 

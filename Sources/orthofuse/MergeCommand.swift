@@ -15,9 +15,11 @@ struct Merge: ParsableCommand {
         discussion: """
             Task vectors are τt = model_t − base, per tensor; every file must have the base's tensor \
             names, shapes and dtypes. Floating tensors (F32, F16, BF16, F64) are merged; integer and \
-            boolean tensors are copied from the base. The output is F32, written atomically. \
+            boolean tensors are copied from the base, byte for byte. The arithmetic is Float32; the \
+            output keeps each tensor's dtype (--dtype auto) or stores every floating tensor as \
+            float32, bfloat16 or float16 (rounded to nearest even); it is written atomically. \
             --config reads the same settings from YAML (keys: method, alpha, density, trim, gamma, \
-            lambda, k, seed, base, models, output; paths relative to that file); options given on the \
+            lambda, k, seed, base, models, output, dtype; paths relative to that file); options given on the \
             command line override the file, and --model replaces its models.
             """)
 
@@ -57,6 +59,9 @@ struct Merge: ParsableCommand {
 
     @Option(help: "The merged checkpoint to write (safetensors); never one of the inputs.")
     var output: String?
+
+    @Option(help: "The output's floating dtype: auto (each tensor's dtype in the base; the default), float32, bfloat16, float16.")
+    var dtype: String?
 
     /// Everything that can be checked without reading the checkpoints' data: the settings, their
     /// ranges and methods, that every input exists and the output is none of them. One error line.
@@ -106,9 +111,16 @@ struct Merge: ParsableCommand {
         guard let output = Self.file(self.output, else: recipe?.output) else {
             throw OrthofuseError("no output: give --output or output: in a --config file")
         }
+        let outputDType = try self.dtype.map { word in
+            guard let named = OutputDType(rawValue: word) else {
+                throw OrthofuseError("--dtype: expected one of \(Self.words(OutputDType.self)), got \"\(word)\"")
+            }
+            return named
+        } ?? recipe?.dtype ?? .auto
         for input in [base] + models { try input.checkReadable() }
         try Self.checkOutput(output, inputs: [base] + models)
-        return CheckpointMerge.Request(settings: settings, alpha: alpha, base: base, models: models, output: output)
+        return CheckpointMerge.Request(settings: settings, alpha: alpha, base: base, models: models, output: output,
+                                       dtype: outputDType)
     }
 
     /// The option's path over the config file's.

@@ -36,8 +36,10 @@ final class MergeRecipeTests: XCTestCase {
             base: models/base.safetensors
             models: [a.safetensors, /abs/b.safetensors]
             output: ../out/merged.safetensors
+            dtype: bfloat16
             """)
         XCTAssertEqual(recipe.method, .breadcrumbs)
+        XCTAssertEqual(recipe.dtype, .bfloat16)
         XCTAssertEqual(recipe.alpha, 1.5)
         XCTAssertEqual(recipe.density, 0.3)
         XCTAssertEqual(recipe.trim, .perTensor)
@@ -62,7 +64,7 @@ final class MergeRecipeTests: XCTestCase {
     func testErrorsNameTheKey() {
         let cases: [(String, String)] = [
             ("method: ties\ndensty: 0.2",
-             "merge.yaml: densty: unknown key (allowed: method, alpha, density, trim, gamma, lambda, k, seed, base, models, output)"),
+             "merge.yaml: densty: unknown key (allowed: method, alpha, density, trim, gamma, lambda, k, seed, base, models, output, dtype)"),
             ("method: tie", "merge.yaml: method: expected one of average, task_arithmetic, ties, dare, dare_ties, breadcrumbs, tsv, consensus, iso_c, magmax, got \"tie\""),
             ("trim: local", "merge.yaml: trim: expected one of global, per-tensor, got \"local\""),
             ("density: 0", "merge.yaml: density: must be in (0, 1]"),
@@ -76,6 +78,7 @@ final class MergeRecipeTests: XCTestCase {
             ("base: \"\"", "merge.yaml: base: must not be empty"),
             ("- ties", "merge.yaml: expected a mapping of merge settings, got a list"),
             ("", "merge.yaml: empty merge file"),
+            ("dtype: int8", "merge.yaml: dtype: expected one of auto, float32, bfloat16, float16, got \"int8\""),
         ]
         for (yaml, expected) in cases {
             XCTAssertEqual(refusal(yaml), expected)

@@ -39,6 +39,35 @@ final class SafetensorsTests: XCTestCase {
         assertFails(url, fragments, file: file, line: line) { try Safetensors.readHeader(url) }
     }
 
+    /// bfloat16 bits by round to nearest even, against hand-worked values: ties go to the even
+    /// mantissa, overflow to infinity, NaN stays NaN; F16 and BF16 files read back as those values.
+    func testReducedPrecisionOutputRoundsToNearestEven() throws {
+        let cases: [(Float, UInt16)] = [
+            (1, 0x3F80), (1 + 1.0 / 256, 0x3F80), (1 + 3.0 / 256, 0x3F82), (1 + 1.0 / 256 + 1.0 / 65536, 0x3F81),
+            (-0.0, 0x8000), (.infinity, 0x7F80), (3.4e38, 0x7F80), (-1.5, 0xBFC0),
+        ]
+        for (value, bits) in cases { XCTAssertEqual(Safetensors.bfloat16Bits(value), bits, "\(value)") }
+        XCTAssertTrue(Float(bitPattern: UInt32(Safetensors.bfloat16Bits(.nan)) << 16).isNaN)
+
+        let values: [Float] = [1 + 3.0 / 256, -2.5, 0.1]
+        let url = directory.appendingPathComponent("reduced.safetensors")
+        try Safetensors.write([TensorRecord(name: "b", shape: [3], values: values, outputDType: "BF16"),
+                               TensorRecord(name: "h", shape: [3], values: values, outputDType: "F16"),
+                               TensorRecord(name: "i", shape: [2], values: [], outputDType: "I32", rawBytes: [1, 0, 0, 0, 255, 255, 255, 255])],
+                              to: url)
+        let file = try Safetensors.read(url)
+        XCTAssertEqual(try Safetensors.readHeader(url).tensors.map(\.dtype), ["BF16", "F16", "I32"])
+        XCTAssertEqual(file["b"]?.values, values.map { Float(bitPattern: UInt32(Safetensors.bfloat16Bits($0)) << 16) })
+        XCTAssertEqual(file["h"]?.values, values.map { Float(Float16($0)) })
+        XCTAssertEqual(file["i"]?.values, [1, -1])
+        XCTAssertThrowsError(try Safetensors.write([TensorRecord(name: "x", shape: [2], values: [], outputDType: "I32", rawBytes: [1])], to: url)) {
+            XCTAssertTrue("\($0)".contains("takes 8 bytes but 1 were given"), "\($0)")
+        }
+        XCTAssertThrowsError(try Safetensors.write([TensorRecord(name: "x", shape: [1], values: [1], outputDType: "I8")], to: url)) {
+            XCTAssertTrue("\($0)".contains("cannot be stored as I8"), "\($0)")
+        }
+    }
+
     // MARK: Round trips
 
     func testRoundTripKeepsOrderValuesMetadataScalarsAndEmptyTensors() throws {

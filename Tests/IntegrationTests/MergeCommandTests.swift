@@ -166,11 +166,13 @@ final class MergeCommandTests: XCTestCase {
         }
     }
 
-    /// F16 and F64 tensors are merged (the output is F32); an I64 tensor is copied from the base.
-    func testOtherDTypesAreReadAndIntegersCopiedFromTheBase() throws {
+    /// F16 and F64 tensors are merged in Float32 and kept in their dtype (--dtype auto, the
+    /// default) or stored as F32 (--dtype float32); an I64 tensor is copied from the base byte for
+    /// byte, even beyond 2^24.
+    func testOtherDTypesAreKeptAndIntegersCopiedExactly() throws {
         func f16(_ values: [Float]) -> [UInt8] { littleEndianBytes(values.map { Float16($0).bitPattern }) }
         func f64(_ values: [Double]) -> [UInt8] { littleEndianBytes(values.map(\.bitPattern)) }
-        let ids = littleEndianBytes([Int64(0), 1, 2, 3])
+        let ids = littleEndianBytes([Int64(0), 1, 2, (1 << 40) + 1])
         try writeRaw("base16.safetensors", [("w", "F16", [2, 2], f16([1, 2, 3, 4])), ("position_ids", "I64", [4], ids),
                                             ("v", "F64", [3], f64([0.5, -1, 2]))])
         try writeRaw("m1.safetensors", [("w", "F16", [2, 2], f16([1.5, 2, 3, 3])), ("position_ids", "I64", [4], ids),
@@ -178,20 +180,52 @@ final class MergeCommandTests: XCTestCase {
         try writeRaw("m2.safetensors", [("v", "F64", [3], f64([0.5, 0, 2])),
                                         ("position_ids", "I64", [4], littleEndianBytes([Int64(9), 9, 9, 9])),
                                         ("w", "F16", [2, 2], f16([1, 2.5, 3, 4]))])
-        let outcome = try merge(["--method", "task_arithmetic", "--alpha", "2", "--base", "base16.safetensors",
-                                 "--model", "m1.safetensors", "--model", "m2.safetensors", "--output", "out16.safetensors"])
-        XCTAssertEqual(outcome.status, 0, outcome.stderr)
-        XCTAssertTrue(outcome.stdout.contains("1 non-float tensor(s) copied from the base"), outcome.stdout)
-
-        let header = try Safetensors.readHeader(url("out16.safetensors"))
-        XCTAssertEqual(header.names, ["w", "position_ids", "v"], "the base's order")
-        XCTAssertEqual(Set(header.tensors.map(\.dtype)), ["F32"])
-        let merged = try values("out16.safetensors")
+        let common = ["--method", "task_arithmetic", "--alpha", "2", "--base", "base16.safetensors",
+                      "--model", "m1.safetensors", "--model", "m2.safetensors"]
+        let kept = try merge(common + ["--output", "kept.safetensors"])
+        XCTAssertEqual(kept.status, 0, kept.stderr)
+        XCTAssertTrue(kept.stdout.contains("1 non-float tensor(s) copied from the base"), kept.stdout)
+        let keptHeader = try Safetensors.readHeader(url("kept.safetensors"))
+        XCTAssertEqual(keptHeader.names, ["w", "position_ids", "v"], "the base's order")
+        XCTAssertEqual(keptHeader.tensors.map(\.dtype), ["F16", "I64", "F64"])
+        XCTAssertEqual(try Safetensors.rawBytes(of: ["position_ids"], in: url("kept.safetensors"))["position_ids"], ids)
+        let merged = try values("kept.safetensors")
         XCTAssertEqual(merged["w"], [2, 3, 3, 2], "θ0 + 2·Στ over F16 values")
         XCTAssertEqual(merged["v"], [0, 1, 2])
-        XCTAssertEqual(merged["position_ids"], [0, 1, 2, 3], "copied from the base, not merged")
-        let metadata = try Safetensors.read(url("out16.safetensors")).metadata
-        XCTAssertEqual(metadata["orthofuse.copied_from_base"], "position_ids (I64 as F32)")
+        let metadata = try Safetensors.read(url("kept.safetensors")).metadata
+        XCTAssertEqual(metadata["orthofuse.copied_from_base"], "position_ids (I64)")
+        XCTAssertEqual(metadata["orthofuse.dtype"], "auto: F16, F64")
+
+        let widened = try merge(common + ["--output", "f32.safetensors", "--dtype", "float32"])
+        XCTAssertEqual(widened.status, 0, widened.stderr)
+        XCTAssertEqual(try Safetensors.readHeader(url("f32.safetensors")).tensors.map(\.dtype), ["F32", "I64", "F32"])
+        XCTAssertEqual(try values("f32.safetensors")["w"], [2, 3, 3, 2])
+        try checkRefused(common + ["--output", "x.safetensors", "--dtype", "int8"], ["--dtype", "\"int8\""], output: "x.safetensors")
+    }
+
+    /// BF16 in, BF16 out: the Float32 result is rounded to nearest even, ties to the even
+    /// mantissa (1 + 2⁻⁸ → 1, 1 + 3·2⁻⁸ → 1 + 2⁻⁶), not truncated; --dtype bfloat16 rounds an F32
+    /// model the same way.
+    func testBFloat16OutputRoundsToNearestEven() throws {
+        func bf16(_ values: [Float]) -> [UInt8] { littleEndianBytes(values.map { UInt16($0.bitPattern >> 16) }) }
+        let step: Float = 1.0 / 64  // 2⁻⁶, exact in bfloat16 around 1
+        try writeRaw("base-bf16.safetensors", [("w", "BF16", [4], bf16([1, 1, 1, -2]))])
+        try writeRaw("model-bf16.safetensors", [("w", "BF16", [4], bf16([1 + step, 1 + 3 * step, 1, -2 - 4 * step]))])
+        let outcome = try merge(["--method", "task_arithmetic", "--alpha", "0.25", "--base", "base-bf16.safetensors",
+                                 "--model", "model-bf16.safetensors", "--output", "merged-bf16.safetensors"])
+        XCTAssertEqual(outcome.status, 0, outcome.stderr)
+        XCTAssertEqual(try Safetensors.readHeader(url("merged-bf16.safetensors")).tensors.map(\.dtype), ["BF16"])
+        // Float32: 1 + 2⁻⁸, 1 + 3·2⁻⁸, 1, −2 − 2⁻⁶ (exact in bfloat16: its step at 2 is 2⁻⁶).
+        XCTAssertEqual(try values("merged-bf16.safetensors")["w"], [1, 1 + step, 1, -2 - step])
+
+        let arguments = ["--method", "task_arithmetic", "--base", "base.safetensors", "--model", "a.safetensors"]
+        XCTAssertEqual(try merge(arguments + ["--output", "a-f32.safetensors"]).status, 0)
+        let float32 = try values("a-f32.safetensors")
+        let toBF16 = try merge(arguments + ["--output", "a-bf16.safetensors", "--dtype", "bfloat16"])
+        XCTAssertEqual(toBF16.status, 0, toBF16.stderr)
+        for (name, original) in try values("a-bf16.safetensors") {
+            XCTAssertEqual(original, float32[name]!.map { Float(bitPattern: UInt32(Safetensors.bfloat16Bits($0)) << 16) }, name)
+        }
     }
 
     func testBadInputsAreOneErrorLineAndNoOutput() throws {

@@ -6,11 +6,19 @@ public struct TensorRecord: Sendable, Equatable {
     public var name: String
     public var shape: [Int]
     public var values: [Float]
+    /// The dtype `Safetensors.write` stores it as: F32, or F16 / BF16 (rounded to nearest even),
+    /// or F64; any dtype with `rawBytes`. Reading always gives F32 values.
+    public var outputDType: String
+    /// Little-endian bytes written as they are (a tensor copied exactly, e.g. integers); `values`
+    /// is then unused.
+    public var rawBytes: [UInt8]?
 
-    public init(name: String, shape: [Int], values: [Float]) {
+    public init(name: String, shape: [Int], values: [Float], outputDType: String = "F32", rawBytes: [UInt8]? = nil) {
         self.name = name
         self.shape = shape
         self.values = values
+        self.outputDType = outputDType
+        self.rawBytes = rawBytes
     }
 }
 
@@ -96,6 +104,25 @@ public enum Safetensors {
                                     values: decode(bytes, as: dtype, count: info.dataOffsets.count / dtype.byteWidth))
             }
             return SafetensorsFile(tensors: tensors, metadata: header.metadata)
+        }
+    }
+
+    /// The stored bytes of the tensors `names` of `url`, as they are in the file (for copying a
+    /// tensor exactly, whatever its dtype).
+    public static func rawBytes(of names: Set<String>, in url: URL) throws -> [String: [UInt8]] {
+        let path = FileBytes.displayPath(url)
+        let data = try FileBytes.load(url)
+        return try data.withUnsafeBytes { raw -> [String: [UInt8]] in
+            let headerLength = try validatedHeaderLength(
+                firstBytes: raw.count >= 8 ? raw.littleEndianInteger(at: 0, as: UInt64.self) : nil,
+                fileSize: raw.count, path: path)
+            let dataStart = 8 + headerLength
+            let header = try parseHeader(Array(raw[8..<dataStart]), dataBufferSize: raw.count - dataStart, path: path)
+            var bytes: [String: [UInt8]] = [:]
+            for info in header.tensors where names.contains(info.name) {
+                bytes[info.name] = Array(raw[(dataStart + info.dataOffsets.lowerBound)..<(dataStart + info.dataOffsets.upperBound)])
+            }
+            return bytes
         }
     }
 
@@ -400,12 +427,10 @@ public enum Safetensors {
             guard let count = elementCount(of: tensor.shape) else {
                 throw EncodingProblem(message: "tensor \(MessageText.quoted(tensor.name)): shape \(describe(tensor.shape)) has a negative dimension or too many elements")
             }
-            guard count == tensor.values.count else {
-                throw EncodingProblem(message: "tensor \(MessageText.quoted(tensor.name)): shape \(describe(tensor.shape)) holds \(count) values but \(tensor.values.count) were given")
-            }
-            let end = offset + 4 * count
+            let byteCount = try storedByteCount(tensor, elements: count)
+            let end = offset + byteCount
             let shapeText = tensor.shape.map(String.init).joined(separator: ",")
-            entries.append("\(JSONText.quoted(tensor.name)):{\"dtype\":\"F32\",\"shape\":[\(shapeText)],\"data_offsets\":[\(offset),\(end)]}")
+            entries.append("\(JSONText.quoted(tensor.name)):{\"dtype\":\"\(tensor.outputDType)\",\"shape\":[\(shapeText)],\"data_offsets\":[\(offset),\(end)]}")
             offset = end
         }
         var header = Array("{\(entries.joined(separator: ","))}".utf8)
@@ -417,13 +442,65 @@ public enum Safetensors {
         var data = Data(capacity: 8 + header.count + offset)
         withUnsafeBytes(of: UInt64(header.count).littleEndian) { data.append(contentsOf: $0) }
         data.append(contentsOf: header)
-        for tensor in tensors {
+        for tensor in tensors { appendStored(tensor, to: &data) }
+        return data
+    }
+
+    /// The bytes `tensor` takes in the file, after checking its values or raw bytes against its
+    /// shape and its output dtype.
+    private static func storedByteCount(_ tensor: TensorRecord, elements count: Int) throws -> Int {
+        let name = MessageText.quoted(tensor.name)
+        guard let dtype = SafetensorsDType(rawValue: tensor.outputDType) else {
+            throw EncodingProblem(message: "tensor \(name): unknown dtype \(MessageText.quoted(tensor.outputDType))")
+        }
+        if let raw = tensor.rawBytes {
+            guard raw.count == count * dtype.byteWidth else {
+                throw EncodingProblem(message: "tensor \(name): shape \(describe(tensor.shape)) of \(dtype.rawValue) takes \(count * dtype.byteWidth) bytes but \(raw.count) were given")
+            }
+            return raw.count
+        }
+        guard [.f32, .f16, .bf16, .f64].contains(dtype) else {
+            throw EncodingProblem(message: "tensor \(name): float values cannot be stored as \(dtype.rawValue) (give its raw bytes)")
+        }
+        guard count == tensor.values.count else {
+            throw EncodingProblem(message: "tensor \(name): shape \(describe(tensor.shape)) holds \(count) values but \(tensor.values.count) were given")
+        }
+        return count * dtype.byteWidth
+    }
+
+    /// Appends `tensor`'s data, little-endian, in its output dtype (checked by storedByteCount).
+    private static func appendStored(_ tensor: TensorRecord, to data: inout Data) {
+        if let raw = tensor.rawBytes {
+            data.append(contentsOf: raw)
+            return
+        }
+        switch SafetensorsDType(rawValue: tensor.outputDType)! {
+        case .f16:
+            appendLittleEndian(tensor.values.map { Float16($0).bitPattern }, to: &data)
+        case .bf16:
+            appendLittleEndian(tensor.values.map(bfloat16Bits), to: &data)
+        case .f64:
+            appendLittleEndian(tensor.values.map { Double($0).bitPattern }, to: &data)
+        default:
             #if _endian(little)
             tensor.values.withUnsafeBytes { data.append(contentsOf: $0) }
             #else
-            for value in tensor.values { withUnsafeBytes(of: value.bitPattern.littleEndian) { data.append(contentsOf: $0) } }
+            appendLittleEndian(tensor.values.map(\.bitPattern), to: &data)
             #endif
         }
-        return data
+    }
+
+    private static func appendLittleEndian<T: FixedWidthInteger>(_ values: [T], to data: inout Data) {
+        let littleEndian = values.map(\.littleEndian)
+        littleEndian.withUnsafeBytes { data.append(contentsOf: $0) }
+    }
+
+    /// `value` as bfloat16, rounded to nearest even (as PyTorch's conversion does); NaN stays a
+    /// quiet NaN of the same sign; values beyond bfloat16's range become ±infinity.
+    public static func bfloat16Bits(_ value: Float) -> UInt16 {
+        let bits = value.bitPattern
+        if value.isNaN { return UInt16(truncatingIfNeeded: bits >> 16) | 0x0040 }
+        let rounded = bits &+ 0x7FFF &+ ((bits >> 16) & 1)
+        return UInt16(truncatingIfNeeded: rounded >> 16)
     }
 }
