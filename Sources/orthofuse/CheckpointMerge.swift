@@ -1,4 +1,5 @@
-// CheckpointMerge: reads a base and fine-tuned safetensors files, checks they match, writes base + α·Δ.
+// CheckpointMerge: reads a base and fine-tuned checkpoints (safetensors files or Hugging Face
+// sharded folders), checks they match, writes base + α·Δ as a file or a sharded folder.
 import Coordinator
 import Core
 import JobSchema
@@ -30,7 +31,9 @@ enum CheckpointMerge {
             jobPath = path
         }
 
+        /// A readable file, or a folder holding the sharded layout's index (Checkpoint checks the rest).
         func checkReadable() throws {
+            if FileManager.default.fileExists(atPath: url.appendingPathComponent(Checkpoint.indexName).path) { return }
             if let jobPath {
                 try jobPath.checkReadableFile()
                 return
@@ -39,7 +42,9 @@ enum CheckpointMerge {
             guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
                 throw OrthofuseError("\(name): no such file")
             }
-            if isDirectory.boolValue { throw OrthofuseError("\(name): is a directory, expected a safetensors file") }
+            if isDirectory.boolValue {
+                throw OrthofuseError("\(name): is a folder without \(Checkpoint.indexName), expected a safetensors file or a sharded checkpoint")
+            }
             guard FileManager.default.isReadableFile(atPath: url.path) else { throw OrthofuseError("\(name): not readable") }
         }
     }
@@ -51,7 +56,15 @@ enum CheckpointMerge {
         var models: [File]
         var output: File
         var dtype: OutputDType = .auto
+        /// Bytes of tensor data per shard when the output is a folder.
+        var shardSize: Int = CheckpointMerge.defaultShardSize
     }
+
+    /// As Hugging Face's `max_shard_size` default.
+    static let defaultShardSize = 5_000_000_000
+
+    /// An output path without the .safetensors extension is a folder in the sharded layout.
+    static func isFolderOutput(_ output: File) -> Bool { output.url.pathExtension != "safetensors" }
 
     /// The dtypes whose tensors are merged; every other one is copied from the base.
     static let floatingDTypes: Set<String> = ["F32", "F16", "BF16", "F64"]
@@ -59,9 +72,12 @@ enum CheckpointMerge {
     /// Checks every header against the base, then merges; returns the summary line.
     static func run(_ request: Request) throws -> String {
         let started = Date()
-        let baseHeader = try Safetensors.readHeader(request.base.url)
-        for model in request.models {
-            try checkMatches(try Safetensors.readHeader(model.url), model: model.name, base: baseHeader)
+        let baseCheckpoint = try Checkpoint.open(request.base.url)
+        let baseHeader = baseCheckpoint.header
+        let models = try request.models.map { model in
+            let checkpoint = try Checkpoint.open(model.url)
+            try checkMatches(checkpoint.header, model: model.name, base: baseHeader)
+            return checkpoint
         }
         let floating = baseHeader.tensors.filter { floatingDTypes.contains($0.dtype) }
         let copied = baseHeader.tensors.filter { !floatingDTypes.contains($0.dtype) }
@@ -71,12 +87,11 @@ enum CheckpointMerge {
         // The merge layout: the base's floating tensors in file order.
         let layout = ParameterLayout(floating.map { ParameterSpec(name: $0.name, shape: $0.shape) })
 
-        let baseFile = try Safetensors.read(request.base.url)
-        let base = try flatten(baseFile, layout: layout, name: request.base.name)
-        let copiedBytes = try Safetensors.rawBytes(of: Set(copied.map(\.name)), in: request.base.url)
+        let base = try flatten(baseCheckpoint.read(), layout: layout, name: request.base.name)
+        let copiedBytes = try baseCheckpoint.rawBytes(of: Set(copied.map(\.name)))
         // One model in memory at a time besides the task vectors.
-        let taskVectors = try request.models.map { model in
-            TaskVector.difference(finetuned: try flatten(Safetensors.read(model.url), layout: layout, name: model.name), base: base)
+        let taskVectors = try zip(request.models, models).map { model, checkpoint in
+            TaskVector.difference(finetuned: try flatten(checkpoint.read(), layout: layout, name: model.name), base: base)
         }
         let mergedVector = try TaskVectorMerger.mergedTaskVector(taskVectors, layout: layout, settings: request.settings)
         let merged = FloatBuffer(count: layout.totalCount)
@@ -102,15 +117,22 @@ enum CheckpointMerge {
         if !copied.isEmpty {
             metadata["orthofuse.copied_from_base"] = copied.map { "\($0.name) (\($0.dtype))" }.joined(separator: ", ")
         }
-        try Safetensors.write(records, metadata: metadata, to: request.output.url)
+        var shardText = ""
+        if isFolderOutput(request.output) {
+            let shardCount = try Checkpoint.writeSharded(records, metadata: metadata, shardSize: request.shardSize,
+                                                         companions: baseCheckpoint.companionFiles, to: request.output.url)
+            shardText = " in \(shardCount) shard(s)"
+        } else {
+            try Safetensors.write(records, metadata: metadata, to: request.output.url)
+        }
 
         let knobs = request.settings.knobSummary
         let copiedText = copied.isEmpty ? "" : ", \(copied.count) non-float tensor(s) copied from the base"
         return String(
-            format: "merged %d model(s) with %@%@, α = %@: %d tensors, %d parameters as %@%@, %.2f s → %@",
+            format: "merged %d model(s) with %@%@, α = %@: %d tensors, %d parameters as %@%@, %.2f s → %@%@",
             request.models.count, request.settings.method.rawValue, knobs.isEmpty ? "" : " (\(knobs))",
             "\(request.alpha)", layout.specs.count, layout.totalCount, storedDTypes.joined(separator: ", "), copiedText,
-            Date().timeIntervalSince(started), request.output.name)
+            Date().timeIntervalSince(started), request.output.name, shardText)
     }
 
     /// Same tensor names, dtypes and shapes as the base (in any order), or one line naming the first difference.

@@ -57,8 +57,11 @@ struct Merge: ParsableCommand {
     @Option(name: .customLong("model"), help: "A fine-tuned checkpoint (safetensors); repeat once per model.")
     var models: [String] = []
 
-    @Option(help: "The merged checkpoint to write (safetensors); never one of the inputs.")
+    @Option(help: "The merged checkpoint to write, never one of the inputs: a .safetensors file, or any other path a new folder in the Hugging Face sharded layout (shards and model.safetensors.index.json, the base folder's other files copied).")
     var output: String?
+
+    @Option(help: "Largest shard of a folder output: bytes, or with KB, MB, GB (powers of 1000; default 5GB).")
+    var shardSize: String?
 
     @Option(help: "The output's floating dtype: auto (each tensor's dtype in the base; the default), float32, bfloat16, float16.")
     var dtype: String?
@@ -117,10 +120,11 @@ struct Merge: ParsableCommand {
             }
             return named
         } ?? recipe?.dtype ?? .auto
+        let shardSize = try self.shardSize.map(Self.byteCount) ?? CheckpointMerge.defaultShardSize
         for input in [base] + models { try input.checkReadable() }
         try Self.checkOutput(output, inputs: [base] + models)
         return CheckpointMerge.Request(settings: settings, alpha: alpha, base: base, models: models, output: output,
-                                       dtype: outputDType)
+                                       dtype: outputDType, shardSize: shardSize)
     }
 
     /// The option's path over the config file's.
@@ -195,15 +199,34 @@ struct Merge: ParsableCommand {
     private static func checkOutput(_ output: CheckpointMerge.File, inputs: [CheckpointMerge.File]) throws {
         var outputStatus = stat()
         guard stat(output.url.path, &outputStatus) == 0 else { return }
-        if (outputStatus.st_mode & S_IFMT) == S_IFDIR {
+        let isFolder = (outputStatus.st_mode & S_IFMT) == S_IFDIR
+        if isFolder, !CheckpointMerge.isFolderOutput(output) {
             throw OrthofuseError("\(output.label): is a directory, expected a file to write")
         }
-        for input in inputs {
-            var status = stat()
-            if stat(input.url.path, &status) == 0, status.st_dev == outputStatus.st_dev, status.st_ino == outputStatus.st_ino {
-                throw OrthofuseError("\(output.label): is the input \(input.name); refusing to overwrite an input (choose another output)")
-            }
+        if isFolder, let entries = try? FileManager.default.contentsOfDirectory(atPath: output.url.path), !entries.isEmpty,
+           !inputs.contains(where: { sameFile($0.url.path, outputStatus) }) {
+            throw OrthofuseError("\(output.label): is a folder that is not empty; the sharded output needs a new or empty folder")
         }
+        for input in inputs where sameFile(input.url.path, outputStatus) {
+            throw OrthofuseError("\(output.label): is the input \(input.name); refusing to overwrite an input (choose another output)")
+        }
+    }
+
+    private static func sameFile(_ path: String, _ other: stat) -> Bool {
+        var status = stat()
+        return stat(path, &status) == 0 && status.st_dev == other.st_dev && status.st_ino == other.st_ino
+    }
+
+    /// "5GB", "256MB", "1000" → bytes (decimal units, as Hugging Face's max_shard_size).
+    static func byteCount(_ text: String) throws -> Int {
+        let units: [(String, Int)] = [("GB", 1_000_000_000), ("MB", 1_000_000), ("KB", 1_000), ("B", 1)]
+        let upper = text.uppercased()
+        let (number, scale) = units.first { upper.hasSuffix($0.0) }.map { (String(upper.dropLast($0.0.count)), $0.1) } ?? (upper, 1)
+        guard let value = Double(number.trimmingCharacters(in: .whitespaces)), value.isFinite, value >= 1,
+              value * Double(scale) <= 1e15 else {
+            throw OrthofuseError("--shard-size: expected a size such as 5GB, 256MB or 1000000, got \"\(text)\"")
+        }
+        return Int(value * Double(scale))
     }
 
     private static func words<T: RawRepresentable & CaseIterable>(_ type: T.Type) -> String where T.RawValue == String {

@@ -228,6 +228,69 @@ final class MergeCommandTests: XCTestCase {
         }
     }
 
+    /// Writes the single-file checkpoint `name` as a Hugging Face folder: one shard per tensor
+    /// (in `order`), the index, and a config.json.
+    private func writeShardedCopy(of name: String, as folder: String, order: [String]) throws {
+        let file = try Safetensors.read(url("\(name).safetensors"))
+        let directory = url(folder)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var weightMap: [String: String] = [:]
+        for (index, tensor) in order.enumerated() {
+            let shard = "part-\(index).safetensors"
+            try Safetensors.write([file[tensor]!], to: directory.appendingPathComponent(shard))
+            weightMap[tensor] = shard
+        }
+        let index = try JSONSerialization.data(withJSONObject: ["metadata": ["total_size": 0], "weight_map": weightMap])
+        try index.write(to: directory.appendingPathComponent("model.safetensors.index.json"))
+        try Data("{\"model_type\": \"test\"}".utf8).write(to: directory.appendingPathComponent("config.json"))
+    }
+
+    /// Sharded folders in (each split its own way) and out (shards of a bounded size, the index,
+    /// the base's config.json): the same merged values as the single files.
+    func testShardedFoldersInAndOut() throws {
+        let names = shapes.map(\.0)
+        try writeShardedCopy(of: "base", as: "base-hf", order: names)
+        try writeShardedCopy(of: "a", as: "a-hf", order: names.reversed())
+        try writeShardedCopy(of: "b", as: "b-hf", order: names)
+        let single = try merge(["--method", "ties", "--density", "0.5", "--base", "base.safetensors", "--model", "a.safetensors",
+                                "--model", "b.safetensors", "--output", "single.safetensors"])
+        XCTAssertEqual(single.status, 0, single.stderr)
+        let sharded = try merge(["--method", "ties", "--density", "0.5", "--base", "base-hf", "--model", "a-hf",
+                                 "--model", "b-hf", "--output", "merged-hf", "--shard-size", "40B"])
+        XCTAssertEqual(sharded.status, 0, sharded.stderr)
+        let folder = url("merged-hf")
+        let index = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: folder.appendingPathComponent("model.safetensors.index.json"))) as? [String: Any]
+        let weightMap = try XCTUnwrap(index?["weight_map"] as? [String: String])
+        XCTAssertEqual(Set(weightMap.keys), Set(names))
+        let shardFiles = Set(weightMap.values)
+        XCTAssertGreaterThan(shardFiles.count, 1, "40-byte shards")
+        XCTAssertTrue(shardFiles.allSatisfy { $0.hasPrefix("model-0000") && $0.hasSuffix("-of-0000\(shardFiles.count).safetensors") }, "\(shardFiles)")
+        XCTAssertEqual((index?["metadata"] as? [String: Any])?["total_size"] as? Int, shapes.reduce(0) { $0 + 4 * $1.1.reduce(1, *) })
+        XCTAssertEqual(try String(contentsOf: folder.appendingPathComponent("config.json"), encoding: .utf8), "{\"model_type\": \"test\"}")
+        var merged: [String: [Float]] = [:]
+        for shard in shardFiles { merged.merge(try tensorValues(at: folder.appendingPathComponent(shard))) { a, _ in a } }
+        XCTAssertEqual(merged, try values("single.safetensors"))
+        XCTAssertTrue(sharded.stdout.contains("shard(s)"), sharded.stdout)
+
+        // A folder output that is not empty, and broken indexes: one line, no output.
+        try checkRefused(["--method", "ties", "--base", "base-hf", "--model", "a-hf", "--output", "a-hf"], ["a-hf", "input"], output: "none")
+        try FileManager.default.createDirectory(at: url("busy"), withIntermediateDirectories: true)
+        try Data().write(to: url("busy/file"))
+        try checkRefused(["--method", "ties", "--base", "base-hf", "--model", "a-hf", "--output", "busy"], ["busy", "not empty"], output: "none")
+        let bIndex = url("b-hf/model.safetensors.index.json")
+        var broken = try JSONSerialization.jsonObject(with: Data(contentsOf: bIndex)) as! [String: Any]
+        var map = broken["weight_map"] as! [String: String]
+        map[names[0]] = map[names[1]]
+        broken["weight_map"] = map
+        try JSONSerialization.data(withJSONObject: broken).write(to: bIndex)
+        try checkRefused(["--method", "ties", "--base", "base-hf", "--model", "b-hf", "--output", "out-hf"],
+                         ["b-hf/model.safetensors.index.json", "listed in part-1.safetensors but that shard does not hold it"], output: "out-hf")
+        try FileManager.default.createDirectory(at: url("plain-folder"), withIntermediateDirectories: true)
+        try checkRefused(["--method", "ties", "--base", "base-hf", "--model", "plain-folder", "--output", "out-hf"],
+                         ["plain-folder", "model.safetensors.index.json"], output: "out-hf")
+    }
+
     func testBadInputsAreOneErrorLineAndNoOutput() throws {
         let common = ["--method", "task_arithmetic", "--base", "base.safetensors", "--output", "out.safetensors"]
         try checkRefused(common + ["--model", "a.safetensors", "--model", "missing.safetensors"],
