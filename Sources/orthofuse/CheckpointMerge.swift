@@ -87,25 +87,11 @@ enum CheckpointMerge {
         // The merge layout: the base's floating tensors in file order.
         let layout = ParameterLayout(floating.map { ParameterSpec(name: $0.name, shape: $0.shape) })
 
-        let base = try flatten(baseCheckpoint.read(), layout: layout, name: request.base.name)
-        let copiedBytes = try baseCheckpoint.rawBytes(of: Set(copied.map(\.name)))
-        // One model in memory at a time besides the task vectors.
-        let taskVectors = try zip(request.models, models).map { model, checkpoint in
-            TaskVector.difference(finetuned: try flatten(checkpoint.read(), layout: layout, name: model.name), base: base)
+        let entries = baseHeader.tensors.map { info in
+            SafetensorsStreamWriter.Entry(name: info.name, dtype: layout.range(of: info.name) == nil
+                                              ? info.dtype : request.dtype.stored(forBase: info.dtype), shape: info.shape)
         }
-        let mergedVector = try TaskVectorMerger.mergedTaskVector(taskVectors, layout: layout, settings: request.settings)
-        let merged = FloatBuffer(count: layout.totalCount)
-        TaskArithmetic.merge(base: base, taskVectorSum: mergedVector, alpha: Float(request.alpha), into: merged)
-
-        let records = baseHeader.tensors.map { info -> TensorRecord in
-            guard let range = layout.range(of: info.name) else {
-                return TensorRecord(name: info.name, shape: info.shape, values: [], outputDType: info.dtype,
-                                    rawBytes: copiedBytes[info.name]!)
-            }
-            return TensorRecord(name: info.name, shape: info.shape, values: Array(merged.buffer[range]),
-                                outputDType: request.dtype.stored(forBase: info.dtype))
-        }
-        let storedDTypes = Set(records.filter { layout.range(of: $0.name) != nil }.map(\.outputDType)).sorted()
+        let storedDTypes = Set(entries.filter { layout.range(of: $0.name) != nil }.map(\.dtype)).sorted()
         var metadata = request.settings.metadata
         metadata["orthofuse.kind"] = "merged"
         metadata["orthofuse.alpha"] = "\(request.alpha)"
@@ -117,14 +103,18 @@ enum CheckpointMerge {
         if !copied.isEmpty {
             metadata["orthofuse.copied_from_base"] = copied.map { "\($0.name) (\($0.dtype))" }.joined(separator: ", ")
         }
-        var shardText = ""
-        if isFolderOutput(request.output) {
-            let shardCount = try Checkpoint.writeSharded(records, metadata: metadata, shardSize: request.shardSize,
-                                                         companions: baseCheckpoint.companionFiles, to: request.output.url)
-            shardText = " in \(shardCount) shard(s)"
-        } else {
-            try Safetensors.write(records, metadata: metadata, to: request.output.url)
-        }
+        let streamed = streamsByTensor(request.settings)
+        let mergedTensor = streamed
+            ? try mergeTensorByTensor(request, base: baseCheckpoint, models: models, layout: layout)
+            : try mergeWhole(request, base: baseCheckpoint, models: models, layout: layout)
+        let files = try Checkpoint.write(
+            entries, metadata: metadata, to: request.output.url, sharded: isFolderOutput(request.output),
+            shardSize: request.shardSize, companions: baseCheckpoint.companionFiles) { index in
+                let info = baseHeader.tensors[index]
+                guard layout.range(of: info.name) != nil else { return ([], try baseCheckpoint.bytes(of: info)) }
+                return (try mergedTensor(info), nil)
+            }
+        let shardText = isFolderOutput(request.output) ? " in \(files) shard(s)" : ""
 
         let knobs = request.settings.knobSummary
         let copiedText = copied.isEmpty ? "" : ", \(copied.count) non-float tensor(s) copied from the base"
@@ -132,7 +122,58 @@ enum CheckpointMerge {
             format: "merged %d model(s) with %@%@, α = %@: %d tensors, %d parameters as %@%@, %.2f s → %@%@",
             request.models.count, request.settings.method.rawValue, knobs.isEmpty ? "" : " (\(knobs))",
             "\(request.alpha)", layout.specs.count, layout.totalCount, storedDTypes.joined(separator: ", "), copiedText,
-            Date().timeIntervalSince(started), request.output.name, shardText)
+            Date().timeIntervalSince(started), request.output.name, shardText + (streamed ? ", tensor by tensor" : ""))
+    }
+
+    /// Methods whose Δ over one tensor needs nothing of the others (TIES and DARE-TIES elect a sign
+    /// over the whole vector; global TIES also ranks over it): merged tensor by tensor, from inputs
+    /// read one tensor at a time, so memory is about (T + 3) × the largest tensor.
+    static func streamsByTensor(_ settings: MergeSettings) -> Bool {
+        switch settings.method {
+        case .average, .taskArithmetic, .dare, .breadcrumbs, .tsv, .consensus, .isoC, .magmax: true
+        case .ties, .dareTies: false
+        }
+    }
+
+    /// The merged values of one floating tensor, read and merged on demand.
+    typealias MergedTensor = (SafetensorsTensorInfo) throws -> [Float]
+
+    /// Every input read whole (one model at a time besides the task vectors), Δ over the whole
+    /// vector; the output's tensors are slices of the merged model.
+    private static func mergeWhole(_ request: Request, base baseCheckpoint: Checkpoint, models: [Checkpoint],
+                                   layout: ParameterLayout) throws -> MergedTensor {
+        let base = try flatten(baseCheckpoint.read(), layout: layout, name: request.base.name)
+        let taskVectors = try zip(request.models, models).map { model, checkpoint in
+            TaskVector.difference(finetuned: try flatten(checkpoint.read(), layout: layout, name: model.name), base: base)
+        }
+        let mergedVector = try TaskVectorMerger.mergedTaskVector(taskVectors, layout: layout, settings: request.settings)
+        let merged = FloatBuffer(count: layout.totalCount)
+        TaskArithmetic.merge(base: base, taskVectorSum: mergedVector, alpha: Float(request.alpha), into: merged)
+        return { info in Array(merged.buffer[layout.range(of: info.name)!]) }
+    }
+
+    /// Each tensor of the base and the models read when it is written; Δ over that tensor's region
+    /// of the layout (the same global indices, so bitwise the whole-vector result).
+    private static func mergeTensorByTensor(_ request: Request, base: Checkpoint, models: [Checkpoint],
+                                            layout: ParameterLayout) throws -> MergedTensor {
+        let byName = models.map { model in Dictionary(uniqueKeysWithValues: model.header.tensors.map { ($0.name, $0) }) }
+        let alone = MergeCollectives(slot: 0, slotCount: 1, sum: { $0 }, minimum: { $0 })
+        return { info in
+            let region = layout.range(of: info.name)!
+            let baseValues = try base.values(of: info)
+            try ParameterLayout.checkFinite(baseValues, tensor: info.name, origin: request.base.name)
+            let baseBuffer = FloatBuffer(baseValues)
+            let taskVectors = try zip(request.models, models.indices).map { model, index in
+                let values = try models[index].values(of: byName[index][info.name]!)
+                try ParameterLayout.checkFinite(values, tensor: info.name, origin: model.name)
+                return TaskVector.difference(finetuned: FloatBuffer(values), base: baseBuffer)
+            }
+            let delta = try TaskVectorMerger.mergedSlice(taskVectors, region: region, layout: layout,
+                                                         settings: request.settings, collectives: alone)
+            let merged = FloatBuffer(count: region.count)
+            TaskArithmetic.merge(base: baseBuffer, taskVectorSum: delta, alpha: Float(request.alpha), into: merged)
+            return merged.array
+        }
     }
 
     /// Same tensor names, dtypes and shapes as the base (in any order), or one line naming the first difference.

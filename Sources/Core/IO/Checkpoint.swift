@@ -13,6 +13,8 @@ public struct Checkpoint: Sendable {
     /// Every tensor, shard by shard in data order; `dataOffsets` are within the tensor's shard.
     public let header: SafetensorsHeader
     private let shardOfTensor: [String: Int]
+    /// Where each shard's data buffer starts (8 + its header's length).
+    private let dataStarts: [Int]
 
     public var isSharded: Bool { shards.count != 1 || shards[0] != url }
 
@@ -22,8 +24,9 @@ public struct Checkpoint: Sendable {
     public static func open(_ url: URL) throws -> Checkpoint {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            return Checkpoint(url: url, shards: [url], header: try Safetensors.readHeader(url),
-                              shardOfTensor: [:])
+            let header = try Safetensors.readHeader(url)
+            return Checkpoint(url: url, shards: [url], header: header, shardOfTensor: [:],
+                              dataStarts: [try FileBytes.size(url) - header.dataBufferSize])
         }
         let indexURL = url.appendingPathComponent(indexName)
         let path = FileBytes.displayPath(indexURL)
@@ -37,11 +40,13 @@ public struct Checkpoint: Sendable {
         var shardOfTensor: [String: Int] = [:]
         var metadata: [String: String] = [:]
         var dataBytes = 0
+        var dataStarts: [Int] = []
         for (shardIndex, name) in shardNames.enumerated() {
             guard !name.contains("/"), !name.hasPrefix("."), !name.isEmpty else {
                 throw OrthofuseError("\(path): shard \(MessageText.quoted(name)) is not a file name in the folder")
             }
             let shard = try Safetensors.readHeader(url.appendingPathComponent(name))
+            dataStarts.append(try FileBytes.size(url.appendingPathComponent(name)) - shard.dataBufferSize)
             if shardIndex == 0 { metadata = shard.metadata }
             for info in shard.tensors {
                 guard weightMap[info.name] == name else {
@@ -58,7 +63,7 @@ public struct Checkpoint: Sendable {
         }
         return Checkpoint(url: url, shards: shardNames.map { url.appendingPathComponent($0) },
                           header: SafetensorsHeader(tensors: infos, metadata: metadata, dataBufferSize: dataBytes),
-                          shardOfTensor: shardOfTensor)
+                          shardOfTensor: shardOfTensor, dataStarts: dataStarts)
     }
 
     /// The index's `weight_map`: tensor name → shard file name.
@@ -88,15 +93,31 @@ public struct Checkpoint: Sendable {
         return SafetensorsFile(tensors: tensors, metadata: header.metadata)
     }
 
-    /// The stored bytes of the tensors `names`, as they are in their files.
-    public func rawBytes(of names: Set<String>) throws -> [String: [UInt8]] {
-        guard isSharded else { return try Safetensors.rawBytes(of: names, in: url) }
-        var bytes: [String: [UInt8]] = [:]
-        for (index, shard) in shards.enumerated() {
-            let wanted = names.filter { shardOfTensor[$0] == index }
-            if !wanted.isEmpty { bytes.merge(try Safetensors.rawBytes(of: wanted, in: shard)) { first, _ in first } }
+    /// One tensor's stored bytes, read from its file alone (memory for that tensor only).
+    public func bytes(of info: SafetensorsTensorInfo) throws -> [UInt8] {
+        let shard = shardOfTensor[info.name] ?? 0
+        let path = FileBytes.displayPath(shards[shard])
+        do {
+            let handle = try FileHandle(forReadingFrom: shards[shard])
+            defer { try? handle.close() }
+            try handle.seek(toOffset: UInt64(dataStarts[shard] + info.dataOffsets.lowerBound))
+            let data = try handle.read(upToCount: info.dataOffsets.count) ?? Data()
+            guard data.count == info.dataOffsets.count else {
+                throw OrthofuseError("\(path): tensor \(MessageText.quoted(info.name)) is cut short (the file changed while reading?)")
+            }
+            return [UInt8](data)
+        } catch let error as OrthofuseError {
+            throw error
+        } catch {
+            throw OrthofuseError("\(path): cannot read (\(FileSystemMessage.reason(error)))")
         }
-        return bytes
+    }
+
+    /// One tensor's values as Float, read from its file alone.
+    public func values(of info: SafetensorsTensorInfo) throws -> [Float] {
+        let dtype = SafetensorsDType(rawValue: info.dtype)!  // the header check knows every dtype it lets through
+        let stored = try bytes(of: info)
+        return stored.withUnsafeBytes { Safetensors.decode($0, as: dtype, count: stored.count / dtype.byteWidth) }
     }
 
     /// The folder's files that are neither the index nor a shard (config.json, tokenizer files…),
@@ -114,70 +135,86 @@ public struct Checkpoint: Sendable {
 
     // MARK: Writing
 
-    /// Writes `records` as a Hugging Face folder: shards `model-0000i-of-0000n.safetensors` of at
-    /// most `shardSize` bytes of tensor data each (a larger tensor gets a shard of its own), the
-    /// index with `metadata.total_size`, and `companions` copied in. The folder is built under a
-    /// temporary name beside `folder` and renamed into place: readers never see half of it.
-    /// `folder` must not exist or be empty. Returns the number of shards.
+    /// One tensor's data for the writers: values in the entry's float dtype, or raw bytes.
+    public typealias TensorData = (values: [Float], rawBytes: [UInt8]?)
+
+    /// Writes `entries` in order, asking `data(i)` for tensor i only when it is written: a single
+    /// safetensors file at `url`, or with `sharded` a Hugging Face folder there — shards
+    /// `model-0000i-of-0000n.safetensors` of at most `shardSize` bytes of tensor data each (a larger
+    /// tensor gets a shard of its own), the index with `metadata.total_size`, and `companions`
+    /// copied in, built under a temporary name beside it and renamed into place, so readers never
+    /// see half of it (the folder must not exist or be empty). Returns the number of files of
+    /// tensors written.
     @discardableResult
-    public static func writeSharded(_ records: [TensorRecord], metadata: [String: String], shardSize: Int,
-                                    companions: [URL], to folder: URL) throws -> Int {
-        let shardsOfRecords = shardPlan(records, shardSize: shardSize)
-        let manager = FileManager.default
-        if let existing = try? manager.contentsOfDirectory(atPath: folder.path), !existing.isEmpty {
-            throw OrthofuseError("\(FileBytes.displayPath(folder)): exists and is not empty; choose a new folder for the sharded output")
+    public static func write(_ entries: [SafetensorsStreamWriter.Entry], metadata: [String: String], to url: URL,
+                             sharded: Bool, shardSize: Int = 5_000_000_000, companions: [URL] = [],
+                             data: (Int) throws -> TensorData) throws -> Int {
+        guard sharded else {
+            try writeFile(entries, indices: entries.indices, metadata: metadata, to: url, data: data)
+            return 1
         }
-        let parent = folder.deletingLastPathComponent()
+        let manager = FileManager.default
+        if let existing = try? manager.contentsOfDirectory(atPath: url.path), !existing.isEmpty {
+            throw OrthofuseError("\(FileBytes.displayPath(url)): exists and is not empty; choose a new folder for the sharded output")
+        }
+        let groups = shardPlan(entries.map(storedBytes), shardSize: shardSize)
+        let parent = url.deletingLastPathComponent()
         try FileSystemMessage.createDirectory(parent)
-        let staging = parent.appendingPathComponent(".\(folder.lastPathComponent).tmp-\(getpid())")
+        let staging = parent.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
         try? manager.removeItem(at: staging)
         try FileSystemMessage.createDirectory(staging)
         do {
             var weightMap: [String: String] = [:]
-            var totalSize = 0
-            for (index, group) in shardsOfRecords.enumerated() {
-                let name = String(format: "model-%05d-of-%05d.safetensors", index + 1, shardsOfRecords.count)
-                try Safetensors.write(group, metadata: metadata, to: staging.appendingPathComponent(name))
-                for record in group { weightMap[record.name] = name }
-                totalSize += group.reduce(0) { $0 + storedBytes($1) }
+            for (index, group) in groups.enumerated() {
+                let name = String(format: "model-%05d-of-%05d.safetensors", index + 1, groups.count)
+                try writeFile(entries, indices: group, metadata: metadata, to: staging.appendingPathComponent(name), data: data)
+                for i in group { weightMap[entries[i].name] = name }
             }
-            let index: [String: Any] = ["metadata": ["total_size": totalSize], "weight_map": weightMap]
+            let index: [String: Any] = ["metadata": ["total_size": entries.reduce(0) { $0 + storedBytes($1) }],
+                                        "weight_map": weightMap]
             let json = try JSONSerialization.data(withJSONObject: index, options: [.prettyPrinted, .sortedKeys])
             try AtomicFile.write(json, to: staging.appendingPathComponent(indexName))
             for companion in companions {
                 try manager.copyItem(at: companion, to: staging.appendingPathComponent(companion.lastPathComponent))
             }
-            if manager.fileExists(atPath: folder.path) { try manager.removeItem(at: folder) }  // empty, checked above
-            try manager.moveItem(at: staging, to: folder)
-            return shardsOfRecords.count
+            if manager.fileExists(atPath: url.path) { try manager.removeItem(at: url) }  // empty, checked above
+            try manager.moveItem(at: staging, to: url)
+            return groups.count
         } catch {
             try? manager.removeItem(at: staging)
             throw error
         }
     }
 
-    /// Consecutive groups of records, each at most `shardSize` bytes unless one record is larger.
-    static func shardPlan(_ records: [TensorRecord], shardSize: Int) -> [[TensorRecord]] {
-        var groups: [[TensorRecord]] = []
-        var current: [TensorRecord] = []
+    private static func writeFile(_ entries: [SafetensorsStreamWriter.Entry], indices: Range<Int>, metadata: [String: String],
+                                  to url: URL, data: (Int) throws -> TensorData) throws {
+        let writer = try SafetensorsStreamWriter(url: url, entries: Array(entries[indices]), metadata: metadata)
+        for i in indices {
+            let tensor = try data(i)
+            try writer.append(tensor.values, rawBytes: tensor.rawBytes)
+        }
+        try writer.finish()
+    }
+
+    /// Consecutive index ranges, each at most `shardSize` bytes unless one tensor is larger.
+    static func shardPlan(_ sizes: [Int], shardSize: Int) -> [Range<Int>] {
+        var groups: [Range<Int>] = []
+        var start = 0
         var bytes = 0
-        for record in records {
-            let size = storedBytes(record)
-            if !current.isEmpty, bytes + size > shardSize {
-                groups.append(current)
-                current = []
+        for (i, size) in sizes.enumerated() {
+            if i > start, bytes + size > shardSize {
+                groups.append(start..<i)
+                start = i
                 bytes = 0
             }
-            current.append(record)
             bytes += size
         }
-        if !current.isEmpty { groups.append(current) }
+        if start < sizes.count { groups.append(start..<sizes.count) }
         return groups
     }
 
-    /// The bytes a record takes in its file (its raw bytes, or its values in its output dtype).
-    static func storedBytes(_ record: TensorRecord) -> Int {
-        if let raw = record.rawBytes { return raw.count }
-        return record.values.count * (SafetensorsDType(rawValue: record.outputDType)?.byteWidth ?? 4)
+    /// The bytes a tensor takes in its file.
+    static func storedBytes(_ entry: SafetensorsStreamWriter.Entry) -> Int {
+        (Safetensors.elementCount(of: entry.shape) ?? 0) * (SafetensorsDType(rawValue: entry.dtype)?.byteWidth ?? 4)
     }
 }

@@ -107,25 +107,6 @@ public enum Safetensors {
         }
     }
 
-    /// The stored bytes of the tensors `names` of `url`, as they are in the file (for copying a
-    /// tensor exactly, whatever its dtype).
-    public static func rawBytes(of names: Set<String>, in url: URL) throws -> [String: [UInt8]] {
-        let path = FileBytes.displayPath(url)
-        let data = try FileBytes.load(url)
-        return try data.withUnsafeBytes { raw -> [String: [UInt8]] in
-            let headerLength = try validatedHeaderLength(
-                firstBytes: raw.count >= 8 ? raw.littleEndianInteger(at: 0, as: UInt64.self) : nil,
-                fileSize: raw.count, path: path)
-            let dataStart = 8 + headerLength
-            let header = try parseHeader(Array(raw[8..<dataStart]), dataBufferSize: raw.count - dataStart, path: path)
-            var bytes: [String: [UInt8]] = [:]
-            for info in header.tensors where names.contains(info.name) {
-                bytes[info.name] = Array(raw[(dataStart + info.dataOffsets.lowerBound)..<(dataStart + info.dataOffsets.upperBound)])
-            }
-            return bytes
-        }
-    }
-
     /// Reads and validates only the header of `url` (names, dtypes, shapes, metadata), not the data.
     public static func readHeader(_ url: URL) throws -> SafetensorsHeader {
         let path = FileBytes.displayPath(url)
@@ -404,51 +385,66 @@ public enum Safetensors {
         try AtomicFile.write(data, to: url)
     }
 
-    private struct EncodingProblem: Error {
+    struct EncodingProblem: Error {
         let message: String
     }
 
     private static func encodeChecked(_ tensors: [TensorRecord], metadata: [String: String]) throws -> Data {
-        var seenNames = Set<String>()
-        var entries: [String] = []
-        if !metadata.isEmpty {
-            let pairs = metadata.keys.sorted().map { "\(JSONText.quoted($0)):\(JSONText.quoted(metadata[$0]!))" }
-            entries.append("\(JSONText.quoted(metadataKey)):{\(pairs.joined(separator: ","))}")
-        }
-        var offset = 0
-        for tensor in tensors {
-            guard !tensor.name.isEmpty else { throw EncodingProblem(message: "a tensor has an empty name") }
-            guard tensor.name != metadataKey else {
-                throw EncodingProblem(message: "'\(metadataKey)' is reserved and cannot name a tensor")
-            }
-            guard seenNames.insert(tensor.name).inserted else {
-                throw EncodingProblem(message: "tensor name \(MessageText.quoted(tensor.name)) is used twice")
-            }
+        let entries = try tensors.map { tensor -> HeaderEntry in
             guard let count = elementCount(of: tensor.shape) else {
                 throw EncodingProblem(message: "tensor \(MessageText.quoted(tensor.name)): shape \(describe(tensor.shape)) has a negative dimension or too many elements")
             }
-            let byteCount = try storedByteCount(tensor, elements: count)
-            let end = offset + byteCount
-            let shapeText = tensor.shape.map(String.init).joined(separator: ",")
-            entries.append("\(JSONText.quoted(tensor.name)):{\"dtype\":\"\(tensor.outputDType)\",\"shape\":[\(shapeText)],\"data_offsets\":[\(offset),\(end)]}")
-            offset = end
+            return HeaderEntry(name: tensor.name, dtype: tensor.outputDType, shape: tensor.shape,
+                               byteCount: try storedByteCount(tensor, elements: count))
         }
-        var header = Array("{\(entries.joined(separator: ","))}".utf8)
-        header.append(contentsOf: repeatElement(UInt8(ascii: " "), count: (8 - header.count % 8) % 8))
-        guard header.count <= maximumHeaderLength else {
-            throw EncodingProblem(message: "header would be \(header.count) bytes, above the \(maximumHeaderLength)-byte limit")
-        }
-
-        var data = Data(capacity: 8 + header.count + offset)
-        withUnsafeBytes(of: UInt64(header.count).littleEndian) { data.append(contentsOf: $0) }
-        data.append(contentsOf: header)
+        let prefix = try filePrefix(entries, metadata: metadata)
+        var data = Data(capacity: prefix.count + entries.reduce(0) { $0 + $1.byteCount })
+        data.append(contentsOf: prefix)
         for tensor in tensors { appendStored(tensor, to: &data) }
         return data
     }
 
+    /// One tensor as the header lists it.
+    struct HeaderEntry {
+        var name: String
+        var dtype: String
+        var shape: [Int]
+        var byteCount: Int
+    }
+
+    /// The 8-byte length and the JSON header for `entries` stored contiguously in order, padded
+    /// with spaces to a multiple of 8 bytes as the reference writer does; names checked.
+    static func filePrefix(_ entries: [HeaderEntry], metadata: [String: String]) throws -> [UInt8] {
+        var seenNames = Set<String>()
+        var fields: [String] = []
+        if !metadata.isEmpty {
+            let pairs = metadata.keys.sorted().map { "\(JSONText.quoted($0)):\(JSONText.quoted(metadata[$0]!))" }
+            fields.append("\(JSONText.quoted(metadataKey)):{\(pairs.joined(separator: ","))}")
+        }
+        var offset = 0
+        for entry in entries {
+            guard !entry.name.isEmpty else { throw EncodingProblem(message: "a tensor has an empty name") }
+            guard entry.name != metadataKey else {
+                throw EncodingProblem(message: "'\(metadataKey)' is reserved and cannot name a tensor")
+            }
+            guard seenNames.insert(entry.name).inserted else {
+                throw EncodingProblem(message: "tensor name \(MessageText.quoted(entry.name)) is used twice")
+            }
+            let shapeText = entry.shape.map(String.init).joined(separator: ",")
+            fields.append("\(JSONText.quoted(entry.name)):{\"dtype\":\"\(entry.dtype)\",\"shape\":[\(shapeText)],\"data_offsets\":[\(offset),\(offset + entry.byteCount)]}")
+            offset += entry.byteCount
+        }
+        var header = Array("{\(fields.joined(separator: ","))}".utf8)
+        header.append(contentsOf: repeatElement(UInt8(ascii: " "), count: (8 - header.count % 8) % 8))
+        guard header.count <= maximumHeaderLength else {
+            throw EncodingProblem(message: "header would be \(header.count) bytes, above the \(maximumHeaderLength)-byte limit")
+        }
+        return withUnsafeBytes(of: UInt64(header.count).littleEndian, Array.init) + header
+    }
+
     /// The bytes `tensor` takes in the file, after checking its values or raw bytes against its
     /// shape and its output dtype.
-    private static func storedByteCount(_ tensor: TensorRecord, elements count: Int) throws -> Int {
+    static func storedByteCount(_ tensor: TensorRecord, elements count: Int) throws -> Int {
         let name = MessageText.quoted(tensor.name)
         guard let dtype = SafetensorsDType(rawValue: tensor.outputDType) else {
             throw EncodingProblem(message: "tensor \(name): unknown dtype \(MessageText.quoted(tensor.outputDType))")
@@ -469,7 +465,7 @@ public enum Safetensors {
     }
 
     /// Appends `tensor`'s data, little-endian, in its output dtype (checked by storedByteCount).
-    private static func appendStored(_ tensor: TensorRecord, to data: inout Data) {
+    static func appendStored(_ tensor: TensorRecord, to data: inout Data) {
         if let raw = tensor.rawBytes {
             data.append(contentsOf: raw)
             return
