@@ -103,10 +103,7 @@ enum CheckpointMerge {
         if !copied.isEmpty {
             metadata["orthofuse.copied_from_base"] = copied.map { "\($0.name) (\($0.dtype))" }.joined(separator: ", ")
         }
-        let streamed = streamsByTensor(request.settings)
-        let mergedTensor = streamed
-            ? try mergeTensorByTensor(request, base: baseCheckpoint, models: models, layout: layout)
-            : try mergeWhole(request, base: baseCheckpoint, models: models, layout: layout)
+        let (mergedTensor, passes) = try mergeTensorByTensor(request, base: baseCheckpoint, models: models, layout: layout)
         let files = try Checkpoint.write(
             entries, metadata: metadata, to: request.output.url, sharded: isFolderOutput(request.output),
             shardSize: request.shardSize, companions: baseCheckpoint.companionFiles) { index in
@@ -122,43 +119,30 @@ enum CheckpointMerge {
             format: "merged %d model(s) with %@%@, α = %@: %d tensors, %d parameters as %@%@, %.2f s → %@%@",
             request.models.count, request.settings.method.rawValue, knobs.isEmpty ? "" : " (\(knobs))",
             "\(request.alpha)", layout.specs.count, layout.totalCount, storedDTypes.joined(separator: ", "), copiedText,
-            Date().timeIntervalSince(started), request.output.name, shardText + (streamed ? ", tensor by tensor" : ""))
+            Date().timeIntervalSince(started), request.output.name, shardText + ", tensor by tensor" + (passes > 0 ? " after \(passes) pass(es) over the inputs" : ""))
     }
 
-    /// Methods whose Δ over one tensor needs nothing of the others (TIES and DARE-TIES elect a sign
-    /// over the whole vector; global TIES also ranks over it): merged tensor by tensor, from inputs
-    /// read one tensor at a time, so memory is about (T + 3) × the largest tensor.
-    static func streamsByTensor(_ settings: MergeSettings) -> Bool {
+    /// Whether Δ over one tensor needs quantities of the others: TIES and DARE-TIES elect a sign
+    /// over the whole vector, and global TIES ranks |τ| over it. Those are answered in passes over
+    /// the tensors (RegionPasses); every other method merges each tensor on its own.
+    static func needsPasses(_ settings: MergeSettings) -> Bool {
         switch settings.method {
-        case .average, .taskArithmetic, .dare, .breadcrumbs, .tsv, .consensus, .isoC, .magmax: true
-        case .ties, .dareTies: false
+        case .ties, .dareTies: true
+        case .average, .taskArithmetic, .dare, .breadcrumbs, .tsv, .consensus, .isoC, .magmax: false
         }
     }
 
     /// The merged values of one floating tensor, read and merged on demand.
     typealias MergedTensor = (SafetensorsTensorInfo) throws -> [Float]
 
-    /// Every input read whole (one model at a time besides the task vectors), Δ over the whole
-    /// vector; the output's tensors are slices of the merged model.
-    private static func mergeWhole(_ request: Request, base baseCheckpoint: Checkpoint, models: [Checkpoint],
-                                   layout: ParameterLayout) throws -> MergedTensor {
-        let base = try flatten(baseCheckpoint.read(), layout: layout, name: request.base.name)
-        let taskVectors = try zip(request.models, models).map { model, checkpoint in
-            TaskVector.difference(finetuned: try flatten(checkpoint.read(), layout: layout, name: model.name), base: base)
-        }
-        let mergedVector = try TaskVectorMerger.mergedTaskVector(taskVectors, layout: layout, settings: request.settings)
-        let merged = FloatBuffer(count: layout.totalCount)
-        TaskArithmetic.merge(base: base, taskVectorSum: mergedVector, alpha: Float(request.alpha), into: merged)
-        return { info in Array(merged.buffer[layout.range(of: info.name)!]) }
-    }
-
-    /// Each tensor of the base and the models read when it is written; Δ over that tensor's region
-    /// of the layout (the same global indices, so bitwise the whole-vector result).
+    /// Each tensor of the base and the models read when it is needed; Δ over that tensor's region
+    /// of the layout, with the same global indices, so bitwise the whole-vector merge. Memory is
+    /// about (T + 3) × the largest tensor, whatever the model's size. Returns the merge and the
+    /// passes made over the inputs before writing.
     private static func mergeTensorByTensor(_ request: Request, base: Checkpoint, models: [Checkpoint],
-                                            layout: ParameterLayout) throws -> MergedTensor {
+                                            layout: ParameterLayout) throws -> (MergedTensor, passes: Int) {
         let byName = models.map { model in Dictionary(uniqueKeysWithValues: model.header.tensors.map { ($0.name, $0) }) }
-        let alone = MergeCollectives(slot: 0, slotCount: 1, sum: { $0 }, minimum: { $0 })
-        return { info in
+        func merge(_ info: SafetensorsTensorInfo, _ collectives: MergeCollectives) throws -> [Float] {
             let region = layout.range(of: info.name)!
             let baseValues = try base.values(of: info)
             try ParameterLayout.checkFinite(baseValues, tensor: info.name, origin: request.base.name)
@@ -169,11 +153,20 @@ enum CheckpointMerge {
                 return TaskVector.difference(finetuned: FloatBuffer(values), base: baseBuffer)
             }
             let delta = try TaskVectorMerger.mergedSlice(taskVectors, region: region, layout: layout,
-                                                         settings: request.settings, collectives: alone)
+                                                         settings: request.settings, collectives: collectives)
             let merged = FloatBuffer(count: region.count)
             TaskArithmetic.merge(base: baseBuffer, taskVectorSum: delta, alpha: Float(request.alpha), into: merged)
             return merged.array
         }
+        guard needsPasses(request.settings) else {
+            let alone = MergeCollectives(slot: 0, slotCount: 1, sum: { $0 }, minimum: { $0 })
+            return ({ try merge($0, alone) }, 0)
+        }
+        let floating = base.header.tensors.filter { layout.range(of: $0.name) != nil }
+        let regionIndex = Dictionary(uniqueKeysWithValues: floating.enumerated().map { ($1.name, $0) })
+        let passes = RegionPasses(regionCount: floating.count)
+        try passes.answerAll { index, collectives in _ = try merge(floating[index], collectives) }
+        return ({ info in try merge(info, passes.collectives(forRegion: regionIndex[info.name]!)) }, passes.answered)
     }
 
     /// Same tensor names, dtypes and shapes as the base (in any order), or one line naming the first difference.
@@ -194,22 +187,5 @@ enum CheckpointMerge {
         if let extra = header.tensors.first(where: { !baseNames.contains($0.name) }) {
             throw OrthofuseError("\(model): tensor '\(extra.name)' is not in the base")
         }
-    }
-
-    /// The floating tensors of `file` as one buffer in `layout` order.
-    private static func flatten(_ file: SafetensorsFile, layout: ParameterLayout, name: String) throws -> FloatBuffer {
-        let buffer = FloatBuffer(count: layout.totalCount)
-        for (index, spec) in layout.specs.enumerated() {
-            // The headers were checked; this only catches a file replaced while we read.
-            guard let values = file[spec.name]?.values, values.count == spec.count else {
-                throw OrthofuseError("\(name): tensor '\(spec.name)' changed while reading")
-            }
-            try ParameterLayout.checkFinite(values, tensor: spec.name, origin: name)
-            let offset = layout.offsets[index]
-            values.withUnsafeBufferPointer { source in
-                if let start = source.baseAddress { (buffer.pointer + offset).update(from: start, count: spec.count) }
-            }
-        }
-        return buffer
     }
 }
