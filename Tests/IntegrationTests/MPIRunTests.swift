@@ -234,6 +234,24 @@ final class MPIRunTests: XCTestCase {
         XCTAssertTrue(resumed.contains { $0 > 0 }, "some task resumed from a checkpoint: \(resumed)")
     }
 
+    /// The program for mpirun: orthofuse, except that on the first attempt rank 1 sends itself
+    /// `signal` once a checkpoint of the job writing into `output` exists.
+    private func faultingOnce(signal: String, output: String) throws -> URL {
+        let wrapper = directory.appendingPathComponent("\(signal)-once.sh")
+        let marker = directory.appendingPathComponent("\(signal)-sent").path
+        let checkpoints = directory.appendingPathComponent("\(output)/checkpoints").path
+        try """
+            #!/bin/sh
+            if [ "$OMPI_COMM_WORLD_RANK" = 1 ] && [ ! -e '\(marker)' ]; then
+                touch '\(marker)'
+                ( while [ -z "$(ls '\(checkpoints)' 2>/dev/null)" ]; do sleep 0.02; done; kill -\(signal) $$ ) &
+            fi
+            exec '\(Self.binary.path)' "$@"
+            """.write(to: wrapper, atomically: true, encoding: .utf8)
+        XCTAssertEqual(chmod(wrapper.path, 0o755), 0)
+        return wrapper
+    }
+
     /// `launch.sh --max-restarts 1` and a rank that hangs once (SIGSTOP after the first checkpoint):
     /// rank 0's heartbeat check ends the job, the launcher names the cause and runs it again, and
     /// the job finishes where an uninterrupted run does.
@@ -246,18 +264,7 @@ final class MPIRunTests: XCTestCase {
         let hungJob = try job("hung")
         try (try String(contentsOfFile: hungJob, encoding: .utf8) + "runtime: {heartbeat_timeout: 3}\n")
             .write(toFile: hungJob, atomically: true, encoding: .utf8)
-        let wrapper = directory.appendingPathComponent("hang-once.sh")
-        let marker = directory.appendingPathComponent("hung-once").path
-        let checkpoints = directory.appendingPathComponent("hung/checkpoints").path
-        try """
-            #!/bin/sh
-            if [ "$OMPI_COMM_WORLD_RANK" = 1 ] && [ ! -e '\(marker)' ]; then
-                touch '\(marker)'
-                ( while [ -z "$(ls '\(checkpoints)' 2>/dev/null)" ]; do sleep 0.02; done; kill -STOP $$ ) &
-            fi
-            exec '\(Self.binary.path)' "$@"
-            """.write(to: wrapper, atomically: true, encoding: .utf8)
-        XCTAssertEqual(chmod(wrapper.path, 0o755), 0)
+        let wrapper = try faultingOnce(signal: "STOP", output: "hung")
         let restarted = try execute([Self.packageRoot.appendingPathComponent("cluster/launch.sh").path, "-np", "3",
                                      "--max-restarts", "1", "--", wrapper.path, "run", hungJob, "--quiet"])
         XCTAssertEqual(restarted.status, 0, restarted.stderr)
@@ -370,18 +377,7 @@ final class MPIRunTests: XCTestCase {
         let clean = try execute([Self.binary.path, "run", try job("uninterrupted"), "--quiet"])
         XCTAssertEqual(clean.status, 0, clean.stderr)
         // The program mpirun starts: on the first attempt rank 1 kills itself once a checkpoint exists.
-        let wrapper = directory.appendingPathComponent("kill-once.sh")
-        let marker = directory.appendingPathComponent("killed-once").path
-        let checkpoints = directory.appendingPathComponent("restarted/checkpoints").path
-        try """
-            #!/bin/sh
-            if [ "$OMPI_COMM_WORLD_RANK" = 1 ] && [ ! -e '\(marker)' ]; then
-                touch '\(marker)'
-                ( while [ -z "$(ls '\(checkpoints)' 2>/dev/null)" ]; do sleep 0.02; done; kill -9 $$ ) &
-            fi
-            exec '\(Self.binary.path)' "$@"
-            """.write(to: wrapper, atomically: true, encoding: .utf8)
-        XCTAssertEqual(chmod(wrapper.path, 0o755), 0)
+        let wrapper = try faultingOnce(signal: "KILL", output: "restarted")
         let restarted = try execute([Self.packageRoot.appendingPathComponent("cluster/launch.sh").path, "-np", "3",
                                      "--max-restarts", "2", "--", wrapper.path, "run", try job("restarted"), "--quiet"])
         XCTAssertEqual(restarted.status, 0, restarted.stderr)
