@@ -182,6 +182,22 @@ public enum LayerNorm {
 /// so out [B, T, D] has the heads concatenated, ready for `proj`.
 /// q, k, v are read in place from qkv (leading dimension 3·D), so no head is ever copied.
 public enum Attention {
+    /// Where head h of sample b lives: its q in the qkv-shaped buffers [B, T, 3·D] (k and v follow
+    /// at +D and +2·D, leading dimension 3·D), its columns in the [B, T, D] buffers (leading
+    /// dimension D), and its [T, T] block of the probabilities [B, NH, T, T].
+    private struct Head {
+        let qkv: Int
+        let columns: Int
+        let probabilities: Int
+
+        init(sample b: Int, head h: Int, tokens: Int, heads: Int, headDim: Int) {
+            let width = heads * headDim
+            qkv = b * tokens * 3 * width + h * headDim
+            columns = b * tokens * width + h * headDim
+            probabilities = (b * heads + h) * tokens * tokens
+        }
+    }
+
     public static func forward(
         out: UnsafeMutablePointer<Float>, probabilities: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>,
         batch: Int, tokens: Int, heads: Int, headDim: Int
@@ -190,10 +206,9 @@ public enum Attention {
         let scale = 1 / Float(headDim).squareRoot()
         for b in 0..<batch {
             for h in 0..<heads {
-                let q = qkv + b * tokens * 3 * width + h * headDim
-                let k = q + width
-                let v = q + 2 * width
-                let p = probabilities + (b * heads + h) * tokens * tokens  // [T, T]
+                let at = Head(sample: b, head: h, tokens: tokens, heads: heads, headDim: headDim)
+                let q = qkv + at.qkv, k = q + width, v = q + 2 * width
+                let p = probabilities + at.probabilities
                 sgemm(transposeA: false, transposeB: true, m: tokens, n: tokens, k: headDim,
                       alpha: scale, a: q, lda: 3 * width, b: k, ldb: 3 * width, beta: 0, c: p, ldc: tokens)
                 for row in 0..<tokens {
@@ -201,7 +216,7 @@ public enum Attention {
                 }
                 sgemm(transposeA: false, transposeB: false, m: tokens, n: headDim, k: tokens,
                       alpha: 1, a: p, lda: tokens, b: v, ldb: 3 * width,
-                      beta: 0, c: out + b * tokens * width + h * headDim, ldc: width)
+                      beta: 0, c: out + at.columns, ldc: width)
             }
         }
     }
@@ -218,14 +233,11 @@ public enum Attention {
         let scale = 1 / Float(headDim).squareRoot()
         for b in 0..<batch {
             for h in 0..<heads {
-                let q = qkv + b * tokens * 3 * width + h * headDim
-                let k = q + width
-                let v = q + 2 * width
-                let dq = dqkv + b * tokens * 3 * width + h * headDim
-                let dk = dq + width
-                let dv = dq + 2 * width
-                let p = probabilities + (b * heads + h) * tokens * tokens
-                let g = dout + b * tokens * width + h * headDim  // [T, hd], leading dimension D
+                let at = Head(sample: b, head: h, tokens: tokens, heads: heads, headDim: headDim)
+                let q = qkv + at.qkv, k = q + width, v = q + 2 * width
+                let dq = dqkv + at.qkv, dk = dq + width, dv = dq + 2 * width
+                let p = probabilities + at.probabilities
+                let g = dout + at.columns  // [T, hd], leading dimension D
                 sgemm(transposeA: false, transposeB: true, m: tokens, n: tokens, k: headDim,
                       alpha: 1, a: g, lda: width, b: v, ldb: 3 * width, beta: 0, c: dscores, ldc: tokens)
                 sgemm(transposeA: true, transposeB: false, m: tokens, n: headDim, k: tokens,
@@ -253,14 +265,11 @@ public enum Attention {
         let scale = 1 / Float(headDim).squareRoot()
         for b in 0..<batch {
             for h in 0..<heads {
-                let q = qkv + b * tokens * 3 * width + h * headDim
-                let k = q + width
-                let v = q + 2 * width
-                let qt = qkvTangent + b * tokens * 3 * width + h * headDim
-                let kt = qt + width
-                let vt = qt + 2 * width
-                let p = probabilities + (b * heads + h) * tokens * tokens
-                let o = outTangent + b * tokens * width + h * headDim
+                let at = Head(sample: b, head: h, tokens: tokens, heads: heads, headDim: headDim)
+                let q = qkv + at.qkv, k = q + width, v = q + 2 * width
+                let qt = qkvTangent + at.qkv, kt = qt + width, vt = qt + 2 * width
+                let p = probabilities + at.probabilities
+                let o = outTangent + at.columns
                 sgemm(transposeA: false, transposeB: true, m: tokens, n: tokens, k: headDim,
                       alpha: scale, a: qt, lda: 3 * width, b: k, ldb: 3 * width, beta: 0, c: scoreTangent, ldc: tokens)
                 sgemm(transposeA: false, transposeB: true, m: tokens, n: tokens, k: headDim,

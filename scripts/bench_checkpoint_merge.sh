@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# bench_checkpoint_merge.sh: orthofuse merge against mergekit on Llama-shaped BF16 checkpoints
+# sharded into 256 MB files (scripts/make_llama_checkpoints.py; about 0.48 B parameters, a base and
+# three fine-tunes): task arithmetic and TIES (density 0.2, per tensor, as mergekit ranks), each
+# tool's wall time and peak RSS (/usr/bin/time), and the largest difference between the outputs.
+#
+# Usage: scripts/bench_checkpoint_merge.sh [DIR]   (default /tmp/llama-bench; made when missing)
+# Needs a release build and mergekit in a venv: MERGEKIT_VENV (default /opt/mkvenv), made with
+#   python3 -m venv /opt/mkvenv && /opt/mkvenv/bin/pip install torch==2.13.0+cpu mergekit
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir="${1:-/tmp/llama-bench}"
+venv="${MERGEKIT_VENV:-/opt/mkvenv}"
+orthofuse=.build/release/orthofuse
+[[ -x "$orthofuse" ]] || swift build -c release --product orthofuse
+[[ -x "$venv/bin/mergekit-yaml" ]] || { echo "bench_checkpoint_merge.sh: no mergekit in $venv" >&2; exit 2; }
+[[ -f "$dir/ft3/model.safetensors.index.json" ]] || python3 scripts/make_llama_checkpoints.py "$dir"
+out="$dir/out"
+rm -rf "$out"; mkdir -p "$out"
+
+measure() {  # label command...: one line with wall seconds and peak RSS
+    local label="$1"; shift
+    /usr/bin/time -f "%e %M" -o "$out/$label.time" "$@" > "$out/$label.log" 2>&1
+    read -r seconds kilobytes < "$out/$label.time"
+    printf '%-28s %8.1f s  %8.0f MB peak RSS\n' "$label" "$seconds" "$((kilobytes / 1024))"
+}
+
+models=(--model "$dir/ft1" --model "$dir/ft2" --model "$dir/ft3")
+measure "orthofuse task_arithmetic" "$orthofuse" merge --method task_arithmetic --base "$dir/base" "${models[@]}" \
+    --output "$out/orthofuse-ta" --shard-size 256MB
+measure "orthofuse ties" "$orthofuse" merge --method ties --density 0.2 --trim per-tensor --base "$dir/base" \
+    "${models[@]}" --output "$out/orthofuse-ties" --shard-size 256MB
+
+for method in task_arithmetic ties; do
+    {
+        echo "merge_method: $method"
+        echo "base_model: $dir/base"
+        echo "dtype: bfloat16"
+        echo "parameters: {normalize: $([[ $method == ties ]] && echo true || echo false)}"
+        echo "models:"
+        for m in 1 2 3; do
+            echo "  - model: $dir/ft$m"
+            echo "    parameters: {weight: 1.0$([[ $method == ties ]] && echo ', density: 0.2')}"
+        done
+    } > "$out/mergekit-$method.yaml"
+    measure "mergekit $method" "$venv/bin/mergekit-yaml" "$out/mergekit-$method.yaml" "$out/mergekit-$method" \
+        --out-shard-size 128M --no-copy-tokenizer --lazy-unpickle  # 128 M parameters: 256 MB of BF16
+done
+
+# The largest differences, in units of the output's own bfloat16 step near each value.
+"$venv/bin/python" - "$out" <<'PY'
+import json, os, sys
+import torch
+from safetensors.torch import load_file
+out = sys.argv[1]
+def load(folder):
+    index = json.load(open(os.path.join(folder, "model.safetensors.index.json")))
+    tensors = {}
+    for shard in sorted(set(index["weight_map"].values())):
+        tensors.update(load_file(os.path.join(folder, shard)))
+    return tensors
+for method, ours in [("task_arithmetic", "orthofuse-ta"), ("ties", "orthofuse-ties")]:
+    a, b = load(os.path.join(out, ours)), load(os.path.join(out, "mergekit-" + method))
+    assert set(a) == set(b), "different tensor names"
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    differing = sum((a[k] != b[k]).sum().item() for k in a)
+    total = sum(a[k].numel() for k in a)
+    dtypes = {str(t.dtype) for t in a.values()}
+    print(f"{method}: largest |orthofuse − mergekit| {worst:.3g}; entries that differ {differing} of {total} "
+          f"({100 * differing / total:.3f} %); orthofuse dtypes {sorted(dtypes)}")
+PY
