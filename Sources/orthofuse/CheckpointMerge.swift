@@ -58,6 +58,42 @@ enum CheckpointMerge {
         var dtype: OutputDType = .auto
         /// Bytes of tensor data per shard when the output is a folder.
         var shardSize: Int = CheckpointMerge.defaultShardSize
+        /// Tensors merged at the same time (each on its own thread).
+        var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    }
+
+    /// The output's tensors in file order, `threads` at a time: when the writer asks for tensor i
+    /// and it is not ready, tensors i..<i + threads are merged concurrently (each tensor's merge
+    /// is independent of the others', so the result does not depend on `threads`); memory is
+    /// about `threads` × (T + 3) × the largest tensor. `produce` runs on several threads at once:
+    /// it reads its inputs through file handles of its own and merges into buffers of its own
+    /// (the collectives RegionPasses hands out are all answered by then, so they only read).
+    final class MergeAhead: @unchecked Sendable {
+        private let tensors: [SafetensorsTensorInfo]
+        private let threads: Int
+        private let produce: (SafetensorsTensorInfo) throws -> Checkpoint.TensorData
+        private var ready: [Int: Checkpoint.TensorData] = [:]
+
+        init(tensors: [SafetensorsTensorInfo], threads: Int,
+             produce: @escaping (SafetensorsTensorInfo) throws -> Checkpoint.TensorData) {
+            self.tensors = tensors
+            self.threads = max(1, threads)
+            self.produce = produce
+        }
+
+        func data(_ index: Int) throws -> Checkpoint.TensorData {
+            if let done = ready.removeValue(forKey: index) { return done }
+            let batch = index..<min(index + threads, tensors.count)
+            let results = ConcurrentResults<Checkpoint.TensorData>(count: batch.count)
+            DispatchQueue.concurrentPerform(iterations: batch.count) { offset in
+                results.set(offset, Result { try produce(tensors[batch.lowerBound + offset]) })
+            }
+            // The first failure in file order, as a sequential merge would report it.
+            for (offset, result) in results.all.enumerated() {
+                ready[batch.lowerBound + offset] = try result.get()
+            }
+            return ready.removeValue(forKey: index)!
+        }
     }
 
     /// As Hugging Face's `max_shard_size` default.
@@ -104,13 +140,13 @@ enum CheckpointMerge {
             metadata["orthofuse.copied_from_base"] = copied.map { "\($0.name) (\($0.dtype))" }.joined(separator: ", ")
         }
         let (mergedTensor, passes) = try mergeTensorByTensor(request, base: baseCheckpoint, models: models, layout: layout)
+        let ahead = MergeAhead(tensors: baseHeader.tensors, threads: request.threads) { info in
+            guard layout.range(of: info.name) != nil else { return ([], try baseCheckpoint.bytes(of: info)) }
+            return (try mergedTensor(info), nil)
+        }
         let files = try Checkpoint.write(
             entries, metadata: metadata, to: request.output.url, sharded: isFolderOutput(request.output),
-            shardSize: request.shardSize, companions: baseCheckpoint.companionFiles) { index in
-                let info = baseHeader.tensors[index]
-                guard layout.range(of: info.name) != nil else { return ([], try baseCheckpoint.bytes(of: info)) }
-                return (try mergedTensor(info), nil)
-            }
+            shardSize: request.shardSize, companions: baseCheckpoint.companionFiles, data: ahead.data)
         let shardText = isFolderOutput(request.output) ? " in \(files) shard(s)" : ""
 
         let knobs = request.settings.knobSummary
@@ -187,5 +223,25 @@ enum CheckpointMerge {
         if let extra = header.tensors.first(where: { !baseNames.contains($0.name) }) {
             throw OrthofuseError("\(model): tensor '\(extra.name)' is not in the base")
         }
+    }
+}
+
+/// Results written by concurrent workers, one slot each, read after they all finished.
+final class ConcurrentResults<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var slots: [Result<T, any Error>?]
+
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+
+    func set(_ index: Int, _ result: Result<T, any Error>) {
+        lock.lock()
+        slots[index] = result
+        lock.unlock()
+    }
+
+    var all: [Result<T, any Error>] {
+        lock.lock()
+        defer { lock.unlock() }
+        return slots.map { $0! }
     }
 }

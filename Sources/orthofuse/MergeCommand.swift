@@ -60,6 +60,9 @@ struct Merge: ParsableCommand {
     @Option(help: "The merged checkpoint to write, never one of the inputs: a .safetensors file, or any other path a new folder in the Hugging Face sharded layout (shards and model.safetensors.index.json, the base folder's other files copied).")
     var output: String?
 
+    @Option(help: "Tensors merged at the same time, each on its own thread (default: the cores).")
+    var threads: Int?
+
     @Option(help: "Largest shard of a folder output: bytes, or with KB, MB, GB (powers of 1000; default 5GB).")
     var shardSize: String?
 
@@ -121,10 +124,12 @@ struct Merge: ParsableCommand {
             return named
         } ?? recipe?.dtype ?? .auto
         let shardSize = try self.shardSize.map(Self.byteCount) ?? CheckpointMerge.defaultShardSize
+        if let threads, !(1...1024).contains(threads) { throw OrthofuseError("--threads: must be in 1...1024, got \(threads)") }
         for input in [base] + models { try input.checkReadable() }
         try Self.checkOutput(output, inputs: [base] + models)
         return CheckpointMerge.Request(settings: settings, alpha: alpha, base: base, models: models, output: output,
-                                       dtype: outputDType, shardSize: shardSize)
+                                       dtype: outputDType, shardSize: shardSize,
+                                       threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
     }
 
     /// The option's path over the config file's.

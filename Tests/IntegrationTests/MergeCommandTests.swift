@@ -194,6 +194,17 @@ final class MergeCommandTests: XCTestCase {
             TaskArithmetic.merge(base: base, taskVectorSum: delta, alpha: 0.7, into: expected)
             XCTAssertEqual(try flat(output).array, expected.array, "\(settings.method.rawValue) \(knobs)")
         }
+        // Tensors merged concurrently: the same file whatever the number of threads.
+        for method in ["tsv", "ties"] {
+            for threads in [1, 3] {
+                let outcome = try merge(["--method", method, "--base", "base.safetensors", "--model", "a.safetensors",
+                                         "--model", "b.safetensors", "--output", "\(method)-\(threads).safetensors", "--threads", "\(threads)"])
+                XCTAssertEqual(outcome.status, 0, outcome.stderr)
+            }
+            XCTAssertEqual(try Data(contentsOf: url("\(method)-1.safetensors")), try Data(contentsOf: url("\(method)-3.safetensors")), method)
+        }
+        try checkRefused(["--method", "tsv", "--base", "base.safetensors", "--model", "a.safetensors", "--output", "out.safetensors",
+                          "--threads", "0"], ["--threads", "1...1024"])
     }
 
     /// F16 and F64 tensors are merged in Float32 and kept in their dtype (--dtype auto, the
