@@ -35,7 +35,8 @@ for method in task_arithmetic ties; do
     {
         echo "merge_method: $method"
         echo "base_model: $dir/base"
-        echo "dtype: bfloat16"
+        echo "dtype: float32"          # arithmetic in Float32, as orthofuse's
+        echo "out_dtype: bfloat16"
         echo "parameters: {normalize: $([[ $method == ties ]] && echo true || echo false)}"
         echo "models:"
         for m in 1 2 3; do
@@ -47,16 +48,21 @@ for method in task_arithmetic ties; do
         --out-shard-size 128M --no-copy-tokenizer --lazy-unpickle  # 128 M parameters: 256 MB of BF16
 done
 
-# The largest differences, in units of the output's own bfloat16 step near each value.
+# The largest differences between the two outputs, and how many entries differ. Expected: rounding
+# (summation order) in task arithmetic; in TIES also the entries tied in |τ| at a tensor's top-k
+# threshold (bfloat16 inputs make many), which orthofuse keeps in index order and mergekit in
+# torch.argsort's order.
 "$venv/bin/python" - "$out" <<'PY'
 import json, os, sys
 import torch
 from safetensors.torch import load_file
 out = sys.argv[1]
 def load(folder):
-    index = json.load(open(os.path.join(folder, "model.safetensors.index.json")))
+    index_path = os.path.join(folder, "model.safetensors.index.json")
+    if not os.path.exists(index_path):  # a model smaller than one shard
+        return load_file(os.path.join(folder, "model.safetensors"))
     tensors = {}
-    for shard in sorted(set(index["weight_map"].values())):
+    for shard in sorted(set(json.load(open(index_path))["weight_map"].values())):
         tensors.update(load_file(os.path.join(folder, shard)))
     return tensors
 for method, ours in [("task_arithmetic", "orthofuse-ta"), ("ties", "orthofuse-ties")]:
