@@ -5,7 +5,7 @@
 #        cluster/launch.sh -np N PROGRAM [ARGS...]
 #
 # --max-restarts R: when a rank dies of a signal (kill -9, out of memory, a lost node) or hangs
-# (rank 0's heartbeat check ends the job with MPI_Abort code 3), run the same command again, up
+# (rank 0's heartbeat check ends the job with MPI_Abort code 3: mpirun exits 3), run the same command again, up
 # to R times; `orthofuse run` and `sweep` resume where they stopped. A job error (exit code 1: a
 # bad input, a failed task) is not retried, nor is a preempted job (exit code 75, after SIGUSR1
 # to mpirun: every training rank checkpointed; the batch system requeues it). Each failure's root
@@ -84,9 +84,9 @@ read_cause() {
         cause_kind=signal
         return
     fi
-    # Rank 0 ended the job because a worker went silent (hung, or its host unreachable): code 3.
-    if grep -qE 'MPI_ABORT was invoked on rank 0 in communicator MPI_COMM_WORLD' "$notice" \
-        && grep -qE 'with errorcode 3\.?$' "$notice"; then
+    # Rank 0 ended the job because a worker went silent (hung, or its host unreachable): MPI_Abort
+    # with code 3, which mpirun returns (its notice may be missing: it can fail to print it).
+    if [[ $status -eq 3 ]]; then
         cause="rank 0 ended the job: a rank stopped sending heartbeats (hung, or its host unreachable)"
         cause_kind=hang
         return
