@@ -5,8 +5,8 @@
 #        cluster/launch.sh -np N PROGRAM [ARGS...]
 #
 # --max-restarts R: when a rank dies of a signal (kill -9, out of memory, a lost node) or hangs
-# (rank 0's heartbeat check ends the job with MPI_Abort code 3: mpirun exits 3), run the same command again, up
-# to R times; `orthofuse run` and `sweep` resume where they stopped. A job error (exit code 1: a
+# (rank 0's heartbeat check ends the job with MPI_Abort code 3: mpirun exits 3), run the same
+# command again, up to R times; `orthofuse run` and `sweep` resume where they stopped. A job error (exit code 1: a
 # bad input, a failed task) is not retried, nor is a preempted job (exit code 75, after SIGUSR1
 # to mpirun: every training rank checkpointed; the batch system requeues it). Each failure's root
 # cause (the first rank that failed, its host, its signal or exit code) is printed in one line.
