@@ -6,10 +6,11 @@
 #
 # --max-restarts R: when a rank dies of a signal (kill -9, out of memory, a lost node) or hangs
 # (rank 0's heartbeat check ends the job with MPI_Abort code 3: mpirun exits 3), run the same
-# command again, up to R times; `orthofuse run` and `sweep` resume where they stopped. A job error (exit code 1: a
-# bad input, a failed task) is not retried, nor is a preempted job (exit code 75, after SIGUSR1
-# to mpirun: every training rank checkpointed; the batch system requeues it). Each failure's root
-# cause (the first rank that failed, its host, its signal or exit code) is printed in one line.
+# command again, up to R times; `orthofuse run` and `sweep` resume where they stopped. A job
+# error (exit code 1: a bad input, a failed task) is not retried, nor is a preempted job (exit
+# code 75, after SIGUSR1 to mpirun: every training rank checkpointed; the batch system requeues
+# it). Each failure's root cause (the first rank that failed, its host, its signal or exit code)
+# is printed in one line.
 #
 # - root needs --allow-run-as-root; more ranks than cores need --oversubscribe;
 # - --bind-to none: otherwise OpenMPI pins every rank of a small machine to one core;
