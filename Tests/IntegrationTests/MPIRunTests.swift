@@ -40,6 +40,16 @@ final class MPIRunTests: XCTestCase {
         try tensorValues(at: directory.appendingPathComponent(path))
     }
 
+    /// Every task's vector in run folder `output` is bitwise the one in `reference`.
+    private func assertSameTaskVectors(_ output: String, as reference: String, _ context: String,
+                                       file: StaticString = #filePath, line: UInt = #line) throws {
+        for name in taskNames {
+            XCTAssertEqual(try tensors("\(output)/task_vectors/\(name).safetensors"),
+                           try tensors("\(reference)/task_vectors/\(name).safetensors"), "\(name) \(context)",
+                           file: file, line: line)
+        }
+    }
+
     func testSweepUnderMPIRunResumesAndOneCellReproducesItsRow() throws {
         _ = try writeJob("base.yaml", output: "unused")
         try """
@@ -224,10 +234,7 @@ final class MPIRunTests: XCTestCase {
 
         let rerun = try launch(ranks: 3, ["run", killedJob, "--quiet"])
         XCTAssertEqual(rerun.status, 0, rerun.stderr)
-        for name in taskNames {
-            XCTAssertEqual(try tensors("killed/task_vectors/\(name).safetensors"),
-                           try tensors("clean/task_vectors/\(name).safetensors"), "\(name) after resuming")
-        }
+        try assertSameTaskVectors("killed", as: "clean", "after resuming")
         let report = try JSONSerialization.jsonObject(
             with: Data(contentsOf: directory.appendingPathComponent("killed/report.json"))) as? [String: Any]
         let resumed = ((report?["tasks"] as? [[String: Any]]) ?? []).compactMap { $0["resumed_from_step"] as? Int }
@@ -271,10 +278,7 @@ final class MPIRunTests: XCTestCase {
         XCTAssertTrue(restarted.stderr.contains("rank 1 sent nothing for"), restarted.stderr)
         XCTAssertTrue(restarted.stderr.contains("launch.sh: rank 0 ended the job: a rank stopped sending heartbeats"), restarted.stderr)
         XCTAssertTrue(restarted.stderr.contains("restarting (1 of 1)"), restarted.stderr)
-        for name in taskNames {
-            XCTAssertEqual(try tensors("hung/task_vectors/\(name).safetensors"),
-                           try tensors("steady/task_vectors/\(name).safetensors"), "\(name) after the restart")
-        }
+        try assertSameTaskVectors("hung", as: "steady", "after the restart")
     }
 
     /// SIGUSR1 to mpirun, as Slurm's `--signal` or `scancel --signal=USR1` sends it before the time
@@ -309,10 +313,7 @@ final class MPIRunTests: XCTestCase {
 
         let rerun = try launch(ranks: 3, ["run", preemptedJob, "--quiet"])
         XCTAssertEqual(rerun.status, 0, rerun.stderr)
-        for name in taskNames {
-            XCTAssertEqual(try tensors("preempted/task_vectors/\(name).safetensors"),
-                           try tensors("straight/task_vectors/\(name).safetensors"), "\(name) after the preemption")
-        }
+        try assertSameTaskVectors("preempted", as: "straight", "after the preemption")
         let report = try JSONSerialization.jsonObject(
             with: Data(contentsOf: directory.appendingPathComponent("preempted/report.json"))) as? [String: Any]
         let resumed = ((report?["tasks"] as? [[String: Any]]) ?? []).compactMap { $0["resumed_from_step"] as? Int }
@@ -384,10 +385,7 @@ final class MPIRunTests: XCTestCase {
         XCTAssertTrue(restarted.stderr.contains("launch.sh: rank 1 on host"), restarted.stderr)
         XCTAssertTrue(restarted.stderr.contains("killed by signal 9"), restarted.stderr)
         XCTAssertTrue(restarted.stderr.contains("restarting (1 of 2)"), restarted.stderr)
-        for name in taskNames {
-            XCTAssertEqual(try tensors("restarted/task_vectors/\(name).safetensors"),
-                           try tensors("uninterrupted/task_vectors/\(name).safetensors"), "\(name) after the restart")
-        }
+        try assertSameTaskVectors("restarted", as: "uninterrupted", "after the restart")
     }
 
     /// `merge.sharded: true` on 3 MPI ranks: the slices travel by MPI_Alltoallv, each rank writes
