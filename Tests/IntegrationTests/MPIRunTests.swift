@@ -40,6 +40,18 @@ final class MPIRunTests: XCTestCase {
         try tensorValues(at: directory.appendingPathComponent(path))
     }
 
+    /// `launch.sh -np 3 --max-restarts N -- PROGRAM run JOB`: it must finish, its stderr saying each
+    /// of `lines`.
+    private func launchRestarting(_ program: URL, _ job: String, maxRestarts: Int, saying lines: [String],
+                                  file: StaticString = #filePath, line: UInt = #line) throws {
+        let outcome = try execute([Self.packageRoot.appendingPathComponent("cluster/launch.sh").path, "-np", "3",
+                                   "--max-restarts", "\(maxRestarts)", "--", program.path, "run", job, "--quiet"])
+        XCTAssertEqual(outcome.status, 0, outcome.stderr, file: file, line: line)
+        for expected in lines {
+            XCTAssertTrue(outcome.stderr.contains(expected), "'\(expected)' in: \(outcome.stderr)", file: file, line: line)
+        }
+    }
+
     /// Every task's vector in run folder `output` is bitwise the one in `reference`.
     private func assertSameTaskVectors(_ output: String, as reference: String, _ context: String,
                                        file: StaticString = #filePath, line: UInt = #line) throws {
@@ -272,12 +284,8 @@ final class MPIRunTests: XCTestCase {
         try (try String(contentsOfFile: hungJob, encoding: .utf8) + "runtime: {heartbeat_timeout: 3}\n")
             .write(toFile: hungJob, atomically: true, encoding: .utf8)
         let wrapper = try faultingOnce(signal: "STOP", output: "hung")
-        let restarted = try execute([Self.packageRoot.appendingPathComponent("cluster/launch.sh").path, "-np", "3",
-                                     "--max-restarts", "1", "--", wrapper.path, "run", hungJob, "--quiet"])
-        XCTAssertEqual(restarted.status, 0, restarted.stderr)
-        XCTAssertTrue(restarted.stderr.contains("rank 1 sent nothing for"), restarted.stderr)
-        XCTAssertTrue(restarted.stderr.contains("launch.sh: rank 0 ended the job: a rank stopped sending heartbeats"), restarted.stderr)
-        XCTAssertTrue(restarted.stderr.contains("restarting (1 of 1)"), restarted.stderr)
+        try launchRestarting(wrapper, hungJob, maxRestarts: 1, saying: [
+            "rank 1 sent nothing for", "launch.sh: rank 0 ended the job: a rank stopped sending heartbeats", "restarting (1 of 1)"])
         try assertSameTaskVectors("hung", as: "steady", "after the restart")
     }
 
@@ -379,12 +387,8 @@ final class MPIRunTests: XCTestCase {
         XCTAssertEqual(clean.status, 0, clean.stderr)
         // The program mpirun starts: on the first attempt rank 1 kills itself once a checkpoint exists.
         let wrapper = try faultingOnce(signal: "KILL", output: "restarted")
-        let restarted = try execute([Self.packageRoot.appendingPathComponent("cluster/launch.sh").path, "-np", "3",
-                                     "--max-restarts", "2", "--", wrapper.path, "run", try job("restarted"), "--quiet"])
-        XCTAssertEqual(restarted.status, 0, restarted.stderr)
-        XCTAssertTrue(restarted.stderr.contains("launch.sh: rank 1 on host"), restarted.stderr)
-        XCTAssertTrue(restarted.stderr.contains("killed by signal 9"), restarted.stderr)
-        XCTAssertTrue(restarted.stderr.contains("restarting (1 of 2)"), restarted.stderr)
+        try launchRestarting(wrapper, try job("restarted"), maxRestarts: 2, saying: [
+            "launch.sh: rank 1 on host", "killed by signal 9", "restarting (1 of 2)"])
         try assertSameTaskVectors("restarted", as: "uninterrupted", "after the restart")
     }
 
