@@ -52,6 +52,23 @@ final class MPIRunTests: XCTestCase {
         }
     }
 
+    /// Starts a shell that, once the job writing into `output` has its first checkpoint, sends
+    /// SIGUSR1 to the processes named `program` whose command line contains `text` (not the others
+    /// that may run on the machine).
+    private func sigusr1(to program: String, whoseCommandHas text: String, onceCheckpointed output: String) throws -> Process {
+        let checkpoints = directory.appendingPathComponent("\(output)/checkpoints").path
+        let signaller = Process()
+        signaller.executableURL = URL(fileURLWithPath: "/bin/sh")
+        signaller.arguments = ["-c", """
+            while [ -z "$(ls '\(checkpoints)' 2>/dev/null)" ]; do sleep 0.02; done
+            for p in $(pgrep -x \(program)); do
+                if tr '\\0' ' ' < /proc/$p/cmdline | grep -q '\(text)'; then kill -USR1 $p; fi
+            done
+            """]
+        try signaller.run()
+        return signaller
+    }
+
     /// Every task's vector in run folder `output` is bitwise the one in `reference`.
     private func assertSameTaskVectors(_ output: String, as reference: String, _ context: String,
                                        file: StaticString = #filePath, line: UInt = #line) throws {
@@ -300,18 +317,7 @@ final class MPIRunTests: XCTestCase {
         XCTAssertEqual(clean.status, 0, clean.stderr)
 
         let preemptedJob = try job("preempted")
-        let checkpoints = directory.appendingPathComponent("preempted/checkpoints").path
-        let signaller = Process()
-        signaller.executableURL = URL(fileURLWithPath: "/bin/sh")
-        // Once the first periodic checkpoint exists, SIGUSR1 to this job's mpirun (not the others
-        // that may run on the machine).
-        signaller.arguments = ["-c", """
-            while [ -z "$(ls '\(checkpoints)' 2>/dev/null)" ]; do sleep 0.02; done
-            for p in $(pgrep -x mpirun); do
-                if tr '\\0' ' ' < /proc/$p/cmdline | grep -q '\(preemptedJob)'; then kill -USR1 $p; fi
-            done
-            """]
-        try signaller.run()
+        let signaller = try sigusr1(to: "mpirun", whoseCommandHas: preemptedJob, onceCheckpointed: "preempted")
         let preempted = try launch(ranks: 3, ["run", preemptedJob, "--quiet"])
         signaller.waitUntilExit()
         XCTAssertEqual(preempted.status, 75, "preempted:\n\(preempted.stderr)")
@@ -354,16 +360,7 @@ final class MPIRunTests: XCTestCase {
         let script = Self.packageRoot.appendingPathComponent("cluster/slurm.sbatch").path
         let sbatch = ["SLURM_JOB_ID=42", "ORTHOFUSE=\(Self.binary.path)", "PATH=\(bin.path):\(ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")",
                       "bash", script, job]
-        let checkpoints = directory.appendingPathComponent("slurm/checkpoints").path
-        let signaller = Process()
-        signaller.executableURL = URL(fileURLWithPath: "/bin/sh")
-        signaller.arguments = ["-c", """
-            while [ -z "$(ls '\(checkpoints)' 2>/dev/null)" ]; do sleep 0.02; done
-            for p in $(pgrep -x bash); do
-                if tr '\\0' ' ' < /proc/$p/cmdline | grep -q 'slurm.sbatch \(job)'; then kill -USR1 $p; fi
-            done
-            """]
-        try signaller.run()
+        let signaller = try sigusr1(to: "bash", whoseCommandHas: "slurm.sbatch \(job)", onceCheckpointed: "slurm")
         let preempted = try execute(sbatch)
         signaller.waitUntilExit()
         XCTAssertEqual(preempted.status, 75, preempted.stderr)
