@@ -205,6 +205,9 @@ struct Merge: ParsableCommand {
         var outputStatus = stat()
         guard stat(output.url.path, &outputStatus) == 0 else { return }
         let isFolder = (outputStatus.st_mode & S_IFMT) == S_IFDIR
+        if !isFolder, CheckpointMerge.isFolderOutput(output) {
+            throw OrthofuseError("\(output.label): exists and is not a folder; a path without .safetensors is written as a sharded folder (choose a new one)")
+        }
         if isFolder, !CheckpointMerge.isFolderOutput(output) {
             throw OrthofuseError("\(output.label): is a directory, expected a file to write")
         }

@@ -413,9 +413,15 @@ final class MergeCommandTests: XCTestCase {
         // A FIFO as output is not replaced by a regular file (as root, /dev/null would be).
         try checkRefused(common + ["--model", "a.safetensors", "--output", "fifo.safetensors"],
                          ["fifo.safetensors", "not a regular file"], output: "unused.safetensors")
-        var attributes = stat()
-        XCTAssertEqual(stat(url("fifo.safetensors").path, &attributes), 0)
-        XCTAssertEqual(attributes.st_mode & S_IFMT, S_IFIFO, "still a FIFO")
+        // Nor is a path that would be a sharded folder (no .safetensors extension).
+        XCTAssertEqual(mkfifo(url("fifo-folder").path, 0o644), 0)
+        try checkRefused(common + ["--model", "a.safetensors", "--output", "fifo-folder"],
+                         ["fifo-folder", "exists and is not a folder"], output: "unused.safetensors")
+        for fifo in ["fifo.safetensors", "fifo-folder"] {
+            var attributes = stat()
+            XCTAssertEqual(stat(url(fifo).path, &attributes), 0)
+            XCTAssertEqual(attributes.st_mode & S_IFMT, S_IFIFO, "\(fifo) still a FIFO")
+        }
     }
 
     func testANonFiniteBaseIsNamedAndNegativeAlphaIsAValue() throws {

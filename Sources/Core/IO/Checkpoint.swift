@@ -154,6 +154,10 @@ public struct Checkpoint: Sendable {
             return 1
         }
         let manager = FileManager.default
+        var isDirectory: ObjCBool = false
+        if manager.fileExists(atPath: url.path, isDirectory: &isDirectory), !isDirectory.boolValue {
+            throw OrthofuseError("\(FileBytes.displayPath(url)): exists and is not a folder; not replaced")
+        }
         if let existing = try? manager.contentsOfDirectory(atPath: url.path), !existing.isEmpty {
             throw OrthofuseError("\(FileBytes.displayPath(url)): exists and is not empty; choose a new folder for the sharded output")
         }
