@@ -127,9 +127,10 @@ struct Merge: ParsableCommand {
         if let threads, !(1...1024).contains(threads) { throw OrthofuseError("--threads: must be in 1...1024, got \(threads)") }
         for input in [base] + models { try input.checkReadable() }
         try Self.checkOutput(output, inputs: [base] + models)
-        return CheckpointMerge.Request(settings: settings, alpha: alpha, base: base, models: models, output: output,
-                                       dtype: outputDType, shardSize: shardSize,
-                                       threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        var request = CheckpointMerge.Request(settings: settings, alpha: alpha, base: base, models: models, output: output,
+                                              dtype: outputDType, shardSize: shardSize)
+        if let threads { request.threads = threads }
+        return request
     }
 
     /// The option's path over the config file's.

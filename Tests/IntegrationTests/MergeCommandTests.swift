@@ -292,6 +292,9 @@ final class MergeCommandTests: XCTestCase {
     func testShardedFoldersInAndOut() throws {
         let names = shapes.map(\.0)
         try writeShardedCopy(of: "base", as: "base-hf", order: names)
+        // A companion that is a relative link (as in a Hugging Face cache) arrives as the file.
+        try Data("{}".utf8).write(to: url("tokenizer-blob"))
+        try FileManager.default.createSymbolicLink(atPath: url("base-hf/tokenizer.json").path, withDestinationPath: "../tokenizer-blob")
         try writeShardedCopy(of: "a", as: "a-hf", order: names.reversed())
         try writeShardedCopy(of: "b", as: "b-hf", order: names)
         let single = try merge(["--method", "ties", "--density", "0.5", "--base", "base.safetensors", "--model", "a.safetensors",
@@ -310,6 +313,9 @@ final class MergeCommandTests: XCTestCase {
         XCTAssertTrue(shardFiles.allSatisfy { $0.hasPrefix("model-0000") && $0.hasSuffix("-of-0000\(shardFiles.count).safetensors") }, "\(shardFiles)")
         XCTAssertEqual((index?["metadata"] as? [String: Any])?["total_size"] as? Int, shapes.reduce(0) { $0 + 4 * $1.1.reduce(1, *) })
         XCTAssertEqual(try String(contentsOf: folder.appendingPathComponent("config.json"), encoding: .utf8), "{\"model_type\": \"test\"}")
+        let tokenizer = folder.appendingPathComponent("tokenizer.json")
+        XCTAssertEqual(try tokenizer.resourceValues(forKeys: [.isRegularFileKey]).isRegularFile, true, "copied as a file")
+        XCTAssertEqual(try String(contentsOf: tokenizer, encoding: .utf8), "{}")
         var merged: [String: [Float]] = [:]
         for shard in shardFiles { merged.merge(try tensorValues(at: folder.appendingPathComponent(shard))) { a, _ in a } }
         XCTAssertEqual(merged, try values("single.safetensors"))

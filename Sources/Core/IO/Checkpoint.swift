@@ -85,16 +85,19 @@ public struct Checkpoint: Sendable {
         return weightMap
     }
 
-    /// Every tensor as Float values, in `header` order, with the first shard's metadata.
-    public func read() throws -> SafetensorsFile {
-        guard isSharded else { return try Safetensors.read(url) }
-        var tensors: [TensorRecord] = []
-        for shard in shards { tensors += try Safetensors.read(shard).tensors }
-        return SafetensorsFile(tensors: tensors, metadata: header.metadata)
-    }
-
     /// One tensor's stored bytes, read from its file alone (memory for that tensor only).
     public func bytes(of info: SafetensorsTensorInfo) throws -> [UInt8] {
+        [UInt8](try storedData(of: info))
+    }
+
+    /// One tensor's values as Float, read from its file alone.
+    public func values(of info: SafetensorsTensorInfo) throws -> [Float] {
+        let dtype = SafetensorsDType(rawValue: info.dtype)!  // the header check knows every dtype it lets through
+        let stored = try storedData(of: info)
+        return stored.withUnsafeBytes { Safetensors.decode($0, as: dtype, count: stored.count / dtype.byteWidth) }
+    }
+
+    private func storedData(of info: SafetensorsTensorInfo) throws -> Data {
         let shard = shardOfTensor[info.name] ?? 0
         let path = FileBytes.displayPath(shards[shard])
         do {
@@ -105,19 +108,12 @@ public struct Checkpoint: Sendable {
             guard data.count == info.dataOffsets.count else {
                 throw OrthofuseError("\(path): tensor \(MessageText.quoted(info.name)) is cut short (the file changed while reading?)")
             }
-            return [UInt8](data)
+            return data
         } catch let error as OrthofuseError {
             throw error
         } catch {
             throw OrthofuseError("\(path): cannot read (\(FileSystemMessage.reason(error)))")
         }
-    }
-
-    /// One tensor's values as Float, read from its file alone.
-    public func values(of info: SafetensorsTensorInfo) throws -> [Float] {
-        let dtype = SafetensorsDType(rawValue: info.dtype)!  // the header check knows every dtype it lets through
-        let stored = try bytes(of: info)
-        return stored.withUnsafeBytes { Safetensors.decode($0, as: dtype, count: stored.count / dtype.byteWidth) }
     }
 
     /// The folder's files that are neither the index nor a shard (config.json, tokenizer files…),
@@ -126,11 +122,10 @@ public struct Checkpoint: Sendable {
         guard isSharded else { return [] }
         let shardNames = Set(shards.map(\.lastPathComponent))
         let names = (try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []
-        return names.sorted().filter { name in
-            !name.hasPrefix(".") && name != Self.indexName && !shardNames.contains(name)
-                && FileManager.default.fileExists(atPath: url.appendingPathComponent(name).path)
-                && !((try? url.appendingPathComponent(name).resourceValues(forKeys: [.isDirectoryKey]))?.isDirectory ?? true)
-        }.map { url.appendingPathComponent($0) }
+        return names.sorted().filter { !$0.hasPrefix(".") && $0 != Self.indexName && !shardNames.contains($0) }
+            .map { url.appendingPathComponent($0) }
+            // Through symbolic links, as a Hugging Face cache's snapshot folders are made of.
+            .filter { (try? $0.resolvingSymlinksInPath().resourceValues(forKeys: [.isRegularFileKey]))?.isRegularFile == true }
     }
 
     // MARK: Writing
@@ -179,7 +174,9 @@ public struct Checkpoint: Sendable {
             let json = try JSONSerialization.data(withJSONObject: index, options: [.prettyPrinted, .sortedKeys])
             try AtomicFile.write(json, to: staging.appendingPathComponent(indexName))
             for companion in companions {
-                try manager.copyItem(at: companion, to: staging.appendingPathComponent(companion.lastPathComponent))
+                // The file itself, not a link that may be relative to the base folder.
+                try manager.copyItem(at: companion.resolvingSymlinksInPath(),
+                                     to: staging.appendingPathComponent(companion.lastPathComponent))
             }
             if manager.fileExists(atPath: url.path) { try manager.removeItem(at: url) }  // empty, checked above
             try manager.moveItem(at: staging, to: url)

@@ -487,8 +487,11 @@ public enum Safetensors {
     }
 
     private static func appendLittleEndian<T: FixedWidthInteger>(_ values: [T], to data: inout Data) {
-        let littleEndian = values.map(\.littleEndian)
-        littleEndian.withUnsafeBytes { data.append(contentsOf: $0) }
+        #if _endian(little)
+        values.withUnsafeBytes { data.append(contentsOf: $0) }
+        #else
+        values.map(\.littleEndian).withUnsafeBytes { data.append(contentsOf: $0) }
+        #endif
     }
 
     /// `value` as bfloat16, rounded to nearest even (as PyTorch's conversion does); NaN stays a

@@ -48,7 +48,7 @@ public final class RegionPasses {
     }
 
     /// Ends a pass in which every region contributed: its collective is answered from now on.
-    public func endPass() {
+    private func endPass() {
         precondition(pending != nil, "a pass without an unanswered collective")
         answers.append(pending!)
         pending = nil
