@@ -21,9 +21,11 @@ let package = Package(
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
         // C shim exposing OpenMPI's handle macros (MPI_COMM_WORLD, MPI_FLOAT, ...) as functions.
         .target(name: "MPIShim", dependencies: ["CMPI"]),
+        // Element-wise float kernels in C, one build per x86 vector width, chosen for the CPU at load time.
+        .target(name: "Kernels"),
         // Numerics, models, training, merging, analyses and file formats: no YAML, no HTML, never MPI.
         .target(name: "Core", dependencies: [
-            "CBLAS",
+            "CBLAS", "Kernels",
             .product(name: "ZIPFoundation", package: "ZIPFoundation"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),

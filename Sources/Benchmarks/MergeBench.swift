@@ -109,22 +109,22 @@ public enum MergeBench {
         return vector
     }
 
-    /// Step 5's all-gather path: each rank's task vectors in one block, gathered, split per task.
+    /// Step 5's all-gather path (as JobRunner.gather): one buffer of every rank's task vectors in
+    /// rank order, each rank's own copied in, the rest received in place, handed out as views.
     static func allGatherTaskVectors(_ own: [Int: FloatBuffer], assignment: [Int], count: Int,
                                      communicator: any Communicator) throws -> [FloatBuffer] {
-        var block: [Float] = []
-        for task in own.keys.sorted() { block.append(contentsOf: UnsafeBufferPointer(own[task]!.buffer)) }
-        let blocks = try communicator.allGather(block)
-        block = []
-        var cursor = [Int](repeating: 0, count: communicator.size)
-        return assignment.map { owner in
-            let vector = FloatBuffer(count: count)
-            blocks[owner].withUnsafeBufferPointer { source in
-                vector.pointer.update(from: source.baseAddress! + cursor[owner], count: count)
-            }
-            cursor[owner] += count
-            return vector
+        var starts = [Int](repeating: 0, count: assignment.count)
+        var counts = [Int](repeating: 0, count: communicator.size)
+        for (task, owner) in assignment.enumerated() {
+            starts[task] = counts[owner]
+            counts[owner] += count
         }
+        let blockStarts = BlockLayout.offsets(counts)
+        for task in assignment.indices { starts[task] += blockStarts[assignment[task]] }
+        let gathered = FloatBuffer(uninitializedCount: counts.reduce(0, +))
+        for (task, vector) in own { (gathered.pointer + starts[task]).update(from: vector.pointer, count: count) }
+        try communicator.allGather(into: gathered.buffer, counts: counts)
+        return assignment.indices.map { FloatBuffer(viewing: gathered, offset: starts[$0], count: count) }
     }
 
     /// VmHWM of /proc/self/status, the peak resident set of this process, in bytes.

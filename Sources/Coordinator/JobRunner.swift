@@ -307,28 +307,33 @@ public final class JobRunner {
                         includingTaskVectors: Bool) throws -> Gathered {
         let parameterCount = includingTaskVectors ? layout.totalCount : 0
         let headCounts = plan.tasks.map { ClassificationHead(classes: $0.classes, featureCount: featureCount).layout.totalCount }
-        // This rank's block: for each of its tasks in job order, τt then the head's parameters.
-        var block: [Float] = []
+        // One buffer holds every rank's block in rank order; a block is, for each of the rank's
+        // tasks in job order, τt then the head's parameters. Each rank fills its own block, MPI
+        // fills the others in place, and the task vectors are views of it: no copy after MPI's.
+        let ranks = communicator.size
+        var starts = [Int](repeating: 0, count: plan.tasks.count)
+        var counts = [Int](repeating: 0, count: ranks)
+        for owner in 0..<ranks {
+            for index in plan.tasks.indices where assignment[index] == owner {
+                starts[index] = counts[owner]
+                counts[owner] += parameterCount + headCounts[index]
+            }
+        }
+        let blockStarts = BlockLayout.offsets(counts)
+        for index in plan.tasks.indices { starts[index] += blockStarts[assignment[index]] }
+        let gathered = FloatBuffer(uninitializedCount: counts.reduce(0, +))
         for index in plan.tasks.indices where assignment[index] == rank {
             let result = results[index]!
-            if includingTaskVectors { block.append(contentsOf: UnsafeBufferPointer(result.taskVector.buffer)) }
-            block.append(contentsOf: UnsafeBufferPointer(result.head.parameters.buffer))
+            if includingTaskVectors { (gathered.pointer + starts[index]).update(from: result.taskVector.pointer, count: parameterCount) }
+            (gathered.pointer + starts[index] + parameterCount).update(from: result.head.parameters.pointer, count: headCounts[index])
         }
-        let blocks = try communicator.allGather(block)
-        var cursor = [Int](repeating: 0, count: communicator.size)
+        try communicator.allGather(into: gathered.buffer, counts: counts)
         var taskVectors: [FloatBuffer] = []
         var heads: [ClassificationHead] = []
         for (index, task) in plan.tasks.enumerated() {
-            let owner = assignment[index]
-            let source = blocks[owner]
-            let start = cursor[owner]
-            guard source.count >= start + parameterCount + headCounts[index] else {
-                throw OrthofuseError("rank \(owner) sent \(source.count) values, fewer than its tasks need")
-            }
             let head = plan.probe.makeHead(classes: task.classes, featureCount: featureCount)
-            head.parameters.copy(from: Array(source[(start + parameterCount)..<(start + parameterCount + headCounts[index])]))
-            cursor[owner] = start + parameterCount + headCounts[index]
-            if includingTaskVectors { taskVectors.append(FloatBuffer(Array(source[start..<(start + parameterCount)]))) }
+            head.parameters.pointer.update(from: gathered.pointer + starts[index] + parameterCount, count: headCounts[index])
+            if includingTaskVectors { taskVectors.append(FloatBuffer(viewing: gathered, offset: starts[index], count: parameterCount)) }
             heads.append(head)
         }
 

@@ -218,6 +218,28 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         return blocks
     }
 
+    /// MPI_Allgatherv in place when every displacement fits the Int32 counts (buffers up to
+    /// `maxElementsPerCall`, 4 GiB of floats by default); larger ones as one chunked broadcast
+    /// per rank, which needs no displacements. No staging, no copies: MPI receives straight
+    /// into the caller's buffer.
+    public func allGather(into buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws {
+        let offsets = try BlockLayout.offsets(counts, total: buffer.count, ranks: size)
+        // Every rank must pass the same counts, or MPI would misplace blocks or wait forever.
+        for (r, count) in counts.enumerated() { try requireSameCount(count, what: "all-gather block \(r)") }
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return }
+        guard buffer.count <= maxElementsPerCall else {
+            for r in 0..<size where counts[r] > 0 {
+                try broadcast(UnsafeMutableBufferPointer(start: base + offsets[r], count: counts[r]), root: r)
+            }
+            return
+        }
+        let receiveCounts = counts.map { Int32($0) }
+        let displacements = offsets.map { Int32($0) }
+        try MPIEnvironment.check(
+            MPI_Allgatherv(ofmpi_in_place(), 0, ofmpi_float(), base, receiveCounts, displacements, ofmpi_float(), communicator),
+            "MPI_Allgatherv in place (\(buffer.count) floats)")
+    }
+
     /// The most floats one all-to-all round stages each way (64 MiB): blocks are separate arrays,
     /// so MPI_Alltoallv needs them packed, and bounding the staging keeps a large exchange from
     /// costing a second copy of everything.

@@ -31,6 +31,11 @@ public protocol Communicator: Sendable {
     /// Every rank contributes a block of any length; every rank receives all blocks, by rank.
     func allGather(_ block: [Float]) throws -> [[Float]]
 
+    /// The same, in place and without copies: `buffer` holds every rank's block back to back in
+    /// rank order (rank r's is `counts[r]` values); on entry this rank's block is filled, on return
+    /// every block is. Every rank passes the same counts (checked), summing to `buffer.count`.
+    func allGather(into buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws
+
     /// Personalised exchange: every rank passes `size` blocks of any length, `blocks[i]` going to
     /// rank i (its own included), and receives one block from each rank, by rank.
     func allToAll(_ blocks: [[Float]]) throws -> [[Float]]
@@ -66,4 +71,46 @@ public protocol Communicator: Sendable {
     /// status `code` and never returns. The in-process one marks this rank failed (blocked calls
     /// of the other ranks throw) and throws a TransportError carrying `message`.
     func abort(code: Int32, message: String) throws
+}
+
+extension Communicator {
+    /// `allGather(into:counts:)` through the copying `allGather(_:)`, for implementations
+    /// without a zero-copy path (the in-process one).
+    public func allGather(into buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws {
+        let offsets = try BlockLayout.offsets(counts, total: buffer.count, ranks: size)
+        let own = Array(buffer[offsets[rank]..<(offsets[rank] + counts[rank])])
+        let blocks = try allGather(own)
+        for (r, block) in blocks.enumerated() {
+            guard block.count == counts[r] else {
+                throw TransportError("allGather(into:): rank \(r) sent \(block.count) values, the counts say \(counts[r])")
+            }
+            block.withUnsafeBufferPointer { source in
+                if let base = source.baseAddress { (buffer.baseAddress! + offsets[r]).update(from: base, count: block.count) }
+            }
+        }
+    }
+
+}
+
+/// Where each rank's block starts in an `allGather(into:counts:)` buffer.
+public enum BlockLayout {
+    /// Running sums of `counts`: block r starts at offsets[r].
+    public static func offsets(_ counts: [Int]) -> [Int] {
+        var offsets: [Int] = []
+        var running = 0
+        for count in counts {
+            offsets.append(running)
+            running += count
+        }
+        return offsets
+    }
+
+    /// The offsets, after checking that there is one non-negative count per rank and that the
+    /// counts fill the buffer exactly.
+    public static func offsets(_ counts: [Int], total: Int, ranks: Int) throws -> [Int] {
+        guard counts.count == ranks, counts.allSatisfy({ $0 >= 0 }), counts.reduce(0, +) == total else {
+            throw TransportError("allGather(into:): \(counts.count) block counts \(counts) for \(ranks) ranks and a buffer of \(total) values")
+        }
+        return offsets(counts)
+    }
 }

@@ -89,6 +89,18 @@ public enum CommunicatorSelfCheck {
             return nil
         }
 
+        try check("allGather into one buffer") {
+            // Rank r's block holds r + 1 values (every third rank none), r·100 + i; the other
+            // blocks start as −1 and must be received in place.
+            let counts = (0..<size).map { $0 % 3 == 2 ? 0 : $0 + 1 }
+            let offsets = BlockLayout.offsets(counts)
+            let expected = (0..<size).flatMap { r in (0..<counts[r]).map { Float(r * 100 + $0) } }
+            var buffer = [Float](repeating: -1, count: expected.count)
+            for i in 0..<counts[rank] { buffer[offsets[rank] + i] = Float(rank * 100 + i) }
+            try buffer.withUnsafeMutableBufferPointer { try comm.allGather(into: $0, counts: counts) }
+            return expect(buffer, expected)
+        }
+
         try check("allToAll") {
             // Rank s sends rank d a block of (3s + d) mod 4 values (some empty), each naming s, d and
             // its position; rank d must receive exactly the blocks addressed to it, by source.

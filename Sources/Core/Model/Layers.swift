@@ -5,6 +5,7 @@
 // gradient first and *adds* into parameter and input gradients, so residual paths and
 // accumulation need no special cases and zeroing is explicit.
 import Foundation
+import Kernels
 
 public enum Linear {
     /// out[B, O] = inp[B, I] · weight[O, I]ᵀ + bias[O]
@@ -35,14 +36,15 @@ public enum Linear {
     }
 
     /// dinp[B, I] += dout[B, O] · weight[O, I];  dweight[O, I] += doutᵀ · inp;  dbias[O] += Σ_B dout.
+    /// With `accumulateInput` false, dinp is overwritten (no zeroing pass before).
     public static func backward(
         dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
         dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-        rows: Int, inputs: Int, outputs: Int
+        rows: Int, inputs: Int, outputs: Int, accumulateInput: Bool = true
     ) {
         if let dinp {
             sgemm(transposeA: false, transposeB: false, m: rows, n: inputs, k: outputs,
-                  alpha: 1, a: dout, lda: outputs, b: weight, ldb: inputs, beta: 1, c: dinp, ldc: inputs)
+                  alpha: 1, a: dout, lda: outputs, b: weight, ldb: inputs, beta: accumulateInput ? 1 : 0, c: dinp, ldc: inputs)
         }
         if let dweight {
             sgemm(transposeA: true, transposeB: false, m: outputs, n: inputs, k: rows,
@@ -118,46 +120,17 @@ public enum ReLU {
     }
 }
 
-/// GELU with the exact erf form, x·Φ(x), as PyTorch's default `nn.GELU()`; 16 lanes at a time
-/// with SIMDMath's erf and exp (within 5e-7 of libm's), one vector at a time, then a scalar tail.
+/// GELU with the exact erf form, x·Φ(x), as PyTorch's default `nn.GELU()`; computed by the C
+/// kernels (Kernels.c), vectorised for the CPU's width, erf and exp within 5e-7 of libm's.
 public enum GELU {
-    private static let inverseSqrt2: Float = 0.70710678118654752
-    private static let inverseSqrt2Pi: Float = 0.39894228040143268
-
     public static func forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
-        var i = 0
-        while i + SIMDMath.Vector.scalarCount <= count {
-            let x = UnsafeRawPointer(inp + i).loadUnaligned(as: SIMDMath.Vector.self)
-            let y = 0.5 * x * (1 + SIMDMath.erf(x * inverseSqrt2))
-            UnsafeMutableRawPointer(out + i).storeBytes(of: y, as: SIMDMath.Vector.self)
-            i += SIMDMath.Vector.scalarCount
-        }
-        while i < count {
-            let x = inp[i]
-            out[i] = 0.5 * x * (1 + erff(x * inverseSqrt2))
-            i += 1
-        }
+        of_gelu_forward(out, inp, count)
     }
 
-    /// dinp += dout ⊙ (Φ(x) + x·φ(x)).
-    public static func backward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
-        var i = 0
-        while i + SIMDMath.Vector.scalarCount <= count {
-            let x = UnsafeRawPointer(inp + i).loadUnaligned(as: SIMDMath.Vector.self)
-            let g = UnsafeRawPointer(dout + i).loadUnaligned(as: SIMDMath.Vector.self)
-            let d = UnsafeRawPointer(dinp + i).loadUnaligned(as: SIMDMath.Vector.self)
-            let cdf = 0.5 * (1 + SIMDMath.erf(x * inverseSqrt2))
-            let pdf = inverseSqrt2Pi * SIMDMath.exp(-0.5 * x * x)
-            UnsafeMutableRawPointer(dinp + i).storeBytes(of: d + g * (cdf + x * pdf), as: SIMDMath.Vector.self)
-            i += SIMDMath.Vector.scalarCount
-        }
-        while i < count {
-            let x = inp[i]
-            let cdf = 0.5 * (1 + erff(x * inverseSqrt2))
-            let pdf = inverseSqrt2Pi * expf(-0.5 * x * x)
-            dinp[i] += dout[i] * (cdf + x * pdf)
-            i += 1
-        }
+    /// dinp += dout ⊙ (Φ(x) + x·φ(x)); with `accumulate` false, dinp is overwritten instead.
+    public static func backward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
+                                count: Int, accumulate: Bool = true) {
+        of_gelu_backward(dinp, dout, inp, count, accumulate ? 1 : 0)
     }
 }
 

@@ -6,6 +6,7 @@
 // the gradient outputs first and *adds* into them; scratch buffers it names are overwritten.
 // A tangent (forward-mode derivative) overwrites its output.
 import Foundation
+import Kernels
 
 /// SIMD reductions over one row (16 lanes, then a scalar tail).
 private enum RowReduction {
@@ -21,26 +22,6 @@ private enum RowReduction {
         var total = lanes.sum()
         while i < count {
             total += x[i]
-            i += 1
-        }
-        return total
-    }
-
-    /// Σ (x − center)²
-    @inline(__always)
-    static func squaredDeviations(_ x: UnsafePointer<Float>, from center: Float, count: Int) -> Float {
-        let vCenter = SIMD16<Float>(repeating: center)
-        var lanes = SIMD16<Float>(repeating: 0)
-        var i = 0
-        while i + 16 <= count {
-            let d = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self) - vCenter
-            lanes += d * d
-            i += 16
-        }
-        var total = lanes.sum()
-        while i < count {
-            let d = x[i] - center
-            total += d * d
             i += 1
         }
         return total
@@ -65,59 +46,19 @@ private enum RowReduction {
         }
         return total
     }
-
-    /// Σ y · z and Σ (x − shift) · y · z, in one pass.
-    @inline(__always)
-    static func productSums(
-        _ x: UnsafePointer<Float>, shift: Float, _ y: UnsafePointer<Float>, _ z: UnsafePointer<Float>, count: Int
-    ) -> (plain: Float, centered: Float) {
-        let vShift = SIMD16<Float>(repeating: shift)
-        var plainLanes = SIMD16<Float>(repeating: 0)
-        var centeredLanes = SIMD16<Float>(repeating: 0)
-        var i = 0
-        while i + 16 <= count {
-            let xv = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
-            let yz = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD16<Float>.self)
-                * UnsafeRawPointer(z + i).loadUnaligned(as: SIMD16<Float>.self)
-            plainLanes += yz
-            centeredLanes += (xv - vShift) * yz
-            i += 16
-        }
-        var plain = plainLanes.sum()
-        var centered = centeredLanes.sum()
-        while i < count {
-            let yz = y[i] * z[i]
-            plain += yz
-            centered += (x[i] - shift) * yz
-            i += 1
-        }
-        return (plain, centered)
-    }
 }
 
 /// Layer normalisation over the last dimension, as PyTorch's `nn.LayerNorm`: biased variance,
 /// ε inside the square root. x̂ = (x − mean) · rstd with rstd = 1/√(var + ε); y = x̂ ⊙ weight + bias.
 public enum LayerNorm {
     /// out[R, D] = x̂ ⊙ weight[D] + bias[D]; saves mean[R] and rstd[R] for backward and the tangent.
+    /// Two passes per row (mean, then squared deviations), in the C kernels (Kernels.c).
     public static func forward(
         out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
         inp: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
         rows: Int, width: Int, epsilon: Float
     ) {
-        let inverseWidth = 1 / Float(width)
-        for r in 0..<rows {
-            let x = inp + r * width
-            let y = out + r * width
-            let m = RowReduction.sum(x, count: width) * inverseWidth
-            // Two passes (mean, then squared deviations): no cancellation for rows far from zero.
-            let variance = RowReduction.squaredDeviations(x, from: m, count: width) * inverseWidth
-            let s = 1 / (variance + epsilon).squareRoot()
-            mean[r] = m
-            rstd[r] = s
-            for i in 0..<width {
-                y[i] = (x[i] - m) * s * weight[i] + bias[i]
-            }
-        }
+        of_layer_norm_forward(out, mean, rstd, inp, weight, bias, rows, width, epsilon)
     }
 
     /// With g = dout ⊙ weight: dinp += rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂));
@@ -127,27 +68,7 @@ public enum LayerNorm {
         dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
         mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, rows: Int, width: Int
     ) {
-        let inverseWidth = 1 / Float(width)
-        for r in 0..<rows {
-            let x = inp + r * width
-            let g = dout + r * width
-            let m = mean[r]
-            let s = rstd[r]
-            if let dweight {
-                for i in 0..<width { dweight[i] += g[i] * (x[i] - m) * s }
-            }
-            if let dbias {
-                ElementWise.add(dbias, g, count: width)
-            }
-            guard let dinp else { continue }
-            let sums = RowReduction.productSums(x, shift: m, g, weight, count: width)
-            let meanG = sums.plain * inverseWidth
-            let meanGX = sums.centered * s * inverseWidth
-            let d = dinp + r * width
-            for i in 0..<width {
-                d[i] += s * (g[i] * weight[i] - meanG - (x[i] - m) * s * meanGX)
-            }
-        }
+        of_layer_norm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, rows, width)
     }
 
     /// ẏ = ẋ̂ ⊙ weight + x̂ ⊙ ẇeight + ḃias with ẋ̂ = rstd · (ẋ − mean(ẋ) − x̂ · mean(ẋ ⊙ x̂)),
@@ -207,15 +128,20 @@ public enum Attention {
         for b in 0..<batch {
             for h in 0..<heads {
                 let at = Head(sample: b, head: h, tokens: tokens, heads: heads, headDim: headDim)
-                let q = qkv + at.qkv, k = q + width, v = q + 2 * width
-                let p = probabilities + at.probabilities
+                let q = qkv + at.qkv, k = q + width
                 sgemm(transposeA: false, transposeB: true, m: tokens, n: tokens, k: headDim,
-                      alpha: scale, a: q, lda: 3 * width, b: k, ldb: 3 * width, beta: 0, c: p, ldc: tokens)
-                for row in 0..<tokens {
-                    softmaxInPlace(p + row * tokens, count: tokens)
-                }
+                      alpha: scale, a: q, lda: 3 * width, b: k, ldb: 3 * width,
+                      beta: 0, c: probabilities + at.probabilities, ldc: tokens)
+            }
+        }
+        // One softmax over every row of every head: its exp runs over the whole block at once.
+        of_softmax_rows(probabilities, batch * heads * tokens, tokens)
+        for b in 0..<batch {
+            for h in 0..<heads {
+                let at = Head(sample: b, head: h, tokens: tokens, heads: heads, headDim: headDim)
+                let v = qkv + at.qkv + 2 * width
                 sgemm(transposeA: false, transposeB: false, m: tokens, n: headDim, k: tokens,
-                      alpha: 1, a: p, lda: tokens, b: v, ldb: 3 * width,
+                      alpha: 1, a: probabilities + at.probabilities, lda: tokens, b: v, ldb: 3 * width,
                       beta: 0, c: out + at.columns, ldc: width)
             }
         }
@@ -283,21 +209,6 @@ public enum Attention {
                       alpha: 1, a: p, lda: tokens, b: vt, ldb: 3 * width, beta: 1, c: o, ldc: width)
             }
         }
-    }
-
-    /// x = softmax(x) over one row, shifted by its maximum so exp cannot overflow.
-    @inline(__always)
-    private static func softmaxInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
-        var largest = x[0]
-        for i in 1..<count where x[i] > largest { largest = x[i] }
-        var total: Float = 0
-        for i in 0..<count {
-            let e = expf(x[i] - largest)
-            x[i] = e
-            total += e
-        }
-        let inverse = 1 / total
-        for i in 0..<count { x[i] *= inverse }
     }
 
     /// g = p ⊙ (g − Σ p ⊙ g): the softmax Jacobian (symmetric) applied to one row, for both the

@@ -327,32 +327,29 @@ public final class ViTBackbone: Backbone {
             let a = blocks[l]
             let blockInput = l == 0 ? UnsafePointer(tokens.pointer) : UnsafePointer(blocks[l - 1].output.pointer)
 
-            geluGradient.pointer.update(repeating: 0, count: rows * hidden)
+            // The branch-internal gradients are overwritten (accumulate false), not zeroed and added.
             Linear.backward(dinp: geluGradient.pointer, dweight: g + o.fc2Weight, dbias: g + o.fc2Bias,
                             dout: streamGradient.pointer, inp: a.gelu.pointer, weight: p + o.fc2Weight,
-                            rows: rows, inputs: hidden, outputs: width)
-            fc1Gradient.pointer.update(repeating: 0, count: rows * hidden)
-            GELU.backward(dinp: fc1Gradient.pointer, dout: geluGradient.pointer, inp: a.fc1.pointer, count: rows * hidden)
-            normGradient.pointer.update(repeating: 0, count: rows * width)
+                            rows: rows, inputs: hidden, outputs: width, accumulateInput: false)
+            GELU.backward(dinp: fc1Gradient.pointer, dout: geluGradient.pointer, inp: a.fc1.pointer, count: rows * hidden,
+                          accumulate: false)
             Linear.backward(dinp: normGradient.pointer, dweight: g + o.fc1Weight, dbias: g + o.fc1Bias,
                             dout: fc1Gradient.pointer, inp: a.norm2.pointer, weight: p + o.fc1Weight,
-                            rows: rows, inputs: width, outputs: hidden)
+                            rows: rows, inputs: width, outputs: hidden, accumulateInput: false)
             LayerNorm.backward(dinp: streamGradient.pointer, dweight: g + o.norm2Weight, dbias: g + o.norm2Bias,
                                dout: normGradient.pointer, inp: a.afterAttention.pointer, weight: p + o.norm2Weight,
                                mean: a.norm2Mean.pointer, rstd: a.norm2Rstd.pointer, rows: rows, width: width)
 
-            attentionGradient.pointer.update(repeating: 0, count: rows * width)
             Linear.backward(dinp: attentionGradient.pointer, dweight: g + o.projWeight, dbias: g + o.projBias,
                             dout: streamGradient.pointer, inp: a.attention.pointer, weight: p + o.projWeight,
-                            rows: rows, inputs: width, outputs: width)
+                            rows: rows, inputs: width, outputs: width, accumulateInput: false)
             qkvGradient.pointer.update(repeating: 0, count: rows * 3 * width)
             Attention.backward(dqkv: qkvGradient.pointer, dscores: scoreGradient.pointer,
                                dout: attentionGradient.pointer, probabilities: a.probabilities.pointer, qkv: a.qkv.pointer,
                                batch: batch, tokens: tokenCount, heads: c.heads, headDim: c.headDim)
-            normGradient.pointer.update(repeating: 0, count: rows * width)
             Linear.backward(dinp: normGradient.pointer, dweight: g + o.qkvWeight, dbias: g + o.qkvBias,
                             dout: qkvGradient.pointer, inp: a.norm1.pointer, weight: p + o.qkvWeight,
-                            rows: rows, inputs: width, outputs: 3 * width)
+                            rows: rows, inputs: width, outputs: 3 * width, accumulateInput: false)
             LayerNorm.backward(dinp: streamGradient.pointer, dweight: g + o.norm1Weight, dbias: g + o.norm1Bias,
                                dout: normGradient.pointer, inp: blockInput, weight: p + o.norm1Weight,
                                mean: a.norm1Mean.pointer, rstd: a.norm1Rstd.pointer, rows: rows, width: width)

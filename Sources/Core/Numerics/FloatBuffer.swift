@@ -1,4 +1,8 @@
-// FloatBuffer: a fixed-size, zero-initialised, heap-allocated Float array with pointer access.
+// FloatBuffer: a fixed-size, zero-initialised, heap-allocated Float array with pointer access,
+// or a view of a slice of another one.
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Owns `count` floats for the lifetime of the object. Training keeps parameters, gradients,
 /// optimizer moments and activations in these so that a step never allocates.
@@ -7,27 +11,66 @@ public final class FloatBuffer: @unchecked Sendable {
     // a buffer is mutated by one thread at a time by construction of its users.
     public let count: Int
     public let pointer: UnsafeMutablePointer<Float>
+    /// The buffer whose memory this one views (kept alive by this reference); nil when it owns its own.
+    private let viewed: FloatBuffer?
 
     public init(count: Int) {
         precondition(count >= 0, "FloatBuffer count must be non-negative")
         self.count = count
-        pointer = .allocate(capacity: max(count, 1))
+        pointer = Self.allocateStorage(count)
         pointer.initialize(repeating: 0, count: max(count, 1))
+        viewed = nil
+    }
+
+    /// `count` floats whose values are whatever the memory held: for buffers about to be
+    /// overwritten entirely (a receive), where a zero fill would be a wasted pass.
+    public init(uninitializedCount count: Int) {
+        precondition(count >= 0, "FloatBuffer count must be non-negative")
+        self.count = count
+        pointer = Self.allocateStorage(count)
+        viewed = nil
+    }
+
+    /// A view of `count` floats of `buffer` from `offset`: no copy; writes show in both.
+    public init(viewing buffer: FloatBuffer, offset: Int, count: Int) {
+        precondition(offset >= 0 && count >= 0 && offset + count <= buffer.count, "FloatBuffer view outside its buffer")
+        self.count = count
+        pointer = buffer.pointer + offset
+        viewed = buffer
     }
 
     /// A copy of `values` (written once: no zero fill first, which for large buffers would be a
     /// second pass over fresh memory).
     public init(_ values: [Float]) {
         count = values.count
-        pointer = .allocate(capacity: max(count, 1))
+        let storage = Self.allocateStorage(count)
         values.withUnsafeBufferPointer { source in
-            if let base = source.baseAddress { pointer.initialize(from: base, count: count) }
+            if let base = source.baseAddress { storage.initialize(from: base, count: source.count) }
         }
-        if count == 0 { pointer.initialize(to: 0) }
+        if values.isEmpty { storage.initialize(to: 0) }
+        pointer = storage
+        viewed = nil
     }
 
     deinit {
-        pointer.deallocate()
+        if viewed == nil { free(pointer) }
+    }
+
+    /// Buffers of this many bytes or more are backed by 2 MiB pages where the kernel allows
+    /// (transparent huge pages in "madvise" mode): first touching 256 MB then costs 128 page
+    /// faults instead of 65,536, which otherwise dominate receiving task vectors.
+    static let hugePageThreshold = 8 << 20
+    private static let hugePageSize = 2 << 20
+
+    private static func allocateStorage(_ count: Int) -> UnsafeMutablePointer<Float> {
+        let bytes = max(count, 1) * MemoryLayout<Float>.stride
+        let huge = bytes >= hugePageThreshold
+        var memory: UnsafeMutableRawPointer?
+        guard posix_memalign(&memory, huge ? hugePageSize : 64, bytes) == 0, let memory else {
+            fatalError("FloatBuffer: cannot allocate \(bytes) bytes")
+        }
+        if huge { _ = madvise(memory, bytes, MADV_HUGEPAGE) }
+        return memory.bindMemory(to: Float.self, capacity: max(count, 1))
     }
 
     public var buffer: UnsafeMutableBufferPointer<Float> {

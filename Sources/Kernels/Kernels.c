@@ -1,0 +1,207 @@
+// Kernels.c: the element-wise kernels of Kernels.h. Swift's SIMD types compile to the baseline
+// x86-64 instruction set (4-lane SSE), so the hot element-wise loops live here, written as plain
+// loops that the compiler vectorises once per width (target_clones), dispatched by the CPU.
+//
+// Floating-point contraction is off (the pragma below): every version performs
+// the same IEEE operations in the same order, so the results are bitwise the same whichever
+// version the CPU selects — a job's task vectors do not depend on the host's vector width.
+#include "Kernels.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#pragma STDC FP_CONTRACT OFF
+
+#if defined(__x86_64__) && defined(__clang__)
+#define OF_VERSIONED __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define OF_VERSIONED
+#endif
+
+static const float inverse_sqrt2 = 0.70710678118654752f;
+static const float inverse_sqrt2pi = 0.39894228040143268f;
+
+/// e^x: x = n·ln2 + r with |r| ≤ ln2/2 (ln2 in two parts), a degree-6 Taylor polynomial for e^r
+/// (relative error < 2e-7) and 2^n built in the exponent bits; x clamped to [−87, 88].
+static inline __attribute__((always_inline)) float of_exp(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    // Adding 1.5·2²³ rounds to the nearest integer, which the sum's low mantissa bits then hold.
+    const float shifted = x * 1.442695040888963f + 12582912.0f;
+    const float n = shifted - 12582912.0f;
+    const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t bits;
+    memcpy(&bits, &shifted, sizeof bits);
+    const int32_t exponent = ((bits - 0x4B400000) + 127) << 23;
+    float scale;
+    memcpy(&scale, &exponent, sizeof scale);
+    return p * scale;
+}
+
+/// erf(x) by Abramowitz & Stegun 7.1.26 on |x| (formula error ≤ 1.5e-7), odd symmetry.
+static inline __attribute__((always_inline)) float of_erf(float x) {
+    const float magnitude = x < 0.0f ? -x : x;
+    const float t = 1.0f / (1.0f + 0.3275911f * magnitude);
+    float p = 1.061405429f;
+    p = p * t - 1.453152027f;
+    p = p * t + 1.421413741f;
+    p = p * t - 0.284496736f;
+    p = p * t + 0.254829592f;
+    const float value = 1.0f - p * t * of_exp(-(magnitude * magnitude));
+    return x < 0.0f ? -value : value;
+}
+
+OF_VERSIONED
+void of_gelu_forward(float *restrict out, const float *restrict inp, ptrdiff_t count) {
+    for (ptrdiff_t i = 0; i < count; i++) {
+        const float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + of_erf(x * inverse_sqrt2));
+    }
+}
+
+OF_VERSIONED
+void of_gelu_backward(float *restrict dinp, const float *restrict dout, const float *restrict inp, ptrdiff_t count,
+                      int accumulate) {
+    for (ptrdiff_t i = 0; i < count; i++) {
+        const float x = inp[i];
+        const float cdf = 0.5f * (1.0f + of_erf(x * inverse_sqrt2));
+        const float pdf = inverse_sqrt2pi * of_exp(-0.5f * x * x);
+        const float gradient = dout[i] * (cdf + x * pdf);
+        dinp[i] = accumulate ? dinp[i] + gradient : gradient;
+    }
+}
+
+// Row reductions keep LANES partial sums (lane l takes elements l, l + LANES, …), added in a
+// fixed order at the end: the compiler turns the lane loop into one vector without reassociating,
+// and the result does not depend on the vector width.
+#define LANES 16
+
+static inline __attribute__((always_inline)) float lanes_total(const float *lanes) {
+    float total = 0.0f;
+    for (int l = 0; l < LANES; l++) total += lanes[l];
+    return total;
+}
+
+static inline __attribute__((always_inline)) float row_sum(const float *x, ptrdiff_t count) {
+    float lanes[LANES] = {0};
+    ptrdiff_t i = 0;
+    for (; i + LANES <= count; i += LANES)
+        for (int l = 0; l < LANES; l++) lanes[l] += x[i + l];
+    float total = lanes_total(lanes);
+    for (; i < count; i++) total += x[i];
+    return total;
+}
+
+static inline __attribute__((always_inline)) float row_squared_deviations(const float *x, float center, ptrdiff_t count) {
+    float lanes[LANES] = {0};
+    ptrdiff_t i = 0;
+    for (; i + LANES <= count; i += LANES)
+        for (int l = 0; l < LANES; l++) {
+            const float d = x[i + l] - center;
+            lanes[l] += d * d;
+        }
+    float total = lanes_total(lanes);
+    for (; i < count; i++) total += (x[i] - center) * (x[i] - center);
+    return total;
+}
+
+static inline __attribute__((always_inline)) float row_max(const float *x, ptrdiff_t count) {
+    float largest = x[0];
+    for (ptrdiff_t i = 1; i < count; i++) largest = x[i] > largest ? x[i] : largest;
+    return largest;
+}
+
+OF_VERSIONED
+void of_softmax_rows(float *restrict x, ptrdiff_t rows, ptrdiff_t count) {
+    // Shift every row by its maximum first, so exp runs over the whole block in one vector loop
+    // (rows are often shorter than a vector: 17 tokens in the demo's ViT).
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        float *row = x + r * count;
+        const float largest = row_max(row, count);
+        for (ptrdiff_t i = 0; i < count; i++) row[i] -= largest;
+    }
+    const ptrdiff_t total = rows * count;
+    for (ptrdiff_t i = 0; i < total; i++) x[i] = of_exp(x[i]);
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        float *row = x + r * count;
+        const float inverse = 1.0f / row_sum(row, count);
+        for (ptrdiff_t i = 0; i < count; i++) row[i] *= inverse;
+    }
+}
+
+OF_VERSIONED
+void of_layer_norm_forward(float *restrict out, float *restrict mean, float *restrict rstd, const float *restrict inp,
+                           const float *restrict weight, const float *restrict bias, ptrdiff_t rows, ptrdiff_t width,
+                           float epsilon) {
+    const float inverse_width = 1.0f / (float)width;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const float *x = inp + r * width;
+        float *y = out + r * width;
+        const float m = row_sum(x, width) * inverse_width;
+        // Two passes (mean, then squared deviations): no cancellation for rows far from zero.
+        const float variance = row_squared_deviations(x, m, width) * inverse_width;
+        const float s = 1.0f / sqrtf(variance + epsilon);
+        mean[r] = m;
+        rstd[r] = s;
+        for (ptrdiff_t i = 0; i < width; i++) y[i] = (x[i] - m) * s * weight[i] + bias[i];
+    }
+}
+
+OF_VERSIONED
+void of_layer_norm_backward(float *restrict dinp, float *restrict dweight, float *restrict dbias,
+                            const float *restrict dout, const float *restrict inp, const float *restrict weight,
+                            const float *restrict mean, const float *restrict rstd, ptrdiff_t rows, ptrdiff_t width) {
+    const float inverse_width = 1.0f / (float)width;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const float *x = inp + r * width;
+        const float *g = dout + r * width;
+        const float m = mean[r], s = rstd[r];
+        if (dweight)
+            for (ptrdiff_t i = 0; i < width; i++) dweight[i] += g[i] * (x[i] - m) * s;
+        if (dbias)
+            for (ptrdiff_t i = 0; i < width; i++) dbias[i] += g[i];
+        if (!dinp) continue;
+        // Σ g·w and Σ (x − m)·g·w in lanes, as the reductions above.
+        float plain[LANES] = {0}, centered[LANES] = {0};
+        ptrdiff_t i = 0;
+        for (; i + LANES <= width; i += LANES)
+            for (int l = 0; l < LANES; l++) {
+                const float gw = g[i + l] * weight[i + l];
+                plain[l] += gw;
+                centered[l] += (x[i + l] - m) * gw;
+            }
+        float plain_total = lanes_total(plain), centered_total = lanes_total(centered);
+        for (; i < width; i++) {
+            const float gw = g[i] * weight[i];
+            plain_total += gw;
+            centered_total += (x[i] - m) * gw;
+        }
+        const float mean_g = plain_total * inverse_width;
+        const float mean_gx = centered_total * s * inverse_width;
+        float *d = dinp + r * width;
+        for (ptrdiff_t j = 0; j < width; j++) d[j] += s * (g[j] * weight[j] - mean_g - (x[j] - m) * s * mean_gx);
+    }
+}
+
+float of_exp_value(float x) { return of_exp(x); }
+
+float of_erf_value(float x) { return of_erf(x); }
+
+OF_VERSIONED
+int of_kernels_vector_bits(void) {
+#if defined(__AVX512F__)
+    return 512;
+#elif defined(__AVX2__)
+    return 256;
+#else
+    return 128;
+#endif
+}

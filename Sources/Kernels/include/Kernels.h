@@ -1,0 +1,35 @@
+// Kernels: element-wise float kernels in C, compiled once per x86 vector width (SSE, AVX2,
+// AVX-512) and chosen at load time for the CPU the process runs on.
+#ifndef ORTHOFUSE_KERNELS_H
+#define ORTHOFUSE_KERNELS_H
+
+#include <stddef.h>
+
+/// out = x·Φ(x), the exact (erf) GELU, as PyTorch's nn.GELU().
+void of_gelu_forward(float *out, const float *inp, ptrdiff_t count);
+
+/// dinp (+)= dout ⊙ (Φ(x) + x·φ(x)): added when accumulate is non-zero, else overwritten.
+void of_gelu_backward(float *dinp, const float *dout, const float *inp, ptrdiff_t count, int accumulate);
+
+/// Each of `rows` rows of `count` values replaced by its softmax (shifted by the row's maximum).
+void of_softmax_rows(float *x, ptrdiff_t rows, ptrdiff_t count);
+
+/// LayerNorm over rows of `width`: out = (x − mean)·rstd ⊙ weight + bias, rstd = 1/√(var + ε)
+/// with the biased variance (two passes); mean[r] and rstd[r] saved.
+void of_layer_norm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                           const float *bias, ptrdiff_t rows, ptrdiff_t width, float epsilon);
+
+/// LayerNorm's backward with g = dout ⊙ weight: dinp += rstd·(g − mean(g) − x̂·mean(g ⊙ x̂));
+/// dweight += Σ dout ⊙ x̂; dbias += Σ dout. Any of dinp, dweight, dbias may be NULL.
+void of_layer_norm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                            const float *weight, const float *mean, const float *rstd, ptrdiff_t rows,
+                            ptrdiff_t width);
+
+/// e^x and erf(x) of the kernels above, one value (for tests).
+float of_exp_value(float x);
+float of_erf_value(float x);
+
+/// The vector width the dispatched kernels use on this CPU: 512, 256 or 128 bits.
+int of_kernels_vector_bits(void);
+
+#endif
