@@ -52,7 +52,7 @@ let package = Package(
         // Shared test helpers: synthetic tasks as real files, temporary folders, subprocesses, error assertions.
         .target(name: "TestSupport", dependencies: ["Core", "JobSchema", "Reporting", "Coordinator", "Transport"], path: "Tests/TestSupport"),
         .testTarget(name: "CoreTests", dependencies: [
-            "Core", "JobSchema", "Reporting", "TestSupport", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+            "Core", "Kernels", "JobSchema", "Reporting", "TestSupport", .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ], resources: [.copy("Fixtures")]),
         .testTarget(name: "RuntimeTests", dependencies: ["Core", "JobSchema", "Reporting", "Transport", "Worker", "Coordinator", "ControlProtocol", "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["Core", "JobSchema", "Reporting", "TestSupport"]),

@@ -46,8 +46,9 @@ static inline __attribute__((always_inline)) float of_exp(float x) {
     return p * scale;
 }
 
-/// erf(x) by Abramowitz & Stegun 7.1.26 on |x| (formula error ≤ 1.5e-7), odd symmetry.
-static inline __attribute__((always_inline)) float of_erf(float x) {
+/// erf(x) by Abramowitz & Stegun 7.1.26 on |x| (formula error ≤ 1.5e-7), odd symmetry; also
+/// hands back the e^(−x²) it computed on the way (GELU's slope needs the same Gaussian).
+static inline __attribute__((always_inline)) float of_erf_with_gaussian(float x, float *gaussian) {
     const float magnitude = x < 0.0f ? -x : x;
     const float t = 1.0f / (1.0f + 0.3275911f * magnitude);
     float p = 1.061405429f;
@@ -55,28 +56,53 @@ static inline __attribute__((always_inline)) float of_erf(float x) {
     p = p * t + 1.421413741f;
     p = p * t - 0.284496736f;
     p = p * t + 0.254829592f;
-    const float value = 1.0f - p * t * of_exp(-(magnitude * magnitude));
+    *gaussian = of_exp(-(magnitude * magnitude));
+    const float value = 1.0f - p * t * *gaussian;
     return x < 0.0f ? -value : value;
+}
+
+static inline __attribute__((always_inline)) float of_erf(float x) {
+    float gaussian;
+    return of_erf_with_gaussian(x, &gaussian);
+}
+
+/// GELU(x) = x·Φ(x) and its slope Φ(x) + x·φ(x), where φ(x) = e^(−x²/2)/√(2π) is the Gaussian
+/// erf(x/√2) already computed: one exp for both.
+static inline __attribute__((always_inline)) float gelu_with_slope(float x, float *slope) {
+    float gaussian;
+    const float erf_value = of_erf_with_gaussian(x * inverse_sqrt2, &gaussian);
+    const float cdf = 0.5f * (1.0f + erf_value);
+    *slope = cdf + x * (inverse_sqrt2pi * gaussian);
+    return 0.5f * x * (1.0f + erf_value);
 }
 
 OF_VERSIONED
 void of_gelu_forward(float *restrict out, const float *restrict inp, ptrdiff_t count) {
     for (ptrdiff_t i = 0; i < count; i++) {
-        const float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + of_erf(x * inverse_sqrt2));
+        float slope;
+        out[i] = gelu_with_slope(inp[i], &slope);
     }
+}
+
+OF_VERSIONED
+void of_gelu_forward_slope(float *restrict out, float *restrict slope, const float *restrict inp, ptrdiff_t count) {
+    for (ptrdiff_t i = 0; i < count; i++) out[i] = gelu_with_slope(inp[i], &slope[i]);
 }
 
 OF_VERSIONED
 void of_gelu_backward(float *restrict dinp, const float *restrict dout, const float *restrict inp, ptrdiff_t count,
                       int accumulate) {
     for (ptrdiff_t i = 0; i < count; i++) {
-        const float x = inp[i];
-        const float cdf = 0.5f * (1.0f + of_erf(x * inverse_sqrt2));
-        const float pdf = inverse_sqrt2pi * of_exp(-0.5f * x * x);
-        const float gradient = dout[i] * (cdf + x * pdf);
+        float slope;
+        (void)gelu_with_slope(inp[i], &slope);
+        const float gradient = dout[i] * slope;
         dinp[i] = accumulate ? dinp[i] + gradient : gradient;
     }
+}
+
+OF_VERSIONED
+void of_multiply(float *restrict out, const float *restrict a, const float *restrict b, ptrdiff_t count) {
+    for (ptrdiff_t i = 0; i < count; i++) out[i] = a[i] * b[i];
 }
 
 // Row reductions keep LANES partial sums (lane l takes elements l, l + LANES, …), added in a

@@ -1,5 +1,6 @@
 // OptimizerTests: AdamW, SGD, the schedule and clipping against their formulas in Float64.
 import Foundation
+import Kernels
 import XCTest
 @testable import Core
 
@@ -98,23 +99,42 @@ final class OptimizerTests: XCTestCase {
     }
 }
 
-final class SIMDMathTests: XCTestCase {
+final class KernelMathTests: XCTestCase {
+    /// The exp and erf inside the C kernels (GELU, softmax) against libm in Double.
     func testExpAndErfAgainstLibm() {
         var worstExp = 0.0, worstErf = 0.0
         var x: Float = -20
         while x <= 20 {
-            let lanes = SIMDMath.Vector((0..<SIMDMath.Vector.scalarCount).map { x + Float($0) * 0.0013 })
-            let e = SIMDMath.exp(lanes), r = SIMDMath.erf(lanes)
-            for lane in 0..<SIMDMath.Vector.scalarCount {
-                let v = Double(lanes[lane])
-                worstExp = max(worstExp, abs(Double(e[lane]) - Foundation.exp(v)) / Foundation.exp(v))
-                worstErf = max(worstErf, abs(Double(r[lane]) - Foundation.erf(v)))
-            }
-            x += 0.0208
+            let v = Double(x)
+            worstExp = max(worstExp, abs(Double(of_exp_value(x)) - Foundation.exp(v)) / Foundation.exp(v))
+            worstErf = max(worstErf, abs(Double(of_erf_value(x)) - Foundation.erf(v)))
+            x += 0.0013
         }
         XCTAssertLessThan(worstExp, 3e-7, "exp relative error")
         XCTAssertLessThan(worstErf, 5e-7, "erf absolute error")
-        XCTAssertEqual(SIMDMath.exp(SIMDMath.Vector(repeating: -200))[0], Foundation.expf(-87), accuracy: 1e-40)
-        XCTAssertTrue(SIMDMath.exp(SIMDMath.Vector(repeating: 0))[3] == 1)
+        XCTAssertEqual(of_exp_value(-200), of_exp_value(-87), "clamped below at −87")
+        XCTAssertEqual(Double(of_exp_value(-87)) / Foundation.exp(-87), 1, accuracy: 3e-7)
+        XCTAssertTrue(of_exp_value(0) == 1)
+    }
+
+    /// GELU's forward and slope (accumulated and overwritten) against the Double formula, over a
+    /// length that leaves a tail after any vector width.
+    func testGELUAgainstDoubleFormula() {
+        let count = 1003
+        let x = (0..<count).map { Float($0 - 501) * 0.011 }
+        var out = [Float](repeating: 0, count: count)
+        GELU.forward(out: &out, inp: x, count: count)
+        let upstream = (0..<count).map { Float(($0 % 7) - 3) * 0.25 }
+        var added = [Float](repeating: 1, count: count), overwritten = [Float](repeating: 9, count: count)
+        GELU.backward(dinp: &added, dout: upstream, inp: x, count: count)
+        GELU.backward(dinp: &overwritten, dout: upstream, inp: x, count: count, accumulate: false)
+        for i in 0..<count {
+            let v = Double(x[i])
+            let cdf = 0.5 * (1 + Foundation.erf(v / 2.0.squareRoot()))
+            let slope = cdf + v * Foundation.exp(-0.5 * v * v) / (2 * Double.pi).squareRoot()
+            XCTAssertEqual(Double(out[i]), v * cdf, accuracy: 1e-6)
+            XCTAssertEqual(Double(overwritten[i]), Double(upstream[i]) * slope, accuracy: 1e-6)
+            XCTAssertEqual(Double(added[i]), 1 + Double(upstream[i]) * slope, accuracy: 1e-6)
+        }
     }
 }

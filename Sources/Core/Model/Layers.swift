@@ -127,6 +127,12 @@ public enum GELU {
         of_gelu_forward(out, inp, count)
     }
 
+    /// out = GELU(x) and slope = GELU'(x) (bitwise what `backward` multiplies by), one exp for both.
+    public static func forward(out: UnsafeMutablePointer<Float>, slope: UnsafeMutablePointer<Float>,
+                               inp: UnsafePointer<Float>, count: Int) {
+        of_gelu_forward_slope(out, slope, inp, count)
+    }
+
     /// dinp += dout ⊙ (Φ(x) + x·φ(x)); with `accumulate` false, dinp is overwritten instead.
     public static func backward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
                                 count: Int, accumulate: Bool = true) {
@@ -180,6 +186,12 @@ public enum ElementWise {
             out[i] = a[i] - b[i]
             i += 1
         }
+    }
+
+    /// out = a ⊙ b
+    public static func multiply(_ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                                count: Int) {
+        of_multiply(out, a, b, count)
     }
 
     /// x *= a

@@ -99,113 +99,118 @@ public enum LayerNorm {
 /// The core of multi-head self-attention, between timm's `qkv` and `proj` Linears.
 /// qkv [B, T, 3·D] holds each token's q | k | v; head h uses columns h·hd..<(h+1)·hd of each part
 /// (timm reshapes qkv to [B, T, 3, NH, hd]). For each sample b and head h:
-/// probabilities[b, h] = softmax(q kᵀ / √hd) over keys [T, T]; out[b, :, h·hd..<(h+1)·hd] = probabilities · v,
-/// so out [B, T, D] has the heads concatenated, ready for `proj`.
+/// probabilities[b, h] = softmax(q kᵀ / √hd) over keys [Q, T]; out[b, :, h·hd..<(h+1)·hd] = probabilities · v,
+/// so out [B, Q, D] has the heads concatenated, ready for `proj`.
+/// Q, the number of queries, is T, or fewer when only the first Q tokens' outputs are needed (the
+/// class token's, Q = 1, in the last block): keys and values are always all T tokens.
 /// q, k, v are read in place from qkv (leading dimension 3·D), so no head is ever copied.
 public enum Attention {
     /// Where head h of sample b lives: its q in the qkv-shaped buffers [B, T, 3·D] (k and v follow
-    /// at +D and +2·D, leading dimension 3·D), its columns in the [B, T, D] buffers (leading
-    /// dimension D), and its [T, T] block of the probabilities [B, NH, T, T].
+    /// at +D and +2·D, leading dimension 3·D), its columns in the [B, Q, D] buffers (leading
+    /// dimension D), and its [Q, T] block of the probabilities [B, NH, Q, T].
     private struct Head {
         let qkv: Int
         let columns: Int
         let probabilities: Int
 
-        init(sample b: Int, head h: Int, tokens: Int, heads: Int, headDim: Int) {
+        init(sample b: Int, head h: Int, queries: Int, tokens: Int, heads: Int, headDim: Int) {
             let width = heads * headDim
             qkv = b * tokens * 3 * width + h * headDim
-            columns = b * tokens * width + h * headDim
-            probabilities = (b * heads + h) * tokens * tokens
+            columns = b * queries * width + h * headDim
+            probabilities = (b * heads + h) * queries * tokens
         }
     }
 
     public static func forward(
         out: UnsafeMutablePointer<Float>, probabilities: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>,
-        batch: Int, tokens: Int, heads: Int, headDim: Int
+        batch: Int, tokens: Int, heads: Int, headDim: Int, queries: Int? = nil
     ) {
         let width = heads * headDim
+        let queries = queries ?? tokens
         let scale = 1 / Float(headDim).squareRoot()
         for b in 0..<batch {
             for h in 0..<heads {
-                let at = Head(sample: b, head: h, tokens: tokens, heads: heads, headDim: headDim)
+                let at = Head(sample: b, head: h, queries: queries, tokens: tokens, heads: heads, headDim: headDim)
                 let q = qkv + at.qkv, k = q + width
-                sgemm(transposeA: false, transposeB: true, m: tokens, n: tokens, k: headDim,
+                sgemm(transposeA: false, transposeB: true, m: queries, n: tokens, k: headDim,
                       alpha: scale, a: q, lda: 3 * width, b: k, ldb: 3 * width,
                       beta: 0, c: probabilities + at.probabilities, ldc: tokens)
             }
         }
         // One softmax over every row of every head: its exp runs over the whole block at once.
-        of_softmax_rows(probabilities, batch * heads * tokens, tokens)
+        of_softmax_rows(probabilities, batch * heads * queries, tokens)
         for b in 0..<batch {
             for h in 0..<heads {
-                let at = Head(sample: b, head: h, tokens: tokens, heads: heads, headDim: headDim)
+                let at = Head(sample: b, head: h, queries: queries, tokens: tokens, heads: heads, headDim: headDim)
                 let v = qkv + at.qkv + 2 * width
-                sgemm(transposeA: false, transposeB: false, m: tokens, n: headDim, k: tokens,
+                sgemm(transposeA: false, transposeB: false, m: queries, n: headDim, k: tokens,
                       alpha: 1, a: probabilities + at.probabilities, lda: tokens, b: v, ldb: 3 * width,
                       beta: 0, c: out + at.columns, ldc: width)
             }
         }
     }
 
-    /// dqkv [B, T, 3·D] += the gradient of `forward` given dout [B, T, D], through the saved
-    /// probabilities [B, NH, T, T]; dscores [T, T] is scratch.
+    /// dqkv [B, T, 3·D] += the gradient of `forward` given dout [B, Q, D], through the saved
+    /// probabilities [B, NH, Q, T]; dscores [Q, T] is scratch (q's gradient reaches the first Q tokens).
     /// dv += Pᵀ·dout; dP = dout·vᵀ; dS = P ⊙ (dP − rowsum(P ⊙ dP)); dq += dS·k/√hd; dk += dSᵀ·q/√hd.
     public static func backward(
         dqkv: UnsafeMutablePointer<Float>, dscores: UnsafeMutablePointer<Float>,
         dout: UnsafePointer<Float>, probabilities: UnsafePointer<Float>, qkv: UnsafePointer<Float>,
-        batch: Int, tokens: Int, heads: Int, headDim: Int
+        batch: Int, tokens: Int, heads: Int, headDim: Int, queries: Int? = nil
     ) {
         let width = heads * headDim
+        let queries = queries ?? tokens
         let scale = 1 / Float(headDim).squareRoot()
         for b in 0..<batch {
             for h in 0..<heads {
-                let at = Head(sample: b, head: h, tokens: tokens, heads: heads, headDim: headDim)
+                let at = Head(sample: b, head: h, queries: queries, tokens: tokens, heads: heads, headDim: headDim)
                 let q = qkv + at.qkv, k = q + width, v = q + 2 * width
                 let dq = dqkv + at.qkv, dk = dq + width, dv = dq + 2 * width
                 let p = probabilities + at.probabilities
-                let g = dout + at.columns  // [T, hd], leading dimension D
-                sgemm(transposeA: false, transposeB: true, m: tokens, n: tokens, k: headDim,
+                let g = dout + at.columns  // [Q, hd], leading dimension D
+                sgemm(transposeA: false, transposeB: true, m: queries, n: tokens, k: headDim,
                       alpha: 1, a: g, lda: width, b: v, ldb: 3 * width, beta: 0, c: dscores, ldc: tokens)
-                sgemm(transposeA: true, transposeB: false, m: tokens, n: headDim, k: tokens,
+                sgemm(transposeA: true, transposeB: false, m: tokens, n: headDim, k: queries,
                       alpha: 1, a: p, lda: tokens, b: g, ldb: width, beta: 1, c: dv, ldc: 3 * width)
-                for row in 0..<tokens {
+                for row in 0..<queries {
                     softmaxDerivativeInPlace(dscores + row * tokens, probabilities: p + row * tokens, count: tokens)
                 }
-                sgemm(transposeA: false, transposeB: false, m: tokens, n: headDim, k: tokens,
+                sgemm(transposeA: false, transposeB: false, m: queries, n: headDim, k: tokens,
                       alpha: scale, a: dscores, lda: tokens, b: k, ldb: 3 * width, beta: 1, c: dq, ldc: 3 * width)
-                sgemm(transposeA: true, transposeB: false, m: tokens, n: headDim, k: tokens,
+                sgemm(transposeA: true, transposeB: false, m: tokens, n: headDim, k: queries,
                       alpha: scale, a: dscores, lda: tokens, b: q, ldb: 3 * width, beta: 1, c: dk, ldc: 3 * width)
             }
         }
     }
 
-    /// outTangent [B, T, D] = tangent of `forward` in direction qkvTangent [B, T, 3·D], at the saved
+    /// outTangent [B, Q, D] = tangent of `forward` in direction qkvTangent [B, T, 3·D], at the saved
     /// probabilities: Ṡ = (q̇kᵀ + qk̇ᵀ)/√hd; Ṗ = P ⊙ (Ṡ − rowsum(P ⊙ Ṡ)); ȯ = Ṗ·v + P·v̇.
-    /// scoreTangent [T, T] is scratch.
+    /// scoreTangent [Q, T] is scratch.
     public static func forwardTangent(
         outTangent: UnsafeMutablePointer<Float>, scoreTangent: UnsafeMutablePointer<Float>,
         qkv: UnsafePointer<Float>, qkvTangent: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
-        batch: Int, tokens: Int, heads: Int, headDim: Int
+        batch: Int, tokens: Int, heads: Int, headDim: Int, queries: Int? = nil
     ) {
         let width = heads * headDim
+        let queries = queries ?? tokens
         let scale = 1 / Float(headDim).squareRoot()
         for b in 0..<batch {
             for h in 0..<heads {
-                let at = Head(sample: b, head: h, tokens: tokens, heads: heads, headDim: headDim)
+                let at = Head(sample: b, head: h, queries: queries, tokens: tokens, heads: heads, headDim: headDim)
                 let q = qkv + at.qkv, k = q + width, v = q + 2 * width
                 let qt = qkvTangent + at.qkv, kt = qt + width, vt = qt + 2 * width
                 let p = probabilities + at.probabilities
                 let o = outTangent + at.columns
-                sgemm(transposeA: false, transposeB: true, m: tokens, n: tokens, k: headDim,
+                sgemm(transposeA: false, transposeB: true, m: queries, n: tokens, k: headDim,
                       alpha: scale, a: qt, lda: 3 * width, b: k, ldb: 3 * width, beta: 0, c: scoreTangent, ldc: tokens)
-                sgemm(transposeA: false, transposeB: true, m: tokens, n: tokens, k: headDim,
+                sgemm(transposeA: false, transposeB: true, m: queries, n: tokens, k: headDim,
                       alpha: scale, a: q, lda: 3 * width, b: kt, ldb: 3 * width, beta: 1, c: scoreTangent, ldc: tokens)
-                for row in 0..<tokens {
+                for row in 0..<queries {
                     softmaxDerivativeInPlace(scoreTangent + row * tokens, probabilities: p + row * tokens, count: tokens)
                 }
-                sgemm(transposeA: false, transposeB: false, m: tokens, n: headDim, k: tokens,
+                sgemm(transposeA: false, transposeB: false, m: queries, n: headDim, k: tokens,
                       alpha: 1, a: scoreTangent, lda: tokens, b: v, ldb: 3 * width, beta: 0, c: o, ldc: width)
-                sgemm(transposeA: false, transposeB: false, m: tokens, n: headDim, k: tokens,
+                sgemm(transposeA: false, transposeB: false, m: queries, n: headDim, k: tokens,
                       alpha: 1, a: p, lda: tokens, b: vt, ldb: 3 * width, beta: 1, c: o, ldc: width)
             }
         }

@@ -9,6 +9,8 @@
 //   features = norm(x)[:, 0]                                        [B, D]
 // Names, shapes and order are timm's state_dict (global_pool='token', qkv_bias=True, no pre-norm,
 // no layer scale), so a timm checkpoint's encoder maps onto the layout tensor for tensor.
+// Since only the class token is pooled, the last block computes its attention for the class
+// query alone and its proj, norm2 and MLP on the class rows: the same features, 1/T of that work.
 
 public struct ViTConfiguration: Sendable, Equatable {
     public var channels: Int
@@ -100,7 +102,8 @@ public final class ViTBackbone: Backbone {
         let norm2Weight, norm2Bias, fc1Weight, fc1Bias, fc2Weight, fc2Bias: Int
     }
 
-    /// What forward saves of one block for backward and the tangent, for maxBatch samples.
+    /// What forward saves of one block for backward and the tangent, for maxBatch samples. From
+    /// the attention output on, the last block fills only its B·Q = B class rows ([B, 1, ·]).
     private struct BlockActivations {
         let norm1: FloatBuffer           // [B, T, D] norm1 output, input of qkv
         let norm1Mean: FloatBuffer       // [B, T]
@@ -114,6 +117,7 @@ public final class ViTBackbone: Backbone {
         let norm2Rstd: FloatBuffer       // [B, T]
         let fc1: FloatBuffer             // [B, T, F] pre-activation
         let gelu: FloatBuffer            // [B, T, F] input of fc2
+        let geluSlope: FloatBuffer       // [B, T, F] GELU'(fc1), for backward and the tangent
         let output: FloatBuffer          // [B, T, D] residual stream after the block
 
         init(batch: Int, tokens: Int, width: Int, heads: Int, hidden: Int) {
@@ -130,6 +134,7 @@ public final class ViTBackbone: Backbone {
             norm2Rstd = FloatBuffer(count: rows)
             fc1 = FloatBuffer(count: rows * hidden)
             gelu = FloatBuffer(count: rows * hidden)
+            geluSlope = FloatBuffer(count: rows * hidden)
             output = FloatBuffer(count: rows * width)
         }
     }
@@ -176,7 +181,6 @@ public final class ViTBackbone: Backbone {
     private let patchTokens: FloatBuffer  // [B·N, D] patch embedding output
     private let tokens: FloatBuffer       // [B, T, D] input of block 0
     private let blocks: [BlockActivations]
-    private let classTokens: FloatBuffer  // [B, D] class rows of the last block's output
     private let finalMean: FloatBuffer    // [B]
     private let finalRstd: FloatBuffer    // [B]
     private let features: FloatBuffer     // [B, D] norm(class rows)
@@ -235,7 +239,6 @@ public final class ViTBackbone: Backbone {
         blocks = (0..<c.depth).map { _ in
             BlockActivations(batch: maxBatch, tokens: c.tokenCount, width: c.dim, heads: c.heads, hidden: c.hiddenWidth)
         }
-        classTokens = FloatBuffer(count: maxBatch * c.dim)
         finalMean = FloatBuffer(count: maxBatch)
         finalRstd = FloatBuffer(count: maxBatch)
         features = FloatBuffer(count: maxBatch * c.dim)
@@ -251,6 +254,17 @@ public final class ViTBackbone: Backbone {
         patchTokenGradient = FloatBuffer(count: patchRows * c.dim)
         patchGradient = FloatBuffer(count: patchRows * c.patchFeatures)
     }
+
+    /// Queries per sample that block l computes beyond its keys and values: every token, but in
+    /// the last block only the class token (Q = 1), because only the class token is pooled. From
+    /// its attention output on, the last block runs on B rows instead of B·T (its activations
+    /// there are [B, 1, ·]), in forward, backward and tangent alike.
+    private func queries(inBlock l: Int) -> Int {
+        l == configuration.depth - 1 ? 1 : configuration.tokenCount
+    }
+
+    /// The last block's output: the class rows [B, D], the input of the final norm.
+    private var classTokens: FloatBuffer { blocks[configuration.depth - 1].output }
 
     public func forward(parameters: UnsafePointer<Float>, inputs: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
         precondition(batch <= maxBatch, "batch \(batch) exceeds the workspace (\(maxBatch))")
@@ -269,30 +283,29 @@ public final class ViTBackbone: Backbone {
         for l in 0..<c.depth {
             let o = blockOffsets[l]
             let a = blocks[l]
+            let queries = queries(inBlock: l), outputRows = batch * queries
             LayerNorm.forward(out: a.norm1.pointer, mean: a.norm1Mean.pointer, rstd: a.norm1Rstd.pointer, inp: x,
                               weight: p + o.norm1Weight, bias: p + o.norm1Bias,
                               rows: rows, width: width, epsilon: c.layerNormEpsilon)
             Linear.forward(out: a.qkv.pointer, inp: a.norm1.pointer, weight: p + o.qkvWeight, bias: p + o.qkvBias,
                            rows: rows, inputs: width, outputs: 3 * width)
             Attention.forward(out: a.attention.pointer, probabilities: a.probabilities.pointer, qkv: a.qkv.pointer,
-                              batch: batch, tokens: tokenCount, heads: c.heads, headDim: c.headDim)
+                              batch: batch, tokens: tokenCount, heads: c.heads, headDim: c.headDim, queries: queries)
             Linear.forward(out: a.afterAttention.pointer, inp: a.attention.pointer,
-                           weight: p + o.projWeight, bias: p + o.projBias, rows: rows, inputs: width, outputs: width)
-            ElementWise.add(a.afterAttention.pointer, x, count: rows * width)
+                           weight: p + o.projWeight, bias: p + o.projBias, rows: outputRows, inputs: width, outputs: width)
+            Self.addQueryRows(a.afterAttention.pointer, of: x, batch: batch, queries: queries, tokens: tokenCount, width: width)
 
             LayerNorm.forward(out: a.norm2.pointer, mean: a.norm2Mean.pointer, rstd: a.norm2Rstd.pointer,
                               inp: a.afterAttention.pointer, weight: p + o.norm2Weight, bias: p + o.norm2Bias,
-                              rows: rows, width: width, epsilon: c.layerNormEpsilon)
+                              rows: outputRows, width: width, epsilon: c.layerNormEpsilon)
             Linear.forward(out: a.fc1.pointer, inp: a.norm2.pointer, weight: p + o.fc1Weight, bias: p + o.fc1Bias,
-                           rows: rows, inputs: width, outputs: hidden)
-            GELU.forward(out: a.gelu.pointer, inp: a.fc1.pointer, count: rows * hidden)
+                           rows: outputRows, inputs: width, outputs: hidden)
+            GELU.forward(out: a.gelu.pointer, slope: a.geluSlope.pointer, inp: a.fc1.pointer, count: outputRows * hidden)
             Linear.forward(out: a.output.pointer, inp: a.gelu.pointer, weight: p + o.fc2Weight, bias: p + o.fc2Bias,
-                           rows: rows, inputs: hidden, outputs: width)
-            ElementWise.add(a.output.pointer, a.afterAttention.pointer, count: rows * width)
+                           rows: outputRows, inputs: hidden, outputs: width)
+            ElementWise.add(a.output.pointer, a.afterAttention.pointer, count: outputRows * width)
             x = UnsafePointer(a.output.pointer)
         }
-        // Only the class token is pooled, so the final norm runs on B rows, not B·T.
-        Self.gatherClassRows(classTokens.pointer, from: x, batch: batch, tokens: tokenCount, width: width)
         LayerNorm.forward(out: features.pointer, mean: finalMean.pointer, rstd: finalRstd.pointer,
                           inp: classTokens.pointer, weight: p + normWeightOffset, bias: p + normBiasOffset,
                           rows: batch, width: width, epsilon: c.layerNormEpsilon)
@@ -307,52 +320,33 @@ public final class ViTBackbone: Backbone {
         let c = configuration
         let p = parameters
         let g = parameterGradient
-        let tokenCount = c.tokenCount, width = c.dim, hidden = c.hiddenWidth
-        let rows = batch * tokenCount
+        let width = c.dim
 
         classGradient.pointer.update(repeating: 0, count: batch * width)
         LayerNorm.backward(dinp: classGradient.pointer, dweight: g + normWeightOffset, dbias: g + normBiasOffset,
                            dout: featureGradient, inp: classTokens.pointer, weight: p + normWeightOffset,
                            mean: finalMean.pointer, rstd: finalRstd.pointer, rows: batch, width: width)
-        // Only the class rows of the last residual stream receive a gradient.
-        streamGradient.pointer.update(repeating: 0, count: rows * width)
-        for b in 0..<batch {
-            (streamGradient.pointer + b * tokenCount * width).update(from: classGradient.pointer + b * width, count: width)
-        }
-
-        // streamGradient holds dL/dx for the block's output; each branch's backward adds its share
-        // into it through the branch's LayerNorm, which turns it into dL/dx for the block's input.
+        // `upstream` holds dL/d(block output) for the block's B·Q output rows; each branch's
+        // backward adds its share into it through the branch's LayerNorm. The last block's is
+        // classGradient [B, D]; below it, streamGradient [B·T, D], which the attention branch
+        // turns into dL/d(block input), the next block's upstream.
+        var upstream = classGradient.pointer
         for l in stride(from: c.depth - 1, through: 0, by: -1) {
             let o = blockOffsets[l]
             let a = blocks[l]
-            let blockInput = l == 0 ? UnsafePointer(tokens.pointer) : UnsafePointer(blocks[l - 1].output.pointer)
-
-            // The branch-internal gradients are overwritten (accumulate false), not zeroed and added.
-            Linear.backward(dinp: geluGradient.pointer, dweight: g + o.fc2Weight, dbias: g + o.fc2Bias,
-                            dout: streamGradient.pointer, inp: a.gelu.pointer, weight: p + o.fc2Weight,
-                            rows: rows, inputs: hidden, outputs: width, accumulateInput: false)
-            GELU.backward(dinp: fc1Gradient.pointer, dout: geluGradient.pointer, inp: a.fc1.pointer, count: rows * hidden,
-                          accumulate: false)
-            Linear.backward(dinp: normGradient.pointer, dweight: g + o.fc1Weight, dbias: g + o.fc1Bias,
-                            dout: fc1Gradient.pointer, inp: a.norm2.pointer, weight: p + o.fc1Weight,
-                            rows: rows, inputs: width, outputs: hidden, accumulateInput: false)
-            LayerNorm.backward(dinp: streamGradient.pointer, dweight: g + o.norm2Weight, dbias: g + o.norm2Bias,
-                               dout: normGradient.pointer, inp: a.afterAttention.pointer, weight: p + o.norm2Weight,
-                               mean: a.norm2Mean.pointer, rstd: a.norm2Rstd.pointer, rows: rows, width: width)
-
+            let queries = queries(inBlock: l), outputRows = batch * queries
+            backwardMLPBranch(o, a, rows: outputRows, upstream: upstream, parameters: p, parameterGradient: g)
             Linear.backward(dinp: attentionGradient.pointer, dweight: g + o.projWeight, dbias: g + o.projBias,
-                            dout: streamGradient.pointer, inp: a.attention.pointer, weight: p + o.projWeight,
-                            rows: rows, inputs: width, outputs: width, accumulateInput: false)
-            qkvGradient.pointer.update(repeating: 0, count: rows * 3 * width)
-            Attention.backward(dqkv: qkvGradient.pointer, dscores: scoreGradient.pointer,
-                               dout: attentionGradient.pointer, probabilities: a.probabilities.pointer, qkv: a.qkv.pointer,
-                               batch: batch, tokens: tokenCount, heads: c.heads, headDim: c.headDim)
-            Linear.backward(dinp: normGradient.pointer, dweight: g + o.qkvWeight, dbias: g + o.qkvBias,
-                            dout: qkvGradient.pointer, inp: a.norm1.pointer, weight: p + o.qkvWeight,
-                            rows: rows, inputs: width, outputs: 3 * width, accumulateInput: false)
-            LayerNorm.backward(dinp: streamGradient.pointer, dweight: g + o.norm1Weight, dbias: g + o.norm1Bias,
-                               dout: normGradient.pointer, inp: blockInput, weight: p + o.norm1Weight,
-                               mean: a.norm1Mean.pointer, rstd: a.norm1Rstd.pointer, rows: rows, width: width)
+                            dout: upstream, inp: a.attention.pointer, weight: p + o.projWeight,
+                            rows: outputRows, inputs: width, outputs: width, accumulateInput: false)
+            if queries < c.tokenCount {
+                // The residual path: only the query rows of the block input receive dL/d(output).
+                streamGradient.pointer.update(repeating: 0, count: batch * c.tokenCount * width)
+                Self.addQueryRows(streamGradient.pointer, of: upstream, batch: batch, queries: queries,
+                                  tokens: c.tokenCount, width: width, scatter: true)
+            }
+            backwardAttentionBranch(l, batch: batch, parameters: p, parameterGradient: g)
+            upstream = streamGradient.pointer
         }
 
         patchTokenGradient.pointer.update(repeating: 0, count: batch * c.patchCount * width)
@@ -364,6 +358,68 @@ public final class ViTBackbone: Backbone {
                                 dout: patchTokenGradient.pointer, patches: patches.pointer, weight: p + patchWeightOffset,
                                 batch: batch, channels: c.channels, height: c.height, width: c.width, patch: c.patch,
                                 outputs: width)
+    }
+
+    /// fc2, GELU, fc1 and norm2 backward of one block over its `rows` output rows: upstream +=
+    /// the branch's share. The branch-internal gradients are overwritten, not zeroed and added.
+    private func backwardMLPBranch(
+        _ o: BlockOffsets, _ a: BlockActivations, rows: Int, upstream: UnsafeMutablePointer<Float>,
+        parameters p: UnsafePointer<Float>, parameterGradient g: UnsafeMutablePointer<Float>
+    ) {
+        let width = configuration.dim, hidden = configuration.hiddenWidth
+        Linear.backward(dinp: geluGradient.pointer, dweight: g + o.fc2Weight, dbias: g + o.fc2Bias,
+                        dout: upstream, inp: a.gelu.pointer, weight: p + o.fc2Weight,
+                        rows: rows, inputs: hidden, outputs: width, accumulateInput: false)
+        ElementWise.multiply(fc1Gradient.pointer, geluGradient.pointer, a.geluSlope.pointer, count: rows * hidden)
+        Linear.backward(dinp: normGradient.pointer, dweight: g + o.fc1Weight, dbias: g + o.fc1Bias,
+                        dout: fc1Gradient.pointer, inp: a.norm2.pointer, weight: p + o.fc1Weight,
+                        rows: rows, inputs: width, outputs: hidden, accumulateInput: false)
+        LayerNorm.backward(dinp: upstream, dweight: g + o.norm2Weight, dbias: g + o.norm2Bias,
+                           dout: normGradient.pointer, inp: a.afterAttention.pointer, weight: p + o.norm2Weight,
+                           mean: a.norm2Mean.pointer, rstd: a.norm2Rstd.pointer, rows: rows, width: width)
+    }
+
+    /// Attention core, qkv and norm1 backward of block l, from attentionGradient (the gradient
+    /// of the attention output, [B·Q, D]); adds the branch's share into streamGradient [B·T, D].
+    private func backwardAttentionBranch(_ l: Int, batch: Int, parameters p: UnsafePointer<Float>,
+                                         parameterGradient g: UnsafeMutablePointer<Float>) {
+        let c = configuration
+        let o = blockOffsets[l]
+        let a = blocks[l]
+        let width = c.dim, rows = batch * c.tokenCount
+        let blockInput = l == 0 ? UnsafePointer(tokens.pointer) : UnsafePointer(blocks[l - 1].output.pointer)
+        qkvGradient.pointer.update(repeating: 0, count: rows * 3 * width)
+        Attention.backward(dqkv: qkvGradient.pointer, dscores: scoreGradient.pointer,
+                           dout: attentionGradient.pointer, probabilities: a.probabilities.pointer, qkv: a.qkv.pointer,
+                           batch: batch, tokens: c.tokenCount, heads: c.heads, headDim: c.headDim, queries: queries(inBlock: l))
+        Linear.backward(dinp: normGradient.pointer, dweight: g + o.qkvWeight, dbias: g + o.qkvBias,
+                        dout: qkvGradient.pointer, inp: a.norm1.pointer, weight: p + o.qkvWeight,
+                        rows: rows, inputs: width, outputs: 3 * width, accumulateInput: false)
+        LayerNorm.backward(dinp: streamGradient.pointer, dweight: g + o.norm1Weight, dbias: g + o.norm1Bias,
+                           dout: normGradient.pointer, inp: blockInput, weight: p + o.norm1Weight,
+                           mean: a.norm1Mean.pointer, rstd: a.norm1Rstd.pointer, rows: rows, width: width)
+    }
+
+    /// out[b, q] += x[b, q] for the first `queries` of the `tokens` rows of each sample, where out
+    /// is [B, Q, D] and x [B, T, D] (a flat add when Q = T). With `scatter`, the other way round:
+    /// out [B, T, D] receives x [B, Q, D] in those rows.
+    private static func addQueryRows(
+        _ out: UnsafeMutablePointer<Float>, of x: UnsafePointer<Float>, batch: Int, queries: Int, tokens: Int,
+        width: Int, scatter: Bool = false
+    ) {
+        guard queries < tokens else {
+            ElementWise.add(out, x, count: batch * tokens * width)
+            return
+        }
+        let span = queries * width
+        for b in 0..<batch {
+            let packed = b * span, full = b * tokens * width
+            if scatter {
+                ElementWise.add(out + full, x + packed, count: span)
+            } else {
+                ElementWise.add(out + packed, x + full, count: span)
+            }
+        }
     }
 
     public func forwardWithTangent(
@@ -391,10 +447,14 @@ public final class ViTBackbone: Backbone {
         TokenEmbedding.forward(tokens: w.stream.pointer, patchTokens: w.patchTokens.pointer,
                                classToken: t + classTokenOffset, positions: t + positionsOffset,
                                batch: batch, patches: c.patchCount, width: width)
+        // The stream's tangent is w.stream [B·T, D] below the last block; the last block's output
+        // rows are its B class rows, whose tangent is w.classTokens [B, D].
         for l in 0..<c.depth {
             let o = blockOffsets[l]
             let a = blocks[l]
             let blockInput = l == 0 ? UnsafePointer(tokens.pointer) : UnsafePointer(blocks[l - 1].output.pointer)
+            let queries = queries(inBlock: l), outputRows = batch * queries
+            let outputTangent = queries < tokenCount ? w.classTokens.pointer : w.stream.pointer
 
             LayerNorm.forwardTangent(outTangent: w.norm.pointer, inp: blockInput, inpTangent: w.stream.pointer,
                                      weight: p + o.norm1Weight, weightTangent: t + o.norm1Weight,
@@ -405,27 +465,30 @@ public final class ViTBackbone: Backbone {
                                   rows: rows, inputs: width, outputs: 3 * width)
             Attention.forwardTangent(outTangent: w.attention.pointer, scoreTangent: w.scores.pointer,
                                      qkv: a.qkv.pointer, qkvTangent: w.qkv.pointer, probabilities: a.probabilities.pointer,
-                                     batch: batch, tokens: tokenCount, heads: c.heads, headDim: c.headDim)
+                                     batch: batch, tokens: tokenCount, heads: c.heads, headDim: c.headDim, queries: queries)
             Linear.forwardTangent(outTangent: w.branch.pointer, inp: a.attention.pointer, inpTangent: w.attention.pointer,
                                   weight: p + o.projWeight, weightTangent: t + o.projWeight, biasTangent: t + o.projBias,
-                                  rows: rows, inputs: width, outputs: width)
-            ElementWise.add(w.stream.pointer, w.branch.pointer, count: rows * width)
+                                  rows: outputRows, inputs: width, outputs: width)
+            if queries < tokenCount {
+                outputTangent.update(repeating: 0, count: outputRows * width)
+                Self.addQueryRows(outputTangent, of: w.stream.pointer, batch: batch, queries: queries,
+                                  tokens: tokenCount, width: width)
+            }
+            ElementWise.add(outputTangent, w.branch.pointer, count: outputRows * width)
 
-            LayerNorm.forwardTangent(outTangent: w.norm.pointer, inp: a.afterAttention.pointer, inpTangent: w.stream.pointer,
+            LayerNorm.forwardTangent(outTangent: w.norm.pointer, inp: a.afterAttention.pointer, inpTangent: outputTangent,
                                      weight: p + o.norm2Weight, weightTangent: t + o.norm2Weight,
                                      biasTangent: t + o.norm2Bias, mean: a.norm2Mean.pointer, rstd: a.norm2Rstd.pointer,
-                                     rows: rows, width: width)
+                                     rows: outputRows, width: width)
             Linear.forwardTangent(outTangent: w.fc1.pointer, inp: a.norm2.pointer, inpTangent: w.norm.pointer,
                                   weight: p + o.fc1Weight, weightTangent: t + o.fc1Weight, biasTangent: t + o.fc1Bias,
-                                  rows: rows, inputs: width, outputs: hidden)
-            Activation.gelu.forwardTangent(outTangent: w.gelu.pointer, inp: a.fc1.pointer, inpTangent: w.fc1.pointer,
-                                           count: rows * hidden)
+                                  rows: outputRows, inputs: width, outputs: hidden)
+            ElementWise.multiply(w.gelu.pointer, a.geluSlope.pointer, w.fc1.pointer, count: outputRows * hidden)
             Linear.forwardTangent(outTangent: w.branch.pointer, inp: a.gelu.pointer, inpTangent: w.gelu.pointer,
                                   weight: p + o.fc2Weight, weightTangent: t + o.fc2Weight, biasTangent: t + o.fc2Bias,
-                                  rows: rows, inputs: hidden, outputs: width)
-            ElementWise.add(w.stream.pointer, w.branch.pointer, count: rows * width)
+                                  rows: outputRows, inputs: hidden, outputs: width)
+            ElementWise.add(outputTangent, w.branch.pointer, count: outputRows * width)
         }
-        Self.gatherClassRows(w.classTokens.pointer, from: w.stream.pointer, batch: batch, tokens: tokenCount, width: width)
         LayerNorm.forwardTangent(outTangent: featureTangent, inp: classTokens.pointer, inpTangent: w.classTokens.pointer,
                                  weight: p + normWeightOffset, weightTangent: t + normWeightOffset,
                                  biasTangent: t + normBiasOffset, mean: finalMean.pointer, rstd: finalRstd.pointer,
@@ -480,14 +543,5 @@ public final class ViTBackbone: Backbone {
         }
         fill(normWeightOffset, width, 1)
         fill(normBiasOffset, width, 0)
-    }
-
-    /// out[b] = x[b, 0] for b < B: the class token of each sample.
-    private static func gatherClassRows(
-        _ out: UnsafeMutablePointer<Float>, from x: UnsafePointer<Float>, batch: Int, tokens: Int, width: Int
-    ) {
-        for b in 0..<batch {
-            (out + b * width).update(from: x + b * tokens * width, count: width)
-        }
     }
 }

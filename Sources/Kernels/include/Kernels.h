@@ -8,8 +8,14 @@
 /// out = x·Φ(x), the exact (erf) GELU, as PyTorch's nn.GELU().
 void of_gelu_forward(float *out, const float *inp, ptrdiff_t count);
 
+/// out = GELU(x) as above and slope = Φ(x) + x·φ(x), its derivative, bitwise as of_gelu_backward's.
+void of_gelu_forward_slope(float *out, float *slope, const float *inp, ptrdiff_t count);
+
 /// dinp (+)= dout ⊙ (Φ(x) + x·φ(x)): added when accumulate is non-zero, else overwritten.
 void of_gelu_backward(float *dinp, const float *dout, const float *inp, ptrdiff_t count, int accumulate);
+
+/// out = a ⊙ b.
+void of_multiply(float *out, const float *a, const float *b, ptrdiff_t count);
 
 /// Each of `rows` rows of `count` values replaced by its softmax (shifted by the row's maximum).
 void of_softmax_rows(float *x, ptrdiff_t rows, ptrdiff_t count);
