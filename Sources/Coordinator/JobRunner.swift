@@ -63,6 +63,7 @@ public final class JobRunner {
     @discardableResult
     public func run() throws -> RunReport? {
         let started = Date()
+        let clock = RunReport.PhaseClock()
         BLASRuntime.setThreads(plan.blasThreads)
         let layout = plan.model.layout
 
@@ -70,6 +71,7 @@ public final class JobRunner {
         // is not a run, are refused before anything is written.
         let (keeper, lock) = try PhaseAgreement.run(communicator) { try isCoordinator ? openOutput() : (nil, nil) }
         defer { lock?.release() }
+        clock.end("output")
         if isCoordinator {
             console.info("job '\(plan.name)': \(plan.tasks.count) tasks on \(communicator.size) rank(s), "
                 + "model \(layout.totalCount) parameters, mode \(plan.mode.rawValue), OpenBLAS \(BLASRuntime.coreName)")
@@ -82,6 +84,7 @@ public final class JobRunner {
         }
         try communicator.broadcast(base.buffer, root: 0)
         if isCoordinator { console.info("θ0: \(baseSummary)") }
+        clock.end("θ0")
 
         // 3–4. Tasks finished in an earlier run are verified; the rest are scheduled and trained.
         // Rank 0 verifies (a failure is agreed on), then tells every rank: no collective runs
@@ -101,18 +104,20 @@ public final class JobRunner {
         let outcome = try scheduler.run()
 
         let (succeeded, failedTasks) = try settleFailures(outcome)
+        clock.end("training")
         // From here on the plan holds the tasks that succeeded, in job order.
         let remaining = JobRunner(plan: plan.restricted(to: succeeded), communicator: communicator, console: console)
         var results: [Int: TrainedTask] = [:]
         for (position, index) in succeeded.enumerated() { results[position] = outcome.results[index] }
         return try remaining.mergeAndReport(
             base: base, results: results, assignment: succeeded.map { outcome.owners[$0]! }, backbone: backbone,
-            failedTasks: failedTasks, started: started)
+            failedTasks: failedTasks, started: started, clock: clock)
     }
 
     /// Steps 5–8 for the tasks that succeeded (`results` and `assignment` indexed like `plan.tasks`).
     private func mergeAndReport(base: FloatBuffer, results: [Int: TrainedTask], assignment: [Int], backbone: any Backbone,
-                                failedTasks: [RunReport.FailedTask], started: Date) throws -> RunReport? {
+                                failedTasks: [RunReport.FailedTask], started: Date,
+                                clock: RunReport.PhaseClock) throws -> RunReport? {
         let layout = plan.model.layout
         // 5. Gather task vectors (sharded: exchange their slices), heads and metrics.
         let sharded = plan.shardsMerging(worldSize: communicator.size)
@@ -128,13 +133,17 @@ public final class JobRunner {
             }
         }
 
+        clock.end("gather")
+
         // 6. Save base, task vectors, heads.
         try PhaseAgreement.run(communicator) {
             try saveTrainingOutputs(base: base)
         }
+        clock.end("save")
 
         // 7. Merge and evaluate.
         let merges = try mergeAll(gathered, base: base, results: results, assignment: assignment, backbone: backbone)
+        clock.end("merge and α search")
 
         // 7b. Analyse the task vectors; negation and disentanglement error (AnalysisStage.swift).
         // Sharded: the analyses gather one tensor at a time; negation and ξ evaluate models built
@@ -159,9 +168,11 @@ public final class JobRunner {
             backbone: backbone).run()
         }
 
+        clock.end("analyses")
+
         // 8. Report.
         let report = try writeReport(entries: gathered.entries, merges: merges, analyses: analyses,
-                                     failedTasks: failedTasks, started: started)
+                                     failedTasks: failedTasks, started: started, phases: clock)
         try communicator.barrier()
         return report
     }
@@ -236,13 +247,15 @@ public final class JobRunner {
 
     /// Step 8: rank 0 writes report.json and report.html and prints the table; nil elsewhere.
     private func writeReport(entries: [RunReport.TaskEntry], merges: [RunReport.MergeEntry], analyses: AnalysisResults,
-                             failedTasks: [RunReport.FailedTask], started: Date) throws -> RunReport? {
+                             failedTasks: [RunReport.FailedTask], started: Date,
+                             phases: RunReport.PhaseClock) throws -> RunReport? {
         var report: RunReport?
         if isCoordinator {
             let info = RunReport.RunInfo(
                 job: plan.name, seed: plan.seed, ranks: communicator.size, finetuneMode: plan.mode.rawValue,
                 orthoRegLambda: Double(plan.finetune.orthoReg.lambda), orthoRegForm: plan.finetune.orthoReg.form.rawValue,
-                blasCore: BLASRuntime.coreName, wallSeconds: Date().timeIntervalSince(started), version: Self.version)
+                blasCore: BLASRuntime.coreName, wallSeconds: Date().timeIntervalSince(started), version: Self.version,
+                phases: phases.phases)
             var complete = RunReport(run: info, tasks: entries, merges: merges)
             complete.failedTasks = failedTasks.isEmpty ? nil : failedTasks
             analyses.fill(&complete)
@@ -256,7 +269,8 @@ public final class JobRunner {
         }
         if let report {
             console.result("\n" + report.table())
-            console.info(String(format: "outputs in %@ (%.1f s)", plan.output.path, report.run.wallSeconds))
+            console.info(String(format: "outputs in %@ (%.1f s: %@)", plan.output.path, report.run.wallSeconds,
+                                phases.summary))
         }
         return report
     }

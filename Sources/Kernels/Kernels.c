@@ -217,6 +217,30 @@ void of_layer_norm_backward(float *restrict dinp, float *restrict dweight, float
     }
 }
 
+OF_VERSIONED
+void of_bf16_to_f32(float *restrict out, const void *restrict bf16, ptrdiff_t count) {
+    const unsigned char *bytes = bf16;
+    for (ptrdiff_t i = 0; i < count; i++) {
+        uint16_t half;
+        memcpy(&half, bytes + 2 * i, sizeof half);
+        const uint32_t bits = (uint32_t)half << 16;
+        memcpy(&out[i], &bits, sizeof bits);
+    }
+}
+
+OF_VERSIONED
+void of_f32_to_bf16(void *restrict bf16, const float *restrict inp, ptrdiff_t count) {
+    unsigned char *bytes = bf16;
+    for (ptrdiff_t i = 0; i < count; i++) {
+        uint32_t bits;
+        memcpy(&bits, &inp[i], sizeof bits);
+        const uint32_t rounded = bits + 0x7FFFu + ((bits >> 16) & 1u);
+        const int is_nan = (bits & 0x7FFFFFFFu) > 0x7F800000u;
+        const uint16_t half = is_nan ? (uint16_t)((bits >> 16) | 0x0040u) : (uint16_t)(rounded >> 16);
+        memcpy(bytes + 2 * i, &half, sizeof half);
+    }
+}
+
 float of_exp_value(float x) { return of_exp(x); }
 
 float of_erf_value(float x) { return of_erf(x); }

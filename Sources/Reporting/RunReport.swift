@@ -167,8 +167,11 @@ public struct RunReport: Codable, Sendable, Equatable {
         public var blasCore: String
         public var wallSeconds: Double
         public var version: String
+        /// Where the wall time went, phase by phase in run order (rank 0's clock); absent in
+        /// reports written before it was recorded.
+        public var phases: [PhaseTime]?
 
-        public init(job: String, seed: UInt64, ranks: Int, finetuneMode: String, orthoRegLambda: Double, orthoRegForm: String, blasCore: String, wallSeconds: Double, version: String) {
+        public init(job: String, seed: UInt64, ranks: Int, finetuneMode: String, orthoRegLambda: Double, orthoRegForm: String, blasCore: String, wallSeconds: Double, version: String, phases: [PhaseTime]? = nil) {
             self.job = job
             self.seed = seed
             self.ranks = ranks
@@ -178,6 +181,7 @@ public struct RunReport: Codable, Sendable, Equatable {
             self.blasCore = blasCore
             self.wallSeconds = wallSeconds
             self.version = version
+            self.phases = phases
         }
 
         enum CodingKeys: String, CodingKey {
@@ -187,6 +191,39 @@ public struct RunReport: Codable, Sendable, Equatable {
             case orthoRegForm = "orthoreg_form"
             case blasCore = "blas_core"
             case wallSeconds = "wall_seconds"
+            case phases
+        }
+    }
+
+    /// One phase of a run and the seconds it took.
+    public struct PhaseTime: Codable, Sendable, Equatable {
+        public var phase: String
+        public var seconds: Double
+
+        public init(phase: String, seconds: Double) {
+            self.phase = phase
+            self.seconds = seconds
+        }
+    }
+
+    /// Splits a run's wall time into named phases: each `end(_:)` closes the phase that began at
+    /// the previous one (or at the start).
+    public final class PhaseClock: @unchecked Sendable {
+        // @unchecked: used by the one thread that runs the job.
+        public private(set) var phases: [PhaseTime] = []
+        private var last = Date()
+
+        public init() {}
+
+        public func end(_ phase: String) {
+            let now = Date()
+            phases.append(PhaseTime(phase: phase, seconds: now.timeIntervalSince(last)))
+            last = now
+        }
+
+        /// "θ0 0.3 s · training 12.1 s · …"
+        public var summary: String {
+            phases.map { String(format: "%@ %.1f s", $0.phase, $0.seconds) }.joined(separator: " · ")
         }
     }
 

@@ -1,5 +1,6 @@
 // SafetensorsTests: round trips, reference-library fixtures and one test per class of malformed file.
 import Foundation
+import Kernels
 import XCTest
 @testable import Core
 import TestSupport
@@ -37,6 +38,32 @@ final class SafetensorsTests: XCTestCase {
     private func assertHeaderFails(_ url: URL, _ fragments: [String], file: StaticString = #filePath, line: UInt = #line) {
         assertFails(url, fragments, file: file, line: line) { try Safetensors.read(url) }
         assertFails(url, fragments, file: file, line: line) { try Safetensors.readHeader(url) }
+    }
+
+    /// The vector kernels that read and write BF16 (Kernels.c) against the scalar definition, on
+    /// a spread of bit patterns: every exponent, ties, subnormals, infinities and NaNs.
+    func testBFloat16KernelsMatchTheScalarConversion() {
+        var patterns: [UInt32] = [0, 0x8000_0000, 0x7F80_0000, 0xFF80_0000, 0x7FC0_0000, 0x7F80_0001, 0xFFFF_FFFF, 0x0000_8000,
+                                  0x3F80_8000, 0x3F81_8000, 0x0000_0001, 0x7F7F_FFFF]
+        var state: UInt32 = 12345
+        for _ in 0..<20_000 {
+            state = state &* 1_664_525 &+ 1_013_904_223
+            patterns.append(state)
+        }
+        let values = patterns.map { Float(bitPattern: $0) }
+        var halves = [UInt16](repeating: 0, count: values.count)
+        of_f32_to_bf16(&halves, values, values.count)
+        for (value, half) in zip(values, halves) {
+            if value.isNaN {
+                XCTAssertTrue(Float(bitPattern: UInt32(half) << 16).isNaN, "\(value.bitPattern)")
+                XCTAssertEqual(half & 0x8000, UInt16(truncatingIfNeeded: value.bitPattern >> 16) & 0x8000, "sign of NaN")
+            } else {
+                XCTAssertEqual(half, Safetensors.bfloat16Bits(value), "\(value.bitPattern)")
+            }
+        }
+        var back = [Float](repeating: 1, count: halves.count)
+        of_bf16_to_f32(&back, halves, halves.count)
+        for (half, value) in zip(halves, back) { XCTAssertEqual(value.bitPattern, UInt32(half) << 16) }
     }
 
     /// bfloat16 bits by round to nearest even, against hand-worked values: ties go to the even

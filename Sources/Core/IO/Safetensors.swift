@@ -1,5 +1,6 @@
 // Safetensors: reading and writing the safetensors tensor format, with every header field checked.
 import Foundation
+import Kernels
 
 /// One named tensor with its values as Float, row-major.
 public struct TensorRecord: Sendable, Equatable {
@@ -336,7 +337,11 @@ public enum Safetensors {
             case .f16:
                 for i in 0..<count { output[i] = Float(Float16(bitPattern: bytes.littleEndianInteger(at: 2 * i, as: UInt16.self))) }
             case .bf16:
+                #if _endian(little)
+                if count > 0 { of_bf16_to_f32(output.baseAddress!, bytes.baseAddress!, count) }
+                #else
                 for i in 0..<count { output[i] = Float(bitPattern: UInt32(bytes.littleEndianInteger(at: 2 * i, as: UInt16.self)) << 16) }
+                #endif
             case .f64:
                 for i in 0..<count { output[i] = Float(Double(bitPattern: bytes.littleEndianInteger(at: 8 * i, as: UInt64.self))) }
             case .i64:
@@ -474,7 +479,17 @@ public enum Safetensors {
         case .f16:
             appendLittleEndian(tensor.values.map { Float16($0).bitPattern }, to: &data)
         case .bf16:
+            #if _endian(little)
+            let start = data.count
+            data.count += 2 * tensor.values.count
+            data.withUnsafeMutableBytes { target in
+                tensor.values.withUnsafeBufferPointer { values in
+                    if let source = values.baseAddress { of_f32_to_bf16(target.baseAddress! + start, source, values.count) }
+                }
+            }
+            #else
             appendLittleEndian(tensor.values.map(bfloat16Bits), to: &data)
+            #endif
         case .f64:
             appendLittleEndian(tensor.values.map { Double($0).bitPattern }, to: &data)
         default:

@@ -31,6 +31,14 @@ void of_layer_norm_backward(float *dinp, float *dweight, float *dbias, const flo
                             const float *weight, const float *mean, const float *rstd, ptrdiff_t rows,
                             ptrdiff_t width);
 
+/// bfloat16 (little-endian 16-bit patterns, any alignment) to float: the pattern is the float's
+/// upper half, so the conversion is exact.
+void of_bf16_to_f32(float *out, const void *bf16, ptrdiff_t count);
+
+/// float to bfloat16, rounded to nearest even (as PyTorch's conversion); NaN stays a quiet NaN of
+/// the same sign, values beyond bfloat16's range become ±infinity. `bf16` may be unaligned.
+void of_f32_to_bf16(void *bf16, const float *inp, ptrdiff_t count);
+
 /// e^x and erf(x) of the kernels above, one value (for tests).
 float of_exp_value(float x);
 float of_erf_value(float x);
