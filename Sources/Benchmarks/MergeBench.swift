@@ -121,7 +121,7 @@ public enum MergeBench {
         }
         let blockStarts = BlockLayout.offsets(counts)
         for task in assignment.indices { starts[task] += blockStarts[assignment[task]] }
-        let gathered = FloatBuffer(uninitializedCount: counts.reduce(0, +))
+        let gathered = FloatBuffer(uninitializedCount: counts.reduce(0, +), hugePages: true)
         for (task, vector) in own { (gathered.pointer + starts[task]).update(from: vector.pointer, count: count) }
         try communicator.allGather(into: gathered.buffer, counts: counts)
         return assignment.indices.map { FloatBuffer(viewing: gathered, offset: starts[$0], count: count) }

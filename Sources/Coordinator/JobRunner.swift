@@ -335,7 +335,7 @@ public final class JobRunner {
         }
         let blockStarts = BlockLayout.offsets(counts)
         for index in plan.tasks.indices { starts[index] += blockStarts[assignment[index]] }
-        let gathered = FloatBuffer(uninitializedCount: counts.reduce(0, +))
+        let gathered = FloatBuffer(uninitializedCount: counts.reduce(0, +), hugePages: true)
         for index in plan.tasks.indices where assignment[index] == rank {
             let result = results[index]!
             if includingTaskVectors { (gathered.pointer + starts[index]).update(from: result.taskVector.pointer, count: parameterCount) }

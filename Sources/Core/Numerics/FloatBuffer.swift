@@ -23,11 +23,16 @@ public final class FloatBuffer: @unchecked Sendable {
     }
 
     /// `count` floats whose values are whatever the memory held: for buffers about to be
-    /// overwritten entirely (a receive), where a zero fill would be a wasted pass.
-    public init(uninitializedCount count: Int) {
+    /// overwritten entirely (a receive), where a zero fill would be a wasted pass. With
+    /// `hugePages`, a buffer of `hugePageThreshold` bytes or more is backed by 2 MiB pages where
+    /// the kernel allows (transparent huge pages in "madvise" mode): first touching 256 MB then
+    /// costs 128 page faults instead of 65,536, which otherwise dominate receiving task vectors.
+    /// Off by default: whole huge pages stay resident, which a buffer that is filled slowly or
+    /// partly pays for in memory.
+    public init(uninitializedCount count: Int, hugePages: Bool = false) {
         precondition(count >= 0, "FloatBuffer count must be non-negative")
         self.count = count
-        pointer = Self.allocateStorage(count)
+        pointer = Self.allocateStorage(count, hugePages: hugePages)
         viewed = nil
     }
 
@@ -56,15 +61,12 @@ public final class FloatBuffer: @unchecked Sendable {
         if viewed == nil { free(pointer) }
     }
 
-    /// Buffers of this many bytes or more are backed by 2 MiB pages where the kernel allows
-    /// (transparent huge pages in "madvise" mode): first touching 256 MB then costs 128 page
-    /// faults instead of 65,536, which otherwise dominate receiving task vectors.
     static let hugePageThreshold = 8 << 20
     private static let hugePageSize = 2 << 20
 
-    private static func allocateStorage(_ count: Int) -> UnsafeMutablePointer<Float> {
+    private static func allocateStorage(_ count: Int, hugePages: Bool = false) -> UnsafeMutablePointer<Float> {
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
-        let huge = bytes >= hugePageThreshold
+        let huge = hugePages && bytes >= hugePageThreshold
         var memory: UnsafeMutableRawPointer?
         guard posix_memalign(&memory, huge ? hugePageSize : 64, bytes) == 0, let memory else {
             fatalError("FloatBuffer: cannot allocate \(bytes) bytes")
