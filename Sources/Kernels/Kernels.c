@@ -105,6 +105,65 @@ void of_multiply(float *restrict out, const float *restrict a, const float *rest
     for (ptrdiff_t i = 0; i < count; i++) out[i] = a[i] * b[i];
 }
 
+// The flat element-wise operations. `y` and `x` may be the same buffer (y += y), so no restrict.
+OF_VERSIONED
+void of_add(float *y, const float *x, ptrdiff_t count) {
+    for (ptrdiff_t i = 0; i < count; i++) y[i] += x[i];
+}
+
+OF_VERSIONED
+void of_axpy(float *y, float a, const float *x, ptrdiff_t count) {
+    for (ptrdiff_t i = 0; i < count; i++) y[i] += a * x[i];
+}
+
+OF_VERSIONED
+void of_subtract(float *out, const float *a, const float *b, ptrdiff_t count) {
+    for (ptrdiff_t i = 0; i < count; i++) out[i] = a[i] - b[i];
+}
+
+OF_VERSIONED
+void of_scale(float *x, float a, ptrdiff_t count) {
+    for (ptrdiff_t i = 0; i < count; i++) x[i] *= a;
+}
+
+OF_VERSIONED
+void of_adamw(float *restrict parameters, const float *restrict gradient, float *restrict m, float *restrict v,
+              ptrdiff_t count, float decay, float beta1, float beta2, float step_size, float correction2_root,
+              float epsilon) {
+    const float keep1 = 1.0f - beta1, keep2 = 1.0f - beta2;
+    for (ptrdiff_t i = 0; i < count; i++) {
+        const float g = gradient[i];
+        const float first = beta1 * m[i] + keep1 * g;
+        const float second = beta2 * v[i] + keep2 * g * g;
+        // The builtin is IEEE sqrt without errno, so the loop vectorises.
+        const float denominator = __builtin_elementwise_sqrt(second) / correction2_root + epsilon;
+        parameters[i] = parameters[i] * decay - step_size * first / denominator;
+        m[i] = first;
+        v[i] = second;
+    }
+}
+
+static inline __attribute__((always_inline)) int is_nonfinite(const float *x) {
+    uint32_t bits;
+    memcpy(&bits, x, sizeof bits);
+    return (bits & 0x7F800000u) == 0x7F800000u;
+}
+
+OF_VERSIONED
+ptrdiff_t of_first_nonfinite(const float *x, ptrdiff_t count) {
+    // Blocks of 64 are tested with an OR over the block (one vector reduction); the first
+    // block that holds one is searched value by value.
+    ptrdiff_t i = 0;
+    for (; i + 64 <= count; i += 64) {
+        int any = 0;
+        for (int l = 0; l < 64; l++) any |= is_nonfinite(x + i + l);
+        if (any) break;
+    }
+    for (; i < count; i++)
+        if (is_nonfinite(x + i)) return i;
+    return -1;
+}
+
 // Row reductions keep LANES partial sums (lane l takes elements l, l + LANES, …), added in a
 // fixed order at the end: the compiler turns the lane loop into one vector without reassociating,
 // and the result does not depend on the vector width.

@@ -218,7 +218,8 @@ public enum TaskVectorMerger {
         var first = Double.infinity
         search: for (task, slice) in slices.enumerated() {
             for index in tensors {
-                for i in layout.range(at: index).clamped(to: region) where !slice.pointer[i - region.lowerBound].isFinite {
+                let span = layout.range(at: index).clamped(to: region)
+                if !span.isEmpty, ElementWise.firstNonFinite(slice.pointer + span.lowerBound - region.lowerBound, count: span.count) != nil {
                     first = Double(task * layout.specs.count + index)
                     break search
                 }

@@ -140,52 +140,21 @@ public enum GELU {
     }
 }
 
-/// SIMD element-wise kernels over flat buffers.
+/// Element-wise kernels over flat buffers (the C kernels where a loop is the whole job).
 public enum ElementWise {
     /// y += x
     public static func add(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int) {
-        var i = 0
-        while i + 16 <= count {
-            let a = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD16<Float>.self)
-            let b = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
-            UnsafeMutableRawPointer(y + i).storeBytes(of: a + b, as: SIMD16<Float>.self)
-            i += 16
-        }
-        while i < count {
-            y[i] += x[i]
-            i += 1
-        }
+        of_add(y, x, count)
     }
 
     /// y += a · x
     public static func axpy(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>, count: Int) {
-        let va = SIMD16<Float>(repeating: a)
-        var i = 0
-        while i + 16 <= count {
-            let yv = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD16<Float>.self)
-            let xv = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
-            UnsafeMutableRawPointer(y + i).storeBytes(of: yv + va * xv, as: SIMD16<Float>.self)
-            i += 16
-        }
-        while i < count {
-            y[i] += a * x[i]
-            i += 1
-        }
+        of_axpy(y, a, x, count)
     }
 
     /// out = a - b
     public static func subtract(_ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) {
-        var i = 0
-        while i + 16 <= count {
-            let av = UnsafeRawPointer(a + i).loadUnaligned(as: SIMD16<Float>.self)
-            let bv = UnsafeRawPointer(b + i).loadUnaligned(as: SIMD16<Float>.self)
-            UnsafeMutableRawPointer(out + i).storeBytes(of: av - bv, as: SIMD16<Float>.self)
-            i += 16
-        }
-        while i < count {
-            out[i] = a[i] - b[i]
-            i += 1
-        }
+        of_subtract(out, a, b, count)
     }
 
     /// out = a ⊙ b
@@ -196,17 +165,13 @@ public enum ElementWise {
 
     /// x *= a
     public static func scale(_ x: UnsafeMutablePointer<Float>, _ a: Float, count: Int) {
-        let va = SIMD16<Float>(repeating: a)
-        var i = 0
-        while i + 16 <= count {
-            let xv = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
-            UnsafeMutableRawPointer(x + i).storeBytes(of: xv * va, as: SIMD16<Float>.self)
-            i += 16
-        }
-        while i < count {
-            x[i] *= a
-            i += 1
-        }
+        of_scale(x, a, count)
+    }
+
+    /// The index of the first infinite or NaN value, nil when all are finite.
+    public static func firstNonFinite(_ x: UnsafePointer<Float>, count: Int) -> Int? {
+        let index = of_first_nonfinite(x, count)
+        return index < 0 ? nil : index
     }
 
     /// Σ x² accumulated in Double (used for norms that decide clipping).

@@ -67,7 +67,7 @@ public struct ParameterLayout: Sendable, Equatable {
     /// Weights must be numbers: a NaN or ±inf in a model file is named here, at the file, rather
     /// than surfacing later as "loss became nan" or as accuracies of a broken model.
     public static func checkFinite(_ values: [Float], tensor: String, origin: String) throws {
-        if let index = values.firstIndex(where: { !$0.isFinite }) {
+        if let index = values.withUnsafeBufferPointer({ $0.isEmpty ? nil : ElementWise.firstNonFinite($0.baseAddress!, count: $0.count) }) {
             throw OrthofuseError("\(origin): tensor '\(tensor)' holds a non-finite value (\(values[index])) at flat index \(index)")
         }
     }

@@ -1,5 +1,6 @@
 // Optimizer: AdamW and SGD with momentum over flat parameter buffers, and the learning-rate schedule.
 import Foundation
+import Kernels
 
 public enum OptimizerKind: Sendable, Equatable {
     /// Decoupled weight decay (Loshchilov & Hutter), as torch.optim.AdamW.
@@ -79,41 +80,17 @@ public final class Optimizer {
 }
 
 extension Optimizer {
-    /// The AdamW update over one contiguous range, 16 lanes at a time (then a scalar tail);
-    /// the same operations in the same order as the scalar form, lane by lane.
+    /// The AdamW update over one contiguous range, in the C kernels (vectorised for the CPU;
+    /// the same operations in the same order as PyTorch's, lane by lane).
     @inline(__always)
     static func adamwKernel(
         parameters: UnsafeMutablePointer<Float>, gradient: UnsafePointer<Float>,
         m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, range: Range<Int>,
         decay: Float, beta1: Float, beta2: Float, stepSize: Float, correction2Root: Float, epsilon: Float
     ) {
-        typealias Vector = SIMD16<Float>
-        var i = range.lowerBound
-        let end = range.upperBound
-        while i + 16 <= end {
-            let g = UnsafeRawPointer(gradient + i).loadUnaligned(as: Vector.self)
-            var p = UnsafeRawPointer(parameters + i).loadUnaligned(as: Vector.self)
-            var first = UnsafeRawPointer(m + i).loadUnaligned(as: Vector.self)
-            var second = UnsafeRawPointer(v + i).loadUnaligned(as: Vector.self)
-            p *= decay
-            first = beta1 * first + (1 - beta1) * g
-            second = beta2 * second + (1 - beta2) * g * g
-            let denominator = second.squareRoot() / correction2Root + epsilon
-            p -= stepSize * first / denominator
-            UnsafeMutableRawPointer(parameters + i).storeBytes(of: p, as: Vector.self)
-            UnsafeMutableRawPointer(m + i).storeBytes(of: first, as: Vector.self)
-            UnsafeMutableRawPointer(v + i).storeBytes(of: second, as: Vector.self)
-            i += 16
-        }
-        while i < end {
-            let g = gradient[i]
-            parameters[i] *= decay
-            m[i] = beta1 * m[i] + (1 - beta1) * g
-            v[i] = beta2 * v[i] + (1 - beta2) * g * g
-            let denominator = v[i].squareRoot() / correction2Root + epsilon
-            parameters[i] -= stepSize * m[i] / denominator
-            i += 1
-        }
+        let start = range.lowerBound
+        of_adamw(parameters + start, gradient + start, m + start, v + start, range.count, decay, beta1, beta2,
+                 stepSize, correction2Root, epsilon)
     }
 }
 

@@ -17,6 +17,26 @@ void of_gelu_backward(float *dinp, const float *dout, const float *inp, ptrdiff_
 /// out = a ⊙ b.
 void of_multiply(float *out, const float *a, const float *b, ptrdiff_t count);
 
+/// y += x.
+void of_add(float *y, const float *x, ptrdiff_t count);
+
+/// y += a·x (a product then a sum, never fused).
+void of_axpy(float *y, float a, const float *x, ptrdiff_t count);
+
+/// out = a − b.
+void of_subtract(float *out, const float *a, const float *b, ptrdiff_t count);
+
+/// x *= a.
+void of_scale(float *x, float a, ptrdiff_t count);
+
+/// One AdamW update of `count` parameters (PyTorch's order of operations):
+/// p ← p·decay − stepSize·m / (√v / correction2Root + ε), with m and v updated from g first.
+void of_adamw(float *parameters, const float *gradient, float *m, float *v, ptrdiff_t count, float decay,
+              float beta1, float beta2, float step_size, float correction2_root, float epsilon);
+
+/// The index of the first infinite or NaN value, or −1 when every value is finite.
+ptrdiff_t of_first_nonfinite(const float *x, ptrdiff_t count);
+
 /// Each of `rows` rows of `count` values replaced by its softmax (shifted by the row's maximum).
 void of_softmax_rows(float *x, ptrdiff_t rows, ptrdiff_t count);
 
