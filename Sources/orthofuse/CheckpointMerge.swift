@@ -180,19 +180,25 @@ enum CheckpointMerge {
         let byName = models.map { model in Dictionary(uniqueKeysWithValues: model.header.tensors.map { ($0.name, $0) }) }
         func merge(_ info: SafetensorsTensorInfo, _ collectives: MergeCollectives) throws -> [Float] {
             let region = layout.range(of: info.name)!
-            let baseValues = try base.values(of: info)
-            try ParameterLayout.checkFinite(baseValues, tensor: info.name, origin: request.base.name)
-            let baseBuffer = FloatBuffer(baseValues)
+            // Each input decoded straight into a buffer of its own; a model's becomes its task
+            // vector in place, and the merge is written into the returned array: no other copies.
+            let baseBuffer = try base.floats(of: info)
+            try ParameterLayout.checkFinite(baseBuffer, tensor: info.name, origin: request.base.name)
             let taskVectors = try zip(request.models, models.indices).map { model, index in
-                let values = try models[index].values(of: byName[index][info.name]!)
+                let values = try models[index].floats(of: byName[index][info.name]!)
                 try ParameterLayout.checkFinite(values, tensor: info.name, origin: model.name)
-                return TaskVector.difference(finetuned: FloatBuffer(values), base: baseBuffer)
+                TaskVector.subtract(base: baseBuffer, from: values)
+                return values
             }
             let delta = try TaskVectorMerger.mergedSlice(taskVectors, region: region, layout: layout,
                                                          settings: request.settings, collectives: collectives)
-            let merged = FloatBuffer(count: region.count)
-            TaskArithmetic.merge(base: baseBuffer, taskVectorSum: delta, alpha: Float(request.alpha), into: merged)
-            return merged.array
+            return [Float](unsafeUninitializedCapacity: region.count) { merged, initialized in
+                if let target = merged.baseAddress {
+                    TaskArithmetic.merge(base: baseBuffer.pointer, taskVectorSum: delta.pointer, alpha: Float(request.alpha),
+                                         into: target, count: region.count)
+                }
+                initialized = region.count
+            }
         }
         guard needsPasses(request.settings) else {
             let alone = MergeCollectives(slot: 0, slotCount: 1, sum: { $0 }, minimum: { $0 })

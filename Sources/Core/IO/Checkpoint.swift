@@ -97,6 +97,16 @@ public struct Checkpoint: Sendable {
         return stored.withUnsafeBytes { Safetensors.decode($0, as: dtype, count: stored.count / dtype.byteWidth) }
     }
 
+    /// One tensor's values in a FloatBuffer of its own (decoded straight into it).
+    public func floats(of info: SafetensorsTensorInfo) throws -> FloatBuffer {
+        let dtype = SafetensorsDType(rawValue: info.dtype)!
+        let stored = try storedData(of: info)
+        let count = stored.count / dtype.byteWidth
+        let buffer = FloatBuffer(uninitializedCount: count)
+        stored.withUnsafeBytes { if count > 0 { Safetensors.decode($0, as: dtype, count: count, into: buffer.pointer) } }
+        return buffer
+    }
+
     private func storedData(of info: SafetensorsTensorInfo) throws -> Data {
         let shard = shardOfTensor[info.name] ?? 0
         let path = FileBytes.displayPath(shards[shard])

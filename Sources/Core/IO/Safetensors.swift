@@ -327,43 +327,49 @@ public enum Safetensors {
     /// Converts little-endian elements to Float with unaligned loads (the data buffer has no alignment).
     static func decode(_ bytes: UnsafeRawBufferPointer, as dtype: SafetensorsDType, count: Int) -> [Float] {
         [Float](unsafeUninitializedCapacity: count) { output, initialized in
-            switch dtype {
-            case .f32:
-                #if _endian(little)
-                if count > 0 { UnsafeMutableRawBufferPointer(output).copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[0..<(4 * count)])) }
-                #else
-                for i in 0..<count { output[i] = Float(bitPattern: bytes.littleEndianInteger(at: 4 * i, as: UInt32.self)) }
-                #endif
-            case .f16:
-                for i in 0..<count { output[i] = Float(Float16(bitPattern: bytes.littleEndianInteger(at: 2 * i, as: UInt16.self))) }
-            case .bf16:
-                #if _endian(little)
-                if count > 0 { of_bf16_to_f32(output.baseAddress!, bytes.baseAddress!, count) }
-                #else
-                for i in 0..<count { output[i] = Float(bitPattern: UInt32(bytes.littleEndianInteger(at: 2 * i, as: UInt16.self)) << 16) }
-                #endif
-            case .f64:
-                for i in 0..<count { output[i] = Float(Double(bitPattern: bytes.littleEndianInteger(at: 8 * i, as: UInt64.self))) }
-            case .i64:
-                for i in 0..<count { output[i] = Float(bytes.littleEndianInteger(at: 8 * i, as: Int64.self)) }
-            case .i32:
-                for i in 0..<count { output[i] = Float(bytes.littleEndianInteger(at: 4 * i, as: Int32.self)) }
-            case .i16:
-                for i in 0..<count { output[i] = Float(bytes.littleEndianInteger(at: 2 * i, as: Int16.self)) }
-            case .i8:
-                for i in 0..<count { output[i] = Float(Int8(bitPattern: bytes[i])) }
-            case .u64:
-                for i in 0..<count { output[i] = Float(bytes.littleEndianInteger(at: 8 * i, as: UInt64.self)) }
-            case .u32:
-                for i in 0..<count { output[i] = Float(bytes.littleEndianInteger(at: 4 * i, as: UInt32.self)) }
-            case .u16:
-                for i in 0..<count { output[i] = Float(bytes.littleEndianInteger(at: 2 * i, as: UInt16.self)) }
-            case .u8:
-                for i in 0..<count { output[i] = Float(bytes[i]) }
-            case .bool:
-                for i in 0..<count { output[i] = bytes[i] == 0 ? 0 : 1 }
-            }
+            if let base = output.baseAddress, count > 0 { decode(bytes, as: dtype, count: count, into: base) }
             initialized = count
+        }
+    }
+
+    /// The same into `output` (room for `count` floats), for callers that own the destination.
+    static func decode(_ bytes: UnsafeRawBufferPointer, as dtype: SafetensorsDType, count: Int,
+                       into output: UnsafeMutablePointer<Float>) {
+        switch dtype {
+        case .f32:
+            #if _endian(little)
+            if count > 0 { UnsafeMutableRawPointer(output).copyMemory(from: bytes.baseAddress!, byteCount: 4 * count) }
+            #else
+            for i in 0..<count { output[i] = Float(bitPattern: bytes.littleEndianInteger(at: 4 * i, as: UInt32.self)) }
+            #endif
+        case .f16:
+            for i in 0..<count { output[i] = Float(Float16(bitPattern: bytes.littleEndianInteger(at: 2 * i, as: UInt16.self))) }
+        case .bf16:
+            #if _endian(little)
+            if count > 0 { of_bf16_to_f32(output, bytes.baseAddress!, count) }
+            #else
+            for i in 0..<count { output[i] = Float(bitPattern: UInt32(bytes.littleEndianInteger(at: 2 * i, as: UInt16.self)) << 16) }
+            #endif
+        case .f64:
+            for i in 0..<count { output[i] = Float(Double(bitPattern: bytes.littleEndianInteger(at: 8 * i, as: UInt64.self))) }
+        case .i64:
+            for i in 0..<count { output[i] = Float(bytes.littleEndianInteger(at: 8 * i, as: Int64.self)) }
+        case .i32:
+            for i in 0..<count { output[i] = Float(bytes.littleEndianInteger(at: 4 * i, as: Int32.self)) }
+        case .i16:
+            for i in 0..<count { output[i] = Float(bytes.littleEndianInteger(at: 2 * i, as: Int16.self)) }
+        case .i8:
+            for i in 0..<count { output[i] = Float(Int8(bitPattern: bytes[i])) }
+        case .u64:
+            for i in 0..<count { output[i] = Float(bytes.littleEndianInteger(at: 8 * i, as: UInt64.self)) }
+        case .u32:
+            for i in 0..<count { output[i] = Float(bytes.littleEndianInteger(at: 4 * i, as: UInt32.self)) }
+        case .u16:
+            for i in 0..<count { output[i] = Float(bytes.littleEndianInteger(at: 2 * i, as: UInt16.self)) }
+        case .u8:
+            for i in 0..<count { output[i] = Float(bytes[i]) }
+        case .bool:
+            for i in 0..<count { output[i] = bytes[i] == 0 ? 0 : 1 }
         }
     }
 

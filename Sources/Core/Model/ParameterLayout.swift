@@ -66,8 +66,19 @@ public struct ParameterLayout: Sendable, Equatable {
 
     /// Weights must be numbers: a NaN or ±inf in a model file is named here, at the file, rather
     /// than surfacing later as "loss became nan" or as accuracies of a broken model.
+    public static func checkFinite(_ values: FloatBuffer, tensor: String, origin: String) throws {
+        try checkFinite(values.pointer, count: values.count, tensor: tensor, origin: origin)
+    }
+
     public static func checkFinite(_ values: [Float], tensor: String, origin: String) throws {
-        if let index = values.withUnsafeBufferPointer({ $0.isEmpty ? nil : ElementWise.firstNonFinite($0.baseAddress!, count: $0.count) }) {
+        try values.withUnsafeBufferPointer { buffer in
+            guard let base = buffer.baseAddress else { return }
+            try checkFinite(base, count: buffer.count, tensor: tensor, origin: origin)
+        }
+    }
+
+    private static func checkFinite(_ values: UnsafePointer<Float>, count: Int, tensor: String, origin: String) throws {
+        if let index = ElementWise.firstNonFinite(values, count: count) {
             throw OrthofuseError("\(origin): tensor '\(tensor)' holds a non-finite value (\(values[index])) at flat index \(index)")
         }
     }
