@@ -4,44 +4,58 @@
 # OrthoReg, one thread each, batch 128. Needs a CPU torch for the comparison (pip install
 # torch==2.13.0+cpu; timm for the ViT); prints the ratios.
 #
-# Usage: scripts/bench.sh [--steps N] [--batch B]   (PYTHON=... picks the interpreter with torch)
+# The two tools take turns `--repeats` times (orthofuse's four settings, then PyTorch's, and
+# again), so that a slow spell of a shared machine falls on both; each line gives the median of
+# the repeats' ratios and their range.
+#
+# Usage: scripts/bench.sh [--steps N] [--batch B] [--repeats R]   (PYTHON=... picks the interpreter with torch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=300
 batch=128
+repeats=3
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --steps) steps="$2"; shift 2 ;;
         --batch) batch="$2"; shift 2 ;;
+        --repeats) repeats="$2"; shift 2 ;;
         *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
 python="${PYTHON:-python3}"
-swift build -c release --product orthofuse >/dev/null
+swift build -c release --product orthofuse 2>&1 | grep -E "error" || true
 bench() { .build/release/orthofuse bench train --batch "$batch" "$@"; }
+vit_steps=$(( steps / 10 > 10 ? steps / 10 : 10 ))
+has_torch=true
+"$python" -c "import torch" 2>/dev/null || has_torch=false
 
-ours=()
-for lambda in 0 1; do ours+=("$(bench --arch mlp --steps "$steps" --orthoreg "$lambda")"); done
-for lambda in 0 1; do ours+=("$(bench --arch vit --steps $(( steps / 10 > 10 ? steps / 10 : 10 )) --orthoreg "$lambda")"); done
-printf '%s\n' "${ours[@]}"
-if ! "$python" -c "import torch" 2>/dev/null; then
+ours=""
+theirs=""
+for ((repeat = 1; repeat <= repeats; repeat++)); do
+    for lambda in 0 1; do ours+="$(bench --arch mlp --steps "$steps" --orthoreg "$lambda")"$'\n'; done
+    for lambda in 0 1; do ours+="$(bench --arch vit --steps "$vit_steps" --orthoreg "$lambda")"$'\n'; done
+    if $has_torch; then theirs+="$(cd scripts && "$python" bench_torch.py --steps "$steps" --batch "$batch")"$'\n'; fi
+done
+printf '%s' "$ours"
+if ! $has_torch; then
     echo "torch not installed: pip install torch==2.13.0+cpu for the comparison (PYTHON=... to pick its interpreter)"
     exit 0
 fi
-theirs=$(cd scripts && "$python" bench_torch.py --steps "$steps" --batch "$batch")
-echo "$theirs"
-# Pair each of ours (JSON lines, in the order mlp 0, mlp 1, vit 0, vit 1) with torch's line of the same setting.
-printf '%s\n' "${ours[@]}" | "$python" -c '
-import json, re, sys
-torch = {}
+printf '%s' "$theirs"
+# Pair the k-th run of each setting (ours: JSON lines; torch's: text lines) and take medians.
+printf '%s' "$ours" | "$python" -c '
+import json, re, statistics, sys
+torch, mine = {}, {}
 for line in sys.argv[1].splitlines():
     match = re.match(r"torch (mlp|vit) .*orthoreg=([0-9.]+): ([0-9.]+) ms/step", line)
-    if match: torch[(match[1], float(match[2]))] = float(match[3])
+    if match: torch.setdefault((match[1], float(match[2])), []).append(float(match[3]))
 for line in sys.stdin:
     ours = json.loads(line)
-    key = (ours["arch"], float(ours["orthoreg"]))
-    if key in torch:
-        mine = ours["ms_per_step"]
-        print(f"{key[0]} orthoreg={key[1]:g}: orthofuse {mine:.2f} ms, torch {torch[key]:.2f} ms: "
-              f"torch/orthofuse {torch[key] / mine:.2f}x (>1: orthofuse is faster)")
+    mine.setdefault((ours["arch"], float(ours["orthoreg"])), []).append(ours["ms_per_step"])
+for key, times in mine.items():
+    if key not in torch: continue
+    ratios = [t / m for m, t in zip(times, torch[key])]
+    print(f"{key[0]} orthoreg={key[1]:g}: orthofuse {statistics.median(times):.2f} ms, torch {statistics.median(torch[key]):.2f} ms "
+          f"(medians of {len(ratios)}): torch/orthofuse {statistics.median(ratios):.2f}x, range {min(ratios):.2f}-{max(ratios):.2f} "
+          f"(>1: orthofuse is faster)")
 ' "$theirs"

@@ -15,6 +15,8 @@ public enum MergeKnob: String, Sendable, CaseIterable {
     case k
     /// DARE's random stream.
     case seed
+    /// Iso-CTS' share of each matrix's rank given to the common subspace.
+    case commonFraction = "common_fraction"
 
     /// The methods that read this knob; writing it for any other is an error, not a silent no-op.
     public var methods: [MergeMethodName] {
@@ -24,8 +26,12 @@ public enum MergeKnob: String, Sendable, CaseIterable {
         case .gamma: [.breadcrumbs]
         case .lambda, .k: [.consensus]
         case .seed: [.dare, .dareTies]
+        case .commonFraction: [.isoCTS]
         }
     }
+
+    /// The command-line option that sets it (`--common-fraction`).
+    public var flag: String { "--" + rawValue.replacingOccurrences(of: "_", with: "-") }
 
     /// "only allowed with name: ties, dare" (`word` is the key that names the method).
     public func notAllowedMessage(methodKey word: String) -> String {
@@ -40,6 +46,7 @@ public enum MergeKnob: String, Sendable, CaseIterable {
         case .gamma: value >= 0 && value < 1 ? nil : "must be in [0, 1)"
         case .lambda: value >= 0 ? nil : "must be >= 0"
         case .k: value >= 1 ? nil : "must be > 0"
+        case .commonFraction: value >= 0 && value <= 1 ? nil : "must be in [0, 1]"
         case .trim, .seed: nil
         }
     }
@@ -48,7 +55,7 @@ public enum MergeKnob: String, Sendable, CaseIterable {
     /// carry the job's seed and OrthoReg's λ.
     public var metadataKey: String {
         switch self {
-        case .density, .trim, .gamma: "orthofuse.\(rawValue)"
+        case .density, .trim, .gamma, .commonFraction: "orthofuse.\(rawValue)"
         case .lambda: "orthofuse.consensus_lambda"
         case .k: "orthofuse.consensus_k"
         case .seed: "orthofuse.merge_seed"
@@ -72,6 +79,7 @@ extension MergeSettings {
             case .lambda: (knob, "\(consensusLambda)")
             case .k: (knob, "\(consensusK)")
             case .seed: (knob, "\(seed)")
+            case .commonFraction: (knob, "\(commonFraction)")
             }
         }
     }
@@ -179,7 +187,9 @@ public struct MergeMethodConfig: Sendable, Equatable, Codable {
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case name, label, density, trim, gamma, lambda, k, seed, alpha
+        case name, label, density, trim, gamma, lambda, k, seed
+        case commonFraction = "common_fraction"
+        case alpha
     }
 
     private static func key(_ knob: MergeKnob) -> CodingKeys {
@@ -190,6 +200,7 @@ public struct MergeMethodConfig: Sendable, Equatable, Codable {
         case .lambda: .lambda
         case .k: .k
         case .seed: .seed
+        case .commonFraction: .commonFraction
         }
     }
 
@@ -225,6 +236,10 @@ public struct MergeMethodConfig: Sendable, Equatable, Codable {
         }
         settings.consensusK = try container.integer(.k, in: 1...JobLimits.tasks, default: settings.consensusK)
         settings.seed = try container.optional(UInt64.self, .seed, default: settings.seed)
+        if let fraction = try container.optionalNumber(.commonFraction) {
+            if let message = MergeKnob.commonFraction.rangeViolation(fraction) { throw container.invalid(.commonFraction, message) }
+            settings.commonFraction = fraction
+        }
         if let (knob, message) = settings.combinationViolation {
             throw container.invalid(Self.key(knob), message)
         }
@@ -254,6 +269,7 @@ public struct MergeMethodConfig: Sendable, Equatable, Codable {
             case .lambda: try container.encodeNumber(settings.consensusLambda, forKey: .lambda)
             case .k: try container.encode(settings.consensusK, forKey: .k)
             case .seed: try container.encode(settings.seed, forKey: .seed)
+            case .commonFraction: try container.encodeNumber(settings.commonFraction, forKey: .commonFraction)
             }
         }
         try container.encodeIfPresent(alpha, forKey: .alpha)

@@ -17,6 +17,7 @@ public struct MergeRecipe: Sendable, Equatable, Decodable {
     public let lambda: Double?
     public let k: Int?
     public let seed: UInt64?
+    public let commonFraction: Double?
     public let base: JobPath?
     public let models: [JobPath]?
     public let output: JobPath?
@@ -32,12 +33,15 @@ public struct MergeRecipe: Sendable, Equatable, Decodable {
             case .lambda: lambda != nil
             case .k: k != nil
             case .seed: seed != nil
+            case .commonFraction: commonFraction != nil
             }
         }
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case method, alpha, density, trim, gamma, lambda, k, seed, base, models, output, dtype
+        case method, alpha, density, trim, gamma, lambda, k, seed
+        case commonFraction = "common_fraction"
+        case base, models, output, dtype
     }
 
     public init(from decoder: any Decoder) throws {
@@ -59,6 +63,7 @@ public struct MergeRecipe: Sendable, Equatable, Decodable {
         lambda = try knob(.lambda, .lambda)
         k = container.contains(.k) ? try container.integer(.k, in: 1...JobLimits.tasks) : nil
         seed = try container.decodeIfPresent(UInt64.self, forKey: .seed)
+        commonFraction = try knob(.commonFraction, .commonFraction)
         base = try container.decodeIfPresent(JobPath.self, forKey: .base)
         models = try container.decodeIfPresent([JobPath].self, forKey: .models)
         if let models, let message = StrictDecoding.countViolation(models.count, 1...JobLimits.tasks) {

@@ -164,7 +164,7 @@ enum CheckpointMerge {
     static func needsPasses(_ settings: MergeSettings) -> Bool {
         switch settings.method {
         case .ties, .dareTies: true
-        case .average, .taskArithmetic, .dare, .breadcrumbs, .tsv, .consensus, .isoC, .magmax: false
+        case .average, .taskArithmetic, .dare, .breadcrumbs, .tsv, .consensus, .isoC, .isoCTS, .magmax: false
         }
     }
 

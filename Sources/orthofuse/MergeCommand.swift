@@ -51,6 +51,9 @@ struct Merge: ParsableCommand {
     @Option(parsing: .unconditional, help: "Seed of the random drops (dare, dare_ties).")
     var seed: UInt64?
 
+    @Option(parsing: .unconditional, help: "Share of each matrix's rank given to the common subspace, in [0, 1] (iso_cts; default 0.8).")
+    var commonFraction: Double?
+
     @Option(help: "The base checkpoint θ0 (safetensors).")
     var base: String?
 
@@ -158,7 +161,7 @@ struct Merge: ParsableCommand {
         var sources: [MergeKnob: String] = [:]
         func take<T>(_ knob: MergeKnob, flag: T?, file: T?) -> T? {
             if let flag {
-                sources[knob] = "--\(knob.rawValue)"
+                sources[knob] = knob.flag
                 return flag
             }
             if file != nil { sources[knob] = "\(origin): \(knob.rawValue)" }
@@ -176,6 +179,7 @@ struct Merge: ParsableCommand {
         let lambda = take(.lambda, flag: consensusLambda, file: recipe?.lambda)
         let k = take(.k, flag: consensusK, file: recipe?.k)
         let seed = take(.seed, flag: self.seed, file: recipe?.seed)
+        let commonFraction = take(.commonFraction, flag: self.commonFraction, file: recipe?.commonFraction)
         for knob in MergeKnob.allCases where !knob.methods.contains(method) {
             if let source = sources[knob] {
                 let users = knob.methods.map(\.rawValue).joined(separator: ", ")
@@ -183,7 +187,8 @@ struct Merge: ParsableCommand {
             }
         }
         // Config values were range-checked when read; options are checked here.
-        for (knob, value) in [(MergeKnob.density, density), (.gamma, gamma), (.lambda, lambda), (.k, k.map(Double.init))] {
+        for (knob, value) in [(MergeKnob.density, density), (.gamma, gamma), (.lambda, lambda), (.k, k.map(Double.init)),
+                             (.commonFraction, commonFraction)] {
             if let value, let message = knob.rangeViolation(value) {
                 throw OrthofuseError("\(sources[knob]!): \(message)")
             }
@@ -195,6 +200,7 @@ struct Merge: ParsableCommand {
         if let lambda { settings.consensusLambda = lambda }
         if let k { settings.consensusK = k }
         if let seed { settings.seed = seed }
+        if let commonFraction { settings.commonFraction = commonFraction }
         if let (knob, message) = settings.combinationViolation {
             throw OrthofuseError("\(sources[knob] ?? knob.rawValue): \(message)")
         }

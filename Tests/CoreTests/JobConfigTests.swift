@@ -341,7 +341,7 @@ final class JobConfigTests: XCTestCase {
              "job.yaml: runtime.coordinator_trains: expected true or false, got \"maybe\""),
             ("name: quickstart", "name: q\nmerge: {methods: [task_arithmetic, tie]}",
              "job.yaml: merge.methods[1]: expected one of average, task_arithmetic, ties, dare, dare_ties, breadcrumbs, "
-                + "tsv, consensus, iso_c, magmax, got \"tie\""),
+                + "tsv, consensus, iso_c, iso_cts, magmax, got \"tie\""),
             ("name: quickstart", "name: q\nmerge: {methods: [[ties]]}",
              "job.yaml: merge.methods[0]: expected a method name or {name: method, ...}, got a list"),
             ("name: quickstart", "name: q\nmerge: {methods: [{name: ties, trim: local}]}",
@@ -491,7 +491,7 @@ final class JobConfigTests: XCTestCase {
     func testMergeMethodErrorsNameTheKey() {
         let cases: [(String, String)] = [
             ("{methods: [{name: ties, densty: 0.2}]}",
-             "job.yaml: merge.methods[0].densty: unknown key (allowed: name, label, density, trim, gamma, lambda, k, seed, alpha)"),
+             "job.yaml: merge.methods[0].densty: unknown key (allowed: name, label, density, trim, gamma, lambda, k, seed, common_fraction, alpha)"),
             ("{methods: [{density: 0.2}]}", "job.yaml: merge.methods[0].name: required"),
             ("{methods: [{name: tsv, density: 0.2}]}",
              "job.yaml: merge.methods[0].density: only allowed with name: ties, dare, dare_ties, breadcrumbs"),

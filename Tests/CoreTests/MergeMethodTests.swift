@@ -97,6 +97,29 @@ final class MergeMethodTests: XCTestCase {
         }
     }
 
+    func testIsoCTSMatchesFormula() throws {
+        // (tasks, f): the 6×4 weight and the 3×5 projection get common and task directions in
+        // several proportions, none common at f = 0.
+        for (taskCount, fraction) in [(2, 0.5), (3, 0.5), (3, 0.0), (2, 0.8)] {
+            let vectors = Self.taskVectors(taskCount, seed: 37)
+            let expected = MergeReference.isoCTS(Self.doubles(vectors), layout: Self.layout, commonFraction: fraction)
+            checkTensor("iso_cts T=\(taskCount) f=\(fraction)",
+                        try merged(vectors, MergeSettings(method: .isoCTS, commonFraction: fraction)), expected,
+                        relative: 2e-5, absolute: 1e-5)
+        }
+        XCTAssertEqual(IsotropicMerge.subspaceSizes(rank: 4, tasks: 2, commonFraction: 0.8).common, 4, "½ rounds to even: 0 per task")
+        XCTAssertTrue(IsotropicMerge.subspaceSizes(rank: 3, tasks: 2, commonFraction: 0) == (1, 1), "never more than the rank")
+        // f = 1 keeps only the sum's directions: Iso-C.
+        let vectors = Self.taskVectors(3, seed: 41)
+        checkTensor("iso_cts f=1", try merged(vectors, MergeSettings(method: .isoCTS, commonFraction: 1)),
+                    MergeReference.isoC(Self.doubles(vectors), layout: Self.layout), relative: 2e-5, absolute: 1e-5)
+        // Its spectrum is flat too.
+        let cts = try merged(vectors, MergeSettings(method: .isoCTS, commonFraction: 0.5))
+        let spectrum = MergeReference.jacobiSVD(cts[Self.layout.range(at: 0)].map(Double.init), rows: 6, columns: 4).s
+        for value in spectrum { XCTAssertEqual(value, spectrum[0], accuracy: 1e-4 * spectrum[0]) }
+        XCTAssertThrowsError(try MergeSettings(method: .isoCTS, commonFraction: 1.5).validate())
+    }
+
     func testIsoCMatchesFormula() throws {
         for taskCount in [1, 3] {
             let vectors = Self.taskVectors(taskCount, seed: 23)
@@ -511,6 +534,57 @@ enum MergeReference {
             let s = jacobiSVD(block, rows: m, columns: n).s
             let mean = s.reduce(0, +) / Double(s.count)
             for (offset, value) in polar(block, rows: m, columns: n).enumerated() { merged[range.lowerBound + offset] = mean * value }
+        }
+        return merged
+    }
+
+    /// Iso-CTS as the released code computes it, in Double: per matrix the top k directions of
+    /// Στ and, per task, the top s of τt − U_k·U_kᵀ·τt; both sides orthogonalised (polar);
+    /// σ̄ the mean of the singular values taken. Other tensors the mean of the task vectors.
+    static func isoCTS(_ tasks: [[Double]], layout: ParameterLayout, commonFraction f: Double) -> [Double] {
+        let total = sum(tasks)
+        var merged = [Double](repeating: 0, count: layout.totalCount)
+        for (index, spec) in layout.specs.enumerated() {
+            let range = layout.range(at: index)
+            guard spec.isMatrix else {
+                for i in range { merged[i] = total[i] / Double(tasks.count) }
+                continue
+            }
+            let (m, n) = (spec.shape[0], spec.shape[1])
+            let r = min(m, n)
+            let s = min(Int((Double(r - Int(Double(r) * f)) / Double(tasks.count)).rounded(.toNearestOrEven)), r / tasks.count)
+            let k = r - s * tasks.count
+            let whole = jacobiSVD(Array(total[range]), rows: m, columns: n)
+            var left: [[Double]] = [], right: [[Double]] = [], values: [Double] = []
+            func take(_ svd: (u: [Double], s: [Double], v: [Double]), _ count: Int) {
+                for l in 0..<count {
+                    left.append((0..<m).map { svd.u[$0 * r + l] })
+                    right.append((0..<n).map { svd.v[$0 * r + l] })
+                    values.append(svd.s[l])
+                }
+            }
+            for task in tasks where s > 0 {
+                let w = Array(task[range])
+                var outside = w
+                for i in 0..<m {
+                    for j in 0..<n {
+                        for l in 0..<k {
+                            let dot = (0..<m).reduce(0.0) { $0 + whole.u[$1 * r + l] * w[$1 * n + j] }
+                            outside[i * n + j] -= whole.u[i * r + l] * dot
+                        }
+                    }
+                }
+                take(jacobiSVD(outside, rows: m, columns: n), s)
+            }
+            take(whole, k)
+            let u = polar((0..<(m * r)).map { left[$0 % r][$0 / r] }, rows: m, columns: r)
+            let vt = polar(right.flatMap { $0 }, rows: r, columns: n)
+            let mean = values.reduce(0, +) / Double(r)
+            for i in 0..<m {
+                for j in 0..<n {
+                    merged[range.lowerBound + i * n + j] = mean * (0..<r).reduce(0.0) { $0 + u[i * r + $1] * vt[$1 * n + j] }
+                }
+            }
         }
         return merged
     }

@@ -33,6 +33,7 @@ final class MergeRecipeTests: XCTestCase {
             lambda: 0.5
             k: 3
             seed: 9
+            common_fraction: 0.6
             base: models/base.safetensors
             models: [a.safetensors, /abs/b.safetensors]
             output: ../out/merged.safetensors
@@ -47,6 +48,7 @@ final class MergeRecipeTests: XCTestCase {
         XCTAssertEqual(recipe.lambda, 0.5)
         XCTAssertEqual(recipe.k, 3)
         XCTAssertEqual(recipe.seed, 9)
+        XCTAssertEqual(recipe.commonFraction, 0.6)
         XCTAssertEqual(recipe.writtenKnobs, MergeKnob.allCases)
         XCTAssertEqual(recipe.base?.url.path, "/srv/merges/models/base.safetensors")
         XCTAssertEqual(recipe.models?.map(\.url.path), ["/srv/merges/a.safetensors", "/abs/b.safetensors"])
@@ -64,8 +66,8 @@ final class MergeRecipeTests: XCTestCase {
     func testErrorsNameTheKey() {
         let cases: [(String, String)] = [
             ("method: ties\ndensty: 0.2",
-             "merge.yaml: densty: unknown key (allowed: method, alpha, density, trim, gamma, lambda, k, seed, base, models, output, dtype)"),
-            ("method: tie", "merge.yaml: method: expected one of average, task_arithmetic, ties, dare, dare_ties, breadcrumbs, tsv, consensus, iso_c, magmax, got \"tie\""),
+             "merge.yaml: densty: unknown key (allowed: method, alpha, density, trim, gamma, lambda, k, seed, common_fraction, base, models, output, dtype)"),
+            ("method: tie", "merge.yaml: method: expected one of average, task_arithmetic, ties, dare, dare_ties, breadcrumbs, tsv, consensus, iso_c, iso_cts, magmax, got \"tie\""),
             ("trim: local", "merge.yaml: trim: expected one of global, per-tensor, got \"local\""),
             ("density: 0", "merge.yaml: density: must be in (0, 1]"),
             ("gamma: 1", "merge.yaml: gamma: must be in [0, 1)"),

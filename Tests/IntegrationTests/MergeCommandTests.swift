@@ -181,6 +181,8 @@ final class MergeCommandTests: XCTestCase {
             .map { (MergeSettings(method: $0), [String]()) }
         cases.append((MergeSettings(method: .ties, density: 0.3), ["--density", "0.3"]))
         cases.append((MergeSettings(method: .ties, density: 0.3, trim: .perTensor), ["--density", "0.3", "--trim", "per-tensor"]))
+        cases.append((MergeSettings(method: .isoCTS), []))
+        cases.append((MergeSettings(method: .isoCTS, commonFraction: 0.5), ["--common-fraction", "0.5"]))
         for (index, (settings, knobs)) in cases.enumerated() {
             let output = "merged-\(index).safetensors"
             let outcome = try merge(["--method", settings.method.rawValue, "--alpha", "0.7", "--base", "base.safetensors",

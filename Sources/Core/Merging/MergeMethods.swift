@@ -12,6 +12,7 @@ public enum MergeMethodName: String, Sendable, Codable, CaseIterable {
     case tsv
     case consensus
     case isoC = "iso_c"
+    case isoCTS = "iso_cts"
     case magmax
 }
 
@@ -39,11 +40,14 @@ public struct MergeSettings: Sendable, Equatable {
     public var consensusLambda: Double
     /// consensus: keep entries that at least k tasks' TALL masks select (≥ 1).
     public var consensusK: Int
+    /// iso_cts: the share of each matrix's rank given to the common subspace (the top singular
+    /// directions of Στt), in [0, 1]; the rest is shared equally among the tasks' own directions.
+    public var commonFraction: Double
 
     /// `density` nil takes the method's default (`defaultDensity(for:)`).
     public init(
         method: MergeMethodName, density: Double? = nil, trim: TrimScope = .global, gamma: Double = 0.01,
-        seed: UInt64 = 0, consensusLambda: Double = 0.4, consensusK: Int = 2
+        seed: UInt64 = 0, consensusLambda: Double = 0.4, consensusK: Int = 2, commonFraction: Double = 0.8
     ) {
         self.method = method
         self.density = density ?? Self.defaultDensity(for: method)
@@ -52,6 +56,7 @@ public struct MergeSettings: Sendable, Equatable {
         self.seed = seed
         self.consensusLambda = consensusLambda
         self.consensusK = consensusK
+        self.commonFraction = commonFraction
     }
 
     /// ties 0.2 (the TIES paper's k = 20 %); dare and dare_ties 0.5 (p = 0.5: full fine-tuning
@@ -63,7 +68,7 @@ public struct MergeSettings: Sendable, Equatable {
         case .ties: return 0.2
         case .dare, .dareTies: return 0.5
         case .breadcrumbs: return 0.1
-        case .average, .taskArithmetic, .tsv, .consensus, .isoC, .magmax: return 1
+        case .average, .taskArithmetic, .tsv, .consensus, .isoC, .isoCTS, .magmax: return 1
         }
     }
 
@@ -72,7 +77,7 @@ public struct MergeSettings: Sendable, Equatable {
     public var needsWholeTensors: Bool {
         switch method {
         case .ties: trim == .perTensor
-        case .breadcrumbs, .tsv, .isoC: true
+        case .breadcrumbs, .tsv, .isoC, .isoCTS: true
         case .average, .taskArithmetic, .dare, .dareTies, .consensus, .magmax: false
         }
     }
@@ -84,8 +89,13 @@ public struct MergeSettings: Sendable, Equatable {
             guard density > 0 && density <= 1 else {
                 throw OrthofuseError("merge \(method.rawValue): density must be in (0, 1], got \(density)")
             }
-        case .average, .taskArithmetic, .tsv, .consensus, .isoC, .magmax:
+        case .average, .taskArithmetic, .tsv, .consensus, .isoC, .isoCTS, .magmax:
             break
+        }
+        if method == .isoCTS {
+            guard commonFraction >= 0 && commonFraction <= 1 else {
+                throw OrthofuseError("merge iso_cts: common_fraction must be in [0, 1], got \(commonFraction)")
+            }
         }
         if method == .breadcrumbs {
             guard gamma >= 0 && gamma < 1 else {
@@ -126,6 +136,8 @@ public enum TaskVectorMerger {
     /// - tsv (Gargiulo et al. 2025): `TaskSingularVectorsMerge`.
     /// - consensus (Wang et al. 2024, TALL masks): `ConsensusMask`.
     /// - iso_c (Marczak et al. 2025): `IsotropicMerge`, Σt τt with each matrix's spectrum flattened.
+    /// - iso_cts (the same paper): `IsotropicMerge.commonAndTaskSpecific`, the sum's top directions
+    ///   and each task's own beyond them, orthogonalised, with a flat spectrum.
     /// - magmax (Marczak et al. 2024): `MagnitudeMax`, per entry the task value of largest |τ|.
     ///
     /// Sums run in task order in Float32. Throws (one line) for no task vectors, a vector whose
@@ -202,6 +214,8 @@ public enum TaskVectorMerger {
             return ConsensusMask.merge(slices, count: count, lambda: Float(settings.consensusLambda), k: settings.consensusK)
         case .isoC:
             return try IsotropicMerge.merge(slices, layout: layout, region: region)
+        case .isoCTS:
+            return try IsotropicMerge.merge(slices, layout: layout, region: region, commonFraction: settings.commonFraction)
         case .magmax:
             return MagnitudeMax.merge(slices, count: count)
         }
