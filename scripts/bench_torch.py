@@ -87,7 +87,7 @@ def main():
     try:
         for lam in (0.0, 1.0):
             backbone, width = make_vit()
-            ms = step_ms(backbone, width, 784, args.classes, args.batch, max(args.steps // 10, 10), lam)
+            ms = step_ms(backbone, width, 784, args.classes, args.batch, max(args.steps // 5, 10), lam)
             print(f"torch vit 28x28 p7 d64 depth4 batch {args.batch} adamw orthoreg={lam:g}: {ms:.3f} ms/step")
     except ImportError as error:
         print(f"torch vit: skipped (timm not importable: {error}); pip install timm pillow --no-deps")
