@@ -62,10 +62,12 @@ enum CheckpointMerge {
         var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     }
 
-    /// The output's tensors in file order, `threads` at a time: when the writer asks for tensor i
-    /// and it is not ready, tensors i..<i + threads are merged concurrently (each tensor's merge
-    /// is independent of the others', so the result does not depend on `threads`); memory is
-    /// about `threads` × (T + 3) × the largest tensor. `produce` runs on several threads at once:
+    /// The output's tensors in file order, up to `threads` at a time: when the writer asks for
+    /// tensor i and it is not ready, tensors i, i + 1, … are merged concurrently, as many as fit
+    /// in `threads` and whose elements together do not exceed the largest tensor's (so the
+    /// largest tensors are merged one at a time). Each tensor's merge is independent of the
+    /// others', so the result does not depend on `threads`; memory is about (T + 3) × the
+    /// largest tensor, whatever `threads`. `produce` runs on several threads at once:
     /// it reads its inputs through file handles of its own and merges into buffers of its own
     /// (the collectives RegionPasses hands out are all answered by then, so they only read).
     final class MergeAhead: @unchecked Sendable {
@@ -74,16 +76,34 @@ enum CheckpointMerge {
         private let produce: (SafetensorsTensorInfo) throws -> Checkpoint.TensorData
         private var ready: [Int: Checkpoint.TensorData] = [:]
 
+        private let elementBudget: Int
+
         init(tensors: [SafetensorsTensorInfo], threads: Int,
              produce: @escaping (SafetensorsTensorInfo) throws -> Checkpoint.TensorData) {
             self.tensors = tensors
             self.threads = max(1, threads)
             self.produce = produce
+            elementBudget = tensors.map(Self.elements).max() ?? 0
+        }
+
+        private static func elements(_ info: SafetensorsTensorInfo) -> Int {
+            info.shape.reduce(1, *)
+        }
+
+        /// Tensors index, index + 1, … while they fit in `threads` and the element budget (the
+        /// first always does).
+        private func batch(from index: Int) -> Range<Int> {
+            var end = index + 1, elements = Self.elements(tensors[index])
+            while end < tensors.count, end - index < threads, elements + Self.elements(tensors[end]) <= elementBudget {
+                elements += Self.elements(tensors[end])
+                end += 1
+            }
+            return index..<end
         }
 
         func data(_ index: Int) throws -> Checkpoint.TensorData {
             if let done = ready.removeValue(forKey: index) { return done }
-            let batch = index..<min(index + threads, tensors.count)
+            let batch = batch(from: index)
             let results = ConcurrentResults<Checkpoint.TensorData>(count: batch.count)
             DispatchQueue.concurrentPerform(iterations: batch.count) { offset in
                 results.set(offset, Result { try produce(tensors[batch.lowerBound + offset]) })
