@@ -61,14 +61,20 @@ def orthoreg(model, base):
     return total
 
 
+def inputs(array):
+    """As orthofuse reads npz inputs: float32 as is, float64 converted, uint8 divided by 255."""
+    values = torch.from_numpy(array).float()
+    return values / 255 if array.dtype == np.uint8 else values
+
+
 def load_task(data, name, validation_fraction=0.1, validation_max=5000, seed=0):
     train = np.load(f"{data}/{name}/train.npz")
     test = np.load(f"{data}/{name}/test.npz")
-    x, y = torch.from_numpy(train["x"]).float(), torch.from_numpy(train["y"]).long()
+    x, y = inputs(train["x"]), torch.from_numpy(train["y"]).long()
     held = min(int(validation_fraction * len(y)), validation_max)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     return {"train": (x[order[held:]], y[order[held:]]), "validation": (x[order[:held]], y[order[:held]]),
-            "test": (torch.from_numpy(test["x"]).float(), torch.from_numpy(test["y"]).long())}
+            "test": (inputs(test["x"]), torch.from_numpy(test["y"]).long())}
 
 
 @torch.no_grad()
