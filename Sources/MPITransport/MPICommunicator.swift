@@ -223,9 +223,21 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     /// per rank, which needs no displacements. No staging, no copies: MPI receives straight
     /// into the caller's buffer.
     public func allGather(into buffer: UnsafeMutableBufferPointer<Float>, counts: [Int]) throws {
-        let offsets = try BlockLayout.offsets(counts, total: buffer.count, ranks: size)
-        // Every rank must pass the same counts, or MPI would misplace blocks or wait forever.
-        for (r, count) in counts.enumerated() { try requireSameCount(count, what: "all-gather block \(r)") }
+        // Every rank must pass the same valid counts, or MPI would misplace blocks or wait
+        // forever: agreed in one all-reduce before any rank can throw, so all throw together.
+        let offsets = try? BlockLayout.offsets(counts, total: buffer.count, ranks: size)
+        let padded = (0..<size).map { Int64($0 < counts.count ? counts[$0] : -1) }
+        var bounds = [Int64(offsets == nil ? 1 : 0)] + padded + padded.map { -$0 }
+        try bounds.withUnsafeMutableBytes { raw in
+            try MPIEnvironment.check(
+                MPI_Allreduce(ofmpi_in_place(), raw.baseAddress, Int32(raw.count / MemoryLayout<Int64>.stride), ofmpi_int64(),
+                              ofmpi_op_max(), communicator),
+                "MPI_Allreduce of the all-gather block counts")
+        }
+        let agreed = bounds[0] == 0 && (0..<size).allSatisfy { bounds[1 + $0] == -bounds[1 + size + $0] }
+        guard agreed, let offsets else {
+            throw TransportError("allGather(into:): the ranks passed different or invalid block counts (this rank: \(counts) for a buffer of \(buffer.count))")
+        }
         guard let base = buffer.baseAddress, buffer.count > 0 else { return }
         guard buffer.count <= maxElementsPerCall else {
             for r in 0..<size where counts[r] > 0 {
