@@ -118,6 +118,12 @@ void of_axpy(float *y, float a, const float *x, ptrdiff_t count) {
 
 OF_VERSIONED
 void of_subtract(float *out, const float *a, const float *b, ptrdiff_t count) {
+    // In place (out == a) gets a loop of its own: the general loop's overlap check would send
+    // it down the scalar path.
+    if (out == a) {
+        for (ptrdiff_t i = 0; i < count; i++) out[i] -= b[i];
+        return;
+    }
     for (ptrdiff_t i = 0; i < count; i++) out[i] = a[i] - b[i];
 }
 

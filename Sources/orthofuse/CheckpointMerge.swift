@@ -68,8 +68,7 @@ enum CheckpointMerge {
     /// largest tensors are merged one at a time). Each tensor's merge is independent of the
     /// others', so the result does not depend on `threads`; memory is about (T + 3) × the
     /// largest tensor, whatever `threads`. `produce` runs on several threads at once:
-    /// it reads its inputs through file handles of its own and merges into buffers of its own
-    /// (the collectives RegionPasses hands out are all answered by then, so they only read).
+    /// it reads its inputs through file handles of its own and merges into buffers of its own.
     final class MergeAhead: @unchecked Sendable {
         private let tensors: [SafetensorsTensorInfo]
         private let threads: Int
@@ -159,14 +158,28 @@ enum CheckpointMerge {
         if !copied.isEmpty {
             metadata["orthofuse.copied_from_base"] = copied.map { "\($0.name) (\($0.dtype))" }.joined(separator: ", ")
         }
-        let (mergedTensor, passes) = try mergeTensorByTensor(request, base: baseCheckpoint, models: models, layout: layout)
-        let ahead = MergeAhead(tensors: baseHeader.tensors, threads: request.threads) { info in
-            guard layout.range(of: info.name) != nil else { return ([], try baseCheckpoint.bytes(of: info)) }
-            return (try mergedTensor(info), nil)
+        let writer = try Checkpoint.Writer(entries, metadata: metadata, to: request.output.url, sharded: isFolderOutput(request.output),
+                                           shardSize: request.shardSize, companions: baseCheckpoint.companionFiles)
+        let how: String
+        if StreamedMerge.supports(request.settings.method) {
+            for (index, info) in baseHeader.tensors.enumerated() where layout.range(of: info.name) == nil {
+                try writer.append(entry: index, values: [], rawBytes: try baseCheckpoint.bytes(of: info))
+            }
+            let passes = try streamed(request, base: baseCheckpoint, models: models, layout: layout, writer: writer, entries: entries)
+            how = ", streamed in chunks of \(StreamedMerge.defaultChunkElements) entries in \(passes) pass(es) over the inputs"
+        } else {
+            let mergedTensor = try mergeTensorByTensor(request, base: baseCheckpoint, models: models, layout: layout)
+            let ahead = MergeAhead(tensors: baseHeader.tensors, threads: request.threads) { info in
+                guard layout.range(of: info.name) != nil else { return ([], try baseCheckpoint.bytes(of: info)) }
+                return (try mergedTensor(info), nil)
+            }
+            for index in entries.indices {
+                let tensor = try ahead.data(index)
+                try writer.append(entry: index, values: tensor.values, rawBytes: tensor.rawBytes)
+            }
+            how = ", tensor by tensor"
         }
-        let files = try Checkpoint.write(
-            entries, metadata: metadata, to: request.output.url, sharded: isFolderOutput(request.output),
-            shardSize: request.shardSize, companions: baseCheckpoint.companionFiles, data: ahead.data)
+        let files = try writer.finish()
         let shardText = isFolderOutput(request.output) ? " in \(files) shard(s)" : ""
 
         let knobs = request.settings.knobSummary
@@ -175,30 +188,64 @@ enum CheckpointMerge {
             format: "merged %d model(s) with %@%@, α = %@: %d tensors, %d parameters as %@%@, %.2f s → %@%@",
             request.models.count, request.settings.method.rawValue, knobs.isEmpty ? "" : " (\(knobs))",
             "\(request.alpha)", layout.specs.count, layout.totalCount, storedDTypes.joined(separator: ", "), copiedText,
-            Date().timeIntervalSince(started), request.output.name, shardText + ", tensor by tensor" + (passes > 0 ? " after \(passes) pass(es) over the inputs" : ""))
+            Date().timeIntervalSince(started), request.output.name, shardText + how)
     }
 
-    /// Whether Δ over one tensor needs quantities of the others: TIES and DARE-TIES elect a sign
-    /// over the whole vector, and global TIES ranks |τ| over it. Those are answered in passes over
-    /// the tensors (RegionPasses); every other method merges each tensor on its own.
-    static func needsPasses(_ settings: MergeSettings) -> Bool {
-        switch settings.method {
-        case .ties, .dareTies: true
-        case .average, .taskArithmetic, .dare, .breadcrumbs, .tsv, .consensus, .isoC, .isoCTS, .magmax: false
+    /// The streamed merge (StreamedMerge) of the floating tensors, read in chunks from the
+    /// inputs and written in place into `writer`; returns the passes it made over the inputs.
+    private static func streamed(_ request: Request, base: Checkpoint, models: [Checkpoint], layout: ParameterLayout,
+                                 writer: Checkpoint.Writer, entries: [SafetensorsStreamWriter.Entry]) throws -> Int {
+        let entryIndex = Dictionary(uniqueKeysWithValues: entries.enumerated().map { ($1.name, $0) })
+        let inputs = [base] + models
+        let streams = CheckpointStreams(
+            readers: try inputs.map(Checkpoint.PartReader.init),
+            tensors: inputs.map { checkpoint in
+                let byName = Dictionary(uniqueKeysWithValues: checkpoint.header.tensors.map { ($0.name, $0) })
+                return layout.specs.map { byName[$0.name]! }
+            },
+            origins: [request.base.name] + request.models.map(\.name),
+            writer: writer, outputEntries: layout.specs.map { entryIndex[$0.name]! })
+        let merge = StreamedMerge(layout: layout, taskCount: models.count, settings: request.settings,
+                                  alpha: Float(request.alpha), threads: request.threads)
+        return try merge.run(streams)
+    }
+
+    /// Checkpoints as a streamed merge's inputs (0 the base, t + 1 model t) and output.
+    private struct CheckpointStreams: StreamedMergeIO {
+        let readers: [Checkpoint.PartReader]
+        /// tensors[input][layout index]
+        let tensors: [[SafetensorsTensorInfo]]
+        /// How messages name each input.
+        let origins: [String]
+        let writer: Checkpoint.Writer
+        /// The writer's entry of each layout tensor.
+        let outputEntries: [Int]
+
+        /// Room for an element in the widest floating dtype (F64).
+        var stagingBytesPerElement: Int { 8 }
+
+        func read(input: Int, tensor: Int, elements: Range<Int>, into values: UnsafeMutablePointer<Float>,
+                  staging: UnsafeMutableRawPointer) throws {
+            try readers[input].readFloats(tensors[input][tensor], elements: elements, into: values, staging: staging,
+                                          origin: origins[input])
+        }
+
+        func write(tensor: Int, elements: Range<Int>, values: UnsafePointer<Float>, staging: UnsafeMutableRawPointer) throws {
+            try writer.write(entry: outputEntries[tensor], elements: elements, values: values, staging: staging)
         }
     }
 
     /// The merged values of one floating tensor, read and merged on demand.
     typealias MergedTensor = (SafetensorsTensorInfo) throws -> [Float]
 
-    /// Each tensor of the base and the models read when it is needed; Δ over that tensor's region
-    /// of the layout, with the same global indices, so bitwise the whole-vector merge. Memory is
-    /// about (T + 3) × the largest tensor, whatever the model's size. Returns the merge and the
-    /// passes made over the inputs before writing.
+    /// For the methods that need whole matrices (tsv, iso_c, iso_cts): each tensor of the base and
+    /// the models read when it is needed and merged on its own, with the same global indices, so
+    /// bitwise the whole-vector merge. Memory is about (T + 3) × the largest tensor.
     private static func mergeTensorByTensor(_ request: Request, base: Checkpoint, models: [Checkpoint],
-                                            layout: ParameterLayout) throws -> (MergedTensor, passes: Int) {
+                                            layout: ParameterLayout) throws -> MergedTensor {
         let byName = models.map { model in Dictionary(uniqueKeysWithValues: model.header.tensors.map { ($0.name, $0) }) }
-        func merge(_ info: SafetensorsTensorInfo, _ collectives: MergeCollectives) throws -> [Float] {
+        let alone = MergeCollectives(slot: 0, slotCount: 1, sum: { $0 }, minimum: { $0 })
+        return { info in
             let region = layout.range(of: info.name)!
             // Each input decoded straight into a buffer of its own; a model's becomes its task
             // vector in place, and the merge is written into the returned array: no other copies.
@@ -211,7 +258,7 @@ enum CheckpointMerge {
                 return values
             }
             let delta = try TaskVectorMerger.mergedSlice(taskVectors, region: region, layout: layout,
-                                                         settings: request.settings, collectives: collectives)
+                                                         settings: request.settings, collectives: alone)
             return [Float](unsafeUninitializedCapacity: region.count) { merged, initialized in
                 if let target = merged.baseAddress {
                     TaskArithmetic.merge(base: baseBuffer.pointer, taskVectorSum: delta.pointer, alpha: Float(request.alpha),
@@ -220,15 +267,6 @@ enum CheckpointMerge {
                 initialized = region.count
             }
         }
-        guard needsPasses(request.settings) else {
-            let alone = MergeCollectives(slot: 0, slotCount: 1, sum: { $0 }, minimum: { $0 })
-            return ({ try merge($0, alone) }, 0)
-        }
-        let floating = base.header.tensors.filter { layout.range(of: $0.name) != nil }
-        let regionIndex = Dictionary(uniqueKeysWithValues: floating.enumerated().map { ($1.name, $0) })
-        let passes = RegionPasses(regionCount: floating.count)
-        try passes.answerAll { index, collectives in _ = try merge(floating[index], collectives) }
-        return ({ info in try merge(info, passes.collectives(forRegion: regionIndex[info.name]!)) }, passes.answered)
     }
 
     /// Same tensor names, dtypes and shapes as the base (in any order), or one line naming the first difference.

@@ -189,8 +189,13 @@ final class MergeCommandTests: XCTestCase {
                                      "--model", "a.safetensors", "--model", "b.safetensors", "--model", "c.safetensors",
                                      "--output", output] + knobs)
             XCTAssertEqual(outcome.status, 0, outcome.stderr)
-            XCTAssertTrue(outcome.stdout.contains("tensor by tensor"), outcome.stdout)
-            XCTAssertEqual(outcome.stdout.contains("pass(es) over the inputs"), [.ties, .dareTies].contains(settings.method), outcome.stdout)
+            // Whole matrices (SVDs) tensor by tensor; every other method streamed in chunks, in one
+            // pass when it is entry-wise.
+            let streamed = StreamedMerge.supports(settings.method)
+            XCTAssertEqual(outcome.stdout.contains("tensor by tensor"), !streamed, outcome.stdout)
+            XCTAssertEqual(outcome.stdout.contains("streamed in chunks"), streamed, outcome.stdout)
+            XCTAssertEqual(outcome.stdout.contains(" in 1 pass(es)"), [.average, .taskArithmetic, .dare, .consensus, .magmax].contains(settings.method),
+                           outcome.stdout)
             let delta = try TaskVectorMerger.mergedTaskVector(taskVectors, layout: layout, settings: settings)
             let expected = FloatBuffer(count: layout.totalCount)
             TaskArithmetic.merge(base: base, taskVectorSum: delta, alpha: 0.7, into: expected)

@@ -126,6 +126,63 @@ public struct Checkpoint: Sendable {
         }
     }
 
+    /// Reads parts of tensors at any offset, from several threads at once (pread(2) on files
+    /// opened once), into the caller's memory: no copy of a whole tensor, and no file pages kept
+    /// mapped in the process.
+    public final class PartReader: @unchecked Sendable {
+        // Sendable: the descriptors are only read with pread after init.
+        private let checkpoint: Checkpoint
+        private let descriptors: [Int32]
+
+        public init(_ checkpoint: Checkpoint) throws {
+            self.checkpoint = checkpoint
+            var descriptors: [Int32] = []
+            for shard in checkpoint.shards {
+                let descriptor = Glibc.open(shard.path, O_RDONLY | O_CLOEXEC)
+                guard descriptor >= 0 else {
+                    let reason = String(cString: strerror(errno))
+                    for opened in descriptors { close(opened) }
+                    throw OrthofuseError("\(FileBytes.displayPath(shard)): cannot read (\(reason))")
+                }
+                descriptors.append(descriptor)
+            }
+            self.descriptors = descriptors
+        }
+
+        deinit { for descriptor in descriptors { close(descriptor) } }
+
+        /// Bytes `bytes` (relative to the tensor's data) of tensor `info` into `target`.
+        public func read(_ info: SafetensorsTensorInfo, bytes: Range<Int>, into target: UnsafeMutableRawPointer) throws {
+            precondition(bytes.lowerBound >= 0 && bytes.upperBound <= info.dataOffsets.count, "read outside the tensor")
+            let shard = checkpoint.shardOfTensor[info.name] ?? 0
+            let start = checkpoint.dataStarts[shard] + info.dataOffsets.lowerBound + bytes.lowerBound
+            var done = 0
+            while done < bytes.count {
+                let got = pread(descriptors[shard], target + done, bytes.count - done, off_t(start + done))
+                if got < 0, errno == EINTR { continue }
+                let path = FileBytes.displayPath(checkpoint.shards[shard])
+                if got < 0 { throw OrthofuseError("\(path): cannot read (\(String(cString: strerror(errno))))") }
+                if got == 0 {
+                    throw OrthofuseError("\(path): tensor \(MessageText.quoted(info.name)) is cut short (the file changed while reading?)")
+                }
+                done += got
+            }
+        }
+
+        /// Elements `elements` of floating tensor `info` as Float32 into `values`, through
+        /// `staging` (room for the elements in their stored dtype); checked finite, a bad value
+        /// named with `origin` and its flat index in the tensor.
+        public func readFloats(_ info: SafetensorsTensorInfo, elements: Range<Int>, into values: UnsafeMutablePointer<Float>,
+                               staging: UnsafeMutableRawPointer, origin: String) throws {
+            let dtype = SafetensorsDType(rawValue: info.dtype)!  // the header check knows every dtype it lets through
+            let width = dtype.byteWidth
+            try read(info, bytes: (elements.lowerBound * width)..<(elements.upperBound * width), into: staging)
+            Safetensors.decode(UnsafeRawBufferPointer(start: staging, count: elements.count * width), as: dtype,
+                               count: elements.count, into: values)
+            try ParameterLayout.checkFinite(values, count: elements.count, tensor: info.name, origin: origin, firstIndex: elements.lowerBound)
+        }
+    }
+
     /// The folder's files that are neither the index nor a shard (config.json, tokenizer files…),
     /// which a merged folder carries over from the base.
     public var companionFiles: [URL] {
@@ -143,42 +200,136 @@ public struct Checkpoint: Sendable {
     /// One tensor's data for the writers: values in the entry's float dtype, or raw bytes.
     public typealias TensorData = (values: [Float], rawBytes: [UInt8]?)
 
-    /// Writes `entries` in order, asking `data(i)` for tensor i only when it is written: a single
-    /// safetensors file at `url`, or with `sharded` a Hugging Face folder there — shards
-    /// `model-0000i-of-0000n.safetensors` of at most `shardSize` bytes of tensor data each (a larger
-    /// tensor gets a shard of its own), the index with `metadata.total_size`, and `companions`
-    /// copied in, built under a temporary name beside it and renamed into place, so readers never
-    /// see half of it (the folder must not exist or be empty). Returns the number of files of
-    /// tensors written.
+    /// Writes `entries` in order, asking `data(i)` for tensor i only when it is written (see
+    /// `Writer` for the layouts). Returns the number of files of tensors written.
     @discardableResult
     public static func write(_ entries: [SafetensorsStreamWriter.Entry], metadata: [String: String], to url: URL,
                              sharded: Bool, shardSize: Int = 5_000_000_000, companions: [URL] = [],
                              data: (Int) throws -> TensorData) throws -> Int {
-        guard sharded else {
-            try writeFile(entries, indices: entries.indices, metadata: metadata, to: url, data: data)
-            return 1
+        let writer = try Writer(entries, metadata: metadata, to: url, sharded: sharded, shardSize: shardSize, companions: companions)
+        for i in entries.indices {
+            let tensor = try data(i)
+            try writer.append(entry: i, values: tensor.values, rawBytes: tensor.rawBytes)
         }
-        let manager = FileManager.default
-        var isDirectory: ObjCBool = false
-        if manager.fileExists(atPath: url.path, isDirectory: &isDirectory), !isDirectory.boolValue {
-            throw OrthofuseError("\(FileBytes.displayPath(url)): exists and is not a folder; not replaced")
-        }
-        if let existing = try? manager.contentsOfDirectory(atPath: url.path), !existing.isEmpty {
-            throw OrthofuseError("\(FileBytes.displayPath(url)): exists and is not empty; choose a new folder for the sharded output")
-        }
-        let groups = shardPlan(entries.map(storedBytes), shardSize: shardSize)
-        let parent = url.deletingLastPathComponent()
-        try FileSystemMessage.createDirectory(parent)
-        let staging = parent.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-        try? manager.removeItem(at: staging)
-        try FileSystemMessage.createDirectory(staging)
-        do {
-            var weightMap: [String: String] = [:]
-            for (index, group) in groups.enumerated() {
-                let name = String(format: "model-%05d-of-%05d.safetensors", index + 1, groups.count)
-                try writeFile(entries, indices: group, metadata: metadata, to: staging.appendingPathComponent(name), data: data)
-                for i in group { weightMap[entries[i].name] = name }
+        return try writer.finish()
+    }
+
+    /// A checkpoint being written: a single safetensors file at `url`, or with `sharded` a Hugging
+    /// Face folder there — shards `model-0000i-of-0000n.safetensors` of at most `shardSize` bytes
+    /// of tensor data each (a larger tensor gets a shard of its own), the index with
+    /// `metadata.total_size`, and `companions` copied in. Every file's header is written first;
+    /// tensors' data then goes to its place in any order, from any thread (`write`). Built under a
+    /// temporary name beside `url` and renamed into place by `finish`, so readers never see half
+    /// of it (a folder must not exist or be empty); dropped unfinished, it leaves nothing.
+    public final class Writer: @unchecked Sendable {
+        // Sendable: after init only `write` runs concurrently, and the shard writers' writes are.
+        private let url: URL
+        private let sharded: Bool
+        private let companions: [URL]
+        private let staging: URL?
+        private let files: [SafetensorsStreamWriter]
+        private let fileNames: [String]
+        /// For each entry: its file, and its index in that file.
+        private let places: [(file: Int, entry: Int)]
+        private let entries: [SafetensorsStreamWriter.Entry]
+        private var finished = false
+
+        public init(_ entries: [SafetensorsStreamWriter.Entry], metadata: [String: String], to url: URL,
+                    sharded: Bool, shardSize: Int = 5_000_000_000, companions: [URL] = []) throws {
+            self.url = url
+            self.sharded = sharded
+            self.companions = companions
+            self.entries = entries
+            guard sharded else {
+                staging = nil
+                files = [try SafetensorsStreamWriter(url: url, entries: entries, metadata: metadata)]
+                fileNames = [url.lastPathComponent]
+                places = entries.indices.map { (0, $0) }
+                return
             }
+            let manager = FileManager.default
+            var isDirectory: ObjCBool = false
+            if manager.fileExists(atPath: url.path, isDirectory: &isDirectory), !isDirectory.boolValue {
+                throw OrthofuseError("\(FileBytes.displayPath(url)): exists and is not a folder; not replaced")
+            }
+            if let existing = try? manager.contentsOfDirectory(atPath: url.path), !existing.isEmpty {
+                throw OrthofuseError("\(FileBytes.displayPath(url)): exists and is not empty; choose a new folder for the sharded output")
+            }
+            let groups = shardPlan(entries.map(storedBytes), shardSize: shardSize)
+            let parent = url.deletingLastPathComponent()
+            try FileSystemMessage.createDirectory(parent)
+            let staging = parent.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
+            try? manager.removeItem(at: staging)
+            try FileSystemMessage.createDirectory(staging)
+            self.staging = staging
+            var files: [SafetensorsStreamWriter] = []
+            var names: [String] = []
+            var places: [(file: Int, entry: Int)] = []
+            do {
+                for (index, group) in groups.enumerated() {
+                    let name = String(format: "model-%05d-of-%05d.safetensors", index + 1, groups.count)
+                    files.append(try SafetensorsStreamWriter(url: staging.appendingPathComponent(name),
+                                                             entries: Array(entries[group]), metadata: metadata))
+                    names.append(name)
+                    places += group.map { (index, $0 - group.lowerBound) }
+                }
+            } catch {
+                files.removeAll()
+                try? manager.removeItem(at: staging)
+                throw error
+            }
+            self.files = files
+            fileNames = names
+            self.places = places
+        }
+
+        deinit {
+            if !finished, let staging { try? FileManager.default.removeItem(at: staging) }
+        }
+
+        /// Bytes [byteOffset, byteOffset + bytes.count) of entry `index`'s data, in its dtype.
+        public func write(entry index: Int, at byteOffset: Int, _ bytes: UnsafeRawBufferPointer) throws {
+            let place = places[index]
+            try files[place.file].write(entry: place.entry, at: byteOffset, bytes)
+        }
+
+        /// Elements `elements` of entry `index` from `values`, stored in the entry's float dtype
+        /// through `staging` (room for them in that dtype).
+        public func write(entry index: Int, elements: Range<Int>, values: UnsafePointer<Float>,
+                          staging: UnsafeMutableRawPointer) throws {
+            let dtype = SafetensorsDType(rawValue: entries[index].dtype)!
+            Safetensors.encode(values, count: elements.count, as: dtype, into: staging)
+            try write(entry: index, at: elements.lowerBound * dtype.byteWidth,
+                      UnsafeRawBufferPointer(start: staging, count: elements.count * dtype.byteWidth))
+        }
+
+        /// Entry `index`'s whole data: `values` in its float dtype, or its raw bytes.
+        public func append(entry index: Int, values: [Float], rawBytes: [UInt8]?) throws {
+            let entry = entries[index]
+            let record = TensorRecord(name: entry.name, shape: entry.shape, values: values, outputDType: entry.dtype, rawBytes: rawBytes)
+            do {
+                _ = try Safetensors.storedByteCount(record, elements: Safetensors.elementCount(of: entry.shape)!)
+            } catch let problem as Safetensors.EncodingProblem {
+                throw OrthofuseError("\(FileBytes.displayPath(url)): cannot write safetensors: \(problem.message)")
+            }
+            var data = Data()
+            Safetensors.appendStored(record, to: &data)
+            try data.withUnsafeBytes { try write(entry: index, at: 0, $0) }
+        }
+
+        /// After every entry's data: each file flushed and renamed, the index and companions
+        /// written, the folder renamed into place. Returns the number of files of tensors.
+        @discardableResult
+        public func finish() throws -> Int {
+            guard let staging else {
+                try files[0].finish()
+                finished = true
+                return 1
+            }
+            let manager = FileManager.default
+            for file in files { try file.finish() }
+            var weightMap: [String: String] = [:]
+            for (index, place) in places.enumerated() { weightMap[entries[index].name] = fileNames[place.file] }
             let index: [String: Any] = ["metadata": ["total_size": entries.reduce(0) { $0 + storedBytes($1) }],
                                         "weight_map": weightMap]
             let json = try JSONSerialization.data(withJSONObject: index, options: [.prettyPrinted, .sortedKeys])
@@ -188,23 +339,11 @@ public struct Checkpoint: Sendable {
                 try manager.copyItem(at: companion.resolvingSymlinksInPath(),
                                      to: staging.appendingPathComponent(companion.lastPathComponent))
             }
-            if manager.fileExists(atPath: url.path) { try manager.removeItem(at: url) }  // empty, checked above
+            if manager.fileExists(atPath: url.path) { try manager.removeItem(at: url) }  // empty, checked in init
             try manager.moveItem(at: staging, to: url)
-            return groups.count
-        } catch {
-            try? manager.removeItem(at: staging)
-            throw error
+            finished = true
+            return files.count
         }
-    }
-
-    private static func writeFile(_ entries: [SafetensorsStreamWriter.Entry], indices: Range<Int>, metadata: [String: String],
-                                  to url: URL, data: (Int) throws -> TensorData) throws {
-        let writer = try SafetensorsStreamWriter(url: url, entries: Array(entries[indices]), metadata: metadata)
-        for i in indices {
-            let tensor = try data(i)
-            try writer.append(tensor.values, rawBytes: tensor.rawBytes)
-        }
-        try writer.finish()
     }
 
     /// Consecutive index ranges, each at most `shardSize` bytes unless one tensor is larger.

@@ -481,38 +481,40 @@ public enum Safetensors {
             data.append(contentsOf: raw)
             return
         }
-        switch SafetensorsDType(rawValue: tensor.outputDType)! {
-        case .f16:
-            appendLittleEndian(tensor.values.map { Float16($0).bitPattern }, to: &data)
-        case .bf16:
-            #if _endian(little)
-            let start = data.count
-            data.count += 2 * tensor.values.count
-            data.withUnsafeMutableBytes { target in
-                tensor.values.withUnsafeBufferPointer { values in
-                    if let source = values.baseAddress { of_f32_to_bf16(target.baseAddress! + start, source, values.count) }
-                }
+        let dtype = SafetensorsDType(rawValue: tensor.outputDType)!
+        let start = data.count
+        data.count += dtype.byteWidth * tensor.values.count
+        data.withUnsafeMutableBytes { target in
+            tensor.values.withUnsafeBufferPointer { values in
+                if let source = values.baseAddress { encode(source, count: values.count, as: dtype, into: target.baseAddress! + start) }
             }
-            #else
-            appendLittleEndian(tensor.values.map(bfloat16Bits), to: &data)
-            #endif
-        case .f64:
-            appendLittleEndian(tensor.values.map { Double($0).bitPattern }, to: &data)
-        default:
-            #if _endian(little)
-            tensor.values.withUnsafeBytes { data.append(contentsOf: $0) }
-            #else
-            appendLittleEndian(tensor.values.map(\.bitPattern), to: &data)
-            #endif
         }
     }
 
-    private static func appendLittleEndian<T: FixedWidthInteger>(_ values: [T], to data: inout Data) {
-        #if _endian(little)
-        values.withUnsafeBytes { data.append(contentsOf: $0) }
-        #else
-        values.map(\.littleEndian).withUnsafeBytes { data.append(contentsOf: $0) }
-        #endif
+    /// `count` floats stored little-endian as `dtype` (F32, F16, BF16 or F64; F16 and BF16 rounded
+    /// to nearest even) at `target`, which has room for count × the dtype's width (any alignment).
+    static func encode(_ values: UnsafePointer<Float>, count: Int, as dtype: SafetensorsDType,
+                       into target: UnsafeMutableRawPointer) {
+        switch dtype {
+        case .f16:
+            for i in 0..<count { target.storeBytes(of: Float16(values[i]).bitPattern.littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
+        case .bf16:
+            #if _endian(little)
+            if count > 0 { of_f32_to_bf16(target, values, count) }
+            #else
+            for i in 0..<count { target.storeBytes(of: bfloat16Bits(values[i]).littleEndian, toByteOffset: 2 * i, as: UInt16.self) }
+            #endif
+        case .f64:
+            for i in 0..<count { target.storeBytes(of: Double(values[i]).bitPattern.littleEndian, toByteOffset: 8 * i, as: UInt64.self) }
+        case .f32:
+            #if _endian(little)
+            if count > 0 { target.copyMemory(from: values, byteCount: 4 * count) }
+            #else
+            for i in 0..<count { target.storeBytes(of: values[i].bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
+            #endif
+        default:
+            preconditionFailure("floats cannot be stored as \(dtype.rawValue)")
+        }
     }
 
     /// `value` as bfloat16, rounded to nearest even (as PyTorch's conversion does); NaN stays a

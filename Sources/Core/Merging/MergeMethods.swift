@@ -160,6 +160,16 @@ public enum TaskVectorMerger {
         _ slices: [FloatBuffer], region: Range<Int>, layout: ParameterLayout, settings: MergeSettings,
         collectives: MergeCollectives
     ) throws -> FloatBuffer {
+        try mergedSlice(slices, region: region, layout: layout, settings: settings, collectives: collectives, told: nil)
+    }
+
+    /// The same for a slice that is `told` the quantities over whole tensors and the whole vector
+    /// (a streamed merge's chunk, which may cut a tensor): with them given, per-tensor methods
+    /// need no whole tensors, and nothing is asked of `collectives` beyond the finite check.
+    static func mergedSlice(
+        _ slices: [FloatBuffer], region: Range<Int>, layout: ParameterLayout, settings: MergeSettings,
+        collectives: MergeCollectives, told: SliceStatistics?
+    ) throws -> FloatBuffer {
         let method = settings.method.rawValue
         guard !slices.isEmpty else {
             throw OrthofuseError("merge \(method): no task vectors to merge")
@@ -173,11 +183,14 @@ public enum TaskVectorMerger {
                 : "merge \(method): task vector \(task)'s slice has \(slice.count) values, its region \(count)")
         }
         try settings.validate()
-        if settings.needsWholeTensors, !layout.holdsWholeTensors(region) {
+        if settings.needsWholeTensors, told == nil, !layout.holdsWholeTensors(region) {
             throw OrthofuseError("merge \(method): works per tensor, but the slice \(region) cuts a tensor")
         }
         try checkFinite(slices, region: region, layout: layout, method: settings.method, collectives: collectives)
-        let totalOverSlices: (Int) throws -> Int = { local in Int(try collectives.sum([Double(local)])[0]) }
+        let totalOverSlices: (Int) throws -> Int = { local in
+            if let total = told?.signTotal { return total }
+            return Int(try collectives.sum([Double(local)])[0])
+        }
 
         switch settings.method {
         case .average:
@@ -189,7 +202,9 @@ public enum TaskVectorMerger {
             return TaskVector.sum(slices, count: count)
         case .ties:
             let trim: MagnitudeTrim
-            if settings.trim == .global, !collectives.isWhole {
+            if let cuts = told?.trimCuts {
+                trim = MagnitudeTrim(region: region, globalCuts: cuts)
+            } else if settings.trim == .global, !collectives.isWhole {
                 let keep = MagnitudeTrim.keptCount(settings.density, of: layout.totalCount)
                 let cuts = try SlicedTopMagnitude.cuts(slices, region: region, keep: keep, collectives: collectives)
                 trim = MagnitudeTrim(region: region, globalCuts: cuts)
@@ -206,7 +221,8 @@ public enum TaskVectorMerger {
             return try SparsifiedCombine.electedDisjointMean(slices, count: count, sparsifier: drop,
                                                              totalOverSlices: totalOverSlices)
         case .breadcrumbs:
-            let window = MagnitudeWindow(slices, region: region, layout: layout, density: settings.density, gamma: settings.gamma)
+            let window = told.map { MagnitudeWindow(region: region, outer: $0.windowOuterCuts, inner: $0.windowInnerCuts) }
+                ?? MagnitudeWindow(slices, region: region, layout: layout, density: settings.density, gamma: settings.gamma)
             return SparsifiedCombine.sum(slices, count: count, sparsifier: window)
         case .tsv:
             return try TaskSingularVectorsMerge.merge(slices, layout: layout, region: region)
@@ -218,6 +234,19 @@ public enum TaskVectorMerger {
             return try IsotropicMerge.merge(slices, layout: layout, region: region, commonFraction: settings.commonFraction)
         case .magmax:
             return MagnitudeMax.merge(slices, count: count)
+        }
+    }
+
+    /// TIES' and DARE-TIES' sign total over one slice that is `told` its cuts (the first half of
+    /// their merge: Σ over the slice's entries of the elected sign), 0 for the other methods.
+    static func signTotal(_ slices: [FloatBuffer], region: Range<Int>, settings: MergeSettings, told: SliceStatistics) -> Int {
+        switch settings.method {
+        case .ties:
+            SparsifiedCombine.signTotal(slices, count: region.count, sparsifier: MagnitudeTrim(region: region, globalCuts: told.trimCuts))
+        case .dareTies:
+            SparsifiedCombine.signTotal(slices, count: region.count,
+                                        sparsifier: RandomDrop(region: region, density: settings.density, seed: settings.seed))
+        case .average, .taskArithmetic, .dare, .breadcrumbs, .tsv, .consensus, .isoC, .isoCTS, .magmax: 0
         }
     }
 

@@ -13,6 +13,20 @@ enum SparsifiedCombine {
         return total
     }
 
+    /// The elected sign of one entry from its sum Σt τ̂t: +1, −1, or 0 for an exact 0.
+    @inline(__always) static func electedSign(_ total: Float) -> Int8 {
+        total > 0 ? 1 : (total < 0 ? -1 : 0)
+    }
+
+    /// Σ over the entries of the elected sign, before the majority fallback: what the disjoint
+    /// mean below sums over all slices to find the whole vector's majority sign.
+    static func signTotal(_ taskVectors: [FloatBuffer], count: Int, sparsifier: some TaskVectorSparsifier) -> Int {
+        let merged = sum(taskVectors, count: count, sparsifier: sparsifier)
+        var total = 0
+        for i in 0..<count { total += Int(electedSign(merged.pointer[i])) }
+        return total
+    }
+
     /// TIES-Merging (Yadav et al. 2023) steps 2 and 3, as in its released code:
     /// elect γ = sign(Σt τ̂t) per entry (τ̂ the sparsified vectors, summed in task order in
     /// Float32); entries with γ = 0 take the majority sign sign(Σ over all entries of γ) of the
@@ -35,13 +49,13 @@ enum SparsifiedCombine {
         let total = merged.pointer
         var signTotal = 0
         for i in 0..<count {
-            let sign: Int8 = total[i] > 0 ? 1 : (total[i] < 0 ? -1 : 0)
+            let sign = electedSign(total[i])
             elected[i] = sign
             signTotal += Int(sign)
         }
         signTotal = try totalOverSlices(signTotal)
         let majority: Int8 = signTotal > 0 ? 1 : (signTotal < 0 ? -1 : 0)
-        for i in 0..<count where elected[i] == 0 { elected[i] = majority }
+        for i in 0..<count { elected[i] = elected[i] == 0 ? majority : elected[i] }
 
         // `merged` now accumulates the agreeing entries, `agreeing` counts them.
         merged.zero()
@@ -50,15 +64,17 @@ enum SparsifiedCombine {
         let sparse = scratch.pointer
         for (task, vector) in taskVectors.enumerated() {
             sparsifier.sparsify(task: task, vector.pointer, into: sparse)
+            // Branch-free, so that it vectorises: a value agrees when its product with the
+            // elected sign is positive (0 never agrees), and adding 0 leaves a total unchanged
+            // (a total is never −0: it starts at +0 and only grows away from 0).
             for i in 0..<count {
                 let value = sparse[i]
-                if (value > 0 && elected[i] > 0) || (value < 0 && elected[i] < 0) {
-                    total[i] += value
-                    counts[i] += 1
-                }
+                let agrees = value * Float(elected[i]) > 0
+                total[i] += agrees ? value : 0
+                counts[i] += agrees ? 1 : 0
             }
         }
-        for i in 0..<count where counts[i] > 0 { total[i] /= counts[i] }
+        for i in 0..<count { total[i] = counts[i] > 0 ? total[i] / counts[i] : total[i] }
         return merged
     }
 }

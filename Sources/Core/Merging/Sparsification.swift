@@ -36,6 +36,22 @@ struct TopMagnitudeCut: Equatable {
         return magnitude > threshold || (magnitude == threshold && index < tieIndexLimit)
     }
 
+    /// destination[j] = values[j] where the cut contains it (at global index firstIndex + j),
+    /// else 0. The tie test on the index becomes a split of the range, so that each part is one
+    /// comparison the compiler vectorises.
+    func keep(_ values: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>, count: Int, firstIndex: Int) {
+        let split = tieIndexLimit <= firstIndex ? 0 : (tieIndexLimit - firstIndex >= count ? count : tieIndexLimit - firstIndex)
+        let threshold = threshold
+        for j in 0..<split {
+            let value = values[j]
+            destination[j] = abs(value) >= threshold ? value : 0
+        }
+        for j in split..<count {
+            let value = values[j]
+            destination[j] = abs(value) > threshold ? value : 0
+        }
+    }
+
     /// The cut keeping exactly k entries of values[range] (absolute indices), 0 ≤ k ≤ range.count.
     /// `scratch` must hold range.count floats.
     static func top(_ k: Int, of values: UnsafePointer<Float>, in range: Range<Int>,
@@ -163,11 +179,8 @@ struct MagnitudeTrim: TaskVectorSparsifier {
     func sparsify(task: Int, _ taskVector: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>) {
         let offset = region.lowerBound
         for (scope, range) in scopes.enumerated() {
-            let cut = cuts[task][scope]
-            for i in range {
-                let value = taskVector[i - offset]
-                destination[i - offset] = cut.contains(value, at: i) ? value : 0
-            }
+            cuts[task][scope].keep(taskVector + (range.lowerBound - offset), into: destination + (range.lowerBound - offset),
+                                   count: range.count, firstIndex: range.lowerBound)
         }
     }
 }
@@ -223,14 +236,11 @@ struct MagnitudeWindow: TaskVectorSparsifier {
             var outerCuts: [TopMagnitudeCut] = []
             var innerCuts: [TopMagnitudeCut] = []
             for range in ranges {
-                let n = Double(range.count)
-                let dropped = Int((gamma * n).rounded(.down))
-                let kept = Int((density * n).rounded(.down))
-                let window = min(dropped + kept, range.count)
+                let ranks = Self.ranks(of: range.count, density: density, gamma: gamma)
                 let values = slice.pointer + (range.lowerBound - region.lowerBound)
-                outerCuts.append(.top(window, of: values, count: range.count, firstIndex: range.lowerBound,
+                outerCuts.append(.top(ranks.window, of: values, count: range.count, firstIndex: range.lowerBound,
                                       scratch: scratch.pointer))
-                innerCuts.append(.top(min(dropped, window), of: values, count: range.count, firstIndex: range.lowerBound,
+                innerCuts.append(.top(ranks.dropped, of: values, count: range.count, firstIndex: range.lowerBound,
                                       scratch: scratch.pointer))
             }
             outer.append(outerCuts)
@@ -238,6 +248,23 @@ struct MagnitudeWindow: TaskVectorSparsifier {
         }
         self.outer = outer
         self.inner = inner
+    }
+
+    /// One slice inside a tensor whose per-task cuts were found elsewhere (a streamed merge's chunk).
+    init(region: Range<Int>, outer: [TopMagnitudeCut], inner: [TopMagnitudeCut]) {
+        self.region = region
+        ranges = [region]
+        self.outer = outer.map { [$0] }
+        self.inner = inner.map { [$0] }
+    }
+
+    /// For a tensor of n entries: the top ⌊γn⌋ + ⌊βn⌋ (at most n) the window ends at, and the top
+    /// ⌊γn⌋ (at most that) dropped from it.
+    static func ranks(of n: Int, density: Double, gamma: Double) -> (window: Int, dropped: Int) {
+        let dropped = Int((gamma * Double(n)).rounded(.down))
+        let kept = Int((density * Double(n)).rounded(.down))
+        let window = min(dropped + kept, n)
+        return (window, min(dropped, window))
     }
 
     func sparsify(task: Int, _ taskVector: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>) {

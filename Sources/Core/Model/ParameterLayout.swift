@@ -77,9 +77,10 @@ public struct ParameterLayout: Sendable, Equatable {
         }
     }
 
-    private static func checkFinite(_ values: UnsafePointer<Float>, count: Int, tensor: String, origin: String) throws {
+    /// The same for `count` values that start at flat index `firstIndex` of the tensor.
+    static func checkFinite(_ values: UnsafePointer<Float>, count: Int, tensor: String, origin: String, firstIndex: Int = 0) throws {
         if let index = ElementWise.firstNonFinite(values, count: count) {
-            throw OrthofuseError("\(origin): tensor '\(tensor)' holds a non-finite value (\(values[index])) at flat index \(index)")
+            throw OrthofuseError("\(origin): tensor '\(tensor)' holds a non-finite value (\(values[index])) at flat index \(firstIndex + index)")
         }
     }
 

@@ -1,0 +1,251 @@
+// StreamedMerge: a merge of models too large to hold — checkpoints of billions of parameters — in
+// chunks of a few hundred kilobytes that every thread reads, merges and writes in turn. What
+// spans a chunk (a tensor's or the whole vector's top-|τ| cut, TIES' majority sign) is found
+// first in passes over the chunks (StreamedSelection), then each chunk's merge is the sharded
+// merge's slice code told those quantities: bitwise the whole-vector merge, whatever the threads.
+import Foundation
+
+/// What a streamed merge reads and writes, chunk by chunk, from several threads at once.
+public protocol StreamedMergeIO: Sendable {
+    /// Bytes of scratch per element that `read` and `write` may use (`staging`).
+    var stagingBytesPerElement: Int { get }
+    /// Elements `elements` (indices within the tensor) of layout tensor `tensor` of input `input`
+    /// (0 the base, t + 1 task t's fine-tuned model) as Float32, checked finite.
+    func read(input: Int, tensor: Int, elements: Range<Int>, into values: UnsafeMutablePointer<Float>,
+              staging: UnsafeMutableRawPointer) throws
+    /// The merged model's values of those elements.
+    func write(tensor: Int, elements: Range<Int>, values: UnsafePointer<Float>, staging: UnsafeMutableRawPointer) throws
+}
+
+/// The quantities a chunk of a streamed merge is told rather than finds: per task, the top-|τ|
+/// cut of the scope the chunk lies in (TIES' trim: its tensor or the whole vector), breadcrumbs'
+/// two cuts of its tensor, and TIES' sign total over the whole vector.
+struct SliceStatistics {
+    var trimCuts: [TopMagnitudeCut] = []
+    var windowOuterCuts: [TopMagnitudeCut] = []
+    var windowInnerCuts: [TopMagnitudeCut] = []
+    var signTotal: Int?
+}
+
+public struct StreamedMerge {
+    public let layout: ParameterLayout
+    public let taskCount: Int
+    public let settings: MergeSettings
+    public let alpha: Float
+    public let threads: Int
+    public let chunkElements: Int
+
+    /// 64 Ki elements: each thread's T + 2 chunk buffers stay in its cache, and a pass over the
+    /// inputs is a few thousand chunks for a model of hundreds of millions of parameters.
+    public static let defaultChunkElements = 1 << 16
+
+    /// Every method but those that need whole matrices at once (SVDs: tsv, iso_c, iso_cts).
+    public static func supports(_ method: MergeMethodName) -> Bool {
+        switch method {
+        case .average, .taskArithmetic, .dare, .consensus, .magmax, .ties, .dareTies, .breadcrumbs: true
+        case .tsv, .isoC, .isoCTS: false
+        }
+    }
+
+    public init(layout: ParameterLayout, taskCount: Int, settings: MergeSettings, alpha: Float,
+                threads: Int, chunkElements: Int = StreamedMerge.defaultChunkElements) {
+        precondition(Self.supports(settings.method) && taskCount >= 1 && threads >= 1 && chunkElements >= 1)
+        self.layout = layout
+        self.taskCount = taskCount
+        self.settings = settings
+        self.alpha = alpha
+        self.threads = threads
+        self.chunkElements = chunkElements
+    }
+
+    /// A stretch of at most `chunkElements` entries of one tensor.
+    struct Chunk {
+        let tensor: Int
+        /// Indices within the tensor.
+        let elements: Range<Int>
+        /// The same entries' indices in the flattened layout.
+        let global: Range<Int>
+    }
+
+    func chunks(ofTensor tensor: Int) -> [Chunk] {
+        let range = layout.range(at: tensor)
+        return stride(from: 0, to: range.count, by: chunkElements).map { start in
+            let elements = start..<min(start + chunkElements, range.count)
+            return Chunk(tensor: tensor, elements: elements,
+                         global: (range.lowerBound + elements.lowerBound)..<(range.lowerBound + elements.upperBound))
+        }
+    }
+
+    /// Merges every tensor and writes it through `io`; returns the passes made over the inputs
+    /// (1 for entry-wise methods; the cuts' and the sign total's passes before the last).
+    /// Errors are the first in layout order that a sequential merge would meet.
+    public func run(_ io: some StreamedMergeIO) throws -> Int {
+        let all = layout.specs.indices.flatMap(chunks(ofTensor:))
+        let pool = ChunkWorkers(count: threads, inputs: taskCount + 1, chunkElements: chunkElements,
+                                stagingBytes: chunkElements * io.stagingBytesPerElement)
+        let selection = StreamedSelection(merge: self, io: io, workers: pool)
+        var told = [SliceStatistics](repeating: SliceStatistics(), count: layout.specs.count)
+        switch settings.method {
+        case .ties where settings.trim == .global:
+            let keep = MagnitudeTrim.keptCount(settings.density, of: layout.totalCount)
+            let cuts = try selection.cuts((0..<taskCount).map { ($0, keep) }, over: all)
+            for tensor in told.indices { told[tensor].trimCuts = cuts }
+        case .ties:
+            for tensor in told.indices {
+                let keep = MagnitudeTrim.keptCount(settings.density, of: layout.range(at: tensor).count)
+                told[tensor].trimCuts = try selection.cuts((0..<taskCount).map { ($0, keep) }, over: chunks(ofTensor: tensor))
+            }
+        case .breadcrumbs:
+            for tensor in told.indices {
+                let ranks = MagnitudeWindow.ranks(of: layout.range(at: tensor).count, density: settings.density, gamma: settings.gamma)
+                let targets = (0..<taskCount).flatMap { [($0, ranks.window), ($0, ranks.dropped)] }
+                let cuts = try selection.cuts(targets, over: chunks(ofTensor: tensor))
+                told[tensor].windowOuterCuts = stride(from: 0, to: cuts.count, by: 2).map { cuts[$0] }
+                told[tensor].windowInnerCuts = stride(from: 1, to: cuts.count, by: 2).map { cuts[$0] }
+            }
+        case .average, .taskArithmetic, .dare, .consensus, .magmax, .dareTies, .tsv, .isoC, .isoCTS:
+            break
+        }
+        var passes = selection.passes
+        if settings.method == .ties || settings.method == .dareTies {
+            let total = SharedCount()
+            try pool.forEach(all, reading: Array(0...taskCount), io: io) { worker, chunk in
+                total.add(TaskVectorMerger.signTotal(worker.taskVectors(chunk), region: chunk.global, settings: settings,
+                                                     told: told[chunk.tensor]))
+            }
+            for tensor in told.indices { told[tensor].signTotal = total.value }
+            passes += 1
+        }
+        let alone = MergeCollectives(slot: 0, slotCount: 1, sum: { $0 }, minimum: { $0 })
+        try pool.forEach(all, reading: Array(0...taskCount), io: io) { worker, chunk in
+            let delta = try TaskVectorMerger.mergedSlice(worker.taskVectors(chunk), region: chunk.global, layout: layout,
+                                                         settings: settings, collectives: alone, told: told[chunk.tensor])
+            let merged = worker.output.pointer
+            TaskArithmetic.merge(base: worker.inputs[0].pointer, taskVectorSum: delta.pointer, alpha: alpha,
+                                 into: merged, count: chunk.elements.count)
+            try io.write(tensor: chunk.tensor, elements: chunk.elements, values: merged, staging: worker.staging)
+        }
+        return passes + 1
+    }
+}
+
+/// Each thread's buffers for a streamed merge: one chunk of every input, the merged chunk, the
+/// IO's staging bytes, and the selection's histograms.
+final class ChunkWorker: @unchecked Sendable {
+    // Sendable: each worker is used by one thread at a time (ChunkWorkers.forEach hands them out).
+    /// inputs[0] the base; inputs[t + 1] task t, holding τt = θt − θ0 once read with the base.
+    let inputs: [FloatBuffer]
+    let output: FloatBuffer
+    let staging: UnsafeMutableRawPointer
+    var histogram: [Int] = []
+
+    init(inputs: Int, chunkElements: Int, stagingBytes: Int) {
+        self.inputs = (0..<inputs).map { _ in FloatBuffer(count: chunkElements) }
+        output = FloatBuffer(count: chunkElements)
+        staging = UnsafeMutableRawPointer.allocate(byteCount: max(stagingBytes, 16), alignment: 64)
+    }
+
+    deinit { staging.deallocate() }
+
+    /// The tasks' values of `chunk` as slices of its length.
+    func taskVectors(_ chunk: StreamedMerge.Chunk) -> [FloatBuffer] {
+        inputs.dropFirst().map { FloatBuffer(viewing: $0, offset: 0, count: chunk.elements.count) }
+    }
+}
+
+final class ChunkWorkers: @unchecked Sendable {
+    // Sendable: `forEach` gives each worker to one thread and guards the shared cursor.
+    let workers: [ChunkWorker]
+
+    init(count: Int, inputs: Int, chunkElements: Int, stagingBytes: Int) {
+        workers = (0..<count).map { _ in ChunkWorker(inputs: inputs, chunkElements: chunkElements, stagingBytes: stagingBytes) }
+    }
+
+    /// Runs `body` on every chunk on all workers at once, each chunk's `inputs` read first (and,
+    /// with the base among them, the tasks' turned into task vectors). Chunks are taken in order;
+    /// after a failure no later chunk starts, and the failure of the earliest chunk is thrown.
+    func forEach(_ chunks: [StreamedMerge.Chunk], reading inputs: [Int], io: some StreamedMergeIO,
+                 _ body: (ChunkWorker, StreamedMerge.Chunk) throws -> Void) throws {
+        let cursor = ChunkCursor(count: chunks.count)
+        let withBase = inputs.contains(0)
+        try withoutActuallyEscaping(body) { body in
+            try run(chunks, inputs: inputs, withBase: withBase, io: io, cursor: cursor, body)
+        }
+    }
+
+    private func run(_ chunks: [StreamedMerge.Chunk], inputs: [Int], withBase: Bool, io: some StreamedMergeIO,
+                     cursor: ChunkCursor, _ body: @escaping (ChunkWorker, StreamedMerge.Chunk) throws -> Void) throws {
+        // Each call gets a worker of its own; what `body` shares it guards (or only reads).
+        nonisolated(unsafe) let body = body
+        DispatchQueue.concurrentPerform(iterations: min(workers.count, chunks.count)) { slot in
+            let worker = workers[slot]
+            while let index = cursor.next() {
+                let chunk = chunks[index]
+                do {
+                    for input in inputs {
+                        try io.read(input: input, tensor: chunk.tensor, elements: chunk.elements,
+                                    into: worker.inputs[input].pointer, staging: worker.staging)
+                    }
+                    if withBase {
+                        for input in inputs where input > 0 {
+                            let values = worker.inputs[input].pointer
+                            ElementWise.subtract(values, values, worker.inputs[0].pointer, count: chunk.elements.count)
+                        }
+                    }
+                    try body(worker, chunk)
+                } catch {
+                    cursor.fail(index, error)
+                }
+            }
+        }
+        if let failure = cursor.failure { throw failure }
+    }
+}
+
+/// The next chunk to take, shared by the workers, and the earliest failure.
+private final class ChunkCursor: @unchecked Sendable {
+    private let lock = NSLock()
+    private let count: Int
+    private var upcoming = 0
+    private var failed: (index: Int, error: any Error)?
+
+    init(count: Int) { self.count = count }
+
+    func next() -> Int? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard upcoming < count, failed == nil || upcoming < failed!.index else { return nil }
+        upcoming += 1
+        return upcoming - 1
+    }
+
+    func fail(_ index: Int, _ error: any Error) {
+        lock.lock()
+        if failed == nil || index < failed!.index { failed = (index, error) }
+        lock.unlock()
+    }
+
+    var failure: (any Error)? {
+        lock.lock()
+        defer { lock.unlock() }
+        return failed?.error
+    }
+}
+
+/// An integer total added to from several threads.
+final class SharedCount: @unchecked Sendable {
+    private let lock = NSLock()
+    private var total = 0
+
+    func add(_ amount: Int) {
+        lock.lock()
+        total += amount
+        lock.unlock()
+    }
+
+    var value: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return total
+    }
+}
