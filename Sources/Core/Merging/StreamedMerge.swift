@@ -162,11 +162,11 @@ final class ChunkWorkers: @unchecked Sendable {
     }
 
     /// Runs `body` on every chunk on all workers at once, each chunk's `inputs` read first (and,
-    /// with the base among them, the tasks' turned into task vectors). Chunks are taken in order;
-    /// after a failure no later chunk starts, and the failure of the earliest chunk is thrown.
+    /// with the base among them, the tasks' turned into task vectors). After a failure no later
+    /// chunk starts, and the failure of the earliest chunk is thrown.
     func forEach(_ chunks: [StreamedMerge.Chunk], reading inputs: [Int], io: some StreamedMergeIO,
                  _ body: (ChunkWorker, StreamedMerge.Chunk) throws -> Void) throws {
-        let cursor = ChunkCursor(count: chunks.count)
+        let cursor = ChunkCursor(count: chunks.count, workers: min(workers.count, chunks.count))
         let withBase = inputs.contains(0)
         try withoutActuallyEscaping(body) { body in
             try run(chunks, inputs: inputs, withBase: withBase, io: io, cursor: cursor, body)
@@ -179,7 +179,7 @@ final class ChunkWorkers: @unchecked Sendable {
         nonisolated(unsafe) let body = body
         DispatchQueue.concurrentPerform(iterations: min(workers.count, chunks.count)) { slot in
             let worker = workers[slot]
-            while let index = cursor.next() {
+            while let index = cursor.next(slot) {
                 let chunk = chunks[index]
                 do {
                     for input in inputs {
@@ -202,21 +202,28 @@ final class ChunkWorkers: @unchecked Sendable {
     }
 }
 
-/// The next chunk to take, shared by the workers, and the earliest failure.
+/// The chunks each worker takes, in order, and the earliest failure. Worker w of W takes the
+/// w-th of W contiguous runs of chunks: the workers then mostly write different output files,
+/// which the file system would otherwise make them take turns on.
 private final class ChunkCursor: @unchecked Sendable {
     private let lock = NSLock()
-    private let count: Int
-    private var upcoming = 0
+    private var upcoming: [Int]
+    private let ends: [Int]
     private var failed: (index: Int, error: any Error)?
 
-    init(count: Int) { self.count = count }
+    init(count: Int, workers: Int) {
+        upcoming = (0..<workers).map { count * $0 / workers }
+        ends = (0..<workers).map { count * ($0 + 1) / workers }
+    }
 
-    func next() -> Int? {
+    /// Worker `worker`'s next chunk; none past a failure of an earlier chunk.
+    func next(_ worker: Int) -> Int? {
         lock.lock()
         defer { lock.unlock() }
-        guard upcoming < count, failed == nil || upcoming < failed!.index else { return nil }
-        upcoming += 1
-        return upcoming - 1
+        let index = upcoming[worker]
+        guard index < ends[worker], failed == nil || index < failed!.index else { return nil }
+        upcoming[worker] += 1
+        return index
     }
 
     func fail(_ index: Int, _ error: any Error) {
