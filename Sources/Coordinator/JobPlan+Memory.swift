@@ -1,6 +1,7 @@
 // JobPlan+Memory: the memory a job needs per rank, checked before anything is allocated, so that a
 // model too large for the machine is one error line instead of a failed allocation mid-run.
 import Core
+import Transport
 import Foundation
 
 extension JobPlan {
@@ -18,7 +19,7 @@ extension JobPlan {
     public func checkMemory(worldSize: Int) throws {
         let parameters = model.layout.totalCount
         let copies = parameterCopiesPerRank(worldSize: worldSize)
-        let localRanks = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap { Int($0) } ?? 1
+        let localRanks = LauncherEnvironment.ranksOnThisHost
         let perRank = Double(parameters) * copies * Double(MemoryLayout<Float>.size)
         let total = perRank * Double(max(1, localRanks))
         try MemoryBudget.check(total >= Double(Int.max) ? Int.max : Int(total),

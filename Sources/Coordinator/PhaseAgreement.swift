@@ -3,19 +3,12 @@ import ControlProtocol
 import Core
 import Transport
 
-/// Thrown on ranks other than 0 when a phase failed somewhere: rank 0 reports the reason, the
-/// others exit non-zero without adding per-rank noise.
-public struct PeerFailure: Error, CustomStringConvertible {
-    public init() {}
-    public var description: String { "another rank failed (reported by rank 0)" }
-}
-
-enum PhaseAgreement {
+public enum PhaseAgreement {
     /// Runs `body`, then agrees with all ranks on success: if any rank threw, every rank throws
     /// (rank 0 an OrthofuseError with the failing ranks' messages, sent as control-protocol
     /// `Failure` messages; the others PeerFailure).
     /// Without this, one rank's bad file would leave the others waiting in the next collective.
-    static func run<T>(_ communicator: any Communicator, _ body: () throws -> T) throws -> T {
+    public static func run<T>(_ communicator: any Communicator, _ body: () throws -> T) throws -> T {
         var result: T?
         var failure: String?
         var peerFailure = false
@@ -47,7 +40,8 @@ enum PhaseAgreement {
                     guard case let .failure(_, reason, _) = try ControlMessage.decode(bytes, from: "rank \(rank)") else {
                         throw OrthofuseError("rank \(rank) sent an unexpected message instead of its failure")
                     }
-                    if !reason.isEmpty { messages.append(communicator.size > 1 ? "rank \(rank): \(reason)" : reason) }
+                    // The same failure as rank 0's (every rank reading one bad file) is said once.
+                    if !reason.isEmpty, reason != failure { messages.append(communicator.size > 1 ? "rank \(rank): \(reason)" : reason) }
                 }
             }
             if messages.isEmpty { throw PeerFailure() }

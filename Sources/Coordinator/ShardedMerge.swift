@@ -133,9 +133,7 @@ public struct TaskVectorShards {
         if settings.needsWholeTensors, !partition.holdsWholeTensors {
             throw OrthofuseError("merge \(settings.method.rawValue): works per tensor, but the task vectors were split inside tensors")
         }
-        let collectives = MergeCollectives(
-            slot: rank, slotCount: communicator.size,
-            sum: { try communicator.allReduce($0, .sum) }, minimum: { try communicator.allReduce($0, .min) })
+        let collectives = MergeCollectives.over(communicator)
         let local = Result {
             try TaskVectorMerger.mergedSlice(slices, region: region, layout: layout, settings: settings, collectives: collectives)
         }
@@ -152,6 +150,14 @@ public struct TaskVectorShards {
             try communicator.broadcast(UnsafeMutableBufferPointer(rebasing: merged.buffer[range]), root: root)
         }
         return merged
+    }
+}
+
+extension MergeCollectives {
+    /// A merge's cross-slice sums and minima as all-reduces over `communicator`'s ranks, one slice each.
+    public static func over(_ communicator: any Communicator) -> MergeCollectives {
+        MergeCollectives(slot: communicator.rank, slotCount: communicator.size,
+                         sum: { try communicator.allReduce($0, .sum) }, minimum: { try communicator.allReduce($0, .min) })
     }
 }
 

@@ -4,6 +4,7 @@ import Coordinator
 import Core
 import JobSchema
 import Foundation
+import Transport
 
 enum CheckpointMerge {
     /// An input or output file: where it is, and how messages and metadata name it.
@@ -124,9 +125,19 @@ enum CheckpointMerge {
     /// The dtypes whose tensors are merged; every other one is copied from the base.
     static let floatingDTypes: Set<String> = ["F32", "F16", "BF16", "F64"]
 
-    /// Checks every header against the base, then merges; returns the summary line.
-    static func run(_ request: Request) throws -> String {
-        let started = Date()
+    /// What every rank knows before merging: the opened inputs, checked against the base, the
+    /// merge layout (the base's floating tensors in file order) and the output's entries.
+    private struct Plan {
+        let base: Checkpoint
+        let models: [Checkpoint]
+        let layout: ParameterLayout
+        let entries: [SafetensorsStreamWriter.Entry]
+        let metadata: [String: String]
+        let storedDTypes: [String]
+        let copiedCount: Int
+    }
+
+    private static func makePlan(_ request: Request) throws -> Plan {
         let baseCheckpoint = try Checkpoint.open(request.base.url)
         let baseHeader = baseCheckpoint.header
         let models = try request.models.map { model in
@@ -139,9 +150,7 @@ enum CheckpointMerge {
         guard !floating.isEmpty else {
             throw OrthofuseError("\(request.base.name): has no floating-point tensors to merge")
         }
-        // The merge layout: the base's floating tensors in file order.
         let layout = ParameterLayout(floating.map { ParameterSpec(name: $0.name, shape: $0.shape) })
-
         let entries = baseHeader.tensors.map { info in
             SafetensorsStreamWriter.Entry(name: info.name, dtype: layout.range(of: info.name) == nil
                                               ? info.dtype : request.dtype.stored(forBase: info.dtype), shape: info.shape)
@@ -158,43 +167,88 @@ enum CheckpointMerge {
         if !copied.isEmpty {
             metadata["orthofuse.copied_from_base"] = copied.map { "\($0.name) (\($0.dtype))" }.joined(separator: ", ")
         }
-        let writer = try Checkpoint.Writer(entries, metadata: metadata, to: request.output.url, sharded: isFolderOutput(request.output),
-                                           shardSize: request.shardSize, companions: baseCheckpoint.companionFiles)
-        let how: String
-        if StreamedMerge.supports(request.settings.method) {
-            for (index, info) in baseHeader.tensors.enumerated() where layout.range(of: info.name) == nil {
-                try writer.append(entry: index, values: [], rawBytes: try baseCheckpoint.bytes(of: info))
-            }
-            let passes = try streamed(request, base: baseCheckpoint, models: models, layout: layout, writer: writer, entries: entries)
-            how = ", streamed in chunks of \(StreamedMerge.defaultChunkElements) entries in \(passes) pass(es) over the inputs"
-        } else {
-            let mergedTensor = try mergeTensorByTensor(request, base: baseCheckpoint, models: models, layout: layout)
-            let ahead = MergeAhead(tensors: baseHeader.tensors, threads: request.threads) { info in
-                guard layout.range(of: info.name) != nil else { return ([], try baseCheckpoint.bytes(of: info)) }
-                return (try mergedTensor(info), nil)
-            }
-            for index in entries.indices {
-                let tensor = try ahead.data(index)
-                try writer.append(entry: index, values: tensor.values, rawBytes: tensor.rawBytes)
-            }
-            how = ", tensor by tensor"
-        }
-        let files = try writer.finish()
-        let shardText = isFolderOutput(request.output) ? " in \(files) shard(s)" : ""
+        return Plan(base: baseCheckpoint, models: models, layout: layout, entries: entries, metadata: metadata,
+                    storedDTypes: storedDTypes, copiedCount: copied.count)
+    }
 
+    /// Checks every header against the base, then merges; returns the summary line. Under mpirun
+    /// the output's files are shared out among the ranks (consecutive runs of shards, so whole
+    /// tensors in layout order): each rank merges and writes its own, rank 0 staging the folder
+    /// and publishing it when every rank is done. Each phase ends in an agreement, so a failure
+    /// on any rank is one line from rank 0 and no output.
+    static func run(_ request: Request, communicator: any Communicator) throws -> String {
+        let started = Date()
+        let rank = communicator.rank, ranks = communicator.size
+        let sharded = isFolderOutput(request.output)
+        // Phase 1: every rank opens and checks the inputs; rank 0 stages a folder output.
+        let (plan, staged) = try PhaseAgreement.run(communicator) { () throws -> (Plan, Checkpoint.Staging?) in
+            let plan = try makePlan(request)
+            return (plan, rank == 0 && ranks > 1 && sharded ? try Checkpoint.Staging(request.output.url) : nil)
+        }
+        var staging = staged
+        if ranks > 1 && sharded {
+            let path = try communicator.broadcast(Array((staged?.url.path ?? "").utf8), root: 0)
+            if rank != 0 { staging = Checkpoint.Staging(existing: URL(fileURLWithPath: String(decoding: path, as: UTF8.self))) }
+        }
+        // Phase 2: each rank merges and writes its part.
+        let (writer, passes) = try PhaseAgreement.run(communicator) {
+            let writer = try Checkpoint.Writer(plan.entries, metadata: plan.metadata, to: request.output.url, sharded: sharded,
+                                               shardSize: request.shardSize, companions: plan.base.companionFiles,
+                                               part: .init(index: rank, count: ranks), staging: staging)
+            let passes = try merge(request, plan, into: writer, communicator: communicator)
+            try writer.finish()
+            return (writer, passes)
+        }
+        // Phase 3: rank 0 publishes a folder written by several ranks.
+        if ranks > 1 { try PhaseAgreement.run(communicator) { if rank == 0 { try writer.publish() } } }
+
+        let shardText = sharded ? " in \(writer.fileCount) shard(s)" : ""
+        let how = StreamedMerge.supports(request.settings.method)
+            ? ", streamed in chunks of \(StreamedMerge.defaultChunkElements) entries in \(passes) pass(es) over the inputs"
+            : ", tensor by tensor"
         let knobs = request.settings.knobSummary
-        let copiedText = copied.isEmpty ? "" : ", \(copied.count) non-float tensor(s) copied from the base"
+        let copiedText = plan.copiedCount == 0 ? "" : ", \(plan.copiedCount) non-float tensor(s) copied from the base"
+        let rankText = ranks > 1 ? " by \(ranks) ranks" : ""
         return String(
             format: "merged %d model(s) with %@%@, α = %@: %d tensors, %d parameters as %@%@, %.2f s → %@%@",
             request.models.count, request.settings.method.rawValue, knobs.isEmpty ? "" : " (\(knobs))",
-            "\(request.alpha)", layout.specs.count, layout.totalCount, storedDTypes.joined(separator: ", "), copiedText,
-            Date().timeIntervalSince(started), request.output.name, shardText + how)
+            "\(request.alpha)", plan.layout.specs.count, plan.layout.totalCount, plan.storedDTypes.joined(separator: ", "),
+            copiedText, Date().timeIntervalSince(started), request.output.name, shardText + rankText + how)
+    }
+
+    /// This rank's entries of the output merged into `writer` (their non-floating tensors copied
+    /// from the base); returns the passes over the inputs (1 for the tensor-by-tensor methods).
+    private static func merge(_ request: Request, _ plan: Plan, into writer: Checkpoint.Writer,
+                              communicator: any Communicator) throws -> Int {
+        let owned = writer.ownedEntries
+        let baseTensors = plan.base.header.tensors
+        guard StreamedMerge.supports(request.settings.method) else {
+            let mergedTensor = try mergeTensorByTensor(request, base: plan.base, models: plan.models, layout: plan.layout)
+            let ahead = MergeAhead(tensors: owned.map { baseTensors[$0] }, threads: request.threads) { info in
+                guard plan.layout.range(of: info.name) != nil else { return ([], try plan.base.bytes(of: info)) }
+                return (try mergedTensor(info), nil)
+            }
+            for (position, index) in owned.enumerated() {
+                let tensor = try ahead.data(position)
+                try writer.append(entry: index, values: tensor.values, rawBytes: tensor.rawBytes)
+            }
+            return 1
+        }
+        for index in owned where plan.layout.range(of: baseTensors[index].name) == nil {
+            try writer.append(entry: index, values: [], rawBytes: try plan.base.bytes(of: baseTensors[index]))
+        }
+        let ownedNames = Set(owned.map { baseTensors[$0].name })
+        let tensors = plan.layout.specs.indices.filter { ownedNames.contains(plan.layout.specs[$0].name) }
+        return try streamed(request, base: plan.base, models: plan.models, layout: plan.layout, writer: writer,
+                            entries: plan.entries, tensors: tensors,
+                            collectives: communicator.size > 1 ? .over(communicator) : .alone)
     }
 
     /// The streamed merge (StreamedMerge) of the floating tensors, read in chunks from the
     /// inputs and written in place into `writer`; returns the passes it made over the inputs.
     private static func streamed(_ request: Request, base: Checkpoint, models: [Checkpoint], layout: ParameterLayout,
-                                 writer: Checkpoint.Writer, entries: [SafetensorsStreamWriter.Entry]) throws -> Int {
+                                 writer: Checkpoint.Writer, entries: [SafetensorsStreamWriter.Entry], tensors: [Int],
+                                 collectives: MergeCollectives) throws -> Int {
         let entryIndex = Dictionary(uniqueKeysWithValues: entries.enumerated().map { ($1.name, $0) })
         let inputs = [base] + models
         let streams = CheckpointStreams(
@@ -206,7 +260,7 @@ enum CheckpointMerge {
             origins: [request.base.name] + request.models.map(\.name),
             writer: writer, outputEntries: layout.specs.map { entryIndex[$0.name]! })
         let merge = StreamedMerge(layout: layout, taskCount: models.count, settings: request.settings,
-                                  alpha: Float(request.alpha), threads: request.threads)
+                                  alpha: Float(request.alpha), threads: request.threads, tensors: tensors, collectives: collectives)
         return try merge.run(streams)
     }
 
@@ -244,7 +298,6 @@ enum CheckpointMerge {
     private static func mergeTensorByTensor(_ request: Request, base: Checkpoint, models: [Checkpoint],
                                             layout: ParameterLayout) throws -> MergedTensor {
         let byName = models.map { model in Dictionary(uniqueKeysWithValues: model.header.tensors.map { ($0.name, $0) }) }
-        let alone = MergeCollectives(slot: 0, slotCount: 1, sum: { $0 }, minimum: { $0 })
         return { info in
             let region = layout.range(of: info.name)!
             // Each input decoded straight into a buffer of its own; a model's becomes its task
@@ -258,7 +311,7 @@ enum CheckpointMerge {
                 return values
             }
             let delta = try TaskVectorMerger.mergedSlice(taskVectors, region: region, layout: layout,
-                                                         settings: request.settings, collectives: alone)
+                                                         settings: request.settings, collectives: .alone)
             return [Float](unsafeUninitializedCapacity: region.count) { merged, initialized in
                 if let target = merged.baseAddress {
                     TaskArithmetic.merge(base: baseBuffer.pointer, taskVectorSum: delta.pointer, alpha: Float(request.alpha),

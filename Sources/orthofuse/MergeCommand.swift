@@ -3,6 +3,7 @@ import ArgumentParser
 import Core
 import JobSchema
 import Reporting
+import Transport
 import Foundation
 
 #if canImport(Glibc)
@@ -87,13 +88,13 @@ struct Merge: ParsableCommand {
         }
     }
 
+    /// One process, or under mpirun every rank (each merges and writes its share of the output's
+    /// files); rank 0 prints the summary, or the one error line of any rank's failure.
     func run() throws {
-        do {
-            let summary = try CheckpointMerge.run(request())
-            print(summary)
-        } catch {
-            Console.error("\(error)")
-            throw ExitCode.failure
+        let request = try self.request()
+        try Launch.onEveryRank(level: .normal) { communicator, _ in
+            let summary = try CheckpointMerge.run(request, communicator: communicator)
+            if communicator.rank == 0 { print(summary) }
         }
     }
 
@@ -132,7 +133,8 @@ struct Merge: ParsableCommand {
         try Self.checkOutput(output, inputs: [base] + models)
         var request = CheckpointMerge.Request(settings: settings, alpha: alpha, base: base, models: models, output: output,
                                               dtype: outputDType, shardSize: shardSize)
-        if let threads { request.threads = threads }
+        // Under mpirun the ranks on a host share its cores.
+        request.threads = threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / LauncherEnvironment.ranksOnThisHost)
         return request
     }
 

@@ -296,6 +296,48 @@ final class MergeCommandTests: XCTestCase {
 
     /// Sharded folders in (each split its own way) and out (shards of a bounded size, the index,
     /// the base's config.json): the same merged values as the single files.
+    /// Under mpirun the ranks share out the output's shards: 2 and 3 ranks write exactly the files
+    /// of one process, for streamed methods with sums across ranks (global TIES' cuts and sign,
+    /// DARE-TIES' sign), without (per-tensor TIES, task arithmetic), and tensor by tensor (TSV);
+    /// a bad tensor on one rank's share is one error line and no output, nothing left behind.
+    func testRanksWriteTheFilesOfOneProcess() throws {
+        let launcher = BuiltProducts.packageRoot.appendingPathComponent("cluster/launch.sh")
+        func launched(_ ranks: Int, _ arguments: [String]) throws -> ProcessOutcome {
+            try Subprocess.run(URL(fileURLWithPath: "/usr/bin/env"),
+                               [launcher.path, "-np", "\(ranks)", "--", Self.binary.path, "merge"] + arguments, in: directory)
+        }
+        func files(_ folder: String) throws -> [String: Data] {
+            let names = try FileManager.default.contentsOfDirectory(atPath: url(folder).path)
+            return try Dictionary(uniqueKeysWithValues: names.map { ($0, try Data(contentsOf: url(folder).appendingPathComponent($0))) })
+        }
+        let inputs = ["--base", "base.safetensors", "--model", "a.safetensors", "--model", "b.safetensors", "--model", "c.safetensors",
+                      "--shard-size", "40B"]
+        for (index, knobs) in [["--method", "ties"], ["--method", "ties", "--trim", "per-tensor"], ["--method", "dare_ties"],
+                               ["--method", "task_arithmetic"], ["--method", "tsv"]].enumerated() {
+            let one = try merge(knobs + inputs + ["--output", "one-\(index)"])
+            XCTAssertEqual(one.status, 0, one.stderr)
+            for ranks in [2, 3] {
+                let many = try launched(ranks, knobs + inputs + ["--output", "ranks\(ranks)-\(index)"])
+                XCTAssertEqual(many.status, 0, "\(knobs) on \(ranks) ranks:\n\(many.stdout)\n\(many.stderr)")
+                XCTAssertTrue(many.stdout.contains("by \(ranks) ranks"), many.stdout)
+                XCTAssertEqual(try files("ranks\(ranks)-\(index)"), try files("one-\(index)"), "\(knobs) on \(ranks) ranks")
+            }
+        }
+        // c's last tensor (rank 1's share with 2 ranks) holds a NaN.
+        var bad = try values("c.safetensors")
+        bad["block.scale"]![3] = .nan
+        try Safetensors.write(shapes.map { TensorRecord(name: $0.0, shape: $0.1, values: bad[$0.0]!) }, to: url("c.safetensors"))
+        for method in ["ties", "task_arithmetic"] {
+            let failed = try launched(2, ["--method", method] + inputs + ["--output", "bad-\(method)"])
+            XCTAssertNotEqual(failed.status, 0, failed.stdout)
+            let lines = failed.stderr.split(separator: "\n").filter { $0.contains("error") }
+            XCTAssertEqual(lines.count, 1, failed.stderr)
+            XCTAssertTrue(failed.stderr.contains("c.safetensors: tensor 'block.scale' holds a non-finite value"), failed.stderr)
+            let left = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.contains("bad-") }
+            XCTAssertEqual(left, [], "no output and no staging folder")
+        }
+    }
+
     func testShardedFoldersInAndOut() throws {
         let names = shapes.map(\.0)
         try writeShardedCopy(of: "base", as: "base-hf", order: names)

@@ -200,97 +200,78 @@ public struct Checkpoint: Sendable {
     /// One tensor's data for the writers: values in the entry's float dtype, or raw bytes.
     public typealias TensorData = (values: [Float], rawBytes: [UInt8]?)
 
-    /// Writes `entries` in order, asking `data(i)` for tensor i only when it is written (see
-    /// `Writer` for the layouts). Returns the number of files of tensors written.
-    @discardableResult
-    public static func write(_ entries: [SafetensorsStreamWriter.Entry], metadata: [String: String], to url: URL,
-                             sharded: Bool, shardSize: Int = 5_000_000_000, companions: [URL] = [],
-                             data: (Int) throws -> TensorData) throws -> Int {
-        let writer = try Writer(entries, metadata: metadata, to: url, sharded: sharded, shardSize: shardSize, companions: companions)
-        for i in entries.indices {
-            let tensor = try data(i)
-            try writer.append(entry: i, values: tensor.values, rawBytes: tensor.rawBytes)
-        }
-        return try writer.finish()
-    }
-
     /// A checkpoint being written: a single safetensors file at `url`, or with `sharded` a Hugging
     /// Face folder there — shards `model-0000i-of-0000n.safetensors` of at most `shardSize` bytes
     /// of tensor data each (a larger tensor gets a shard of its own), the index with
     /// `metadata.total_size`, and `companions` copied in. Every file's header is written first;
     /// tensors' data then goes to its place in any order, from any thread (`write`). Built under a
-    /// temporary name beside `url` and renamed into place by `finish`, so readers never see half
+    /// temporary name beside `url` and renamed into place when finished, so readers never see half
     /// of it (a folder must not exist or be empty); dropped unfinished, it leaves nothing.
+    ///
+    /// Several processes (ranks) can write one checkpoint together: each writes its `part` — one of
+    /// `part.count` consecutive runs of the files — into the folder one of them staged
+    /// (`Staging`), and that one publishes it once every part is finished.
     public final class Writer: @unchecked Sendable {
         // Sendable: after init only `write` runs concurrently, and the shard writers' writes are.
-        private let url: URL
-        private let sharded: Bool
-        private let companions: [URL]
-        private let staging: URL?
-        private let files: [SafetensorsStreamWriter]
-        private let fileNames: [String]
-        /// For each entry: its file, and its index in that file.
-        private let places: [(file: Int, entry: Int)]
-        private let entries: [SafetensorsStreamWriter.Entry]
-        private var finished = false
+        /// Which files a process writes: the `index`-th of `count` consecutive runs of them.
+        public struct Part: Sendable {
+            public let index: Int
+            public let count: Int
+            public init(index: Int, count: Int) {
+                precondition(count >= 1 && (0..<count).contains(index))
+                self.index = index
+                self.count = count
+            }
+            public static let whole = Part(index: 0, count: 1)
+        }
 
+        private let url: URL
+        private let companions: [URL]
+        /// The staging folder of a sharded output; published by this writer when it staged it.
+        private let staging: Staging?
+        private let publishes: Bool
+        private let entries: [SafetensorsStreamWriter.Entry]
+        /// The entries of each file, in order, and the files' names.
+        private let groups: [Range<Int>]
+        private let fileNames: [String]
+        /// This process's files (indices into `groups`) and their writers.
+        private let ownedFiles: Range<Int>
+        private let files: [SafetensorsStreamWriter]
+
+        /// `staging`: the folder another process staged for this sharded output; nil stages it
+        /// here, to be published by `finish`.
         public init(_ entries: [SafetensorsStreamWriter.Entry], metadata: [String: String], to url: URL,
-                    sharded: Bool, shardSize: Int = 5_000_000_000, companions: [URL] = []) throws {
+                    sharded: Bool, shardSize: Int = 5_000_000_000, companions: [URL] = [],
+                    part: Part = .whole, staging: Staging? = nil) throws {
             self.url = url
-            self.sharded = sharded
             self.companions = companions
             self.entries = entries
-            guard sharded else {
-                staging = nil
-                files = [try SafetensorsStreamWriter(url: url, entries: entries, metadata: metadata)]
-                fileNames = [url.lastPathComponent]
-                places = entries.indices.map { (0, $0) }
-                return
+            let groups = sharded ? shardPlan(entries.map(storedBytes), shardSize: shardSize) : [entries.indices]
+            self.groups = groups
+            fileNames = sharded
+                ? groups.indices.map { String(format: "model-%05d-of-%05d.safetensors", $0 + 1, groups.count) }
+                : [url.lastPathComponent]
+            ownedFiles = (groups.count * part.index / part.count)..<(groups.count * (part.index + 1) / part.count)
+            publishes = sharded && staging == nil
+            self.staging = sharded ? try staging ?? Staging(url) : nil
+            let folder = self.staging?.url ?? url.deletingLastPathComponent()
+            files = try ownedFiles.map { [fileNames] index in
+                try SafetensorsStreamWriter(url: folder.appendingPathComponent(fileNames[index]),
+                                            entries: Array(entries[groups[index]]), metadata: metadata)
             }
-            let manager = FileManager.default
-            var isDirectory: ObjCBool = false
-            if manager.fileExists(atPath: url.path, isDirectory: &isDirectory), !isDirectory.boolValue {
-                throw OrthofuseError("\(FileBytes.displayPath(url)): exists and is not a folder; not replaced")
-            }
-            if let existing = try? manager.contentsOfDirectory(atPath: url.path), !existing.isEmpty {
-                throw OrthofuseError("\(FileBytes.displayPath(url)): exists and is not empty; choose a new folder for the sharded output")
-            }
-            let groups = shardPlan(entries.map(storedBytes), shardSize: shardSize)
-            let parent = url.deletingLastPathComponent()
-            try FileSystemMessage.createDirectory(parent)
-            let staging = parent.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-            try? manager.removeItem(at: staging)
-            try FileSystemMessage.createDirectory(staging)
-            self.staging = staging
-            var files: [SafetensorsStreamWriter] = []
-            var names: [String] = []
-            var places: [(file: Int, entry: Int)] = []
-            do {
-                for (index, group) in groups.enumerated() {
-                    let name = String(format: "model-%05d-of-%05d.safetensors", index + 1, groups.count)
-                    files.append(try SafetensorsStreamWriter(url: staging.appendingPathComponent(name),
-                                                             entries: Array(entries[group]), metadata: metadata))
-                    names.append(name)
-                    places += group.map { (index, $0 - group.lowerBound) }
-                }
-            } catch {
-                files.removeAll()
-                try? manager.removeItem(at: staging)
-                throw error
-            }
-            self.files = files
-            fileNames = names
-            self.places = places
         }
 
-        deinit {
-            if !finished, let staging { try? FileManager.default.removeItem(at: staging) }
-        }
+        /// The checkpoint's files of tensors (all processes' together).
+        public var fileCount: Int { groups.count }
+
+        /// The entries this process writes, in order (all of them for the whole checkpoint).
+        public var ownedEntries: [Int] { ownedFiles.flatMap { Array(groups[$0]) } }
 
         /// Bytes [byteOffset, byteOffset + bytes.count) of entry `index`'s data, in its dtype.
         public func write(entry index: Int, at byteOffset: Int, _ bytes: UnsafeRawBufferPointer) throws {
-            let place = places[index]
-            try files[place.file].write(entry: place.entry, at: byteOffset, bytes)
+            let group = groups.firstIndex { $0.contains(index) }!
+            precondition(ownedFiles.contains(group), "entry \(index) is another process's to write")
+            try files[group - ownedFiles.lowerBound].write(entry: index - groups[group].lowerBound, at: byteOffset, bytes)
         }
 
         /// Elements `elements` of entry `index` from `values`, stored in the entry's float dtype
@@ -317,32 +298,76 @@ public struct Checkpoint: Sendable {
             try data.withUnsafeBytes { try write(entry: index, at: 0, $0) }
         }
 
-        /// After every entry's data: each file flushed and renamed, the index and companions
-        /// written, the folder renamed into place. Returns the number of files of tensors.
-        @discardableResult
-        public func finish() throws -> Int {
-            guard let staging else {
-                try files[0].finish()
-                finished = true
-                return 1
-            }
-            let manager = FileManager.default
+        /// After every owned entry's data: this process's files flushed and renamed into place
+        /// (a single file's is the output itself), and — when this writer staged the folder — the
+        /// folder published.
+        public func finish() throws {
             for file in files { try file.finish() }
+            if publishes { try publish() }
+        }
+
+        /// The staged folder's index and companions written, the folder renamed into place: by
+        /// the process that staged it, once every part is finished.
+        public func publish() throws {
+            guard let staging else { return }
             var weightMap: [String: String] = [:]
-            for (index, place) in places.enumerated() { weightMap[entries[index].name] = fileNames[place.file] }
+            for (file, group) in groups.enumerated() {
+                for index in group { weightMap[entries[index].name] = fileNames[file] }
+            }
             let index: [String: Any] = ["metadata": ["total_size": entries.reduce(0) { $0 + storedBytes($1) }],
                                         "weight_map": weightMap]
             let json = try JSONSerialization.data(withJSONObject: index, options: [.prettyPrinted, .sortedKeys])
-            try AtomicFile.write(json, to: staging.appendingPathComponent(indexName))
+            try AtomicFile.write(json, to: staging.url.appendingPathComponent(indexName))
+            let manager = FileManager.default
             for companion in companions {
                 // The file itself, not a link that may be relative to the base folder.
                 try manager.copyItem(at: companion.resolvingSymlinksInPath(),
-                                     to: staging.appendingPathComponent(companion.lastPathComponent))
+                                     to: staging.url.appendingPathComponent(companion.lastPathComponent))
             }
-            if manager.fileExists(atPath: url.path) { try manager.removeItem(at: url) }  // empty, checked in init
-            try manager.moveItem(at: staging, to: url)
-            finished = true
-            return files.count
+            try staging.publish(as: url)
+        }
+    }
+
+    /// The temporary folder a sharded output is built in, beside it: removed when dropped unless
+    /// published (renamed into place).
+    public final class Staging: @unchecked Sendable {
+        // Sendable: its URL is fixed; publishing happens on one thread.
+        public let url: URL
+        private var published = false
+
+        /// Checks that `output` is not an existing file nor a folder with files, and makes
+        /// `.NAME.tmp-PID` beside it.
+        public init(_ output: URL) throws {
+            let manager = FileManager.default
+            var isDirectory: ObjCBool = false
+            if manager.fileExists(atPath: output.path, isDirectory: &isDirectory), !isDirectory.boolValue {
+                throw OrthofuseError("\(FileBytes.displayPath(output)): exists and is not a folder; not replaced")
+            }
+            if let existing = try? manager.contentsOfDirectory(atPath: output.path), !existing.isEmpty {
+                throw OrthofuseError("\(FileBytes.displayPath(output)): exists and is not empty; choose a new folder for the sharded output")
+            }
+            let parent = output.deletingLastPathComponent()
+            try FileSystemMessage.createDirectory(parent)
+            url = parent.appendingPathComponent(".\(output.lastPathComponent).tmp-\(getpid())")
+            try? manager.removeItem(at: url)
+            try FileSystemMessage.createDirectory(url)
+        }
+
+        /// A folder another process staged (its `url`, as that process made it).
+        public init(existing url: URL) {
+            self.url = url
+            published = true  // not this process's to remove
+        }
+
+        deinit {
+            if !published { try? FileManager.default.removeItem(at: url) }
+        }
+
+        func publish(as output: URL) throws {
+            let manager = FileManager.default
+            if manager.fileExists(atPath: output.path) { try manager.removeItem(at: output) }  // empty, checked in init
+            try manager.moveItem(at: url, to: output)
+            published = true
         }
     }
 

@@ -309,6 +309,10 @@ public struct MergeCollectives {
 
     /// The unsharded merge.
     static var whole: MergeCollectives { MergeCollectives() }
+
+    /// One slice that is all there is, but not the whole vector at once (a streamed merge's
+    /// chunk, a checkpoint's tensor): sums and minima are its own values.
+    public static var alone: MergeCollectives { MergeCollectives(slot: 0, slotCount: 1, sum: { $0 }, minimum: { $0 }) }
 }
 
 extension ParameterLayout {

@@ -34,6 +34,11 @@ public struct StreamedMerge {
     public let alpha: Float
     public let threads: Int
     public let chunkElements: Int
+    /// The layout tensors this process merges (all of them, or one rank's share: whole tensors
+    /// in layout order, the ranks' shares following each other in slot order).
+    public let tensors: [Int]
+    /// The sums over every process's share (`alone` for one process).
+    public let collectives: MergeCollectives
 
     /// 64 Ki elements: each thread's T + 2 chunk buffers stay in its cache, and a pass over the
     /// inputs is a few thousand chunks for a model of hundreds of millions of parameters.
@@ -48,7 +53,8 @@ public struct StreamedMerge {
     }
 
     public init(layout: ParameterLayout, taskCount: Int, settings: MergeSettings, alpha: Float,
-                threads: Int, chunkElements: Int = StreamedMerge.defaultChunkElements) {
+                threads: Int, chunkElements: Int = StreamedMerge.defaultChunkElements,
+                tensors: [Int]? = nil, collectives: MergeCollectives = .alone) {
         precondition(Self.supports(settings.method) && taskCount >= 1 && threads >= 1 && chunkElements >= 1)
         self.layout = layout
         self.taskCount = taskCount
@@ -56,6 +62,8 @@ public struct StreamedMerge {
         self.alpha = alpha
         self.threads = threads
         self.chunkElements = chunkElements
+        self.tensors = tensors ?? Array(layout.specs.indices)
+        self.collectives = collectives
     }
 
     /// A stretch of at most `chunkElements` entries of one tensor.
@@ -76,47 +84,60 @@ public struct StreamedMerge {
         }
     }
 
-    /// Merges every tensor and writes it through `io`; returns the passes made over the inputs
-    /// (1 for entry-wise methods; the cuts' and the sign total's passes before the last).
-    /// Errors are the first in layout order that a sequential merge would meet.
+    /// Merges this process's tensors and writes them through `io`; returns the passes made over
+    /// the inputs (1 for entry-wise methods; the cuts' and the sign total's passes before the
+    /// last). Errors are the first in layout order that a sequential merge would meet; with
+    /// several processes, each one's (the others throw PeerFailure at their next sum).
     public func run(_ io: some StreamedMergeIO) throws -> Int {
-        let all = layout.specs.indices.flatMap(chunks(ofTensor:))
+        let all = tensors.flatMap(chunks(ofTensor:))
         let pool = ChunkWorkers(count: threads, inputs: taskCount + 1, chunkElements: chunkElements,
                                 stagingBytes: chunkElements * io.stagingBytesPerElement)
         let selection = StreamedSelection(merge: self, io: io, workers: pool)
+        let agreement = SliceAgreement(collectives: collectives)
         var told = [SliceStatistics](repeating: SliceStatistics(), count: layout.specs.count)
-        switch settings.method {
-        case .ties where settings.trim == .global:
-            let keep = MagnitudeTrim.keptCount(settings.density, of: layout.totalCount)
-            let cuts = try selection.cuts((0..<taskCount).map { ($0, keep) }, over: all)
-            for tensor in told.indices { told[tensor].trimCuts = cuts }
-        case .ties:
-            for tensor in told.indices {
-                let keep = MagnitudeTrim.keptCount(settings.density, of: layout.range(at: tensor).count)
-                told[tensor].trimCuts = try selection.cuts((0..<taskCount).map { ($0, keep) }, over: chunks(ofTensor: tensor))
+        // Every process makes the same sums in the same order, whatever its share and its data.
+        func findCuts() throws {
+            switch settings.method {
+            case .ties where settings.trim == .global:
+                let keep = MagnitudeTrim.keptCount(settings.density, of: layout.totalCount)
+                let cuts = try selection.cuts((0..<taskCount).map { ($0, keep) }, over: all, across: agreement)
+                for tensor in tensors { told[tensor].trimCuts = cuts }
+            case .ties:
+                for tensor in tensors {
+                    let keep = MagnitudeTrim.keptCount(settings.density, of: layout.range(at: tensor).count)
+                    told[tensor].trimCuts = try selection.cuts((0..<taskCount).map { ($0, keep) }, over: chunks(ofTensor: tensor))
+                }
+            case .breadcrumbs:
+                for tensor in tensors {
+                    let ranks = MagnitudeWindow.ranks(of: layout.range(at: tensor).count, density: settings.density, gamma: settings.gamma)
+                    let targets = (0..<taskCount).flatMap { [($0, ranks.window), ($0, ranks.dropped)] }
+                    let cuts = try selection.cuts(targets, over: chunks(ofTensor: tensor))
+                    told[tensor].windowOuterCuts = stride(from: 0, to: cuts.count, by: 2).map { cuts[$0] }
+                    told[tensor].windowInnerCuts = stride(from: 1, to: cuts.count, by: 2).map { cuts[$0] }
+                }
+            case .average, .taskArithmetic, .dare, .consensus, .magmax, .dareTies, .tsv, .isoC, .isoCTS:
+                break
             }
-        case .breadcrumbs:
-            for tensor in told.indices {
-                let ranks = MagnitudeWindow.ranks(of: layout.range(at: tensor).count, density: settings.density, gamma: settings.gamma)
-                let targets = (0..<taskCount).flatMap { [($0, ranks.window), ($0, ranks.dropped)] }
-                let cuts = try selection.cuts(targets, over: chunks(ofTensor: tensor))
-                told[tensor].windowOuterCuts = stride(from: 0, to: cuts.count, by: 2).map { cuts[$0] }
-                told[tensor].windowInnerCuts = stride(from: 1, to: cuts.count, by: 2).map { cuts[$0] }
-            }
-        case .average, .taskArithmetic, .dare, .consensus, .magmax, .dareTies, .tsv, .isoC, .isoCTS:
-            break
         }
-        var passes = selection.passes
+        var passes = 0
         if settings.method == .ties || settings.method == .dareTies {
-            let total = SharedCount()
-            try pool.forEach(all, reading: Array(0...taskCount), io: io) { worker, chunk in
-                total.add(TaskVectorMerger.signTotal(worker.taskVectors(chunk), region: chunk.global, settings: settings,
-                                                     told: told[chunk.tensor]))
+            // The cuts (per tensor: this process's alone) and this share's sign total, summed.
+            let total = try agreement.sum(count: 1) {
+                try findCuts()
+                let share = SharedCount()
+                try pool.forEach(all, reading: Array(0...taskCount), io: io) { worker, chunk in
+                    share.add(TaskVectorMerger.signTotal(worker.taskVectors(chunk), region: chunk.global, settings: settings,
+                                                         told: told[chunk.tensor]))
+                }
+                return [Double(share.value)]
             }
-            for tensor in told.indices { told[tensor].signTotal = total.value }
+            for tensor in tensors { told[tensor].signTotal = Int(total[0]) }
             passes += 1
+        } else {
+            try findCuts()
         }
-        let alone = MergeCollectives(slot: 0, slotCount: 1, sum: { $0 }, minimum: { $0 })
+        passes += selection.passes
+        let alone = MergeCollectives.alone
         try pool.forEach(all, reading: Array(0...taskCount), io: io) { worker, chunk in
             let delta = try TaskVectorMerger.mergedSlice(worker.taskVectors(chunk), region: chunk.global, layout: layout,
                                                          settings: settings, collectives: alone, told: told[chunk.tensor])
@@ -126,6 +147,28 @@ public struct StreamedMerge {
             try io.write(tensor: chunk.tensor, elements: chunk.elements, values: merged, staging: worker.staging)
         }
         return passes + 1
+    }
+}
+
+/// Sums over the processes of a merge that each enters even after failing on its own, so that
+/// none waits for one that gave up: when any failed, every one throws (its own error, the others
+/// PeerFailure).
+struct SliceAgreement {
+    let collectives: MergeCollectives
+
+    /// `local()`'s `count` values summed over the processes.
+    func sum(count: Int, _ local: () throws -> [Double]) throws -> [Double] {
+        var values = [Double](repeating: 0, count: count)
+        var failure: (any Error)?
+        do {
+            values = try local()
+            precondition(values.count == count)
+        } catch {
+            failure = error
+        }
+        let summed = try collectives.sum(values + [failure == nil ? 0 : 1])
+        guard summed[count] == 0 else { throw failure ?? PeerFailure() }
+        return Array(summed[..<count])
     }
 }
 

@@ -30,8 +30,11 @@ final class StreamedSelection<IO: StreamedMergeIO> {
         value.bitPattern & 0x7fff_ffff
     }
 
-    /// For each target (a task and how many of its largest |τ| to keep), its cut over `scope`.
-    func cuts(_ targets: [(task: Int, keep: Int)], over scope: [StreamedMerge.Chunk]) throws -> [TopMagnitudeCut] {
+    /// For each target (a task and how many of its largest |τ| to keep), its cut over `scope` —
+    /// and, `across` slices (ranks), over every slice's scope together, the slices' scopes
+    /// lying in slot order along the vector: their histograms and tie counts are summed.
+    func cuts(_ targets: [(task: Int, keep: Int)], over scope: [StreamedMerge.Chunk],
+              across: SliceAgreement? = nil) throws -> [TopMagnitudeCut] {
         let wanted = targets.indices.filter { targets[$0].keep > 0 }
         var cuts = [TopMagnitudeCut](repeating: .none, count: targets.count)
         guard !wanted.isEmpty else { return cuts }
@@ -40,12 +43,13 @@ final class StreamedSelection<IO: StreamedMergeIO> {
         let inputs = [0] + tasks.map { $0 + 1 }
 
         // Pass 1: the high digit's bucket of every wanted rank.
-        let high = try histograms(over: scope, inputs: inputs, buckets: Self.highBuckets, count: merge.taskCount) { worker, chunk, counts in
+        let high = try combined(across, count: Self.highBuckets * merge.taskCount) {
+            try histograms(over: scope, inputs: inputs, buckets: Self.highBuckets, count: merge.taskCount) { worker, chunk, counts in
             for task in tasks {
                 let values = worker.inputs[task + 1].pointer, offset = task * Self.highBuckets
                 for i in 0..<chunk.elements.count { counts[offset + Int(Self.magnitudeBits(values[i]) >> 16)] += 1 }
             }
-        }
+        } }
         var bucket = [Int](repeating: 0, count: targets.count)
         var rank = [Int](repeating: 0, count: targets.count)  // 1-based, from the top, within the bucket
         for target in wanted {
@@ -54,7 +58,8 @@ final class StreamedSelection<IO: StreamedMergeIO> {
         }
 
         // Pass 2: the low digit, within each target's bucket.
-        let low = try histograms(over: scope, inputs: inputs, buckets: Self.lowBuckets, count: targets.count) { worker, chunk, counts in
+        let low = try combined(across, count: Self.lowBuckets * targets.count) {
+            try histograms(over: scope, inputs: inputs, buckets: Self.lowBuckets, count: targets.count) { worker, chunk, counts in
             for target in wanted {
                 let values = worker.inputs[targets[target].task + 1].pointer
                 let prefix = UInt32(bucket[target]), offset = target * Self.lowBuckets
@@ -63,7 +68,7 @@ final class StreamedSelection<IO: StreamedMergeIO> {
                     if key >> 16 == prefix { counts[offset + Int(key & 0xffff)] += 1 }
                 }
             }
-        }
+        } }
         var partialTies: [(target: Int, key: UInt32, keptTies: Int)] = []
         for target in wanted {
             let (digit, ties) = Self.bucket(holding: rank[target], in: low, from: target * Self.lowBuckets, count: Self.lowBuckets)
@@ -75,12 +80,19 @@ final class StreamedSelection<IO: StreamedMergeIO> {
             }
         }
         if !partialTies.isEmpty {
-            let limits = try lastKeptTies(partialTies.map { (targets[$0.target].task, $0.key, $0.keptTies) }, over: scope)
+            let limits = try lastKeptTies(partialTies.map { (targets[$0.target].task, $0.key, $0.keptTies) }, over: scope,
+                                          across: across)
             for (tie, limit) in zip(partialTies, limits) {
                 cuts[tie.target] = TopMagnitudeCut(threshold: Float(bitPattern: tie.key), tieIndexLimit: limit)
             }
         }
         return cuts
+    }
+
+    /// `local()`, summed over the slices when there are several.
+    private func combined(_ across: SliceAgreement?, count: Int, _ local: () throws -> [Int]) throws -> [Int] {
+        guard let across else { return try local() }
+        return try across.sum(count: count) { try local().map(Double.init) }.map { Int($0) }
     }
 
     /// The bucket (scanning from the top of counts[from..<from + count]) that holds the
@@ -114,49 +126,61 @@ final class StreamedSelection<IO: StreamedMergeIO> {
 
     /// For each tie (a task, the bits of its threshold |τ|, and how many entries at the threshold
     /// are kept), the global index + 1 of the last kept one in index order: the tie index limit
-    /// that keeps exactly that many. One pass counts every tie per chunk; then each is found in
-    /// the one chunk that holds it.
-    private func lastKeptTies(_ ties: [(task: Int, key: UInt32, kept: Int)], over scope: [StreamedMerge.Chunk]) throws -> [Int] {
+    /// that keeps exactly that many. One pass counts every tie per chunk; the slices' totals say
+    /// which slice holds the last kept one, and that slice finds it in the one chunk that does.
+    private func lastKeptTies(_ ties: [(task: Int, key: UInt32, kept: Int)], over scope: [StreamedMerge.Chunk],
+                              across: SliceAgreement?) throws -> [Int] {
         if !countedTiePass {
             passes += 1
             countedTiePass = true
         }
+        let slot = across?.collectives.slot ?? 0, slots = across?.collectives.slotCount ?? 1
         let tasks = Array(Set(ties.map(\.task))).sorted()
         let inputs = [0] + tasks.map { $0 + 1 }
-        func count(in worker: ChunkWorker, _ chunk: StreamedMerge.Chunk, _ tie: (task: Int, key: UInt32, kept: Int)) -> Int {
-            let values = worker.inputs[tie.task + 1].pointer
-            var found = 0
-            for i in 0..<chunk.elements.count { found += Self.magnitudeBits(values[i]) == tie.key ? 1 : 0 }
-            return found
-        }
         // perChunk[tie * scope.count + chunk]: written by one worker each.
-        let perChunk = UnsafeMutableBufferPointer<Int>.allocate(capacity: ties.count * scope.count)
-        defer { perChunk.deallocate() }
-        perChunk.initialize(repeating: 0)
-        let position = Dictionary(uniqueKeysWithValues: scope.enumerated().map { ($1.global.lowerBound, $0) })
-        try workers.forEach(scope, reading: inputs, io: io) { worker, chunk in
-            let index = position[chunk.global.lowerBound]!
-            for (number, tie) in ties.enumerated() { perChunk[number * scope.count + index] = count(in: worker, chunk, tie) }
-        }
-        return try ties.enumerated().map { number, tie in
-            var remaining = tie.kept
-            var index = 0
-            while remaining > perChunk[number * scope.count + index] {
-                remaining -= perChunk[number * scope.count + index]
-                index += 1
-            }
-            var limit = 0
-            try workers.forEach([scope[index]], reading: [0, tie.task + 1], io: io) { worker, chunk in
-                let values = worker.inputs[tie.task + 1].pointer
-                for i in 0..<chunk.elements.count where Self.magnitudeBits(values[i]) == tie.key {
-                    remaining -= 1
-                    if remaining == 0 {
-                        limit = chunk.global.lowerBound + i + 1
-                        return
+        var perChunk = [Int](repeating: 0, count: ties.count * scope.count)
+        let bySlot = try combined(across, count: ties.count * slots) {
+            let position = Dictionary(uniqueKeysWithValues: scope.enumerated().map { ($1.global.lowerBound, $0) })
+            try perChunk.withUnsafeMutableBufferPointer { perChunk in
+                try workers.forEach(scope, reading: inputs, io: io) { worker, chunk in
+                    let index = position[chunk.global.lowerBound]!
+                    for (number, tie) in ties.enumerated() {
+                        let values = worker.inputs[tie.task + 1].pointer
+                        var found = 0
+                        for i in 0..<chunk.elements.count { found += Self.magnitudeBits(values[i]) == tie.key ? 1 : 0 }
+                        perChunk[number * scope.count + index] = found
                     }
                 }
             }
-            return limit
+            var mine = [Int](repeating: 0, count: ties.count * slots)
+            for number in ties.indices {
+                mine[number * slots + slot] = perChunk[(number * scope.count)..<((number + 1) * scope.count)].reduce(0, +)
+            }
+            return mine
+        }
+        return try combined(across, count: ties.count) {
+            try ties.enumerated().map { number, tie in
+                let before = (0..<slot).reduce(0) { $0 + bySlot[number * slots + $1] }
+                guard tie.kept > before, tie.kept <= before + bySlot[number * slots + slot] else { return 0 }
+                var remaining = tie.kept - before
+                var index = 0
+                while remaining > perChunk[number * scope.count + index] {
+                    remaining -= perChunk[number * scope.count + index]
+                    index += 1
+                }
+                var limit = 0
+                try workers.forEach([scope[index]], reading: [0, tie.task + 1], io: io) { worker, chunk in
+                    let values = worker.inputs[tie.task + 1].pointer
+                    for i in 0..<chunk.elements.count where Self.magnitudeBits(values[i]) == tie.key {
+                        remaining -= 1
+                        if remaining == 0 {
+                            limit = chunk.global.lowerBound + i + 1
+                            return
+                        }
+                    }
+                }
+                return limit
+            }
         }
     }
 }

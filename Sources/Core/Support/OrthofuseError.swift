@@ -10,3 +10,10 @@ public struct OrthofuseError: Error, CustomStringConvertible, Sendable, Equatabl
 
     public var description: String { message }
 }
+
+/// Thrown on ranks other than 0 when a phase failed somewhere: rank 0 reports the reason, the
+/// others exit non-zero without adding per-rank noise.
+public struct PeerFailure: Error, CustomStringConvertible, Sendable {
+    public init() {}
+    public var description: String { "another rank failed (reported by rank 0)" }
+}
