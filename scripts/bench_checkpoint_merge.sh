@@ -2,7 +2,8 @@
 # bench_checkpoint_merge.sh: orthofuse merge against mergekit on Llama-shaped BF16 checkpoints
 # sharded into 256 MB files (scripts/make_llama_checkpoints.py; about 0.48 B parameters, a base and
 # three fine-tunes): task arithmetic and TIES (density 0.2, per tensor, as mergekit ranks), each
-# tool's wall time and peak RSS (/usr/bin/time), and the largest difference between the outputs.
+# tool's wall time and peak RSS (/usr/bin/time; for 2 ranks, the largest process's), and the largest
+# difference between the outputs.
 #
 # Usage: scripts/bench_checkpoint_merge.sh [DIR]   (default /tmp/llama-bench; made when missing)
 # Needs a release build and mergekit in a venv: MERGEKIT_VENV (default /opt/mkvenv), made with
@@ -30,6 +31,12 @@ measure "orthofuse task_arithmetic" "$orthofuse" merge --method task_arithmetic 
     --output "$out/orthofuse-ta" --shard-size 256MB
 measure "orthofuse ties" "$orthofuse" merge --method ties --density 0.2 --trim per-tensor --base "$dir/base" \
     "${models[@]}" --output "$out/orthofuse-ties" --shard-size 256MB
+# The same merge by 2 ranks (each writes its half of the shards, 1 thread each): the same files.
+measure "orthofuse ties, 2 ranks" cluster/launch.sh -np 2 "$orthofuse" merge --method ties --density 0.2 --trim per-tensor \
+    --base "$dir/base" "${models[@]}" --output "$out/orthofuse-ties-2ranks" --shard-size 256MB
+diff -r "$out/orthofuse-ties" "$out/orthofuse-ties-2ranks" > /dev/null \
+    && echo "orthofuse ties, 2 ranks: the same files as one process" \
+    || echo "orthofuse ties, 2 ranks: FILES DIFFER from one process"
 
 for method in task_arithmetic ties; do
     {

@@ -59,7 +59,7 @@ enum CheckpointMerge {
         var dtype: OutputDType = .auto
         /// Bytes of tensor data per shard when the output is a folder.
         var shardSize: Int = CheckpointMerge.defaultShardSize
-        /// Tensors merged at the same time (each on its own thread).
+        /// Worker threads of this process (streamed chunks, or tensors merged at the same time).
         var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     }
 

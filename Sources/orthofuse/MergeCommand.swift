@@ -64,7 +64,7 @@ struct Merge: ParsableCommand {
     @Option(help: "The merged checkpoint to write, never one of the inputs: a .safetensors file, or any other path a new folder in the Hugging Face sharded layout (shards and model.safetensors.index.json, the base folder's other files copied).")
     var output: String?
 
-    @Option(help: "Tensors merged at the same time, each on its own thread (default: the cores).")
+    @Option(help: "Worker threads (default: the cores; under mpirun, the cores over the ranks on the host). The output does not depend on it.")
     var threads: Int?
 
     @Option(help: "Largest shard of a folder output: bytes, or with KB, MB, GB (powers of 1000; default 5GB).")
