@@ -21,6 +21,7 @@ rm -rf "$out"; mkdir -p "$out"
 
 measure() {  # label command...: one line with wall seconds and peak RSS
     local label="$1"; shift
+    sync  # the previous step's output on disk first: its writeback would slow this one down
     /usr/bin/time -f "%e %M" -o "$out/$label.time" "$@" > "$out/$label.log" 2>&1
     read -r seconds kilobytes < "$out/$label.time"
     printf '%-28s %8.1f s  %8.0f MB peak RSS\n' "$label" "$seconds" "$((kilobytes / 1024))"

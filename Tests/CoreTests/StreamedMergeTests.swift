@@ -77,13 +77,14 @@ final class StreamedMergeTests: XCTestCase {
         let models = Self.models(tasks: 3, seed: 41)
         for settings in Self.streamedSettings {
             let expected = try Self.expected(models, settings: settings, alpha: 0.7)
-            for (chunk, threads) in [(7, 1), (7, 3), (1, 2), (1000, 2)] {
+            // Scopes held whole (the default for tensors this small) and found by histograms (0).
+            for (chunk, threads, wholeScopes) in [(7, 1, 0), (7, 3, 0), (1, 2, 0), (1000, 2, 0), (7, 2, 1 << 20), (1, 1, 1 << 20)] {
                 let io = MemoryIO(layout: Self.layout, inputs: models)
                 let merge = StreamedMerge(layout: Self.layout, taskCount: 3, settings: settings, alpha: 0.7,
-                                          threads: threads, chunkElements: chunk)
+                                          threads: threads, chunkElements: chunk, wholeScopeLimit: wholeScopes)
                 let passes = try merge.run(io)
                 XCTAssertEqual(Array(io.output).map(\.bitPattern), expected.map(\.bitPattern),
-                               "\(settings.method.rawValue) \(settings.trim) chunk \(chunk), \(threads) threads")
+                               "\(settings.method.rawValue) \(settings.trim) chunk \(chunk), \(threads) threads, whole scopes \(wholeScopes)")
                 let entryWise: Set<MergeMethodName> = [.taskArithmetic, .average, .dare, .consensus, .magmax]
                 XCTAssertEqual(passes == 1, entryWise.contains(settings.method), "\(settings.method.rawValue): \(passes) passes")
             }
@@ -98,8 +99,11 @@ final class StreamedMergeTests: XCTestCase {
         let models = [base, base.map { $0 + 0.25 }]
         let io = MemoryIO(layout: layout, inputs: models)
         let settings = MergeSettings(method: .ties, density: 0.3, trim: .perTensor)
-        _ = try StreamedMerge(layout: layout, taskCount: 1, settings: settings, alpha: 1, threads: 2, chunkElements: 4).run(io)
-        XCTAssertEqual(Array(io.output), [Float](repeating: 1.25, count: 15) + [Float](repeating: 1, count: 35))
+        for wholeScopes in [0, 50] {
+            _ = try StreamedMerge(layout: layout, taskCount: 1, settings: settings, alpha: 1, threads: 2, chunkElements: 4,
+                                  wholeScopeLimit: wholeScopes).run(io)
+            XCTAssertEqual(Array(io.output), [Float](repeating: 1.25, count: 15) + [Float](repeating: 1, count: 35))
+        }
     }
 
     func testTheFirstBadInputInLayoutOrderIsReported() throws {

@@ -23,7 +23,7 @@ enum SparsifiedCombine {
     static func signTotal(_ taskVectors: [FloatBuffer], count: Int, sparsifier: some TaskVectorSparsifier) -> Int {
         let merged = sum(taskVectors, count: count, sparsifier: sparsifier)
         var total = 0
-        for i in 0..<count { total += Int(electedSign(merged.pointer[i])) }
+        for i in 0..<count { total &+= Int(electedSign(merged.pointer[i])) }  // &+=: vectorises; |total| ≤ count
         return total
     }
 
@@ -51,7 +51,7 @@ enum SparsifiedCombine {
         for i in 0..<count {
             let sign = electedSign(total[i])
             elected[i] = sign
-            signTotal += Int(sign)
+            signTotal &+= Int(sign)
         }
         signTotal = try totalOverSlices(signTotal)
         let majority: Int8 = signTotal > 0 ? 1 : (signTotal < 0 ? -1 : 0)

@@ -8,6 +8,8 @@
 /// the entries in that bucket, which names the threshold itself. Ties at the threshold are kept
 /// in index order (as `TopMagnitudeCut.top` keeps them): when only some of them are, a third
 /// pass counts them per chunk, and the chunk holding the last kept one names its index.
+///
+/// Counts add with `&+=`: they cannot overflow, and the checked `+=` keeps loops from vectorising.
 final class StreamedSelection<IO: StreamedMergeIO> {
     private let merge: StreamedMerge
     private let io: IO
@@ -38,16 +40,20 @@ final class StreamedSelection<IO: StreamedMergeIO> {
         let wanted = targets.indices.filter { targets[$0].keep > 0 }
         var cuts = [TopMagnitudeCut](repeating: .none, count: targets.count)
         guard !wanted.isEmpty else { return cuts }
-        passes = max(passes, 2)
         let tasks = Array(Set(wanted.map { targets[$0].task })).sorted()
         let inputs = [0] + tasks.map { $0 + 1 }
+        let size = scope.reduce(0) { $0 + $1.elements.count }
+        if across == nil, size <= merge.wholeScopeLimit {
+            return try inMemoryCuts(targets, over: scope, size: size, tasks: tasks, inputs: inputs)
+        }
+        passes = max(passes, 2)
 
         // Pass 1: the high digit's bucket of every wanted rank.
         let high = try combined(across, count: Self.highBuckets * merge.taskCount) {
             try histograms(over: scope, inputs: inputs, buckets: Self.highBuckets, count: merge.taskCount) { worker, chunk, counts in
             for task in tasks {
                 let values = worker.inputs[task + 1].pointer, offset = task * Self.highBuckets
-                for i in 0..<chunk.elements.count { counts[offset + Int(Self.magnitudeBits(values[i]) >> 16)] += 1 }
+                for i in 0..<chunk.elements.count { counts[offset + Int(Self.magnitudeBits(values[i]) >> 16)] &+= 1 }
             }
         } }
         var bucket = [Int](repeating: 0, count: targets.count)
@@ -65,7 +71,7 @@ final class StreamedSelection<IO: StreamedMergeIO> {
                 let prefix = UInt32(bucket[target]), offset = target * Self.lowBuckets
                 for i in 0..<chunk.elements.count {
                     let key = Self.magnitudeBits(values[i])
-                    if key >> 16 == prefix { counts[offset + Int(key & 0xffff)] += 1 }
+                    if key >> 16 == prefix { counts[offset + Int(key & 0xffff)] &+= 1 }
                 }
             }
         } }
@@ -87,6 +93,25 @@ final class StreamedSelection<IO: StreamedMergeIO> {
             }
         }
         return cuts
+    }
+
+    /// The cuts of a small scope, found by `TopMagnitudeCut.top` on its task vectors read whole
+    /// (the scope's chunks are consecutive in the layout).
+    private func inMemoryCuts(_ targets: [(task: Int, keep: Int)], over scope: [StreamedMerge.Chunk], size: Int,
+                              tasks: [Int], inputs: [Int]) throws -> [TopMagnitudeCut] {
+        passes = max(passes, 1)
+        let start = scope[0].global.lowerBound
+        let values = Dictionary(uniqueKeysWithValues: tasks.map { ($0, FloatBuffer(uninitializedCount: size)) })
+        try workers.forEach(scope, reading: inputs, io: io) { worker, chunk in
+            for task in tasks {
+                (values[task]!.pointer + (chunk.global.lowerBound - start)).update(from: worker.inputs[task + 1].pointer,
+                                                                                   count: chunk.elements.count)
+            }
+        }
+        let scratch = FloatBuffer(uninitializedCount: size)
+        return targets.map { target in
+            TopMagnitudeCut.top(target.keep, of: values[target.task]!.pointer, count: size, firstIndex: start, scratch: scratch.pointer)
+        }
     }
 
     /// `local()`, summed over the slices when there are several.
@@ -112,14 +137,13 @@ final class StreamedSelection<IO: StreamedMergeIO> {
     private func histograms(over scope: [StreamedMerge.Chunk], inputs: [Int], buckets: Int, count: Int,
                             _ add: (ChunkWorker, StreamedMerge.Chunk, UnsafeMutablePointer<Int>) -> Void) throws -> [Int] {
         let size = buckets * count
-        for worker in workers.workers { worker.histogram = [Int](repeating: 0, count: size) }
+        for worker in workers.workers { worker.clearHistogram(size) }
         try workers.forEach(scope, reading: inputs, io: io) { worker, chunk in
             worker.histogram.withUnsafeMutableBufferPointer { add(worker, chunk, $0.baseAddress!) }
         }
         var total = [Int](repeating: 0, count: size)
         for worker in workers.workers {
-            for i in 0..<size { total[i] += worker.histogram[i] }
-            worker.histogram = []
+            for i in 0..<size { total[i] &+= worker.histogram[i] }
         }
         return total
     }
@@ -147,7 +171,7 @@ final class StreamedSelection<IO: StreamedMergeIO> {
                     for (number, tie) in ties.enumerated() {
                         let values = worker.inputs[tie.task + 1].pointer
                         var found = 0
-                        for i in 0..<chunk.elements.count { found += Self.magnitudeBits(values[i]) == tie.key ? 1 : 0 }
+                        for i in 0..<chunk.elements.count { found &+= Self.magnitudeBits(values[i]) == tie.key ? 1 : 0 }
                         perChunk[number * scope.count + index] = found
                     }
                 }
