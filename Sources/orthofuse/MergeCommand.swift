@@ -2,6 +2,7 @@
 import ArgumentParser
 import Core
 import JobSchema
+import MPITransport
 import Reporting
 import Transport
 import Foundation
@@ -83,7 +84,8 @@ struct Merge: ParsableCommand {
         do {
             _ = try request()
         } catch {
-            Console.error("\(error)")
+            // Under mpirun every rank finds the same problem: rank 0 says it.
+            if (MPIEnvironment.launcherRank ?? 0) == 0 { Console.error("\(error)") }
             throw ExitCode.failure
         }
     }

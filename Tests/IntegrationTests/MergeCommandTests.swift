@@ -323,6 +323,10 @@ final class MergeCommandTests: XCTestCase {
                 XCTAssertEqual(try files("ranks\(ranks)-\(index)"), try files("one-\(index)"), "\(knobs) on \(ranks) ranks")
             }
         }
+        // A bad command line is found by every rank; rank 0 says it.
+        let refused = try launched(2, ["--method", "bogus"] + inputs + ["--output", "bad-method"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertEqual(refused.stderr.split(separator: "\n").filter { $0.contains("error") }.count, 1, refused.stderr)
         // c's last tensor (rank 1's share with 2 ranks) holds a NaN.
         var bad = try values("c.safetensors")
         bad["block.scale"]![3] = .nan
