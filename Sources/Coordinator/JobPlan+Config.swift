@@ -18,14 +18,21 @@ extension OptimizerSettings {
 }
 
 extension JobPlan {
+    /// A task's head file, checked readable, with its checksum (read once: a few MB at most).
+    private static func headFile(_ path: JobPath) throws -> TaskPlan.HeadFile {
+        try path.checkReadableFile()
+        guard let data = try? Data(contentsOf: path.url) else { throw OrthofuseError("\(path.label): \(path.written): cannot read") }
+        return TaskPlan.HeadFile(url: path.url, label: "\(path.label): \(path.written)", sha256: Checksum.sha256(data))
+    }
+
     /// Checks what the file schema cannot (a mode the model does not support yet) and builds
     /// the plan. Throws one-line errors naming the key.
     public init(config: JobConfig) throws {
         let model = ModelPlan(config.model)
-        let tasks = config.tasks.map { task in
+        let tasks = try config.tasks.map { task in
             TaskPlan(name: task.name, classes: task.classes, train: task.train.source, test: task.test.source,
                      validationFraction: config.validationFraction(of: task), validationMax: config.validationMax,
-                     steps: task.steps ?? config.finetune.steps)
+                     steps: task.steps ?? config.finetune.steps, headFile: try task.head.map(Self.headFile))
         }
         self.init(
             name: config.name, seed: config.seed, model: model, base: BaseSource(config, layout: model.layout),

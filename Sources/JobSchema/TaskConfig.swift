@@ -12,11 +12,14 @@ public struct TaskConfig: Sendable, Equatable, Codable {
     public let validationFraction: Double?
     /// This task's fine-tuning steps; nil = `finetune.steps`.
     public let steps: Int?
+    /// This task's frozen head from a file (ZeroShotHeadFile: CLIP's zero-shot class embeddings);
+    /// nil = made on θ0 as `head:` says.
+    public let head: JobPath?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, classes, train, test
         case validationFraction = "validation_fraction"
-        case steps
+        case steps, head
     }
 
     public init(from decoder: any Decoder) throws {
@@ -33,6 +36,7 @@ public struct TaskConfig: Sendable, Equatable, Codable {
             )
         }
         steps = try container.contains(.steps) ? container.integer(.steps, in: 1...JobLimits.steps) : nil
+        head = try container.decodeIfPresent(JobPath.self, forKey: .head)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -45,6 +49,7 @@ public struct TaskConfig: Sendable, Equatable, Codable {
             try container.encodeNumber(validationFraction, forKey: .validationFraction)
         }
         try container.encodeIfPresent(steps, forKey: .steps)
+        try container.encodeIfPresent(head, forKey: .head)
     }
 }
 

@@ -14,9 +14,28 @@ public struct TaskPlan: Sendable, Equatable {
     public var validationMax: Int
     /// Fine-tuning steps of this task (its own `steps:` or the job's).
     public var steps: Int
+    /// The task's frozen head from a file (`tasks[].head`), instead of one made on θ0.
+    public var headFile: HeadFile?
+
+    /// A head file and its SHA-256 when the job was planned: part of the task's definition, so a
+    /// run whose head file changed is not resumed as if it had not.
+    public struct HeadFile: Sendable, Equatable, CustomStringConvertible {
+        public var url: URL
+        /// How messages name it (the job key and the path as written).
+        public var label: String
+        public var sha256: String
+
+        public init(url: URL, label: String, sha256: String) {
+            self.url = url
+            self.label = label
+            self.sha256 = sha256
+        }
+
+        public var description: String { "\(url.path) sha256 \(sha256)" }
+    }
 
     public init(name: String, classes: Int, train: DatasetSource, test: DatasetSource,
-                validationFraction: Double, validationMax: Int, steps: Int) {
+                validationFraction: Double, validationMax: Int, steps: Int, headFile: HeadFile? = nil) {
         self.name = name
         self.classes = classes
         self.train = train
@@ -24,6 +43,7 @@ public struct TaskPlan: Sendable, Equatable {
         self.validationFraction = validationFraction
         self.validationMax = validationMax
         self.steps = steps
+        self.headFile = headFile
     }
 }
 
@@ -159,30 +179,46 @@ public final class TaskWorker {
         try finish(prepare(task, finished: finished), finished: finished, onStep: onStep)
     }
 
-    /// Loads the task's splits and fits its frozen head on θ0 features (a finished task's head is
-    /// read back instead), then measures θ0 with it.
+    /// Loads the task's splits and makes its frozen head (fitted on θ0 features, read from the
+    /// task's head file, or read back for a finished task), then measures θ0 with it.
     public func prepare(_ task: TaskPlan, finished: FinishedTask? = nil) throws -> PreparedTask {
         let started = Date()
         let data = try TaskDataLoader.load(task, inputCount: backbone.inputCount, seed: seed)
         console.info("\(task.name): \(data.train.count) train / \(data.validation.count) validation / \(data.test.count) test samples")
 
-        let head = probe.makeHead(classes: task.classes, featureCount: backbone.featureCount)
+        let (head, madeHow) = try makeHead(task, train: data.train, finished: finished)
+        let zeroShotTest = Evaluation.accuracy(backbone: backbone, parameters: base, head: head, data: data.test)
+        let zeroShotValidation = Evaluation.accuracy(backbone: backbone, parameters: base, head: head, data: data.validation)
+        console.info("\(task.name): head \(madeHow), zero-shot test accuracy \(percent(zeroShotTest))")
+        return PreparedTask(task: task, data: data, head: head, zeroShotTest: zeroShotTest,
+                            zeroShotValidation: zeroShotValidation, started: started)
+    }
+
+    /// The task's frozen head and how it was made: read back from a finished task, read from the
+    /// task's head file, or fitted on θ0 features of `train` (a probe or prototypes).
+    private func makeHead(_ task: TaskPlan, train: Dataset, finished: FinishedTask?) throws -> (ClassificationHead, String) {
         if let finished {
+            let head = ClassificationHead(classes: task.classes, featureCount: backbone.featureCount,
+                                          normalizesFeatures: task.headFile != nil || probe.prototypes != nil)
             let file = try Safetensors.read(finished.head)
             try head.layout.load(file, into: head.parameters, origin: finished.head.path)
-        } else if let prototypes = probe.prototypes {
-            try PrototypeHead.fit(head: head, backbone: backbone, parameters: base, data: data.train, settings: prototypes,
+            return (head, "read back")
+        }
+        if let headFile = task.headFile {
+            let head = try ZeroShotHeadFile.load(headFile.url, classes: task.classes, featureCount: backbone.featureCount,
+                                                 origin: headFile.label)
+            return (head, "read from \(headFile.url.lastPathComponent)")
+        }
+        let head = probe.makeHead(classes: task.classes, featureCount: backbone.featureCount)
+        if let prototypes = probe.prototypes {
+            try PrototypeHead.fit(head: head, backbone: backbone, parameters: base, data: train, settings: prototypes,
                                   random: RandomStream(seed: seed, label: "prototypes/\(task.name)"), task: task.name)
         } else {
-            LinearProbe.fit(head: head, backbone: backbone, parameters: base, data: data.train, steps: probe.steps,
+            LinearProbe.fit(head: head, backbone: backbone, parameters: base, data: train, steps: probe.steps,
                             batchSize: probe.batchSize, optimizer: probe.optimizer,
                             random: RandomStream(seed: seed, label: "probe/\(task.name)"))
         }
-        let zeroShotTest = Evaluation.accuracy(backbone: backbone, parameters: base, head: head, data: data.test)
-        let zeroShotValidation = Evaluation.accuracy(backbone: backbone, parameters: base, head: head, data: data.validation)
-        console.info("\(task.name): head \(finished == nil ? "fitted" : "read back") on θ0, zero-shot test accuracy \(percent(zeroShotTest))")
-        return PreparedTask(task: task, data: data, head: head, zeroShotTest: zeroShotTest,
-                            zeroShotValidation: zeroShotValidation, started: started)
+        return (head, "fitted on θ0")
     }
 
     /// Fine-tunes a prepared task (alone, or as one member of a data-parallel `group` whose

@@ -1,6 +1,7 @@
 // HeadTests: the cosine head's gradient against finite differences, k-shot prototypes, and the
 // `head:` section's two kinds.
 import Foundation
+import TestSupport
 import XCTest
 @testable import Core
 @testable import JobSchema
@@ -109,5 +110,61 @@ final class HeadTests: XCTestCase {
 private enum YAMLEncoderText {
     static func encode(_ head: HeadConfig) throws -> String {
         String(decoding: try JSONEncoder().encode(head), as: UTF8.self)
+    }
+}
+
+/// Heads from a file (`tasks[].head`): CLIP's zero-shot classifier read as exp(logit_scale) × cosine.
+final class ZeroShotHeadFileTests: XCTestCase {
+    private func write(_ tensors: [TensorRecord]) throws -> URL {
+        let url = try temporaryFolder("zero-shot-head").appendingPathComponent("head.safetensors")
+        try Safetensors.write(tensors, to: url)
+        return url
+    }
+
+    func testLogitsAreTheScaleTimesTheCosineToEachClassEmbedding() throws {
+        var random = RandomStream(seed: 3, label: "zero-shot-head")
+        let (classes, width, batch) = (3, 5, 4)
+        let embeddings = (0..<(classes * width)).map { _ in Float(random.nextGaussian()) }
+        let features = (0..<(batch * width)).map { _ in Float(random.nextGaussian()) }
+        for (logitScale, scale) in [(Float?.some(log(50)), 50.0), (nil, 100.0)] {
+            var tensors = [TensorRecord(name: "weight", shape: [classes, width], values: embeddings)]
+            if let logitScale { tensors.append(TensorRecord(name: "logit_scale", shape: [], values: [logitScale])) }
+            let head = try ZeroShotHeadFile.load(try write(tensors), classes: classes, featureCount: width, origin: "h")
+            XCTAssertTrue(head.normalizesFeatures)
+            var logits = [Float](repeating: 0, count: batch * classes)
+            features.withUnsafeBufferPointer { f in
+                logits.withUnsafeMutableBufferPointer { head.forward(logits: $0.baseAddress!, features: f.baseAddress!, batch: batch) }
+            }
+            for row in 0..<batch {
+                let f = features[(row * width)..<((row + 1) * width)].map(Double.init)
+                for c in 0..<classes {
+                    let t = embeddings[(c * width)..<((c + 1) * width)].map(Double.init)
+                    let cosine = zip(f, t).reduce(0) { $0 + $1.0 * $1.1 }
+                        / (f.reduce(0) { $0 + $1 * $1 }.squareRoot() * t.reduce(0) { $0 + $1 * $1 }.squareRoot())
+                    XCTAssertEqual(Double(logits[row * classes + c]), scale * cosine, accuracy: 1e-4 * scale)
+                }
+            }
+        }
+    }
+
+    func testBadHeadFilesAreOneLineNamingTheFile() throws {
+        let good = (0..<8).map { Float($0 + 1) }
+        let cases: [([TensorRecord], String)] = [
+            ([TensorRecord(name: "weight", shape: [4, 2], values: good)], "'weight' has shape [4, 2], expected [2, 4]"),
+            ([TensorRecord(name: "w", shape: [2, 4], values: good)], "unexpected tensor 'w'"),
+            ([TensorRecord(name: "logit_scale", shape: [], values: [1])], "no 'weight' tensor"),
+            ([TensorRecord(name: "weight", shape: [2, 4], values: [0, 0, 0, 0] + good.prefix(4))], "row 0 of 'weight' is zero"),
+            ([TensorRecord(name: "weight", shape: [2, 4], values: [.nan] + good.dropFirst())], "non-finite"),
+            ([TensorRecord(name: "weight", shape: [2, 4], values: good), TensorRecord(name: "logit_scale", shape: [], values: [20])],
+             "exp of it must be in (0, 10000]"),
+            ([TensorRecord(name: "weight", shape: [2, 4], values: good), TensorRecord(name: "logit_scale", shape: [2], values: [1, 2])],
+             "expected a scalar"),
+        ]
+        for (tensors, fragment) in cases {
+            XCTAssertThrowsError(try ZeroShotHeadFile.load(try write(tensors), classes: 2, featureCount: 4, origin: "tasks[0].head: h.safetensors")) { error in
+                XCTAssertTrue("\(error)".hasPrefix("tasks[0].head: h.safetensors: "), "\(error)")
+                XCTAssertTrue("\(error)".contains(fragment), "'\(fragment)' in \(error)")
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@ import XCTest
 @testable import Reporting
 import TestSupport
 import Transport
+import Worker
 
 final class JobRunnerTests: XCTestCase {
     private var workspace: SyntheticWorkspace!
@@ -144,5 +145,59 @@ final class JobRunnerTests: XCTestCase {
         XCTAssertEqual(actual.count, expected.count)
         let worst = zip(actual, expected).map { abs(Double($0) - $1) / max(1, abs($1)) }.max() ?? 0
         XCTAssertLessThan(worst, 1e-6, "\(name): merged ≠ θ0 + αΣτ (worst relative error \(worst))")
+    }
+}
+
+/// `tasks[].head`: a head from a file replaces the fitted one, is frozen, gives the zero-shot
+/// accuracy the file's head gives on θ0, and belongs to the task's definition.
+final class HeadFileRunTests: XCTestCase {
+    func testAHeadFileIsTheTasksFrozenHead() throws {
+        let workspace = try syntheticWorkspace("head-file")
+        var random = RandomStream(seed: 9, label: "class embeddings")
+        for name in workspace.taskNames {
+            // The synthetic job's MLP has 8 features; 4 classes.
+            try Safetensors.write([
+                TensorRecord(name: "weight", shape: [4, 8], values: (0..<32).map { _ in Float(random.nextGaussian()) }),
+                TensorRecord(name: "logit_scale", shape: [], values: [log(30)]),
+            ], to: workspace.directory.appendingPathComponent("\(name)-head.safetensors"))
+        }
+        func text(output: String) -> String {
+            workspace.jobText(output: output) { job in
+                var job = job
+                for name in workspace.taskNames {
+                    job = job.replacingOccurrences(of: "  - name: \(name)\n    classes: 4\n",
+                                                   with: "  - name: \(name)\n    classes: 4\n    head: \(name)-head.safetensors\n")
+                }
+                return job
+            }
+        }
+        let plan = try workspace.plan(text(output: "out"))
+        XCTAssertEqual(plan.tasks.compactMap(\.headFile).count, workspace.taskNames.count, "every task has its head file")
+        let report = try workspace.run(plan, ranks: 2)
+
+        let base = try workspace.read("out/base.safetensors")
+        let backbone = plan.model.makeBackbone(maxBatch: 256)
+        let parameters = FloatBuffer(count: backbone.layout.totalCount)
+        try backbone.layout.load(base, into: parameters, origin: "base")
+        for (index, name) in workspace.taskNames.enumerated() {
+            let file = workspace.directory.appendingPathComponent("\(name)-head.safetensors")
+            let head = try ZeroShotHeadFile.load(file, classes: 4, featureCount: 8, origin: name)
+            XCTAssertEqual(try workspace.values("out/heads/\(name).safetensors")["head.weight"], head.parameters.array.prefix(32).map { $0 },
+                           "the saved head is the file's, frozen")
+            let data = try TaskDataLoader.load(plan.tasks[index], inputCount: backbone.inputCount, seed: plan.seed)
+            XCTAssertEqual(report.tasks[index].zeroShotAccuracy,
+                           Evaluation.accuracy(backbone: backbone, parameters: parameters, head: head, data: data.test), name)
+        }
+        // A different head file is a different task: its checksum is in the task's definition.
+        let first = workspace.taskNames[0]
+        try Safetensors.write([TensorRecord(name: "weight", shape: [4, 8], values: (0..<32).map { Float($0 + 1) })],
+                              to: workspace.directory.appendingPathComponent("\(first)-head.safetensors"))
+        let changed = try workspace.plan(text(output: "out"))
+        XCTAssertNotEqual(changed.taskDefinitions[first], plan.taskDefinitions[first])
+        XCTAssertEqual(changed.taskDefinitions[workspace.taskNames[1]], plan.taskDefinitions[workspace.taskNames[1]])
+        // A missing head file is one line naming its key.
+        XCTAssertThrowsError(try workspace.plan(text(output: "out").replacingOccurrences(of: "\(first)-head", with: "nowhere"))) { error in
+            XCTAssertTrue("\(error)".contains("tasks[0].head") && "\(error)".contains("nowhere.safetensors"), "\(error)")
+        }
     }
 }
