@@ -29,10 +29,15 @@ extension JobPlan {
     /// the plan. Throws one-line errors naming the key.
     public init(config: JobConfig) throws {
         let model = ModelPlan(config.model)
-        let tasks = try config.tasks.map { task in
-            TaskPlan(name: task.name, classes: task.classes, train: task.train.source, test: task.test.source,
-                     validationFraction: config.validationFraction(of: task), validationMax: config.validationMax,
-                     steps: task.steps ?? config.finetune.steps, headFile: try task.head.map(Self.headFile))
+        let channels = ChannelNormalization.channels(of: model.inputShape)
+        let tasks = try config.tasks.enumerated().map { index, task in
+            if let normalize = task.normalize, normalize.mean.count != 1, normalize.mean.count != channels {
+                throw OrthofuseError("tasks[\(index)].normalize: mean and std have \(normalize.mean.count) values; the model input has \(channels) channel(s) (give one value per channel, or one for all)")
+            }
+            return TaskPlan(name: task.name, classes: task.classes, train: task.train.source, test: task.test.source,
+                            validationFraction: config.validationFraction(of: task), validationMax: config.validationMax,
+                            steps: task.steps ?? config.finetune.steps, headFile: try task.head.map(Self.headFile),
+                            normalize: task.normalize?.normalization)
         }
         self.init(
             name: config.name, seed: config.seed, model: model, base: BaseSource(config, layout: model.layout),

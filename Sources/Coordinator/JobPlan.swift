@@ -23,6 +23,14 @@ public enum ModelPlan: Sendable, Equatable {
         }
     }
 
+    /// The shape of one input sample, as the backbone reads it.
+    public var inputShape: [Int] {
+        switch self {
+        case let .mlp(configuration): return [configuration.inputCount]
+        case let .vit(configuration): return [configuration.channels, configuration.height, configuration.width]
+        }
+    }
+
     public var inputCount: Int {
         switch self {
         case let .mlp(configuration): return configuration.inputCount

@@ -38,7 +38,7 @@ public enum ModelEvaluation {
                 try head.layout.load(Safetensors.read(run.head(task.name)), into: head.parameters,
                                      origin: run.head(task.name).path)
                 heads[index] = head
-                tests[index] = try TaskDataLoader.loadSplit(task.test, named: "test", of: task, inputCount: backbone.inputCount)
+                tests[index] = try TaskDataLoader.loadSplit(task.test, named: "test", of: task, inputShape: backbone.inputShape)
             }
         }
         let items = plan.tasks.indices.map { DistributedEvaluation.Item(model: 0, task: $0) }

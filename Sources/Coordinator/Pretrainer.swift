@@ -79,7 +79,11 @@ struct Pretrainer {
         var offset = 0
         var sampleShape: [Int] = []
         for source in pretrain.sources {
-            let data = try Dataset.load(source.train)
+            // As the tasks' fine-tuning reads them: channels first, a task's own normalisation.
+            var data = try Dataset.load(source.train).arranged(for: plan.model.inputShape)
+            if let normalize = plan.tasks.first(where: { $0.name == source.name && $0.train == source.train })?.normalize {
+                data = data.normalized(normalize, for: plan.model.inputShape)
+            }
             guard data.featureCount == plan.model.inputCount else {
                 throw OrthofuseError("pretrain data '\(source.name)': samples have \(data.featureCount) features, the model input needs \(plan.model.inputCount)")
             }

@@ -15,11 +15,13 @@ public struct TaskConfig: Sendable, Equatable, Codable {
     /// This task's frozen head from a file (ZeroShotHeadFile: CLIP's zero-shot class embeddings);
     /// nil = made on θ0 as `head:` says.
     public let head: JobPath?
+    /// Per-channel normalisation of the inputs, after uint8 pixels are divided by 255.
+    public let normalize: NormalizeConfig?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, classes, train, test
         case validationFraction = "validation_fraction"
-        case steps, head
+        case steps, head, normalize
     }
 
     public init(from decoder: any Decoder) throws {
@@ -37,6 +39,7 @@ public struct TaskConfig: Sendable, Equatable, Codable {
         }
         steps = try container.contains(.steps) ? container.integer(.steps, in: 1...JobLimits.steps) : nil
         head = try container.decodeIfPresent(JobPath.self, forKey: .head)
+        normalize = try container.decodeIfPresent(NormalizeConfig.self, forKey: .normalize)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -50,6 +53,37 @@ public struct TaskConfig: Sendable, Equatable, Codable {
         }
         try container.encodeIfPresent(steps, forKey: .steps)
         try container.encodeIfPresent(head, forKey: .head)
+        try container.encodeIfPresent(normalize, forKey: .normalize)
+    }
+}
+
+/// `normalize: {mean: [...], std: [...]}`: one value per input channel (or one for all).
+public struct NormalizeConfig: Sendable, Equatable, Codable {
+    public let mean: [Double]
+    public let std: [Double]
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case mean, std
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.strictContainer(keyedBy: CodingKeys.self)
+        mean = try container.required([Double].self, .mean)
+        std = try container.required([Double].self, .std)
+        try container.check(!mean.isEmpty && mean.count <= 64, .mean, "must list 1 to 64 values (one per channel)")
+        try container.check(std.count == mean.count, .std, "must list as many values as mean (\(mean.count))")
+        try container.check(mean.allSatisfy(\.isFinite), .mean, "must be finite numbers")
+        try container.check(std.allSatisfy { $0.isFinite && $0 > 0 }, .std, "must be positive numbers")
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(mean, forKey: .mean)
+        try container.encode(std, forKey: .std)
+    }
+
+    public var normalization: ChannelNormalization {
+        ChannelNormalization(mean: mean.map(Float.init), std: std.map(Float.init))
     }
 }
 

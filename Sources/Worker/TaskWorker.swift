@@ -16,6 +16,8 @@ public struct TaskPlan: Sendable, Equatable {
     public var steps: Int
     /// The task's frozen head from a file (`tasks[].head`), instead of one made on θ0.
     public var headFile: HeadFile?
+    /// Per-channel normalisation of the task's inputs (`tasks[].normalize`).
+    public var normalize: ChannelNormalization?
 
     /// A head file and its SHA-256 when the job was planned: part of the task's definition, so a
     /// run whose head file changed is not resumed as if it had not.
@@ -35,7 +37,8 @@ public struct TaskPlan: Sendable, Equatable {
     }
 
     public init(name: String, classes: Int, train: DatasetSource, test: DatasetSource,
-                validationFraction: Double, validationMax: Int, steps: Int, headFile: HeadFile? = nil) {
+                validationFraction: Double, validationMax: Int, steps: Int, headFile: HeadFile? = nil,
+                normalize: ChannelNormalization? = nil) {
         self.name = name
         self.classes = classes
         self.train = train
@@ -44,6 +47,7 @@ public struct TaskPlan: Sendable, Equatable {
         self.validationMax = validationMax
         self.steps = steps
         self.headFile = headFile
+        self.normalize = normalize
     }
 }
 
@@ -89,9 +93,9 @@ public struct TrainedTask: @unchecked Sendable {
 public enum TaskDataLoader {
     /// Loads a task's train and test files, checks them against the model and the task, and
     /// holds out the validation split with the task's own random stream.
-    public static func load(_ task: TaskPlan, inputCount: Int, seed: UInt64) throws -> TaskData {
-        let train = try loadSplit(task.train, named: "train", of: task, inputCount: inputCount)
-        let test = try loadSplit(task.test, named: "test", of: task, inputCount: inputCount)
+    public static func load(_ task: TaskPlan, inputShape: [Int], seed: UInt64) throws -> TaskData {
+        let train = try loadSplit(task.train, named: "train", of: task, inputShape: inputShape)
+        let test = try loadSplit(task.test, named: "test", of: task, inputShape: inputShape)
         let (trainPart, validation) = train.splitValidation(
             fraction: task.validationFraction, maxValidation: task.validationMax,
             random: RandomStream(seed: seed, label: "validation-split/\(task.name)"))
@@ -99,15 +103,21 @@ public enum TaskDataLoader {
     }
 
     /// One split of a task, checked against the model's input and the task's classes (training
-    /// and `orthofuse eval` both read splits through here).
-    public static func loadSplit(_ source: DatasetSource, named split: String, of task: TaskPlan, inputCount: Int) throws -> Dataset {
-        let data = try Dataset.load(source)
+    /// and `orthofuse eval` both read splits through here). Images stored channels last
+    /// [H, W, C] for a model reading [C, H, W] are transposed; then the task's normalisation.
+    public static func loadSplit(_ source: DatasetSource, named split: String, of task: TaskPlan,
+                                 inputShape: [Int]) throws -> Dataset {
+        var data = try Dataset.load(source).arranged(for: inputShape)
+        let inputCount = inputShape.reduce(1, *)
         guard data.featureCount == inputCount else {
             throw OrthofuseError(
                 "task '\(task.name)': \(split) samples have \(data.featureCount) features (shape \(data.sampleShape)), the model input needs \(inputCount)")
         }
         if let bad = data.labels.first(where: { $0 < 0 || Int($0) >= task.classes }) {
             throw OrthofuseError("task '\(task.name)': \(split) label \(bad) is outside 0..<\(task.classes) (classes: \(task.classes))")
+        }
+        if let normalize = task.normalize {
+            data = data.normalized(normalize, for: inputShape)
         }
         return data
     }
@@ -183,7 +193,7 @@ public final class TaskWorker {
     /// task's head file, or read back for a finished task), then measures θ0 with it.
     public func prepare(_ task: TaskPlan, finished: FinishedTask? = nil) throws -> PreparedTask {
         let started = Date()
-        let data = try TaskDataLoader.load(task, inputCount: backbone.inputCount, seed: seed)
+        let data = try TaskDataLoader.load(task, inputShape: backbone.inputShape, seed: seed)
         console.info("\(task.name): \(data.train.count) train / \(data.validation.count) validation / \(data.test.count) test samples")
 
         let (head, madeHow) = try makeHead(task, train: data.train, finished: finished)

@@ -290,6 +290,38 @@ final class DatasetTests: XCTestCase {
         return url
     }
 
+    /// uint8 images stored channels last ([N, H, W, C], as image exports store them) are read ÷ 255,
+    /// moved channels first for a [C, H, W] model, and normalised per channel (CLIP's preprocessing).
+    func testChannelsLastImagesAreMovedChannelsFirstAndNormalised() throws {
+        let (height, width, channels) = (2, 3, 3)
+        let pixels = (0..<(2 * height * width * channels)).map { UInt8(($0 * 7) % 256) }
+        let url = try npz("images.npz", [
+            ("x.npy", npy("{'descr': '|u1', 'fortran_order': False, 'shape': (2, 2, 3, 3), }", payload: pixels)),
+            ("y.npy", npy("{'descr': '|u1', 'fortran_order': False, 'shape': (2,), }", payload: [0, 1])),
+        ])
+        let stored = try Dataset.load(.npz(url))
+        XCTAssertEqual(stored.sampleShape, [height, width, channels])
+        let arranged = stored.arranged(for: [channels, height, width])
+        XCTAssertEqual(arranged.sampleShape, [channels, height, width])
+        XCTAssertEqual(arranged.arranged(for: [channels, height, width]), arranged, "channels first already: unchanged")
+        XCTAssertEqual(stored.arranged(for: [height * width * channels]), stored, "a flat input: unchanged")
+        let normalization = ChannelNormalization(mean: [0.48145466, 0.4578275, 0.40821073], std: [0.26862954, 0.26130258, 0.27577711])
+        let normalized = arranged.normalized(normalization, for: [channels, height, width])
+        for n in 0..<2 {
+            for y in 0..<height {
+                for x in 0..<width {
+                    for c in 0..<channels {
+                        let raw = Float(pixels[((n * height + y) * width + x) * channels + c]) / 255
+                        let expected = (raw - normalization.mean[c]) / normalization.std[c]
+                        XCTAssertEqual(normalized.inputs[n * 18 + (c * height + y) * width + x], expected, "sample \(n) (\(c), \(y), \(x))")
+                    }
+                }
+            }
+        }
+        let single = arranged.normalized(ChannelNormalization(mean: [0.5], std: [0.25]), for: [channels, height, width])
+        XCTAssertEqual(single.inputs, arranged.inputs.map { ($0 - 0.5) / 0.25 }, "one mean and std for every channel")
+    }
+
     func testGzipIDXSizesAreCheckedBeforeInflating() throws {
         // The trailer claims 3.75 GiB for a few bytes: refused on the header, nothing reserved.
         let images = idx(0x08, [2, 3], payload: [1, 2, 3, 4, 5, 6])

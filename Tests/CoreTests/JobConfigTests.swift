@@ -105,6 +105,23 @@ final class JobConfigTests: XCTestCase {
 
     // MARK: - Valid jobs
 
+    /// `tasks[].normalize` and `tasks[].head` decode and survive the canonical text; bad ones are one line.
+    func testTaskNormalizeAndHeadFile() throws {
+        let task = "{name: mnist, classes: 10, train: data/mnist/train.npz, test: data/mnist/test.npz"
+        let job = try parse(minimal(replacing: task + "}", with: task + ", normalize: {mean: [0.5], std: [0.25]}, head: heads/mnist.safetensors}"))
+        XCTAssertEqual(job.tasks[0].normalize?.normalization, ChannelNormalization(mean: [0.5], std: [0.25]))
+        XCTAssertEqual(job.tasks[0].head?.written, "heads/mnist.safetensors")
+        let reread = try JobConfig.parse(job.canonicalYAML, origin: "copy.yaml", baseDirectory: jobDirectory)
+        XCTAssertEqual(reread.tasks[0].normalize, job.tasks[0].normalize)
+        for (normalize, fragment) in [("{mean: [0.5, 0.4], std: [0.2]}", "must list as many values as mean (2)"),
+                                      ("{mean: [0.5], std: [0]}", "must be positive numbers"),
+                                      ("{mean: [], std: []}", "must list 1 to 64 values"),
+                                      ("{mean: [0.5]}", "std")] {
+            let message = refusal(minimal(replacing: task + "}", with: task + ", normalize: \(normalize)}"))
+            XCTAssertTrue(message.contains("tasks[0].normalize") && message.contains(fragment), message)
+        }
+    }
+
     func testFullJobDecodesEveryKey() throws {
         let job = try parse(fullJob)
         XCTAssertEqual(job.name, "full-job_1.0")

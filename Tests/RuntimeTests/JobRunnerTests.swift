@@ -184,7 +184,7 @@ final class HeadFileRunTests: XCTestCase {
             let head = try ZeroShotHeadFile.load(file, classes: 4, featureCount: 8, origin: name)
             XCTAssertEqual(try workspace.values("out/heads/\(name).safetensors")["head.weight"], head.parameters.array.prefix(32).map { $0 },
                            "the saved head is the file's, frozen")
-            let data = try TaskDataLoader.load(plan.tasks[index], inputCount: backbone.inputCount, seed: plan.seed)
+            let data = try TaskDataLoader.load(plan.tasks[index], inputShape: backbone.inputShape, seed: plan.seed)
             XCTAssertEqual(report.tasks[index].zeroShotAccuracy,
                            Evaluation.accuracy(backbone: backbone, parameters: parameters, head: head, data: data.test), name)
         }
@@ -195,6 +195,16 @@ final class HeadFileRunTests: XCTestCase {
         let changed = try workspace.plan(text(output: "out"))
         XCTAssertNotEqual(changed.taskDefinitions[first], plan.taskDefinitions[first])
         XCTAssertEqual(changed.taskDefinitions[workspace.taskNames[1]], plan.taskDefinitions[workspace.taskNames[1]])
+        // A normalisation must have one value per model input channel (this MLP: 1), or one.
+        let first3 = "  - name: \(first)\n    classes: 4\n"
+        XCTAssertThrowsError(try workspace.plan(text(output: "out").replacingOccurrences(
+            of: first3, with: first3 + "    normalize: {mean: [0.5, 0.5, 0.5], std: [0.2, 0.2, 0.2]}\n"))) { error in
+            XCTAssertTrue("\(error)".contains("tasks[0].normalize") && "\(error)".contains("1 channel"), "\(error)")
+        }
+        let normalized = try workspace.plan(text(output: "out").replacingOccurrences(
+            of: first3, with: first3 + "    normalize: {mean: [0.5], std: [0.2]}\n"))
+        XCTAssertEqual(normalized.tasks[0].normalize, ChannelNormalization(mean: [0.5], std: [0.2]))
+        XCTAssertNotEqual(normalized.taskDefinitions[first], changed.taskDefinitions[first], "normalisation is part of the definition")
         // A missing head file is one line naming its key.
         XCTAssertThrowsError(try workspace.plan(text(output: "out").replacingOccurrences(of: "\(first)-head", with: "nowhere"))) { error in
             XCTAssertTrue("\(error)".contains("tasks[0].head") && "\(error)".contains("nowhere.safetensors"), "\(error)")

@@ -9,6 +9,24 @@ public enum DatasetSource: Sendable, Equatable {
     case idx(images: URL, labels: URL)
 }
 
+/// Per-channel input normalisation (`tasks[].normalize`), applied after uint8 pixels are
+/// divided by 255: CLIP's is mean (0.48145466, 0.4578275, 0.40821073), std (0.26862954,
+/// 0.26130258, 0.27577711).
+public struct ChannelNormalization: Sendable, Equatable, CustomStringConvertible {
+    public var mean: [Float]
+    public var std: [Float]
+
+    public init(mean: [Float], std: [Float]) {
+        self.mean = mean
+        self.std = std
+    }
+
+    public var description: String { "normalize mean \(mean) std \(std)" }
+
+    /// The channels of a model input: C of [C, H, W], else 1.
+    public static func channels(of inputShape: [Int]) -> Int { inputShape.count == 3 ? inputShape[0] : 1 }
+}
+
 /// Samples with their integer class labels. Inputs are row-major, `count × featureCount`.
 public struct Dataset: Sendable, Equatable {
     public let inputs: [Float]
@@ -28,6 +46,52 @@ public struct Dataset: Sendable, Equatable {
         self.count = labels.count
         self.sampleShape = sampleShape
         self.featureCount = featureCount
+    }
+
+    /// The same images with channels first: samples [H, W, C] (as image files and most .npz
+    /// exports store them) become [C, H, W], as the ViT reads them.
+    public func channelsFirst() -> Dataset {
+        precondition(sampleShape.count == 3)
+        let (height, width, channels) = (sampleShape[0], sampleShape[1], sampleShape[2])
+        var moved = [Float](repeating: 0, count: inputs.count)
+        for sample in 0..<count {
+            let start = sample * featureCount
+            for y in 0..<height {
+                for x in 0..<width {
+                    for c in 0..<channels {
+                        moved[start + (c * height + y) * width + x] = inputs[start + (y * width + x) * channels + c]
+                    }
+                }
+            }
+        }
+        return Dataset(inputs: moved, labels: labels, sampleShape: [channels, height, width])
+    }
+
+    /// The samples as a model reading `inputShape` takes them: images stored channels last
+    /// [H, W, C] for a model reading [C, H, W] are transposed; anything else is left as it is.
+    public func arranged(for inputShape: [Int]) -> Dataset {
+        guard inputShape.count == 3, sampleShape != inputShape,
+              sampleShape == [inputShape[1], inputShape[2], inputShape[0]] else { return self }
+        return channelsFirst()
+    }
+
+    /// Inputs normalised per channel, (x − mean[c]) / std[c], for a model reading `inputShape`
+    /// (channels first, each a contiguous plane); one mean and std apply to every channel.
+    public func normalized(_ normalization: ChannelNormalization, for inputShape: [Int]) -> Dataset {
+        let channels = ChannelNormalization.channels(of: inputShape)
+        precondition(normalization.mean.count == normalization.std.count
+                     && (normalization.mean.count == 1 || normalization.mean.count == channels))
+        let plane = featureCount / channels
+        var values = inputs
+        for sample in 0..<count {
+            for c in 0..<channels {
+                let k = normalization.mean.count == 1 ? 0 : c
+                let mean = normalization.mean[k], std = normalization.std[k]
+                let start = sample * featureCount + c * plane
+                for i in start..<(start + plane) { values[i] = (values[i] - mean) / std }
+            }
+        }
+        return Dataset(inputs: values, labels: labels, sampleShape: sampleShape)
     }
 
     /// The samples at `indices`, in that order (repeats allowed).

@@ -7,6 +7,8 @@ public protocol Backbone: AnyObject {
     var layout: ParameterLayout { get }
     /// Features of one input sample (its flattened size).
     var inputCount: Int { get }
+    /// The shape of one input sample: [features] for the MLP, [channels, height, width] for the ViT.
+    var inputShape: [Int] { get }
     /// Width of the features handed to a task's classification head.
     var featureCount: Int { get }
     var maxBatch: Int { get }

@@ -33,6 +33,7 @@ public final class MLPBackbone: Backbone {
     public let layout: ParameterLayout
     public let maxBatch: Int
     public var inputCount: Int { configuration.inputCount }
+    public var inputShape: [Int] { [configuration.inputCount] }
     public var featureCount: Int { configuration.hidden.last ?? configuration.inputCount }
 
     // Saved by forward for backward: pre-activations[i] [B, H_i], activations[i] [B, H_i].

@@ -93,6 +93,7 @@ public final class ViTBackbone: Backbone {
     public let layout: ParameterLayout
     public let maxBatch: Int
     public var inputCount: Int { configuration.inputCount }
+    public var inputShape: [Int] { [configuration.channels, configuration.height, configuration.width] }
     public var featureCount: Int { configuration.dim }
 
     /// Offsets of one block's tensors in the flat parameter buffer (and in its gradient and
