@@ -147,6 +147,18 @@ final class ZeroShotHeadFileTests: XCTestCase {
         }
     }
 
+    /// A head written by scripts/clip_zeroshot_heads.py (open_clip ViT-B-32 with random weights,
+    /// the reference safetensors writer: `logit_scale` of shape []) is read as exp(logit_scale) × its rows.
+    func testAHeadFromTheOpenCLIPScriptIsRead() throws {
+        let url = try XCTUnwrap(Bundle.module.url(forResource: "clip_zeroshot_head.safetensors", withExtension: nil, subdirectory: "Fixtures"))
+        let file = try Safetensors.read(url)
+        let head = try ZeroShotHeadFile.load(url, classes: 3, featureCount: 512, origin: "fixture")
+        let scale = exp(try XCTUnwrap(file["logit_scale"]).values[0])
+        XCTAssertEqual(scale, 1 / 0.07, accuracy: 1e-3, "CLIP's initial scale")
+        let weight = try XCTUnwrap(file["weight"]).values
+        for i in 0..<weight.count { XCTAssertEqual(head.parameters[i], scale * weight[i], accuracy: 1e-5 * scale) }
+    }
+
     func testBadHeadFilesAreOneLineNamingTheFile() throws {
         let good = (0..<8).map { Float($0 + 1) }
         let cases: [([TensorRecord], String)] = [
