@@ -451,7 +451,8 @@ public final class JobRunner {
     }
 
     private func commonMetadata() -> [String: String] {
-        ["orthofuse.job": plan.name, "orthofuse.seed": "\(plan.seed)", "orthofuse.version": Self.version]
+        ["orthofuse.job": plan.name, "orthofuse.seed": "\(plan.seed)", "orthofuse.version": Self.version,
+         Safetensors.formatKey: Safetensors.pytorchFormat]
     }
 
     // MARK: Merge

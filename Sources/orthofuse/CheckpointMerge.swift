@@ -157,6 +157,8 @@ enum CheckpointMerge {
         }
         let storedDTypes = Set(entries.filter { layout.range(of: $0.name) != nil }.map(\.dtype)).sorted()
         var metadata = request.settings.metadata
+        // The tensors keep the base's layout: its format, PyTorch's when it says none.
+        metadata[Safetensors.formatKey] = baseHeader.metadata[Safetensors.formatKey] ?? Safetensors.pytorchFormat
         metadata["orthofuse.kind"] = "merged"
         metadata["orthofuse.alpha"] = "\(request.alpha)"
         metadata["orthofuse.base"] = request.base.name

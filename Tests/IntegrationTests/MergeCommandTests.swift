@@ -119,6 +119,7 @@ final class MergeCommandTests: XCTestCase {
             }
         }
         XCTAssertEqual(merged.metadata["orthofuse.kind"], "merged")
+        XCTAssertEqual(merged.metadata["format"], "pt", "Hugging Face loaders need a format")
         XCTAssertEqual(merged.metadata["orthofuse.method"], "task_arithmetic")
         XCTAssertEqual(merged.metadata["orthofuse.alpha"], "0.4")
         XCTAssertEqual(merged.metadata["orthofuse.base"], "base.safetensors")

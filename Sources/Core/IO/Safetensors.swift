@@ -83,6 +83,10 @@ public enum Safetensors {
     /// The reference implementation refuses headers above this size; so do we, before allocating.
     public static let maximumHeaderLength = 100_000_000
     static let metadataKey = "__metadata__"
+    /// The metadata key naming the framework whose layout the tensors are in; Hugging Face's
+    /// loaders refuse a file whose metadata lacks it. orthofuse's models are PyTorch's ("pt").
+    public static let formatKey = "format"
+    public static let pytorchFormat = "pt"
 
     // MARK: Reading
 
