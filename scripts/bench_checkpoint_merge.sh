@@ -28,6 +28,9 @@ measure() {  # label command...: one line with wall seconds and peak RSS
 }
 
 models=(--model "$dir/ft1" --model "$dir/ft2" --model "$dir/ft3")
+# Both tools read the inputs from the page cache: read them once before any timing (a tool timed
+# first would otherwise also pay for the disk).
+cat "$dir"/base/*.safetensors "$dir"/ft[123]/*.safetensors > /dev/null
 measure "orthofuse task_arithmetic" "$orthofuse" merge --method task_arithmetic --base "$dir/base" "${models[@]}" \
     --output "$out/orthofuse-ta" --shard-size 256MB
 measure "orthofuse ties" "$orthofuse" merge --method ties --density 0.2 --trim per-tensor --base "$dir/base" \

@@ -104,60 +104,71 @@ public struct StreamedMerge {
         let pool = ChunkWorkers(count: threads, inputs: taskCount + 1, chunkElements: chunkElements,
                                 stagingBytes: chunkElements * io.stagingBytesPerElement)
         let selection = StreamedSelection(merge: self, io: io, workers: pool)
-        let agreement = SliceAgreement(collectives: collectives)
         var told = [SliceStatistics](repeating: SliceStatistics(), count: layout.specs.count)
-        // Every process makes the same sums in the same order, whatever its share and its data.
-        func findCuts() throws {
-            switch settings.method {
-            case .ties where settings.trim == .global:
-                let keep = MagnitudeTrim.keptCount(settings.density, of: layout.totalCount)
-                let cuts = try selection.cuts((0..<taskCount).map { ($0, keep) }, over: all, across: agreement)
-                for tensor in tensors { told[tensor].trimCuts = cuts }
-            case .ties:
-                for tensor in tensors {
-                    let keep = MagnitudeTrim.keptCount(settings.density, of: layout.range(at: tensor).count)
-                    told[tensor].trimCuts = try selection.cuts((0..<taskCount).map { ($0, keep) }, over: chunks(ofTensor: tensor))
-                }
-            case .breadcrumbs:
-                for tensor in tensors {
-                    let ranks = MagnitudeWindow.ranks(of: layout.range(at: tensor).count, density: settings.density, gamma: settings.gamma)
-                    let targets = (0..<taskCount).flatMap { [($0, ranks.window), ($0, ranks.dropped)] }
-                    let cuts = try selection.cuts(targets, over: chunks(ofTensor: tensor))
-                    told[tensor].windowOuterCuts = stride(from: 0, to: cuts.count, by: 2).map { cuts[$0] }
-                    told[tensor].windowInnerCuts = stride(from: 1, to: cuts.count, by: 2).map { cuts[$0] }
-                }
-            case .average, .taskArithmetic, .dare, .consensus, .magmax, .dareTies, .tsv, .isoC, .isoCTS:
-                break
-            }
-        }
-        var passes = 0
+        var passes = 1
         if settings.method == .ties || settings.method == .dareTies {
-            // The cuts (per tensor: this process's alone) and this share's sign total, summed.
-            let total = try agreement.sum(count: 1) {
-                try findCuts()
-                let share = SharedCount()
-                try pool.forEach(all, reading: Array(0...taskCount), io: io) { worker, chunk in
-                    share.add(TaskVectorMerger.signTotal(worker.taskVectors(chunk), region: chunk.global, settings: settings,
-                                                         told: told[chunk.tensor]))
-                }
-                return [Double(share.value)]
+            // The cuts (per tensor: this process's own) and this share's sign total, summed; every
+            // process makes the same sums in the same order, whatever its share and its data.
+            let total = try SliceAgreement(collectives: collectives).sum(count: 1) {
+                try findCuts(&told, over: all, selection: selection)
+                return [Double(try signTotal(of: all, told: told, pool: pool, io: io))]
             }
             for tensor in tensors { told[tensor].signTotal = Int(total[0]) }
             passes += 1
         } else {
-            try findCuts()
+            try findCuts(&told, over: all, selection: selection)
         }
-        passes += selection.passes
-        let alone = MergeCollectives.alone
+        try writeMerged(all, told: told, pool: pool, io: io)
+        return passes + selection.passes
+    }
+
+    /// The top-|τ| cuts each chunk is told: TIES' (per tensor, or of the whole vector over every
+    /// process's share) and Breadcrumbs' two per tensor.
+    private func findCuts<IO>(_ told: inout [SliceStatistics], over all: [Chunk], selection: StreamedSelection<IO>) throws {
+        switch settings.method {
+        case .ties where settings.trim == .global:
+            let keep = MagnitudeTrim.keptCount(settings.density, of: layout.totalCount)
+            let cuts = try selection.cuts((0..<taskCount).map { ($0, keep) }, over: all,
+                                          across: SliceAgreement(collectives: collectives))
+            for tensor in tensors { told[tensor].trimCuts = cuts }
+        case .ties:
+            for tensor in tensors {
+                let keep = MagnitudeTrim.keptCount(settings.density, of: layout.range(at: tensor).count)
+                told[tensor].trimCuts = try selection.cuts((0..<taskCount).map { ($0, keep) }, over: chunks(ofTensor: tensor))
+            }
+        case .breadcrumbs:
+            for tensor in tensors {
+                let ranks = MagnitudeWindow.ranks(of: layout.range(at: tensor).count, density: settings.density, gamma: settings.gamma)
+                let targets = (0..<taskCount).flatMap { [($0, ranks.window), ($0, ranks.dropped)] }
+                let cuts = try selection.cuts(targets, over: chunks(ofTensor: tensor))
+                told[tensor].windowOuterCuts = stride(from: 0, to: cuts.count, by: 2).map { cuts[$0] }
+                told[tensor].windowInnerCuts = stride(from: 1, to: cuts.count, by: 2).map { cuts[$0] }
+            }
+        case .average, .taskArithmetic, .dare, .consensus, .magmax, .dareTies, .tsv, .isoC, .isoCTS:
+            break
+        }
+    }
+
+    /// This process's share of TIES' (or DARE-TIES') sign total, with the cuts known: one pass.
+    private func signTotal(of all: [Chunk], told: [SliceStatistics], pool: ChunkWorkers, io: some StreamedMergeIO) throws -> Int {
+        let share = SharedCount()
+        try pool.forEach(all, reading: Array(0...taskCount), io: io) { worker, chunk in
+            share.add(TaskVectorMerger.signTotal(worker.taskVectors(chunk), region: chunk.global, settings: settings,
+                                                 told: told[chunk.tensor]))
+        }
+        return share.value
+    }
+
+    /// The last pass: each chunk merged as told, θ0 + α·Δ written through `io`.
+    private func writeMerged(_ all: [Chunk], told: [SliceStatistics], pool: ChunkWorkers, io: some StreamedMergeIO) throws {
         try pool.forEach(all, reading: Array(0...taskCount), io: io) { worker, chunk in
             let delta = try TaskVectorMerger.mergedSlice(worker.taskVectors(chunk), region: chunk.global, layout: layout,
-                                                         settings: settings, collectives: alone, told: told[chunk.tensor])
+                                                         settings: settings, collectives: .alone, told: told[chunk.tensor])
             let merged = worker.output.pointer
             TaskArithmetic.merge(base: worker.inputs[0].pointer, taskVectorSum: delta.pointer, alpha: alpha,
                                  into: merged, count: chunk.elements.count)
             try io.write(tensor: chunk.tensor, elements: chunk.elements, values: merged, staging: worker.staging)
         }
-        return passes + 1
     }
 }
 
