@@ -103,16 +103,6 @@ struct Pretrainer {
     }
 }
 
-extension DatasetSource {
-    /// The files this source reads.
-    var urls: [URL] {
-        switch self {
-        case let .npz(url): return [url]
-        case let .idx(images, labels): return [images, labels]
-        }
-    }
-}
-
 /// `orthofuse pretrain`: makes a job's θ0 once, to be committed and named by other jobs' `base:`.
 public enum BasePretraining {
     /// Rank 0 pre-trains (or reuses the cached) θ0 of `plan` and copies it to `destination`, which

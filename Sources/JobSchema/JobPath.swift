@@ -66,10 +66,12 @@ public struct JobPath: Sendable, Equatable, Codable, CustomStringConvertible {
     }
 }
 
-/// The files of one data split: a single `.npz` archive, or a pair of IDX files.
+/// The files of one data split: a single `.npz` archive, a list of them (shards, read in order),
+/// or a pair of IDX files.
 public enum DatasetLocation: Sendable, Equatable, Codable {
     case npz(JobPath)
     case idx(images: JobPath, labels: JobPath)
+    case npzShards([JobPath])
 
     private enum IDXKeys: String, CodingKey, CaseIterable {
         case images, labels
@@ -80,6 +82,7 @@ public enum DatasetLocation: Sendable, Equatable, Codable {
         switch self {
         case .npz(let archive): .npz(archive.url)
         case .idx(let images, let labels): .idx(images: images.url, labels: labels.url)
+        case .npzShards(let archives): .npzShards(archives.map(\.url))
         }
     }
 
@@ -88,6 +91,7 @@ public enum DatasetLocation: Sendable, Equatable, Codable {
         switch self {
         case .npz(let archive): [archive]
         case .idx(let images, let labels): [images, labels]
+        case .npzShards(let archives): archives
         }
     }
 
@@ -102,10 +106,17 @@ public enum DatasetLocation: Sendable, Equatable, Codable {
         } else if let single = try? decoder.singleValueContainer(), !single.decodeNil(),
                   (try? single.decode(String.self)) != nil {
             self = .npz(try JobPath(from: decoder))
+        } else if var list = try? decoder.unkeyedContainer() {
+            var archives: [JobPath] = []
+            while !list.isAtEnd { archives.append(try list.decode(JobPath.self)) }
+            guard !archives.isEmpty, archives.count <= 4096 else {
+                throw JobFieldError(decoder.codingPath, "a list of .npz shards needs 1 to 4096 paths", showsWrittenValue: true)
+            }
+            self = archives.count == 1 ? .npz(archives[0]) : .npzShards(archives)
         } else {
             throw JobFieldError(
                 decoder.codingPath,
-                "expected an .npz path or {images: path, labels: path}",
+                "expected an .npz path, a list of .npz paths or {images: path, labels: path}",
                 showsWrittenValue: true
             )
         }
@@ -119,6 +130,9 @@ public enum DatasetLocation: Sendable, Equatable, Codable {
             var container = encoder.container(keyedBy: IDXKeys.self)
             try container.encode(images, forKey: .images)
             try container.encode(labels, forKey: .labels)
+        case .npzShards(let archives):
+            var container = encoder.unkeyedContainer()
+            for archive in archives { try container.encode(archive) }
         }
     }
 }

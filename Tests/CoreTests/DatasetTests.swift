@@ -322,6 +322,26 @@ final class DatasetTests: XCTestCase {
         XCTAssertEqual(single.inputs, arranged.inputs.map { ($0 - 0.5) / 0.25 }, "one mean and std for every channel")
     }
 
+    /// A split in several .npz shards: their samples in order; shards of another sample shape are refused.
+    func testShardsOfASplitAreReadInOrder() throws {
+        func shard(_ name: String, samples: [[UInt8]], labels: [UInt8], shape: String) throws -> URL {
+            try npz(name, [
+                ("x.npy", npy("{'descr': '|u1', 'fortran_order': False, 'shape': (\(samples.count), \(shape)), }", payload: samples.flatMap { $0 })),
+                ("y.npy", npy("{'descr': '|u1', 'fortran_order': False, 'shape': (\(labels.count),), }", payload: labels)),
+            ])
+        }
+        let first = try shard("a.npz", samples: [[0, 51], [102, 153]], labels: [0, 1], shape: "2")
+        let second = try shard("b.npz", samples: [[204, 255]], labels: [2], shape: "2")
+        let data = try Dataset.load(.npzShards([first, second]))
+        XCTAssertEqual(data.labels, [0, 1, 2])
+        XCTAssertEqual(data.inputs, [0, 0.2, 0.4, 0.6, 0.8, 1])
+        XCTAssertEqual(data.sampleShape, [2])
+        let other = try shard("c.npz", samples: [[1, 2, 3]], labels: [0], shape: "3")
+        XCTAssertThrowsError(try Dataset.load(.npzShards([first, other]))) { error in
+            XCTAssertTrue("\(error)".contains("c.npz: samples have shape [3], the split's first shard"), "\(error)")
+        }
+    }
+
     func testGzipIDXSizesAreCheckedBeforeInflating() throws {
         // The trailer claims 3.75 GiB for a few bytes: refused on the header, nothing reserved.
         let images = idx(0x08, [2, 3], payload: [1, 2, 3, 4, 5, 6])

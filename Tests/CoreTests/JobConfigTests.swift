@@ -105,6 +105,19 @@ final class JobConfigTests: XCTestCase {
 
     // MARK: - Valid jobs
 
+    /// A split may be a list of .npz shards; the canonical text keeps the list.
+    func testASplitMayBeAListOfShards() throws {
+        let job = try parse(minimal(replacing: "train: data/mnist/train.npz", with: "train: [data/a.npz, data/b.npz]"))
+        XCTAssertEqual(job.tasks[0].train.files.map(\.written), ["data/a.npz", "data/b.npz"])
+        guard case .npzShards = job.tasks[0].train.source else { return XCTFail("\(job.tasks[0].train)") }
+        let reread = try JobConfig.parse(job.canonicalYAML, origin: "copy.yaml", baseDirectory: jobDirectory)
+        XCTAssertEqual(reread.tasks[0].train, job.tasks[0].train)
+        let one = try parse(minimal(replacing: "train: data/mnist/train.npz", with: "train: [data/a.npz]"))
+        guard case .npz = one.tasks[0].train else { return XCTFail("one shard is a single file") }
+        let message = refusal(minimal(replacing: "train: data/mnist/train.npz", with: "train: []"))
+        XCTAssertTrue(message.contains("tasks[0].train") && message.contains("1 to 4096 paths"), message)
+    }
+
     /// `tasks[].normalize` and `tasks[].head` decode and survive the canonical text; bad ones are one line.
     func testTaskNormalizeAndHeadFile() throws {
         let task = "{name: mnist, classes: 10, train: data/mnist/train.npz, test: data/mnist/test.npz"
@@ -351,8 +364,8 @@ final class JobConfigTests: XCTestCase {
             ("finetune: {steps: 10}", "finetune: {steps: 10, mode: partial}",
              "job.yaml: finetune.mode: expected one of full, attention, lora, linearized, got \"partial\""),
             ("finetune: {steps: 10}", "finetune: [10]", "job.yaml: finetune: expected a mapping, got a list"),
-            ("train: data/mnist/train.npz", "train: [a.npz]",
-             "job.yaml: tasks[0].train: expected an .npz path or {images: path, labels: path}, got a list"),
+            ("train: data/mnist/train.npz", "train: [[a.npz]]",
+             "job.yaml: tasks[0].train[0]: expected a single value, got a list"),
             ("name: quickstart", "name: q\nseed: -1", "job.yaml: seed: must be >= 0"),
             ("name: quickstart", "name: q\nruntime: {coordinator_trains: maybe}",
              "job.yaml: runtime.coordinator_trains: expected true or false, got \"maybe\""),

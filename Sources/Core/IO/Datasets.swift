@@ -7,6 +7,17 @@ public enum DatasetSource: Sendable, Equatable {
     case npz(URL)
     /// A pair of IDX files (raw or gzip-compressed), as MNIST is distributed.
     case idx(images: URL, labels: URL)
+    /// Several .npz archives of one split (shards of an export), their samples in this order.
+    case npzShards([URL])
+
+    /// The files this source reads.
+    public var urls: [URL] {
+        switch self {
+        case let .npz(url): [url]
+        case let .idx(images, labels): [images, labels]
+        case let .npzShards(urls): urls
+        }
+    }
 }
 
 /// Per-channel input normalisation (`tasks[].normalize`), applied after uint8 pixels are
@@ -112,7 +123,19 @@ public struct Dataset: Sendable, Equatable {
         switch source {
         case .npz(let url): return try loadNPZ(url)
         case .idx(let images, let labels): return try loadIDX(images: images, labels: labels)
+        case .npzShards(let urls): return try concatenated(urls.map(loadNPZ), names: urls.map(FileBytes.displayPath))
         }
+    }
+
+    /// The shards' samples one after another; every shard's samples must have the first's shape.
+    private static func concatenated(_ shards: [Dataset], names: [String]) throws -> Dataset {
+        let shape = shards[0].sampleShape
+        if let index = shards.firstIndex(where: { $0.sampleShape != shape }) {
+            throw OrthofuseError("\(names[index]): samples have shape \(shards[index].sampleShape), the split's first shard \(names[0]) has \(shape)")
+        }
+        try checkBudget(inputs: shards.reduce(0) { $0 + $1.inputs.count }, labels: shards.reduce(0) { $0 + $1.count },
+                        what: names[0])
+        return Dataset(inputs: shards.flatMap(\.inputs), labels: shards.flatMap(\.labels), sampleShape: shape)
     }
 
     /// The dataset as floats and labels (with the raw bytes alive while converting) must fit.
