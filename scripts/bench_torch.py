@@ -1,7 +1,8 @@
 """bench_torch.py: the PyTorch twin of `orthofuse bench train`'s step (MLP, AdamW, ± OrthoReg).
 
 Needs a CPU torch (pip install torch==2.13.0+cpu from the local wheel folder), and timm for the
-ViT (pip install timm pillow --no-deps). One thread, like
+ViT (pip install timm pillow --no-deps); `--open-clip ViT-B-32` times open_clip's image tower
+instead (pip install open-clip-torch). One thread, like
 one orthofuse rank. Prints one ms/step line per setting (scripts/bench.sh pairs them with `orthofuse bench train`).
 """
 import argparse
@@ -44,6 +45,14 @@ def make_vit():
     return nn.Sequential(nn.Unflatten(1, (1, 28, 28)), model), 64
 
 
+def make_open_clip(name):
+    """open_clip's image tower of `name` (e.g. ViT-B-32) with random weights; features [B, E]."""
+    import open_clip
+    visual = open_clip.create_model(name, pretrained=None).visual
+    size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
+    return nn.Sequential(nn.Unflatten(1, (3, size, size)), visual), visual.output_dim, 3 * size * size
+
+
 def step_ms(backbone, fan_in, input_dim, classes, batch, steps, lam):
     torch.manual_seed(1)
     head = nn.Linear(fan_in, classes)
@@ -76,8 +85,15 @@ def main():
     parser.add_argument("--hidden", default="256,256")
     parser.add_argument("--input", type=int, default=784)
     parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--open-clip", help="time only open_clip's image tower of this model (e.g. ViT-B-32)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.open_clip:
+        for lam in (0.0, 1.0):
+            backbone, width, input_dim = make_open_clip(args.open_clip)
+            ms = step_ms(backbone, width, input_dim, args.classes, args.batch, args.steps, lam)
+            print(f"torch open_clip {args.open_clip} batch {args.batch} adamw orthoreg={lam:g}: {ms:.3f} ms/step")
+        return
     hidden = [int(h) for h in args.hidden.split(",")]
     for lam in (0.0, 1.0):
         backbone, width = make_mlp(args.input, hidden)
