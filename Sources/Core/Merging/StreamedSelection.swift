@@ -1,6 +1,6 @@
 // StreamedSelection: exact top-k cuts of |τ| over many chunks (a tensor, or the whole vector)
-// in two histogram passes, for a streamed merge: the cut `TopMagnitudeCut.top` would give if the
-// whole scope were in memory.
+// in two histogram passes (a small tensor: read whole, one quickselect), for a streamed merge:
+// the cut `TopMagnitudeCut.top` would give if the whole scope were in memory.
 
 /// Finite non-negative floats order like their bit patterns, so the k-th largest |τ| is found on
 /// those 31 bits in two digits: a pass histograms the high 15 bits (exponent and 7 mantissa
