@@ -15,23 +15,16 @@ import os
 import numpy as np
 import torch
 
-from job_torch import accuracy, inputs, load_safetensors, make_backbone
+from job_torch import accuracy, add_model_options, inputs, load_safetensors, make_backbone, parse_model_options
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("run")
     parser.add_argument("--data", required=True)
-    parser.add_argument("--arch", choices=["mlp", "vit"], default="vit")
-    parser.add_argument("--input", default="1,28,28")
-    parser.add_argument("--hidden", default="256,256")
-    parser.add_argument("--patch", type=int, default=7)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=4)
+    add_model_options(parser, arch="vit", input_shape="1,28,28")
     args = parser.parse_args()
-    args.input = [int(v) for v in args.input.split(",")]
-    args.hidden = [int(v) for v in args.hidden.split(",")]
+    parse_model_options(args)
     backbone, features = make_backbone(args, load_safetensors(os.path.join(args.run, "base.safetensors")))
     report = json.load(open(os.path.join(args.run, "report.json")))
     for task in report["tasks"]:

@@ -27,6 +27,23 @@ def load_safetensors(path):
     return load_file(path)
 
 
+def add_model_options(parser, arch, input_shape):
+    """The model's options, shared with scripts/check_heads_torch.py: --arch and its shapes."""
+    parser.add_argument("--arch", choices=["mlp", "vit"], default=arch)
+    parser.add_argument("--input", default=input_shape)
+    parser.add_argument("--hidden", default="256,256")
+    parser.add_argument("--patch", type=int, default=7)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+
+
+def parse_model_options(args):
+    """--input and --hidden as lists of integers."""
+    args.input = [int(v) for v in args.input.split(",")]
+    args.hidden = [int(v) for v in args.hidden.split(",")]
+
+
 def make_backbone(args, state):
     if args.arch == "mlp":
         layers, fan_in = [], args.input[0]
@@ -145,17 +162,11 @@ def fine_tune(backbone, head, train, args):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--arch", choices=["mlp", "vit"], default="mlp")
+    add_model_options(parser, arch="mlp", input_shape="784")
     parser.add_argument("--base", required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--tasks", required=True, help="comma-separated task folders under --data")
     parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--input", default="784")
-    parser.add_argument("--hidden", default="256,256")
-    parser.add_argument("--patch", type=int, default=7)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -169,8 +180,7 @@ def main():
     parser.add_argument("--alphas", type=int, default=21)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    args.input = [int(v) for v in args.input.split(",")]
-    args.hidden = [int(v) for v in args.hidden.split(",")]
+    parse_model_options(args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 

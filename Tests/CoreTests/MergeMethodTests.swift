@@ -519,8 +519,10 @@ enum MergeReference {
         return merged
     }
 
-    /// Iso-C: per matrix, mean(σ(Στ))·polar(Στ); other tensors the mean of the task vectors.
-    static func isoC(_ tasks: [[Double]], layout: ParameterLayout) -> [Double] {
+    /// The isotropic merges' frame: each matrix from `matrix(Στ block, the tasks' blocks, m, n)`
+    /// (row-major [m, n]); every other tensor the mean of the task vectors.
+    static func perMatrix(_ tasks: [[Double]], layout: ParameterLayout,
+                          _ matrix: (_ total: [Double], _ blocks: [[Double]], _ m: Int, _ n: Int) -> [Double]) -> [Double] {
         let total = sum(tasks)
         var merged = [Double](repeating: 0, count: layout.totalCount)
         for (index, spec) in layout.specs.enumerated() {
@@ -529,32 +531,30 @@ enum MergeReference {
                 for i in range { merged[i] = total[i] / Double(tasks.count) }
                 continue
             }
-            let (m, n) = (spec.shape[0], spec.shape[1])
-            let block = Array(total[range])
-            let s = jacobiSVD(block, rows: m, columns: n).s
-            let mean = s.reduce(0, +) / Double(s.count)
-            for (offset, value) in polar(block, rows: m, columns: n).enumerated() { merged[range.lowerBound + offset] = mean * value }
+            let block = matrix(Array(total[range]), tasks.map { Array($0[range]) }, spec.shape[0], spec.shape[1])
+            for (offset, value) in block.enumerated() { merged[range.lowerBound + offset] = value }
         }
         return merged
+    }
+
+    /// Iso-C: per matrix, mean(σ(Στ))·polar(Στ); other tensors the mean of the task vectors.
+    static func isoC(_ tasks: [[Double]], layout: ParameterLayout) -> [Double] {
+        perMatrix(tasks, layout: layout) { block, _, m, n in
+            let s = jacobiSVD(block, rows: m, columns: n).s
+            let mean = s.reduce(0, +) / Double(s.count)
+            return polar(block, rows: m, columns: n).map { mean * $0 }
+        }
     }
 
     /// Iso-CTS as the released code computes it, in Double: per matrix the top k directions of
     /// Στ and, per task, the top s of τt − U_k·U_kᵀ·τt; both sides orthogonalised (polar);
     /// σ̄ the mean of the singular values taken. Other tensors the mean of the task vectors.
     static func isoCTS(_ tasks: [[Double]], layout: ParameterLayout, commonFraction f: Double) -> [Double] {
-        let total = sum(tasks)
-        var merged = [Double](repeating: 0, count: layout.totalCount)
-        for (index, spec) in layout.specs.enumerated() {
-            let range = layout.range(at: index)
-            guard spec.isMatrix else {
-                for i in range { merged[i] = total[i] / Double(tasks.count) }
-                continue
-            }
-            let (m, n) = (spec.shape[0], spec.shape[1])
+        perMatrix(tasks, layout: layout) { total, blocks, m, n in
             let r = min(m, n)
             let s = min(Int((Double(r - Int(Double(r) * f)) / Double(tasks.count)).rounded(.toNearestOrEven)), r / tasks.count)
             let k = r - s * tasks.count
-            let whole = jacobiSVD(Array(total[range]), rows: m, columns: n)
+            let whole = jacobiSVD(total, rows: m, columns: n)
             var left: [[Double]] = [], right: [[Double]] = [], values: [Double] = []
             func take(_ svd: (u: [Double], s: [Double], v: [Double]), _ count: Int) {
                 for l in 0..<count {
@@ -563,8 +563,7 @@ enum MergeReference {
                     values.append(svd.s[l])
                 }
             }
-            for task in tasks where s > 0 {
-                let w = Array(task[range])
+            for w in blocks where s > 0 {
                 var outside = w
                 for i in 0..<m {
                     for j in 0..<n {
@@ -580,13 +579,11 @@ enum MergeReference {
             let u = polar((0..<(m * r)).map { left[$0 % r][$0 / r] }, rows: m, columns: r)
             let vt = polar(right.flatMap { $0 }, rows: r, columns: n)
             let mean = values.reduce(0, +) / Double(r)
-            for i in 0..<m {
-                for j in 0..<n {
-                    merged[range.lowerBound + i * n + j] = mean * (0..<r).reduce(0.0) { $0 + u[i * r + $1] * vt[$1 * n + j] }
-                }
+            return (0..<(m * n)).map { entry in
+                let (i, j) = entry.quotientAndRemainder(dividingBy: n)
+                return mean * (0..<r).reduce(0.0) { $0 + u[i * r + $1] * vt[$1 * n + j] }
             }
         }
-        return merged
     }
 
     /// MagMax: per entry the task value of largest magnitude, the first on ties.

@@ -34,6 +34,18 @@ public final class ClassificationHead: @unchecked Sendable {
     public var weight: UnsafeMutablePointer<Float> { parameters.pointer }
     public var bias: UnsafeMutablePointer<Float> { parameters.pointer + classes * featureCount }
 
+    /// A cosine head's class vectors: row c of the weight becomes scale × rows[c] / ‖rows[c]‖
+    /// (computed in Double; a zero row stays 0), the bias 0. `rows` is [C, F], row-major.
+    public func setClassDirections(_ rows: [Double], scale: Double) {
+        precondition(rows.count == classes * featureCount)
+        for c in 0..<classes {
+            let row = rows[(c * featureCount)..<((c + 1) * featureCount)]
+            let norm = row.reduce(0.0) { $0 + $1 * $1 }.squareRoot()
+            for (i, value) in row.enumerated() { weight[c * featureCount + i] = norm > 0 ? Float(scale * value / norm) : 0 }
+            bias[c] = 0
+        }
+    }
+
     /// logits[B, C] = features[B, F] · weightᵀ + bias (features first normalised per row for a cosine head).
     public func forward(logits: UnsafeMutablePointer<Float>, features: UnsafePointer<Float>, batch: Int) {
         let input = normalizesFeatures ? normalize(features, batch: batch) : features

@@ -38,13 +38,6 @@ public enum PrototypeHead {
             guard norm > 0 else { continue }
             for (i, value) in feature.enumerated() { sums[label * width + i] += Double(value) / norm }
         }
-        for c in 0..<head.classes {
-            let row = sums[(c * width)..<((c + 1) * width)]
-            let norm = row.reduce(0.0) { $0 + $1 * $1 }.squareRoot()
-            for (i, value) in row.enumerated() {
-                head.weight[c * width + i] = norm > 0 ? Float(Double(settings.temperature) * value / norm) : 0
-            }
-            head.bias[c] = 0
-        }
+        head.setClassDirections(sums, scale: Double(settings.temperature))
     }
 }

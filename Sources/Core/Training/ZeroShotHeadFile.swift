@@ -28,15 +28,13 @@ public enum ZeroShotHeadFile {
         }
         try ParameterLayout.checkFinite(weight.values, tensor: weightName, origin: origin)
         let scale = try self.scale(file, origin: origin)
-        let head = ClassificationHead(classes: classes, featureCount: featureCount, normalizesFeatures: true)
-        for row in 0..<classes {
-            let values = weight.values[(row * featureCount)..<((row + 1) * featureCount)]
-            let norm = values.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
-            guard norm > 0 else { throw OrthofuseError("\(origin): row \(row) of '\(weightName)' is zero") }
-            for (column, value) in values.enumerated() {
-                head.parameters[row * featureCount + column] = Float(Double(scale) * Double(value) / norm)
-            }
+        if let row = (0..<classes).first(where: { row in
+            weight.values[(row * featureCount)..<((row + 1) * featureCount)].allSatisfy { $0 == 0 }
+        }) {
+            throw OrthofuseError("\(origin): row \(row) of '\(weightName)' is zero")
         }
+        let head = ClassificationHead(classes: classes, featureCount: featureCount, normalizesFeatures: true)
+        head.setClassDirections(weight.values.map(Double.init), scale: Double(scale))
         return head
     }
 
