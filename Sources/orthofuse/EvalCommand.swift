@@ -26,13 +26,7 @@ struct Eval: ParsableCommand {
     var runDirectory: String?
 
     func run() throws {
-        let communicator: any Communicator
-        do {
-            communicator = try Launch.makeCommunicator()
-        } catch {
-            throw CleanExit.message("cannot start MPI: \(error)")
-        }
-        do {
+        try Launch.onEveryRank(level: .normal) { communicator, _ in
             let plan = try JobAnnouncer.announce(try Launch.read(.file(URL(fileURLWithPath: job))),
                                                  communicator: communicator)
             let directory = RunDirectory(runDirectory.map { URL(fileURLWithPath: $0) } ?? plan.output)
@@ -40,14 +34,6 @@ struct Eval: ParsableCommand {
             if let rows = try ModelEvaluation.run(plan: plan, model: modelURL, run: directory, communicator: communicator) {
                 print(ModelEvaluation.table(rows, model: modelURL.deletingPathExtension().lastPathComponent))
             }
-            Launch.finish(communicator)
-        } catch is PeerFailure {
-            Launch.finish(communicator)
-            Foundation.exit(1)
-        } catch {
-            if communicator.rank == 0 { Console.error("\(error)") }
-            Launch.finish(communicator)
-            Foundation.exit(1)
         }
     }
 }

@@ -62,10 +62,12 @@ enum Launch {
         } catch let preempted as TrainingPreempted {
             exitPreempted(preempted, rank: rank, console: console)
         } catch is PeerFailure {
+            StopSignal.exitingWithError(code: 1)
             finish(communicator)
             Foundation.exit(1)
         } catch {
             if rank == 0 { Console.error("\(error)") }
+            StopSignal.exitingWithError(code: 1)
             finish(communicator)
             Foundation.exit(1)
         }

@@ -12,6 +12,8 @@ nonisolated(unsafe) private var stopLine: UnsafeMutablePointer<CChar>?
 nonisolated(unsafe) private var stopLineLength = 0
 nonisolated(unsafe) private var preemptedLine: UnsafeMutablePointer<CChar>?
 nonisolated(unsafe) private var preemptedLineLength = 0
+/// The exit code of a process that is already failing (StopSignal.exitingWithError).
+nonisolated(unsafe) private var exitCode: Int32 = 1
 
 enum StopSignal {
     /// The exit code of a preempted job (EX_TEMPFAIL): cluster/slurm.sbatch requeues on it and
@@ -48,6 +50,14 @@ enum StopSignal {
             if let line = stopLine { _ = write(STDERR_FILENO, line, stopLineLength) }
             _exit(128 + SIGTERM)
         }
+    }
+
+    /// This process has said why it fails and is about to exit with `code`: a SIGTERM from now on
+    /// is mpirun ending the job because another rank exited first, so it must not add the
+    /// "another rank died" line to the one error line already printed.
+    static func exitingWithError(code: Int32) {
+        exitCode = code
+        signal(SIGTERM) { _ in _exit(exitCode) }
     }
 
     /// What rank 0 says of a preempted job.
