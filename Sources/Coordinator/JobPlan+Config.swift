@@ -78,11 +78,18 @@ extension ModelPlan {
             self = .mlp(MLPConfiguration(inputCount: config.inputFeatureCount, hidden: shape.hidden,
                                          activation: shape.activation))
         case let .vit(shape):
-            let input = config.input
-            self = .vit(ViTConfiguration(channels: input[0], height: input[1], width: input[2], patch: shape.patch,
-                                         dim: shape.width, depth: shape.depth, heads: shape.heads,
-                                         mlpRatio: shape.mlpRatio))
+            self = .vit(Self.tower(shape, input: config.input))
+        case let .clipViT(shape):
+            self = .vit(Self.tower(shape.tower, input: config.input, flavor: .openCLIP(outputDim: shape.outputDim),
+                                   activation: shape.activation))
         }
+    }
+
+    private static func tower(_ shape: ViTShape, input: [Int], flavor: ViTConfiguration.Flavor = .timm,
+                              activation: TransformerActivation = .gelu) -> ViTConfiguration {
+        ViTConfiguration(channels: input[0], height: input[1], width: input[2], patch: shape.patch,
+                         dim: shape.width, depth: shape.depth, heads: shape.heads, mlpRatio: shape.mlpRatio,
+                         flavor: flavor, activation: activation)
     }
 }
 
@@ -93,7 +100,7 @@ extension TrainingSettings {
         let finetune = config.finetune
         let mode = finetune.mode
         guard let trained = mode.trainedParameters(layout) else {
-            throw OrthofuseError("job.yaml: finetune.mode: '\(mode.rawValue)' needs attention layers; arch \(config.model.architectureName) has none (use full, lora or linearized)")
+            throw OrthofuseError("job.yaml: finetune.mode: '\(mode.rawValue)' needs attention layers; arch \(config.model.architectureName.rawValue) has none (use full, lora or linearized)")
         }
         let parametrization: Parametrization
         switch mode {
@@ -145,11 +152,4 @@ extension ProbeSettings {
     }
 }
 
-extension ModelConfig {
-    var architectureName: String {
-        switch architecture {
-        case .mlp: return "mlp"
-        case .vit: return "vit"
-        }
-    }
-}
+

@@ -42,7 +42,7 @@ public enum ModelPlan: Sendable, Equatable {
     public var featureCount: Int {
         switch self {
         case let .mlp(configuration): return configuration.hidden.last ?? configuration.inputCount
-        case let .vit(configuration): return configuration.dim
+        case let .vit(configuration): return configuration.featureCount
         }
     }
 }

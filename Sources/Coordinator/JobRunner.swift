@@ -283,7 +283,7 @@ public final class JobRunner {
         switch plan.base {
         case let .file(url):
             let file = try Safetensors.read(url)
-            try layout.load(file, into: base, origin: url.path, ignoringPrefixes: ["head."])
+            try layout.loadBackbone(file, into: base, origin: url.path)
             return "loaded from \(url.path)"
         case .initialization:
             let backbone = plan.model.makeBackbone(maxBatch: 1)

@@ -28,9 +28,9 @@ public enum ModelEvaluation {
         var heads: [Int: ClassificationHead] = [:]
         var tests: [Int: Dataset] = [:]
         try PhaseAgreement.run(communicator) {
-            try layout.load(Safetensors.read(model), into: parameters, origin: model.path, ignoringPrefixes: ["head."])
+            try layout.loadBackbone(Safetensors.read(model), into: parameters, origin: model.path)
             if linearized {
-                try layout.load(Safetensors.read(run.base), into: base, origin: run.base.path, ignoringPrefixes: ["head."])
+                try layout.loadBackbone(Safetensors.read(run.base), into: base, origin: run.base.path)
             }
             for index in mine {
                 let task = plan.tasks[index]

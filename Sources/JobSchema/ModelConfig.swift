@@ -29,11 +29,22 @@ public struct ModelConfig: Sendable, Equatable, Codable {
     public enum Architecture: Sendable, Equatable {
         case mlp(MLPShape)
         case vit(ViTShape)
+        /// open_clip's image tower: a ViT with its names, ln_pre and the projection to output_dim.
+        case clipViT(CLIPViTShape)
     }
 
     /// The word `arch:` takes.
     public enum ArchitectureName: String, Sendable, Codable, CaseIterable {
         case mlp, vit
+        case clipViT = "clip_vit"
+    }
+
+    public var architectureName: ArchitectureName {
+        switch architecture {
+        case .mlp: .mlp
+        case .vit: .vit
+        case .clipViT: .clipViT
+        }
     }
 
     /// Values per example once flattened (the MLP's first fan-in).
@@ -44,15 +55,18 @@ public struct ModelConfig: Sendable, Equatable, Codable {
         switch architecture {
         case .mlp(let shape): shape.hidden.last!
         case .vit(let shape): shape.width
+        case .clipViT(let shape): shape.outputDim
         }
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case arch, input, hidden, activation, patch, width, depth, heads
         case mlpRatio = "mlp_ratio"
+        case outputDim = "output_dim"
 
-        static let mlpOnly: [CodingKeys] = [.hidden, .activation]
+        static let mlpOnly: [CodingKeys] = [.hidden]
         static let vitOnly: [CodingKeys] = [.patch, .width, .depth, .heads, .mlpRatio]
+        static let clipOnly: [CodingKeys] = [.outputDim]
     }
 
     public init(from decoder: any Decoder) throws {
@@ -60,12 +74,17 @@ public struct ModelConfig: Sendable, Equatable, Codable {
         let arch = try container.choice(ArchitectureName.self, .arch)
         switch arch {
         case .mlp:
-            try container.refuse(CodingKeys.vitOnly, because: "only allowed with arch: vit")
+            try container.refuse(CodingKeys.vitOnly, because: "only allowed with arch: vit or clip_vit")
+            try container.refuse(CodingKeys.clipOnly, because: "only allowed with arch: clip_vit")
             input = try container.integers(.input, each: 1...JobLimits.inputFeatures, counts: 1...JobLimits.inputRank)
-        case .vit:
+        case .vit, .clipViT:
             try container.refuse(CodingKeys.mlpOnly, because: "only allowed with arch: mlp")
+            if arch == .vit {
+                try container.refuse([.activation], because: "only allowed with arch: mlp or clip_vit")
+                try container.refuse(CodingKeys.clipOnly, because: "only allowed with arch: clip_vit")
+            }
             input = try container.integers(.input, each: 1...JobLimits.inputFeatures, counts: 1...JobLimits.inputRank)
-            try container.check(input.count == 3, .input, "must be [channels, height, width] with arch: vit")
+            try container.check(input.count == 3, .input, "must be [channels, height, width] with arch: \(arch.rawValue)")
         }
         var features = 1
         for size in input {
@@ -91,26 +110,39 @@ public struct ModelConfig: Sendable, Equatable, Codable {
             architecture = .mlp(shape)
         case .vit:
             let shape = try ViTShape(from: decoder)
-            let (channels, height, width) = (input[0], input[1], input[2])
-            try container.check(
-                height % shape.patch == 0 && width % shape.patch == 0, .patch,
-                "must divide the image height and width (\(height) x \(width))"
-            )
-            let tokens = (height / shape.patch) * (width / shape.patch) + 1
-            try container.check(
-                tokens <= JobLimits.tokens, .patch,
-                "gives \(tokens) tokens, more than \(JobLimits.tokens)"
-            )
-            try container.check(
-                channels * shape.patch * shape.patch * shape.width <= JobLimits.matrixEntries, .patch,
-                "the patch embedding exceeds \(JobLimits.matrixEntries) entries"
-            )
-            try container.check(
-                shape.width * shape.width * shape.mlpRatio <= JobLimits.matrixEntries, .width,
-                "the MLP weight matrices exceed \(JobLimits.matrixEntries) entries"
-            )
+            try Self.checkTower(shape, input: input, container)
             architecture = .vit(shape)
+        case .clipViT:
+            let shape = try CLIPViTShape(from: decoder)
+            try Self.checkTower(shape.tower, input: input, container)
+            try container.check(
+                shape.tower.width * shape.outputDim <= JobLimits.matrixEntries, .outputDim,
+                "the projection exceeds \(JobLimits.matrixEntries) entries"
+            )
+            architecture = .clipViT(shape)
         }
+    }
+
+    /// The limits a ViT's sizes must keep, whichever flavor.
+    private static func checkTower(_ shape: ViTShape, input: [Int], _ container: KeyedDecodingContainer<CodingKeys>) throws {
+        let (channels, height, width) = (input[0], input[1], input[2])
+        try container.check(
+            height % shape.patch == 0 && width % shape.patch == 0, .patch,
+            "must divide the image height and width (\(height) x \(width))"
+        )
+        let tokens = (height / shape.patch) * (width / shape.patch) + 1
+        try container.check(
+            tokens <= JobLimits.tokens, .patch,
+            "gives \(tokens) tokens, more than \(JobLimits.tokens)"
+        )
+        try container.check(
+            channels * shape.patch * shape.patch * shape.width <= JobLimits.matrixEntries, .patch,
+            "the patch embedding exceeds \(JobLimits.matrixEntries) entries"
+        )
+        try container.check(
+            shape.width * shape.width * shape.mlpRatio <= JobLimits.matrixEntries, .width,
+            "the MLP weight matrices exceed \(JobLimits.matrixEntries) entries"
+        )
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -122,6 +154,10 @@ public struct ModelConfig: Sendable, Equatable, Codable {
             try shape.encode(to: encoder)
         case .vit(let shape):
             try container.encode(ArchitectureName.vit, forKey: .arch)
+            try container.encode(input, forKey: .input)
+            try shape.encode(to: encoder)
+        case .clipViT(let shape):
+            try container.encode(ArchitectureName.clipViT, forKey: .arch)
             try container.encode(input, forKey: .input)
             try shape.encode(to: encoder)
         }
@@ -180,5 +216,29 @@ public struct ViTShape: Sendable, Equatable, Codable {
         try container.encode(depth, forKey: .depth)
         try container.encode(heads, forKey: .heads)
         try container.encode(mlpRatio, forKey: .mlpRatio)
+    }
+}
+
+/// The clip_vit fields of `model:`: the tower's ViT sizes, the output dimension E of `proj`, and the
+/// blocks' activation (gelu, open_clip's default; quick_gelu for OpenAI's weights).
+public struct CLIPViTShape: Sendable, Equatable, Codable {
+    public let tower: ViTShape
+    public let outputDim: Int
+    public let activation: TransformerActivation
+
+    private typealias Keys = ModelConfig.CodingKeys
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: Keys.self)
+        tower = try ViTShape(from: decoder)
+        outputDim = try container.integer(.outputDim, in: 1...JobLimits.layerWidth)
+        activation = try container.choice(TransformerActivation.self, .activation, default: .gelu)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        try tower.encode(to: encoder)
+        var container = encoder.container(keyedBy: Keys.self)
+        try container.encode(outputDim, forKey: .outputDim)
+        try container.encode(activation, forKey: .activation)
     }
 }

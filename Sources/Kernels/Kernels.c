@@ -100,6 +100,20 @@ void of_gelu_backward(float *restrict dinp, const float *restrict dout, const fl
     }
 }
 
+/// QuickGELU(x) = x·σ(1.702x), OpenAI CLIP's activation, and its slope σ + 1.702·x·σ·(1 − σ),
+/// with σ = 1/(1 + e^(−1.702x)): one exp for both.
+static inline __attribute__((always_inline)) float quick_gelu_with_slope(float x, float *slope) {
+    const float sigmoid = 1.0f / (1.0f + of_exp(-1.702f * x));
+    *slope = sigmoid + 1.702f * x * (sigmoid * (1.0f - sigmoid));
+    return x * sigmoid;
+}
+
+OF_VERSIONED
+void of_quick_gelu_forward_slope(float *restrict out, float *restrict slope, const float *restrict inp,
+                                 ptrdiff_t count) {
+    for (ptrdiff_t i = 0; i < count; i++) out[i] = quick_gelu_with_slope(inp[i], &slope[i]);
+}
+
 OF_VERSIONED
 void of_multiply(float *restrict out, const float *restrict a, const float *restrict b, ptrdiff_t count) {
     for (ptrdiff_t i = 0; i < count; i++) out[i] = a[i] * b[i];

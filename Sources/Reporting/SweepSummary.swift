@@ -55,10 +55,11 @@ public struct SweepSummary: Sendable {
     /// `suite` labels the task set (the sweep's name for it, else `tasksN`).
     public static func rows(cell: String, suite: String?, job: JobConfig, report: RunReport) -> [Row] {
         let width: Int
-        let arch: String
+        let arch = job.model.architectureName.rawValue
         switch job.model.architecture {
-        case .mlp(let shape): (arch, width) = ("mlp", shape.hidden.max() ?? 0)
-        case .vit(let shape): (arch, width) = ("vit", shape.width)
+        case .mlp(let shape): width = shape.hidden.max() ?? 0
+        case .vit(let shape): width = shape.width
+        case .clipViT(let shape): width = shape.tower.width
         }
         let tasks = report.tasks
         let zeroShot = report.meanZeroShotAccuracy

@@ -3,7 +3,8 @@
 public enum FineTuneMode: String, Sendable, Codable, CaseIterable {
     /// Every backbone parameter.
     case full
-    /// Attention projections only (ViT: blocks.N.attn.qkv.weight and blocks.N.attn.proj.weight).
+    /// Attention projections only (timm's blocks.N.attn.qkv.weight and .attn.proj.weight; open_clip's
+    /// transformer.resblocks.N.attn.in_proj_weight and .attn.out_proj.weight, as the paper's code trains).
     case attention
     /// Rank-r adapters on the attention projections (on every 2-D weight of a backbone without
     /// attention); the task vector is the dense (α/r)·B·A on those weights.
@@ -11,11 +12,14 @@ public enum FineTuneMode: String, Sendable, Codable, CaseIterable {
     /// Tangent-space fine-tuning of f(x; θ0) + J(x; θ0)(θ − θ0), every parameter.
     case linearized
 
+    /// The attention projection weights' names end so in either ViT flavor (ViTTensorNames).
+    static let attentionWeightSuffixes = [".attn.qkv.weight", ".attn.proj.weight", ".attn.in_proj_weight", ".attn.out_proj.weight"]
+
     /// The attention projection weights of a transformer layout (empty for an MLP).
     public static func attentionWeights(_ layout: ParameterLayout) -> [Int] {
         layout.specs.indices.filter {
             let name = layout.specs[$0].name
-            return name.hasSuffix(".attn.qkv.weight") || name.hasSuffix(".attn.proj.weight")
+            return attentionWeightSuffixes.contains { name.hasSuffix($0) }
         }
     }
 

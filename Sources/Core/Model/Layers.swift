@@ -1,4 +1,4 @@
-// Layers: forward and backward kernels of the dense layers (Linear, ReLU, GELU).
+// Layers: forward and backward kernels of the dense layers (Linear, ReLU, GELU, QuickGELU).
 //
 // Legend: B batch rows, I input features, O output features.
 // Argument order everywhere: outputs, inputs, weights, sizes. Backward takes the output
@@ -137,6 +137,30 @@ public enum GELU {
     public static func backward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
                                 count: Int, accumulate: Bool = true) {
         of_gelu_backward(dinp, dout, inp, count, accumulate ? 1 : 0)
+    }
+}
+
+/// QuickGELU, x·σ(1.702x): the activation of OpenAI's CLIP weights (open_clip's `QuickGELU`).
+public enum QuickGELU {
+    /// out = QuickGELU(x) and slope = its derivative σ + 1.702·x·σ·(1 − σ), one exp for both.
+    public static func forward(out: UnsafeMutablePointer<Float>, slope: UnsafeMutablePointer<Float>,
+                               inp: UnsafePointer<Float>, count: Int) {
+        of_quick_gelu_forward_slope(out, slope, inp, count)
+    }
+}
+
+/// The activation inside a transformer block's MLP (`activation:` of a clip_vit model).
+public enum TransformerActivation: String, Sendable, Codable, CaseIterable {
+    case gelu
+    case quickGELU = "quick_gelu"
+
+    /// out = act(inp) and slope = act'(inp), which backward and the tangent multiply by.
+    public func forward(out: UnsafeMutablePointer<Float>, slope: UnsafeMutablePointer<Float>,
+                        inp: UnsafePointer<Float>, count: Int) {
+        switch self {
+        case .gelu: GELU.forward(out: out, slope: slope, inp: inp, count: count)
+        case .quickGELU: QuickGELU.forward(out: out, slope: slope, inp: inp, count: count)
+        }
     }
 }
 

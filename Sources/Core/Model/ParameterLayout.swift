@@ -84,27 +84,43 @@ public struct ParameterLayout: Sendable, Equatable {
         }
     }
 
+    /// Loads a backbone's θ from a model file: one holding this layout's tensors (and perhaps a
+    /// task head's head.* tensors, ignored), or a whole CLIP state dict, whose image tower is
+    /// under `visual.` and whose text tower (every other tensor) is ignored.
+    public func loadBackbone(_ file: SafetensorsFile, into destination: FloatBuffer, origin: String) throws {
+        let tower = "visual."
+        if let first = specs.first, file[first.name] == nil, file[tower + first.name] != nil {
+            try load(file, into: destination, origin: origin, prefix: tower)
+        } else {
+            try load(file, into: destination, origin: origin, ignoringPrefixes: ["head."])
+        }
+    }
+
     /// Fills a flat buffer from named tensors, strictly: every parameter must be present with
-    /// its exact shape. Extra tensors are an error unless `ignoringExtra` lists their prefix.
+    /// its exact shape. Extra tensors are an error unless `ignoringPrefixes` lists their prefix.
+    /// With `prefix`, parameter `name` is read from tensor `prefix + name`, and only tensors under
+    /// that prefix count as extra.
     public func load(
-        _ file: SafetensorsFile, into destination: FloatBuffer, origin: String, ignoringPrefixes: [String] = []
+        _ file: SafetensorsFile, into destination: FloatBuffer, origin: String, ignoringPrefixes: [String] = [],
+        prefix: String = ""
     ) throws {
         precondition(destination.count == totalCount, "buffer does not match the layout")
         for (i, spec) in specs.enumerated() {
-            guard let record = file[spec.name] else {
-                throw OrthofuseError("\(origin): tensor '\(spec.name)' missing (expected shape \(spec.shape))")
+            let name = prefix + spec.name
+            guard let record = file[name] else {
+                throw OrthofuseError("\(origin): tensor '\(name)' missing (expected shape \(spec.shape))")
             }
             guard record.shape == spec.shape else {
                 throw OrthofuseError(
-                    "\(origin): tensor '\(spec.name)' has shape \(record.shape), the model needs \(spec.shape)")
+                    "\(origin): tensor '\(name)' has shape \(record.shape), the model needs \(spec.shape)")
             }
-            try Self.checkFinite(record.values, tensor: spec.name, origin: origin)
+            try Self.checkFinite(record.values, tensor: name, origin: origin)
             let offset = offsets[i]
             record.values.withUnsafeBufferPointer { source in
                 if let base = source.baseAddress { (destination.pointer + offset).update(from: base, count: spec.count) }
             }
         }
-        for record in file.tensors where indexByName[record.name] == nil {
+        for record in file.tensors where record.name.hasPrefix(prefix) && indexByName[String(record.name.dropFirst(prefix.count))] == nil {
             if ignoringPrefixes.contains(where: { record.name.hasPrefix($0) }) { continue }
             throw OrthofuseError("\(origin): unexpected tensor '\(record.name)' (not a parameter of this model)")
         }

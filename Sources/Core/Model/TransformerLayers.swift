@@ -280,11 +280,11 @@ public enum PatchEmbedding {
         }
     }
 
-    /// out[B·N, D] = patches · weight[D, K]ᵀ + bias[D], writing patches[B·N, K] = im2col(images)
+    /// out[B·N, D] = patches · weight[D, K]ᵀ (+ bias[D] when given), writing patches[B·N, K] = im2col(images)
     /// on the way (backward needs them for the weight gradient).
     public static func forward(
         out: UnsafeMutablePointer<Float>, patches: UnsafeMutablePointer<Float>, images: UnsafePointer<Float>,
-        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
         batch: Int, channels: Int, height: Int, width: Int, patch: Int, outputs: Int
     ) {
         im2col(patches: patches, images: images, batch: batch, channels: channels, height: height, width: width, patch: patch)
@@ -315,7 +315,7 @@ public enum PatchEmbedding {
     /// outTangent[B·N, D] = patches · weightTangentᵀ + biasTangent (the images are constant).
     public static func forwardTangent(
         outTangent: UnsafeMutablePointer<Float>, patches: UnsafePointer<Float>,
-        weightTangent: UnsafePointer<Float>, biasTangent: UnsafePointer<Float>,
+        weightTangent: UnsafePointer<Float>, biasTangent: UnsafePointer<Float>?,
         batch: Int, channels: Int, height: Int, width: Int, patch: Int, outputs: Int
     ) {
         let rows = batch * (height / patch) * (width / patch)

@@ -1,18 +1,30 @@
-// ViT: a Vision Transformer backbone (timm's VisionTransformer, class-token pooling, no head) with manual forward, backward and JVP.
+// ViT: a Vision Transformer backbone (timm's VisionTransformer or open_clip's image tower, class-token pooling, no head) with manual forward, backward and JVP.
 //
 // Legend: B batch, C channels, H×W image, P patch side, N = (H/P)·(W/P) patches, T = N + 1 tokens,
 // D width, NH heads, hd = D/NH head dim, F = mlpRatio·D MLP hidden width, K = C·P·P patch values.
 //
 //   x = [cls_token; Conv2d_P(image)] + pos_embed                     [B, T, D]
+//   x = ln_pre(x)                                                   (open_clip only)
 //   per block:  x = x + proj(attention(qkv(norm1(x))))
-//               x = x + fc2(GELU(fc1(norm2(x))))
-//   features = norm(x)[:, 0]                                        [B, D]
-// Names, shapes and order are timm's state_dict (global_pool='token', qkv_bias=True, no pre-norm,
-// no layer scale), so a timm checkpoint's encoder maps onto the layout tensor for tensor.
+//               x = x + fc2(act(fc1(norm2(x))))                     act: GELU or QuickGELU
+//   features = norm(x)[:, 0]                                        [B, D]  (timm)
+//   features = ln_post(x)[:, 0] · proj                              [B, E]  (open_clip; conv1 has no bias)
+// Names, shapes and order are the flavor's state_dict: timm's (global_pool='token', qkv_bias=True,
+// no pre-norm, no layer scale) or open_clip's VisionTransformer (pool_type 'tok', no attentional
+// pooling), so either library's image encoder maps onto the layout tensor for tensor.
 // Since only the class token is pooled, the last block computes its attention for the class
 // query alone and its proj, norm2 and MLP on the class rows: the same features, 1/T of that work.
 
 public struct ViTConfiguration: Sendable, Equatable {
+    /// Whose VisionTransformer this is: the tensor names and the few places the two differ.
+    public enum Flavor: Sendable, Equatable {
+        /// timm's: a patch-embedding bias, no norm before the blocks, features = the normed class token.
+        case timm
+        /// open_clip's image tower: a bias-free conv1, `ln_pre` before the blocks, and features =
+        /// ln_post(class token) · proj, with proj [D, outputDim].
+        case openCLIP(outputDim: Int)
+    }
+
     public var channels: Int
     public var height: Int
     public var width: Int
@@ -25,11 +37,15 @@ public struct ViTConfiguration: Sendable, Equatable {
     public var heads: Int
     /// MLP hidden width as a multiple of dim.
     public var mlpRatio: Int
-    /// timm builds its LayerNorms with eps 1e-6 (PyTorch's default is 1e-5).
+    /// timm builds its LayerNorms with eps 1e-6; open_clip keeps PyTorch's default, 1e-5.
     public var layerNormEpsilon: Float
+    public var flavor: Flavor
+    /// The blocks' MLP activation: GELU (timm, open_clip's own models) or QuickGELU (OpenAI's CLIP weights).
+    public var activation: TransformerActivation
 
     public init(channels: Int, height: Int, width: Int, patch: Int, dim: Int, depth: Int, heads: Int,
-                mlpRatio: Int = 4, layerNormEpsilon: Float = 1e-6) {
+                mlpRatio: Int = 4, flavor: Flavor = .timm, activation: TransformerActivation = .gelu,
+                layerNormEpsilon: Float? = nil) {
         self.channels = channels
         self.height = height
         self.width = width
@@ -38,7 +54,9 @@ public struct ViTConfiguration: Sendable, Equatable {
         self.depth = depth
         self.heads = heads
         self.mlpRatio = mlpRatio
-        self.layerNormEpsilon = layerNormEpsilon
+        self.flavor = flavor
+        self.activation = activation
+        self.layerNormEpsilon = layerNormEpsilon ?? (flavor == .timm ? 1e-6 : 1e-5)
     }
 
     /// N = (H/P)·(W/P).
@@ -52,39 +70,113 @@ public struct ViTConfiguration: Sendable, Equatable {
     public var patchFeatures: Int { channels * patch * patch }
     /// C·H·W values per sample, in C, H, W order.
     public var inputCount: Int { channels * height * width }
+    /// Width of the features: D, or open_clip's output dimension E after proj.
+    public var featureCount: Int {
+        if case let .openCLIP(outputDim) = flavor { return outputDim }
+        return dim
+    }
 
-    /// timm's state_dict order: cls_token [1, 1, D], pos_embed [1, T, D], patch_embed.proj.weight
-    /// [D, C, P, P] and .bias [D]; per block i: norm1, attn.qkv [3D, D], attn.proj [D, D], norm2,
-    /// mlp.fc1 [F, D], mlp.fc2 [D, F] (each .weight then .bias); then norm.weight, norm.bias [D].
+    public var names: ViTTensorNames { ViTTensorNames(flavor) }
+
+    /// The state_dict order of the flavor's library. timm: cls_token [1, 1, D], pos_embed
+    /// [1, T, D], patch_embed.proj.weight [D, C, P, P] and .bias [D]; per block i: norm1,
+    /// attn.qkv [3D, D], attn.proj [D, D], norm2, mlp.fc1 [F, D], mlp.fc2 [D, F] (each .weight then
+    /// .bias); then norm.weight, norm.bias [D]. open_clip: class_embedding [D],
+    /// positional_embedding [T, D], proj [D, E], conv1.weight [D, C, P, P], ln_pre; per block
+    /// ln_1, attn.in_proj_weight [3D, D] and in_proj_bias, attn.out_proj, ln_2, mlp.c_fc, mlp.c_proj;
+    /// then ln_post.
     public var layout: ParameterLayout {
-        var specs = [
-            ParameterSpec(name: "cls_token", shape: [1, 1, dim]),
-            ParameterSpec(name: "pos_embed", shape: [1, tokenCount, dim]),
-            ParameterSpec(name: "patch_embed.proj.weight", shape: [dim, channels, patch, patch]),
-            ParameterSpec(name: "patch_embed.proj.bias", shape: [dim]),
-        ]
+        let n = names
+        var specs: [ParameterSpec]
+        switch flavor {
+        case .timm:
+            specs = [
+                ParameterSpec(name: n.classToken, shape: [1, 1, dim]),
+                ParameterSpec(name: n.positions, shape: [1, tokenCount, dim]),
+                ParameterSpec(name: n.patchWeight, shape: [dim, channels, patch, patch]),
+                ParameterSpec(name: n.patchBias!, shape: [dim]),
+            ]
+        case let .openCLIP(outputDim):
+            specs = [
+                ParameterSpec(name: n.classToken, shape: [dim]),
+                ParameterSpec(name: n.positions, shape: [tokenCount, dim]),
+                ParameterSpec(name: n.projection!, shape: [dim, outputDim]),
+                ParameterSpec(name: n.patchWeight, shape: [dim, channels, patch, patch]),
+                ParameterSpec(name: n.preNorm! + ".weight", shape: [dim]),
+                ParameterSpec(name: n.preNorm! + ".bias", shape: [dim]),
+            ]
+        }
         for i in 0..<depth {
-            let block = "blocks.\(i)"
+            let b = n.block(i)
             specs += [
-                ParameterSpec(name: "\(block).norm1.weight", shape: [dim]),
-                ParameterSpec(name: "\(block).norm1.bias", shape: [dim]),
-                ParameterSpec(name: "\(block).attn.qkv.weight", shape: [3 * dim, dim]),
-                ParameterSpec(name: "\(block).attn.qkv.bias", shape: [3 * dim]),
-                ParameterSpec(name: "\(block).attn.proj.weight", shape: [dim, dim]),
-                ParameterSpec(name: "\(block).attn.proj.bias", shape: [dim]),
-                ParameterSpec(name: "\(block).norm2.weight", shape: [dim]),
-                ParameterSpec(name: "\(block).norm2.bias", shape: [dim]),
-                ParameterSpec(name: "\(block).mlp.fc1.weight", shape: [hiddenWidth, dim]),
-                ParameterSpec(name: "\(block).mlp.fc1.bias", shape: [hiddenWidth]),
-                ParameterSpec(name: "\(block).mlp.fc2.weight", shape: [dim, hiddenWidth]),
-                ParameterSpec(name: "\(block).mlp.fc2.bias", shape: [dim]),
+                ParameterSpec(name: b.norm1Weight, shape: [dim]),
+                ParameterSpec(name: b.norm1Bias, shape: [dim]),
+                ParameterSpec(name: b.qkvWeight, shape: [3 * dim, dim]),
+                ParameterSpec(name: b.qkvBias, shape: [3 * dim]),
+                ParameterSpec(name: b.projWeight, shape: [dim, dim]),
+                ParameterSpec(name: b.projBias, shape: [dim]),
+                ParameterSpec(name: b.norm2Weight, shape: [dim]),
+                ParameterSpec(name: b.norm2Bias, shape: [dim]),
+                ParameterSpec(name: b.fc1Weight, shape: [hiddenWidth, dim]),
+                ParameterSpec(name: b.fc1Bias, shape: [hiddenWidth]),
+                ParameterSpec(name: b.fc2Weight, shape: [dim, hiddenWidth]),
+                ParameterSpec(name: b.fc2Bias, shape: [dim]),
             ]
         }
         specs += [
-            ParameterSpec(name: "norm.weight", shape: [dim]),
-            ParameterSpec(name: "norm.bias", shape: [dim]),
+            ParameterSpec(name: n.finalNorm + ".weight", shape: [dim]),
+            ParameterSpec(name: n.finalNorm + ".bias", shape: [dim]),
         ]
         return ParameterLayout(specs)
+    }
+}
+
+/// The tensor names of one ViT flavor: the only place they are spelled.
+public struct ViTTensorNames: Sendable {
+    public let classToken, positions, patchWeight: String
+    public let patchBias: String?
+    /// The LayerNorm before the first block (open_clip's ln_pre), without .weight/.bias.
+    public let preNorm: String?
+    /// The LayerNorm on the pooled class token, without .weight/.bias.
+    public let finalNorm: String
+    /// open_clip's proj [D, E], applied after the final norm.
+    public let projection: String?
+    private let blockPrefix: String
+    private let isCLIP: Bool
+
+    /// The names of block i's tensors.
+    public struct Block: Sendable {
+        public let norm1Weight, norm1Bias, qkvWeight, qkvBias, projWeight, projBias: String
+        public let norm2Weight, norm2Bias, fc1Weight, fc1Bias, fc2Weight, fc2Bias: String
+    }
+
+    init(_ flavor: ViTConfiguration.Flavor) {
+        isCLIP = flavor != .timm
+        if isCLIP {
+            (classToken, positions, patchWeight, patchBias) = ("class_embedding", "positional_embedding", "conv1.weight", nil)
+            (preNorm, finalNorm, projection, blockPrefix) = ("ln_pre", "ln_post", "proj", "transformer.resblocks.")
+        } else {
+            (classToken, positions, patchWeight, patchBias) = ("cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias")
+            (preNorm, finalNorm, projection, blockPrefix) = (nil, "norm", nil, "blocks.")
+        }
+    }
+
+    public func block(_ i: Int) -> Block {
+        let p = blockPrefix + "\(i)."
+        if isCLIP {
+            return Block(norm1Weight: p + "ln_1.weight", norm1Bias: p + "ln_1.bias",
+                         qkvWeight: p + "attn.in_proj_weight", qkvBias: p + "attn.in_proj_bias",
+                         projWeight: p + "attn.out_proj.weight", projBias: p + "attn.out_proj.bias",
+                         norm2Weight: p + "ln_2.weight", norm2Bias: p + "ln_2.bias",
+                         fc1Weight: p + "mlp.c_fc.weight", fc1Bias: p + "mlp.c_fc.bias",
+                         fc2Weight: p + "mlp.c_proj.weight", fc2Bias: p + "mlp.c_proj.bias")
+        }
+        return Block(norm1Weight: p + "norm1.weight", norm1Bias: p + "norm1.bias",
+                     qkvWeight: p + "attn.qkv.weight", qkvBias: p + "attn.qkv.bias",
+                     projWeight: p + "attn.proj.weight", projBias: p + "attn.proj.bias",
+                     norm2Weight: p + "norm2.weight", norm2Bias: p + "norm2.bias",
+                     fc1Weight: p + "mlp.fc1.weight", fc1Bias: p + "mlp.fc1.bias",
+                     fc2Weight: p + "mlp.fc2.weight", fc2Bias: p + "mlp.fc2.bias")
     }
 }
 
@@ -94,7 +186,7 @@ public final class ViTBackbone: Backbone {
     public let maxBatch: Int
     public var inputCount: Int { configuration.inputCount }
     public var inputShape: [Int] { [configuration.channels, configuration.height, configuration.width] }
-    public var featureCount: Int { configuration.dim }
+    public var featureCount: Int { configuration.featureCount }
 
     /// Offsets of one block's tensors in the flat parameter buffer (and in its gradient and
     /// tangent, which share the layout); looked up by name once.
@@ -153,6 +245,7 @@ public final class ViTBackbone: Backbone {
         let gelu: FloatBuffer         // [B, T, F]
         let scores: FloatBuffer       // [T, T] scratch for one (sample, head)
         let classTokens: FloatBuffer  // [B, D]
+        let pooled: FloatBuffer       // [B, D] final norm output, when a projection follows
 
         init(_ c: ViTConfiguration, maxBatch: Int) {
             let rows = maxBatch * c.tokenCount
@@ -166,13 +259,17 @@ public final class ViTBackbone: Backbone {
             gelu = FloatBuffer(count: rows * c.hiddenWidth)
             scores = FloatBuffer(count: c.tokenCount * c.tokenCount)
             classTokens = FloatBuffer(count: maxBatch * c.dim)
+            pooled = FloatBuffer(count: c.flavor == .timm ? 0 : maxBatch * c.dim)
         }
     }
 
     private let classTokenOffset: Int
     private let positionsOffset: Int
     private let patchWeightOffset: Int
-    private let patchBiasOffset: Int
+    private let patchBiasOffset: Int?
+    /// open_clip's ln_pre and proj [D, E]; nil for timm.
+    private let preNormOffsets: (weight: Int, bias: Int)?
+    private let projectionOffset: Int?
     private let normWeightOffset: Int
     private let normBiasOffset: Int
     private let blockOffsets: [BlockOffsets]
@@ -181,10 +278,19 @@ public final class ViTBackbone: Backbone {
     private let patches: FloatBuffer      // [B·N, K] im2col of the input
     private let patchTokens: FloatBuffer  // [B·N, D] patch embedding output
     private let tokens: FloatBuffer       // [B, T, D] input of block 0
+    private let preNorm: PreNormActivations?
     private let blocks: [BlockActivations]
     private let finalMean: FloatBuffer    // [B]
     private let finalRstd: FloatBuffer    // [B]
-    private let features: FloatBuffer     // [B, D] norm(class rows)
+    private let pooled: FloatBuffer       // [B, D] norm(class rows): the features, or proj's input
+    private let projected: FloatBuffer?   // [B, E] pooled · proj, the features of open_clip's tower
+
+    /// open_clip's ln_pre: the embedded tokens it normalises into `tokens`, and its statistics.
+    private struct PreNormActivations {
+        let embedded: FloatBuffer  // [B, T, D]
+        let mean: FloatBuffer      // [B, T]
+        let rstd: FloatBuffer      // [B, T]
+    }
 
     // Backward scratch.
     private let streamGradient: FloatBuffer      // [B, T, D] gradient of the residual stream
@@ -195,6 +301,7 @@ public final class ViTBackbone: Backbone {
     private let fc1Gradient: FloatBuffer         // [B, T, F]
     private let scoreGradient: FloatBuffer       // [T, T] one (sample, head)
     private let classGradient: FloatBuffer       // [B, D]
+    private let pooledGradient: FloatBuffer?     // [B, D] dL/d(pooled), when there is a projection
     private let patchTokenGradient: FloatBuffer  // [B·N, D]
     private let patchGradient: FloatBuffer       // [B·N, K] only when an input gradient is asked for
 
@@ -215,21 +322,24 @@ public final class ViTBackbone: Backbone {
 
         let layout = self.layout
         func offset(_ name: String) -> Int { layout.offsets[layout.index(of: name)!] }
-        classTokenOffset = offset("cls_token")
-        positionsOffset = offset("pos_embed")
-        patchWeightOffset = offset("patch_embed.proj.weight")
-        patchBiasOffset = offset("patch_embed.proj.bias")
-        normWeightOffset = offset("norm.weight")
-        normBiasOffset = offset("norm.bias")
+        let n = c.names
+        classTokenOffset = offset(n.classToken)
+        positionsOffset = offset(n.positions)
+        patchWeightOffset = offset(n.patchWeight)
+        patchBiasOffset = n.patchBias.map(offset)
+        preNormOffsets = n.preNorm.map { (offset($0 + ".weight"), offset($0 + ".bias")) }
+        projectionOffset = n.projection.map(offset)
+        normWeightOffset = offset(n.finalNorm + ".weight")
+        normBiasOffset = offset(n.finalNorm + ".bias")
         blockOffsets = (0..<c.depth).map { i in
-            let block = "blocks.\(i)"
+            let b = n.block(i)
             return BlockOffsets(
-                norm1Weight: offset("\(block).norm1.weight"), norm1Bias: offset("\(block).norm1.bias"),
-                qkvWeight: offset("\(block).attn.qkv.weight"), qkvBias: offset("\(block).attn.qkv.bias"),
-                projWeight: offset("\(block).attn.proj.weight"), projBias: offset("\(block).attn.proj.bias"),
-                norm2Weight: offset("\(block).norm2.weight"), norm2Bias: offset("\(block).norm2.bias"),
-                fc1Weight: offset("\(block).mlp.fc1.weight"), fc1Bias: offset("\(block).mlp.fc1.bias"),
-                fc2Weight: offset("\(block).mlp.fc2.weight"), fc2Bias: offset("\(block).mlp.fc2.bias"))
+                norm1Weight: offset(b.norm1Weight), norm1Bias: offset(b.norm1Bias),
+                qkvWeight: offset(b.qkvWeight), qkvBias: offset(b.qkvBias),
+                projWeight: offset(b.projWeight), projBias: offset(b.projBias),
+                norm2Weight: offset(b.norm2Weight), norm2Bias: offset(b.norm2Bias),
+                fc1Weight: offset(b.fc1Weight), fc1Bias: offset(b.fc1Bias),
+                fc2Weight: offset(b.fc2Weight), fc2Bias: offset(b.fc2Bias))
         }
 
         let rows = maxBatch * c.tokenCount
@@ -237,12 +347,16 @@ public final class ViTBackbone: Backbone {
         patches = FloatBuffer(count: patchRows * c.patchFeatures)
         patchTokens = FloatBuffer(count: patchRows * c.dim)
         tokens = FloatBuffer(count: rows * c.dim)
+        preNorm = preNormOffsets == nil ? nil : PreNormActivations(
+            embedded: FloatBuffer(count: rows * c.dim), mean: FloatBuffer(count: rows), rstd: FloatBuffer(count: rows))
         blocks = (0..<c.depth).map { _ in
             BlockActivations(batch: maxBatch, tokens: c.tokenCount, width: c.dim, heads: c.heads, hidden: c.hiddenWidth)
         }
         finalMean = FloatBuffer(count: maxBatch)
         finalRstd = FloatBuffer(count: maxBatch)
-        features = FloatBuffer(count: maxBatch * c.dim)
+        pooled = FloatBuffer(count: maxBatch * c.dim)
+        projected = projectionOffset == nil ? nil : FloatBuffer(count: maxBatch * c.featureCount)
+        pooledGradient = projectionOffset == nil ? nil : FloatBuffer(count: maxBatch * c.dim)
 
         streamGradient = FloatBuffer(count: rows * c.dim)
         normGradient = FloatBuffer(count: rows * c.dim)
@@ -275,11 +389,16 @@ public final class ViTBackbone: Backbone {
         let rows = batch * tokenCount
 
         PatchEmbedding.forward(out: patchTokens.pointer, patches: patches.pointer, images: inputs,
-                               weight: p + patchWeightOffset, bias: p + patchBiasOffset, batch: batch,
+                               weight: p + patchWeightOffset, bias: patchBiasOffset.map { p + $0 }, batch: batch,
                                channels: c.channels, height: c.height, width: c.width, patch: c.patch, outputs: width)
-        TokenEmbedding.forward(tokens: tokens.pointer, patchTokens: patchTokens.pointer,
+        TokenEmbedding.forward(tokens: preNorm?.embedded.pointer ?? tokens.pointer, patchTokens: patchTokens.pointer,
                                classToken: p + classTokenOffset, positions: p + positionsOffset,
                                batch: batch, patches: c.patchCount, width: width)
+        if let preNorm, let (weight, bias) = preNormOffsets {
+            LayerNorm.forward(out: tokens.pointer, mean: preNorm.mean.pointer, rstd: preNorm.rstd.pointer,
+                              inp: preNorm.embedded.pointer, weight: p + weight, bias: p + bias,
+                              rows: rows, width: width, epsilon: c.layerNormEpsilon)
+        }
         var x = UnsafePointer(tokens.pointer)
         for l in 0..<c.depth {
             let o = blockOffsets[l]
@@ -301,16 +420,26 @@ public final class ViTBackbone: Backbone {
                               rows: outputRows, width: width, epsilon: c.layerNormEpsilon)
             Linear.forward(out: a.fc1.pointer, inp: a.norm2.pointer, weight: p + o.fc1Weight, bias: p + o.fc1Bias,
                            rows: outputRows, inputs: width, outputs: hidden)
-            GELU.forward(out: a.gelu.pointer, slope: a.geluSlope.pointer, inp: a.fc1.pointer, count: outputRows * hidden)
+            c.activation.forward(out: a.gelu.pointer, slope: a.geluSlope.pointer, inp: a.fc1.pointer, count: outputRows * hidden)
             Linear.forward(out: a.output.pointer, inp: a.gelu.pointer, weight: p + o.fc2Weight, bias: p + o.fc2Bias,
                            rows: outputRows, inputs: hidden, outputs: width)
             ElementWise.add(a.output.pointer, a.afterAttention.pointer, count: outputRows * width)
             x = UnsafePointer(a.output.pointer)
         }
-        LayerNorm.forward(out: features.pointer, mean: finalMean.pointer, rstd: finalRstd.pointer,
+        LayerNorm.forward(out: pooled.pointer, mean: finalMean.pointer, rstd: finalRstd.pointer,
                           inp: classTokens.pointer, weight: p + normWeightOffset, bias: p + normBiasOffset,
                           rows: batch, width: width, epsilon: c.layerNormEpsilon)
-        return UnsafePointer(features.pointer)
+        guard let projected, let projectionOffset else { return UnsafePointer(pooled.pointer) }
+        Self.project(projected.pointer, pooled.pointer, projection: p + projectionOffset, beta: 0,
+                     batch: batch, width: width, outputs: c.featureCount)
+        return UnsafePointer(projected.pointer)
+    }
+
+    /// out[B, E] = beta·out + x[B, D] · projection[D, E] (open_clip's `x @ proj`: no transpose).
+    private static func project(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, projection: UnsafePointer<Float>,
+                                beta: Float, batch: Int, width: Int, outputs: Int) {
+        sgemm(transposeA: false, transposeB: false, m: batch, n: outputs, k: width,
+              alpha: 1, a: x, lda: width, b: projection, ldb: outputs, beta: beta, c: out, ldc: outputs)
     }
 
     public func backward(
@@ -323,9 +452,19 @@ public final class ViTBackbone: Backbone {
         let g = parameterGradient
         let width = c.dim
 
+        var pooledGradient = featureGradient
+        if let projectionOffset, let buffer = self.pooledGradient {
+            // dproj[D, E] += pooledᵀ · dfeatures;  dpooled[B, D] = dfeatures · projᵀ.
+            let outputs = c.featureCount
+            sgemm(transposeA: true, transposeB: false, m: width, n: outputs, k: batch, alpha: 1,
+                  a: pooled.pointer, lda: width, b: featureGradient, ldb: outputs, beta: 1, c: g + projectionOffset, ldc: outputs)
+            sgemm(transposeA: false, transposeB: true, m: batch, n: width, k: outputs, alpha: 1,
+                  a: featureGradient, lda: outputs, b: p + projectionOffset, ldb: outputs, beta: 0, c: buffer.pointer, ldc: width)
+            pooledGradient = UnsafePointer(buffer.pointer)
+        }
         classGradient.pointer.update(repeating: 0, count: batch * width)
         LayerNorm.backward(dinp: classGradient.pointer, dweight: g + normWeightOffset, dbias: g + normBiasOffset,
-                           dout: featureGradient, inp: classTokens.pointer, weight: p + normWeightOffset,
+                           dout: pooledGradient, inp: classTokens.pointer, weight: p + normWeightOffset,
                            mean: finalMean.pointer, rstd: finalRstd.pointer, rows: batch, width: width)
         // `upstream` holds dL/d(block output) for the block's B·Q output rows; each branch's
         // backward adds its share into it through the branch's LayerNorm. The last block's is
@@ -350,12 +489,21 @@ public final class ViTBackbone: Backbone {
             upstream = streamGradient.pointer
         }
 
+        // streamGradient is now dL/d(block 0's input); through ln_pre it becomes dL/d(embedded tokens).
+        var embeddedGradient = UnsafePointer(streamGradient.pointer)
+        if let preNorm, let (weight, bias) = preNormOffsets {
+            normGradient.pointer.update(repeating: 0, count: batch * c.tokenCount * width)
+            LayerNorm.backward(dinp: normGradient.pointer, dweight: g + weight, dbias: g + bias,
+                               dout: streamGradient.pointer, inp: preNorm.embedded.pointer, weight: p + weight,
+                               mean: preNorm.mean.pointer, rstd: preNorm.rstd.pointer, rows: batch * c.tokenCount, width: width)
+            embeddedGradient = UnsafePointer(normGradient.pointer)
+        }
         patchTokenGradient.pointer.update(repeating: 0, count: batch * c.patchCount * width)
         TokenEmbedding.backward(dpatchTokens: patchTokenGradient.pointer, dclassToken: g + classTokenOffset,
-                                dpositions: g + positionsOffset, dtokens: streamGradient.pointer,
+                                dpositions: g + positionsOffset, dtokens: embeddedGradient,
                                 batch: batch, patches: c.patchCount, width: width)
         PatchEmbedding.backward(dimages: inputGradient, dpatches: patchGradient.pointer,
-                                dweight: g + patchWeightOffset, dbias: g + patchBiasOffset,
+                                dweight: g + patchWeightOffset, dbias: patchBiasOffset.map { g + $0 },
                                 dout: patchTokenGradient.pointer, patches: patches.pointer, weight: p + patchWeightOffset,
                                 batch: batch, channels: c.channels, height: c.height, width: c.width, patch: c.patch,
                                 outputs: width)
@@ -442,12 +590,18 @@ public final class ViTBackbone: Backbone {
         let rows = batch * tokenCount
 
         PatchEmbedding.forwardTangent(outTangent: w.patchTokens.pointer, patches: patches.pointer,
-                                      weightTangent: t + patchWeightOffset, biasTangent: t + patchBiasOffset,
+                                      weightTangent: t + patchWeightOffset, biasTangent: patchBiasOffset.map { t + $0 },
                                       batch: batch, channels: c.channels, height: c.height, width: c.width,
                                       patch: c.patch, outputs: width)
         TokenEmbedding.forward(tokens: w.stream.pointer, patchTokens: w.patchTokens.pointer,
                                classToken: t + classTokenOffset, positions: t + positionsOffset,
                                batch: batch, patches: c.patchCount, width: width)
+        if let preNorm, let (weight, bias) = preNormOffsets {
+            LayerNorm.forwardTangent(outTangent: w.norm.pointer, inp: preNorm.embedded.pointer, inpTangent: w.stream.pointer,
+                                     weight: p + weight, weightTangent: t + weight, biasTangent: t + bias,
+                                     mean: preNorm.mean.pointer, rstd: preNorm.rstd.pointer, rows: rows, width: width)
+            w.stream.pointer.update(from: w.norm.pointer, count: rows * width)
+        }
         // The stream's tangent is w.stream [B·T, D] below the last block; the last block's output
         // rows are its B class rows, whose tangent is w.classTokens [B, D].
         for l in 0..<c.depth {
@@ -490,10 +644,19 @@ public final class ViTBackbone: Backbone {
                                   rows: outputRows, inputs: hidden, outputs: width)
             ElementWise.add(outputTangent, w.branch.pointer, count: outputRows * width)
         }
-        LayerNorm.forwardTangent(outTangent: featureTangent, inp: classTokens.pointer, inpTangent: w.classTokens.pointer,
+        let projection = projectionOffset
+        LayerNorm.forwardTangent(outTangent: projection == nil ? featureTangent : w.pooled.pointer,
+                                 inp: classTokens.pointer, inpTangent: w.classTokens.pointer,
                                  weight: p + normWeightOffset, weightTangent: t + normWeightOffset,
                                  biasTangent: t + normBiasOffset, mean: finalMean.pointer, rstd: finalRstd.pointer,
                                  rows: batch, width: width)
+        if let projection {
+            // d(pooled · proj) = pooleḋ · proj + pooled · proj̇.
+            Self.project(featureTangent, w.pooled.pointer, projection: p + projection, beta: 0,
+                         batch: batch, width: width, outputs: c.featureCount)
+            Self.project(featureTangent, pooled.pointer, projection: t + projection, beta: 1,
+                         batch: batch, width: width, outputs: c.featureCount)
+        }
         return result
     }
 
@@ -501,7 +664,8 @@ public final class ViTBackbone: Backbone {
     /// ±2 as timm's `trunc_normal_` does, which at this std never triggers), Linear biases 0;
     /// LayerNorm weight 1, bias 0; pos_embed truncated normal std 0.02; cls_token normal std 1e-6.
     /// The patch embedding is a Conv2d, which timm leaves at PyTorch's default: weight and bias
-    /// uniform in ±1/√K. Draws follow the layout order.
+    /// uniform in ±1/√K. open_clip's tower draws its class and position embeddings and proj from
+    /// N(0, 1/D) instead (its blocks here as timm's). Draws follow the layout order.
     public func initialize(_ parameters: FloatBuffer, random: inout RandomStream) {
         precondition(parameters.count == layout.totalCount)
         let c = configuration
@@ -516,16 +680,28 @@ public final class ViTBackbone: Backbone {
                 values[offset + i] = Float(value)
             }
         }
-        for i in 0..<c.dim {
-            values[classTokenOffset + i] = Float(random.nextGaussian() * 1e-6)
+        func fillNormal(_ offset: Int, _ count: Int, std: Double, random: inout RandomStream) {
+            for i in 0..<count { values[offset + i] = Float(random.nextGaussian() * std) }
         }
-        fillTruncatedNormal(positionsOffset, c.tokenCount * c.dim, std: 0.02, random: &random)
-        let bound = 1 / Double(c.patchFeatures).squareRoot()
-        for i in 0..<(c.dim * c.patchFeatures) {
-            values[patchWeightOffset + i] = Float((2 * random.nextDouble() - 1) * bound)
+        func fillUniform(_ offset: Int, _ count: Int, bound: Double, random: inout RandomStream) {
+            for i in 0..<count { values[offset + i] = Float((2 * random.nextDouble() - 1) * bound) }
         }
-        for i in 0..<c.dim {
-            values[patchBiasOffset + i] = Float((2 * random.nextDouble() - 1) * bound)
+        let patchBound = 1 / Double(c.patchFeatures).squareRoot()
+        if let projectionOffset {
+            let scale = 1 / Double(c.dim).squareRoot()
+            fillNormal(classTokenOffset, c.dim, std: scale, random: &random)
+            fillNormal(positionsOffset, c.tokenCount * c.dim, std: scale, random: &random)
+            fillNormal(projectionOffset, c.dim * c.featureCount, std: scale, random: &random)
+            fillUniform(patchWeightOffset, c.dim * c.patchFeatures, bound: patchBound, random: &random)
+        } else {
+            fillNormal(classTokenOffset, c.dim, std: 1e-6, random: &random)
+            fillTruncatedNormal(positionsOffset, c.tokenCount * c.dim, std: 0.02, random: &random)
+            fillUniform(patchWeightOffset, c.dim * c.patchFeatures, bound: patchBound, random: &random)
+        }
+        if let patchBiasOffset { fillUniform(patchBiasOffset, c.dim, bound: patchBound, random: &random) }
+        if let (weight, bias) = preNormOffsets {
+            fill(weight, c.dim, 1)
+            fill(bias, c.dim, 0)
         }
         let width = c.dim, hidden = c.hiddenWidth
         for o in blockOffsets {

@@ -14,6 +14,9 @@ void of_gelu_forward_slope(float *out, float *slope, const float *inp, ptrdiff_t
 /// dinp (+)= dout ⊙ (Φ(x) + x·φ(x)): added when accumulate is non-zero, else overwritten.
 void of_gelu_backward(float *dinp, const float *dout, const float *inp, ptrdiff_t count, int accumulate);
 
+/// out = x·σ(1.702x) (QuickGELU, OpenAI CLIP's activation) and slope = its derivative.
+void of_quick_gelu_forward_slope(float *out, float *slope, const float *inp, ptrdiff_t count);
+
 /// out = a ⊙ b.
 void of_multiply(float *out, const float *a, const float *b, ptrdiff_t count);
 

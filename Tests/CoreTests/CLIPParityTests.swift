@@ -1,0 +1,195 @@
+// CLIPParityTests: `arch: clip_vit` against open_clip's VisionTransformer run in PyTorch (float64) by
+// scripts/clip_reference.py: features, loss, every gradient, two AdamW steps and the JVP, for a small
+// tower and for ViT-B/32's shapes, whose weights both sides compute from one hash.
+import Foundation
+import XCTest
+@testable import Core
+
+final class CLIPParityTests: XCTestCase {
+    private struct Config: Decodable {
+        let height: Int, width: Int, patch: Int, dim: Int, depth: Int, heads: Int, mlp_ratio: Int
+        let output_dim: Int
+        let activation: String
+        let classes: Int
+        let batch: Int
+        let label_smoothing: Double
+        let layer_norm_eps: Double
+        let tangent_scale: Double
+        /// open_clip's `visual.state_dict()` keys, in order.
+        let state_dict_order: [String]
+    }
+
+    private func fixture(_ name: String) throws -> (SafetensorsFile, Config) {
+        let url = try XCTUnwrap(Bundle.module.url(forResource: "Fixtures/\(name)", withExtension: "safetensors"),
+                                "fixture \(name) missing")
+        let file = try Safetensors.read(url)
+        let config = try JSONDecoder().decode(Config.self, from: Data(try XCTUnwrap(file.metadata["config"]).utf8))
+        return (file, config)
+    }
+
+    private func tensor(_ file: SafetensorsFile, _ name: String) throws -> [Float] {
+        try XCTUnwrap(file[name], "fixture tensor \(name) missing").values
+    }
+
+    private func tower(_ c: Config) throws -> ViTBackbone {
+        let configuration = ViTConfiguration(
+            channels: 3, height: c.height, width: c.width, patch: c.patch, dim: c.dim, depth: c.depth, heads: c.heads,
+            mlpRatio: c.mlp_ratio, flavor: .openCLIP(outputDim: c.output_dim),
+            activation: try XCTUnwrap(TransformerActivation(rawValue: c.activation)))
+        XCTAssertEqual(configuration.layerNormEpsilon, Float(c.layer_norm_eps), "open_clip's LayerNorm eps")
+        return ViTBackbone(configuration, maxBatch: c.batch)
+    }
+
+    // MARK: The values both sides compute
+
+    /// scripts/clip_reference.py's `hashed_uniform`: SplitMix64 of stream·2³² + index, its top 24
+    /// bits scaled to [-1, 1) exactly.
+    static func hashedUniform(stream: Int, count: Int) -> [Float] {
+        let base = UInt64(stream) << 32
+        return (0..<count).map { i in
+            var z = (base &+ UInt64(i)) &* 0x9E37_79B9_7F4A_7C15 &+ 0x632B_E59B_D9B4_E019
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            z ^= z >> 31
+            return Float(z >> 40) * Float(0x1p-23) - 1
+        }
+    }
+
+    /// The script's `scale_for`: 1/fan-in variance for the maps (proj's fan-in is its first axis).
+    static func scale(_ name: String, _ shape: [Int]) -> Float {
+        if name == "class_embedding" { return 1 }
+        if name == "positional_embedding" { return 0.5 }
+        if name.contains("ln_") || name.hasSuffix("bias") { return 0.3 }
+        let fanIn = name == "proj" ? shape[0] : shape.dropFirst().reduce(1, *)
+        return Float((3.0 / Double(fanIn)).squareRoot())
+    }
+
+    static func hashedTensor(stream: Int, name: String, shape: [Int]) -> [Float] {
+        let s = scale(name, shape)
+        let isNormWeight = name.contains("ln_") && name.hasSuffix("weight")
+        return hashedUniform(stream: stream, count: shape.reduce(1, *)).map { isNormWeight ? $0 * s + 1 : $0 * s }
+    }
+
+    /// θ, the head, the batch and the JVP's tangent, as the script draws them (streams in layout order).
+    private struct HashedInputs {
+        let parameters: FloatBuffer
+        let head: ClassificationHead
+        let input: [Float]
+        let labels: [Int32]
+        let tangent: FloatBuffer
+    }
+
+    private func hashedInputs(_ layout: ParameterLayout, _ c: Config) -> HashedInputs {
+        let parameters = FloatBuffer(count: layout.totalCount)
+        let tangent = FloatBuffer(count: layout.totalCount)
+        let count = layout.specs.count
+        for (k, spec) in layout.specs.enumerated() {
+            let values = Self.hashedTensor(stream: 1 + k, name: spec.name, shape: spec.shape)
+            (parameters.pointer + layout.offsets[k]).update(from: values, count: values.count)
+            let direction = Self.hashedUniform(stream: count + 4 + k, count: spec.count).map { $0 * Float(c.tangent_scale) }
+            (tangent.pointer + layout.offsets[k]).update(from: direction, count: direction.count)
+        }
+        let head = ClassificationHead(classes: c.classes, featureCount: c.output_dim)
+        head.parameters.copy(from: Self.hashedTensor(stream: count + 1, name: "head.weight", shape: [c.classes, c.output_dim])
+                             + Self.hashedTensor(stream: count + 2, name: "head.bias", shape: [c.classes]))
+        let input = Self.hashedUniform(stream: count + 3, count: c.batch * 3 * c.height * c.width)
+        let labels = (0..<c.batch).map { Int32($0 % c.classes) }
+        return HashedInputs(parameters: parameters, head: head, input: input, labels: labels, tangent: tangent)
+    }
+
+    private func jvp(_ backbone: ViTBackbone, _ inputs: HashedInputs, batch: Int) -> [Float] {
+        let tangent = FloatBuffer(count: batch * backbone.featureCount)
+        inputs.input.withUnsafeBufferPointer {
+            _ = backbone.forwardWithTangent(parameters: inputs.parameters.pointer, tangent: inputs.tangent.pointer,
+                                            inputs: $0.baseAddress!, batch: batch, featureTangent: tangent.pointer)
+        }
+        return tangent.array
+    }
+
+    /// θ after `steps` AdamW steps (lr 1e-3, decay 0.1, as the script's) on the same batch.
+    private func adamW(_ backbone: ViTBackbone, _ inputs: HashedInputs, _ c: Config, steps: Int) -> FloatBuffer {
+        let parameters = FloatBuffer(count: inputs.parameters.count)
+        parameters.copy(from: inputs.parameters)
+        let head = ClassificationHead(classes: c.classes, featureCount: c.output_dim)
+        head.parameters.copy(from: inputs.head.parameters)
+        let settings = OptimizerSettings.adamw(learningRate: 1e-3, weightDecay: 0.1)
+        let optimizer = Optimizer(settings: settings, parameterCount: parameters.count)
+        let headOptimizer = Optimizer(settings: settings, parameterCount: head.parameters.count)
+        for _ in 0..<steps {
+            let pass = TorchParityTests.lossAndGradients(backbone: backbone, parameters: parameters, head: head,
+                                                         input: inputs.input, labels: inputs.labels,
+                                                         labelSmoothing: Float(c.label_smoothing))
+            optimizer.step(parameters: parameters.pointer, gradient: pass.gradient.pointer, rate: 1e-3, ranges: [0..<parameters.count])
+            headOptimizer.step(parameters: head.parameters.pointer, gradient: pass.headGradient.pointer, rate: 1e-3,
+                               ranges: [0..<head.parameters.count])
+        }
+        return parameters
+    }
+
+    // MARK: The tests
+
+    /// open_clip's state_dict names, shapes and order are the layout's; the hashed values are the
+    /// fixture's to the bit; and every quantity matches open_clip's tower.
+    func testSmallTowerMatchesOpenCLIP() throws {
+        let (file, c) = try fixture("parity_clip_vit")
+        let backbone = try tower(c)
+        let layout = backbone.layout
+        XCTAssertEqual(c.state_dict_order, layout.specs.map(\.name), "open_clip's state_dict order")
+        for spec in layout.specs {
+            XCTAssertEqual(file["param.\(spec.name)"]?.shape, spec.shape, spec.name)
+        }
+        let inputs = hashedInputs(layout, c)
+        for (k, spec) in layout.specs.enumerated() {
+            XCTAssertEqual(Array(inputs.parameters.array[layout.range(at: k)]).map(\.bitPattern),
+                           try tensor(file, "param.\(spec.name)").map(\.bitPattern), "hashed \(spec.name)")
+            XCTAssertEqual(Array(inputs.tangent.array[layout.range(at: k)]).map(\.bitPattern),
+                           try tensor(file, "tangent.\(spec.name)").map(\.bitPattern), "hashed tangent \(spec.name)")
+        }
+        XCTAssertEqual(inputs.input.map(\.bitPattern), try tensor(file, "input").map(\.bitPattern))
+        XCTAssertEqual(inputs.head.parameters.array.map(\.bitPattern),
+                       (try tensor(file, "param.head.weight") + tensor(file, "param.head.bias")).map(\.bitPattern))
+
+        let pass = TorchParityTests.lossAndGradients(backbone: backbone, parameters: inputs.parameters, head: inputs.head,
+                                                     input: inputs.input, labels: inputs.labels,
+                                                     labelSmoothing: Float(c.label_smoothing))
+        var report: [String] = []
+        func compare(_ quantity: String, _ actual: [Float], _ expected: [Float]) {
+            let error = maxRelativeError(actual, expected)
+            XCTAssertLessThanOrEqual(error, 1e-5, "clip_vit \(quantity): max |diff| / max |expected|")
+            report.append(String(format: "%@ %.1e", quantity, error))
+        }
+        compare("features", pass.features, try tensor(file, "features"))
+        compare("logits", pass.logits, try tensor(file, "logits"))
+        compare("loss", [Float(pass.loss)], try tensor(file, "loss"))
+        compare("input_grad", pass.inputGradient.array, try tensor(file, "input_grad"))
+        var worst = 0.0
+        for (k, spec) in layout.specs.enumerated() {
+            let actual = Array(pass.gradient.array[layout.range(at: k)])
+            let error = maxRelativeError(actual, try tensor(file, "grad.\(spec.name)"))
+            XCTAssertLessThanOrEqual(error, 1e-5, "clip_vit grad.\(spec.name)")
+            worst = max(worst, error)
+        }
+        report.append(String(format: "gradients (worst tensor) %.1e", worst))
+        compare("jvp", jvp(backbone, inputs, batch: c.batch), try tensor(file, "jvp"))
+        for (prefix, steps) in [("adamw", 1), ("adamw2", 2)] {
+            let stepped = adamW(backbone, inputs, c, steps: steps)
+            var worstStep = 0.0
+            for (k, spec) in layout.specs.enumerated() {
+                var actual = Array(stepped.array[layout.range(at: k)])
+                var expected = try tensor(file, "\(prefix).\(spec.name)")
+                if spec.name.hasSuffix("in_proj_bias") {
+                    // The key bias has an exactly-zero gradient (softmax ignores a shift shared by a
+                    // row's scores): float32 leaves ~1e-9 of it, which Adam's g/(√v + ε) turns into
+                    // a step; only the query and value thirds carry information.
+                    let width = c.dim
+                    actual.removeSubrange(width..<(2 * width))
+                    expected.removeSubrange(width..<(2 * width))
+                }
+                worstStep = max(worstStep, maxRelativeError(actual, expected))
+            }
+            XCTAssertLessThanOrEqual(worstStep, 1e-5, "θ after \(steps) AdamW steps")
+            report.append(String(format: "%@ %.1e", prefix, worstStep))
+        }
+        print("parity clip_vit (open_clip): max relative error " + report.joined(separator: ", "))
+    }
+}
