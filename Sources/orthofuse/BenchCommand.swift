@@ -18,10 +18,10 @@ struct TrainBench: ParsableCommand {
         commandName: "train",
         abstract: "The real Trainer's step on random data: prints one JSON line (ms_per_step, samples_per_second, …).")
 
-    @Option(help: "Backbone: mlp or vit.")
+    @Option(help: "Backbone: mlp, vit (timm's layout) or clip_vit (open_clip's image tower).")
     var arch = "mlp"
 
-    @Option(help: "Input shape, comma-separated: 784 for the MLP, 1,28,28 (channels, height, width) for the ViT.")
+    @Option(help: "Input shape, comma-separated: 784 for the MLP, 1,28,28 (channels, height, width) for the ViT, 3,224,224 for clip_vit.")
     var input: String?
 
     @Option(help: "MLP hidden widths, comma-separated.")
@@ -31,6 +31,8 @@ struct TrainBench: ParsableCommand {
     @Option(help: "ViT width.") var width = 64
     @Option(help: "ViT depth.") var depth = 4
     @Option(help: "ViT attention heads.") var heads = 4
+    @Option(help: "clip_vit: the output dimension of proj.") var outputDim = 512
+    @Option(help: "clip_vit: the blocks' activation, quick_gelu (default) or gelu.") var activation: String?
     @Option(help: "Classes of the head.") var classes = 10
     @Option(help: "Batch size.") var batch = 128
     @Option(help: "Timed steps per run (median of 3 runs after a warm-up).") var steps = 100
@@ -39,16 +41,23 @@ struct TrainBench: ParsableCommand {
     @Option(help: "Micro-batches per step (the batch is cut into this many).") var microBatches = 1
 
     func validate() throws {
-        guard ["mlp", "vit"].contains(arch) else { throw ValidationError("--arch: mlp or vit") }
+        guard ["mlp", "vit", "clip_vit"].contains(arch) else { throw ValidationError("--arch: mlp, vit or clip_vit") }
+        guard activation.map({ TransformerActivation(rawValue: $0) != nil && arch == "clip_vit" }) ?? true, outputDim > 0 else {
+            throw ValidationError("--activation (clip_vit only): quick_gelu or gelu; --output-dim: positive")
+        }
         guard batch > 0, steps > 0, threads > 0, classes > 1, microBatches > 0, batch % microBatches == 0 else {
             throw ValidationError("--batch, --steps, --threads, --micro-batches must be positive (--batch a multiple of --micro-batches), --classes at least 2")
         }
         guard orthoreg >= 0, orthoreg.isFinite else { throw ValidationError("--orthoreg: a number ≥ 0") }
     }
 
+    /// clip_vit's activation: OpenAI's weights use QuickGELU.
+    private var blockActivation: TransformerActivation { activation.flatMap(TransformerActivation.init) ?? .quickGELU }
+
     func run() throws {
         BLASRuntime.setThreads(threads)
-        let dimensions = (input ?? (arch == "mlp" ? "784" : "1,28,28")).split(separator: ",").compactMap { Int($0) }
+        let defaultInput = ["mlp": "784", "vit": "1,28,28", "clip_vit": "3,224,224"][arch]!
+        let dimensions = (input ?? defaultInput).split(separator: ",").compactMap { Int($0) }
         let backbone: any Backbone
         let shape: String
         if arch == "mlp" {
@@ -63,9 +72,13 @@ struct TrainBench: ParsableCommand {
                   width % heads == 0 else {
                 throw ValidationError("--input C,H,W with H and W multiples of --patch; --width a multiple of --heads")
             }
+            let isCLIP = arch == "clip_vit"
             backbone = ViTBackbone(ViTConfiguration(channels: dimensions[0], height: dimensions[1], width: dimensions[2],
-                                                    patch: patch, dim: width, depth: depth, heads: heads), maxBatch: batch)
+                                                    patch: patch, dim: width, depth: depth, heads: heads,
+                                                    flavor: isCLIP ? .openCLIP(outputDim: outputDim) : .timm,
+                                                    activation: isCLIP ? blockActivation : .gelu), maxBatch: batch)
             shape = "\(dimensions.map(String.init).joined(separator: "x")) p\(patch) d\(width) depth\(depth) h\(heads)"
+                + (isCLIP ? " e\(outputDim) \(blockActivation.rawValue)" : "")
         }
         let result = try TrainingBench.measure(backbone: backbone, arch: arch, shape: shape, classes: classes, batch: batch,
                                                steps: steps, orthoRegLambda: orthoreg, microBatches: microBatches,

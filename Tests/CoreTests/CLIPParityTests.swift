@@ -45,13 +45,22 @@ final class CLIPParityTests: XCTestCase {
     /// scripts/clip_reference.py's `hashed_uniform`: SplitMix64 of stream·2³² + index, its top 24
     /// bits scaled to [-1, 1) exactly.
     static func hashedUniform(stream: Int, count: Int) -> [Float] {
+        [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            hashedUniform(stream: stream, into: buffer.baseAddress!, count: count, scale: 1, shift: 0)
+            initialized = count
+        }
+    }
+
+    /// out[i] = u(stream, i)·scale + shift, in float32 as the script computes it (shift 0 or 1).
+    static func hashedUniform(stream: Int, into out: UnsafeMutablePointer<Float>, count: Int, scale: Float, shift: Float) {
         let base = UInt64(stream) << 32
-        return (0..<count).map { i in
+        for i in 0..<count {
             var z = (base &+ UInt64(i)) &* 0x9E37_79B9_7F4A_7C15 &+ 0x632B_E59B_D9B4_E019
             z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
             z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
             z ^= z >> 31
-            return Float(z >> 40) * Float(0x1p-23) - 1
+            let u = Float(z >> 40) * Float(0x1p-23) - 1
+            out[i] = shift == 0 ? u * scale : u * scale + shift
         }
     }
 
@@ -65,9 +74,17 @@ final class CLIPParityTests: XCTestCase {
     }
 
     static func hashedTensor(stream: Int, name: String, shape: [Int]) -> [Float] {
-        let s = scale(name, shape)
+        let count = shape.reduce(1, *)
+        return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            hashedTensor(stream: stream, name: name, shape: shape, into: buffer.baseAddress!)
+            initialized = count
+        }
+    }
+
+    /// u·scale; LayerNorm weights 1 + u·scale.
+    static func hashedTensor(stream: Int, name: String, shape: [Int], into out: UnsafeMutablePointer<Float>) {
         let isNormWeight = name.contains("ln_") && name.hasSuffix("weight")
-        return hashedUniform(stream: stream, count: shape.reduce(1, *)).map { isNormWeight ? $0 * s + 1 : $0 * s }
+        hashedUniform(stream: stream, into: out, count: shape.reduce(1, *), scale: scale(name, shape), shift: isNormWeight ? 1 : 0)
     }
 
     /// θ, the head, the batch and the JVP's tangent, as the script draws them (streams in layout order).
@@ -84,10 +101,9 @@ final class CLIPParityTests: XCTestCase {
         let tangent = FloatBuffer(count: layout.totalCount)
         let count = layout.specs.count
         for (k, spec) in layout.specs.enumerated() {
-            let values = Self.hashedTensor(stream: 1 + k, name: spec.name, shape: spec.shape)
-            (parameters.pointer + layout.offsets[k]).update(from: values, count: values.count)
-            let direction = Self.hashedUniform(stream: count + 4 + k, count: spec.count).map { $0 * Float(c.tangent_scale) }
-            (tangent.pointer + layout.offsets[k]).update(from: direction, count: direction.count)
+            Self.hashedTensor(stream: 1 + k, name: spec.name, shape: spec.shape, into: parameters.pointer + layout.offsets[k])
+            Self.hashedUniform(stream: count + 4 + k, into: tangent.pointer + layout.offsets[k], count: spec.count,
+                               scale: Float(c.tangent_scale), shift: 0)
         }
         let head = ClassificationHead(classes: c.classes, featureCount: c.output_dim)
         head.parameters.copy(from: Self.hashedTensor(stream: count + 1, name: "head.weight", shape: [c.classes, c.output_dim])
@@ -191,5 +207,62 @@ final class CLIPParityTests: XCTestCase {
             report.append(String(format: "%@ %.1e", prefix, worstStep))
         }
         print("parity clip_vit (open_clip): max relative error " + report.joined(separator: ", "))
+    }
+
+    /// ViT-B/32's shapes (224², patch 32, width 768, depth 12, 12 heads, output 512, QuickGELU): the
+    /// features, loss and JVP in full; every gradient's norm and, at hashed positions, its entries
+    /// and the change two AdamW steps make.
+    func testViTB32ShapesMatchOpenCLIP() throws {
+        let (file, c) = try fixture("parity_clip_vit_b32")
+        let backbone = try tower(c)
+        let layout = backbone.layout
+        XCTAssertEqual(c.state_dict_order, layout.specs.map(\.name), "open_clip's state_dict order")
+        XCTAssertEqual(layout.totalCount, 87_849_216, "ViT-B/32's image tower")
+        let inputs = hashedInputs(layout, c)
+        XCTAssertEqual(inputs.labels.map(Float.init), try tensor(file, "labels"))
+        let pass = TorchParityTests.lossAndGradients(backbone: backbone, parameters: inputs.parameters, head: inputs.head,
+                                                     input: inputs.input, labels: inputs.labels,
+                                                     labelSmoothing: Float(c.label_smoothing))
+        var report: [String] = []
+        func compare(_ quantity: String, _ actual: [Float], _ expected: [Float]) {
+            let error = maxRelativeError(actual, expected)
+            XCTAssertLessThanOrEqual(error, 1e-5, "clip_vit B/32 \(quantity): max |diff| / max |expected|")
+            report.append(String(format: "%@ %.1e", quantity, error))
+        }
+        compare("features", pass.features, try tensor(file, "features"))
+        compare("logits", pass.logits, try tensor(file, "logits"))
+        compare("loss", [Float(pass.loss)], try tensor(file, "loss"))
+        compare("grad.head.weight", Array(pass.headGradient.array.prefix(c.classes * c.output_dim)),
+                try tensor(file, "grad.head.weight"))
+        compare("jvp", jvp(backbone, inputs, batch: c.batch), try tensor(file, "jvp"))
+
+        let stepped = adamW(backbone, inputs, c, steps: 2)
+        var worstNorm = 0.0, worstEntry = 0.0, worstStep = 0.0
+        for (k, spec) in layout.specs.enumerated() {
+            let range = layout.range(at: k)
+            let gradient = pass.gradient.pointer + range.lowerBound
+            let norm = ElementWise.sumOfSquares(gradient, count: spec.count).squareRoot()
+            let expectedNorm = Double(try tensor(file, "gradnorm.\(spec.name)")[0])
+            worstNorm = max(worstNorm, abs(norm - expectedNorm) / expectedNorm)
+            let picks = try tensor(file, "index.\(spec.name)").map { Int($0) }
+            // Entries relative to the tensor's gradient scale (its RMS), since a sample may hold zeros.
+            let rms = expectedNorm / Double(spec.count).squareRoot()
+            let expected = try tensor(file, "grad.\(spec.name)")
+            for (pick, value) in zip(picks, expected) {
+                worstEntry = max(worstEntry, abs(Double(gradient[pick]) - Double(value)) / rms)
+            }
+            let delta = try tensor(file, "adamw2_delta.\(spec.name)")
+            for (pick, value) in zip(picks, delta) {
+                if spec.name.hasSuffix("in_proj_bias"), (c.dim..<(2 * c.dim)).contains(pick) { continue }  // see above
+                let step = Double(stepped[range.lowerBound + pick]) - Double(inputs.parameters[range.lowerBound + pick])
+                worstStep = max(worstStep, abs(step - Double(value)) / 2e-3)  // relative to two steps of lr
+            }
+        }
+        XCTAssertLessThanOrEqual(worstNorm, 1e-5, "gradient norms")
+        XCTAssertLessThanOrEqual(worstEntry, 1e-4, "sampled gradient entries / the tensor's gradient RMS")
+        XCTAssertLessThanOrEqual(worstStep, 1e-2, "two AdamW steps / 2·lr at the sampled entries")
+        report.append(String(format: "gradient norms %.1e, sampled gradients %.1e of RMS, AdamW steps %.1e of 2·lr",
+                             worstNorm, worstEntry, worstStep))
+        print("parity clip_vit ViT-B/32 shapes (open_clip): max relative error " + report.joined(separator: ", "))
     }
 }
