@@ -10,7 +10,7 @@ filled in, encoded, normalised, averaged and normalised again; `logit_scale` the
 --templates: `openai` (the 80 ImageNet prompts of the CLIP paper, the default), `simple` (the
 short set open_clip also ships), or a file with one template per line using `{}` for the name.
 --pretrained: an open_clip tag or a checkpoint file; `none` gives random weights (for trying
-the pipeline). Writes `weight` float32 [classes, embedding] and `logit_scale` (a scalar, the log
+the pipeline). --model-config FILE registers a model of your own (open_clip's JSON format). Writes `weight` float32 [classes, embedding] and `logit_scale` (a scalar, the log
 of the scale, as CLIP stores it), with the model and templates in the metadata.
 
 Needs torch and open-clip-torch (`pip install open-clip-torch`) and the weights, which this
@@ -41,6 +41,8 @@ def templates(choice):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="ViT-B-32", help="open_clip model name (default ViT-B-32)")
+    parser.add_argument("--model-config", help="a model config JSON (open_clip's format) to register first; "
+                                               "--model is then its file name without .json")
     parser.add_argument("--pretrained", required=True, help="open_clip pretrained tag, a checkpoint file, or none")
     parser.add_argument("--classes", required=True, help="class names, one per line, in label order")
     parser.add_argument("--templates", default="openai", help="openai, simple, or a file of templates with {}")
@@ -51,6 +53,8 @@ def main():
     if len(names) < 2:
         sys.exit(f"clip_zeroshot_heads.py: {args.classes}: needs at least two class names")
     prompts = templates(args.templates)
+    if args.model_config:
+        open_clip.add_model_config(args.model_config)
     pretrained = None if args.pretrained == "none" else args.pretrained
     model = open_clip.create_model(args.model, pretrained=pretrained)
     model.eval()
