@@ -96,7 +96,7 @@ public struct JobConfig: Sendable, Equatable, Codable {
         finetune = try container.required(FineTuneConfig.self, .finetune)
         if finetune.mode == .attention, case .mlp = model.architecture {
             throw container.invalid(
-                .finetune, [FineTuneConfig.CodingKeys.mode], "attention needs arch: vit (an MLP has no attention)"
+                .finetune, [FineTuneConfig.CodingKeys.mode], "attention needs arch: vit or clip_vit (an MLP has no attention)"
             )
         }
         head = try container.optional(HeadConfig.self, .head, default: .default)

@@ -2,6 +2,7 @@
 // scripts/clip_reference.py: features, loss, every gradient, two AdamW steps and the JVP, for a small
 // tower and for ViT-B/32's shapes, whose weights both sides compute from one hash.
 import Foundation
+import TestSupport
 import XCTest
 @testable import Core
 
@@ -264,5 +265,28 @@ final class CLIPParityTests: XCTestCase {
         report.append(String(format: "gradient norms %.1e, sampled gradients %.1e of RMS, AdamW steps %.1e of 2·lr",
                              worstNorm, worstEntry, worstStep))
         print("parity clip_vit ViT-B/32 shapes (open_clip): max relative error " + report.joined(separator: ", "))
+    }
+
+    /// A whole CLIP state dict (visual.* beside the text tower, whose names overlap the image
+    /// tower's) loads its image tower; a missing tower tensor is named with its prefix.
+    func testWholeCLIPStateDictLoadsItsImageTower() throws {
+        let layout = ViTConfiguration(channels: 3, height: 8, width: 8, patch: 4, dim: 4, depth: 1, heads: 2,
+                                      flavor: .openCLIP(outputDim: 3)).layout
+        let tower = layout.specs.enumerated().map { k, spec in
+            TensorRecord(name: "visual." + spec.name, shape: spec.shape, values: Self.hashedTensor(stream: 1 + k, name: spec.name, shape: spec.shape))
+        }
+        let text = [TensorRecord(name: "positional_embedding", shape: [77, 8], values: [Float](repeating: 1, count: 77 * 8)),
+                    TensorRecord(name: "transformer.resblocks.0.ln_1.weight", shape: [8], values: [Float](repeating: 1, count: 8)),
+                    TensorRecord(name: "logit_scale", shape: [], values: [4.6])]
+        let loaded = FloatBuffer(count: layout.totalCount)
+        try layout.loadBackbone(SafetensorsFile(tensors: text + tower), into: loaded, origin: "clip.safetensors")
+        XCTAssertEqual(loaded.array, tower.flatMap(\.values))
+        assertFails("clip.safetensors", ["tensor 'visual.ln_post.bias' missing (expected shape [4])"]) {
+            try layout.loadBackbone(SafetensorsFile(tensors: text + tower.dropLast()), into: loaded, origin: "clip.safetensors")
+        }
+        let stray = TensorRecord(name: "visual.attnpool.weight", shape: [1], values: [0])
+        assertFails("clip.safetensors", ["unexpected tensor 'visual.attnpool.weight'"]) {
+            try layout.loadBackbone(SafetensorsFile(tensors: text + tower + [stray]), into: loaded, origin: "clip.safetensors")
+        }
     }
 }

@@ -167,4 +167,18 @@ final class FineTuneModeTests: XCTestCase {
         XCTAssertEqual(FineTuneMode.lora.loraTargets(transformer), [0, 2])
         XCTAssertEqual(FineTuneMode.full.regularizedParameters(transformer), [0, 2, 3])
     }
+
+    /// open_clip's names: attention mode trains in_proj_weight and out_proj.weight (the paper's
+    /// code's choice); OrthoReg in full mode acts on every 2-D tensor, proj and positional_embedding too.
+    func testModesSelectOpenCLIPsAttentionWeights() {
+        let layout = ViTConfiguration(channels: 3, height: 8, width: 8, patch: 4, dim: 4, depth: 1, heads: 2,
+                                      flavor: .openCLIP(outputDim: 3)).layout
+        func names(_ indices: [Int]?) -> [String] { (indices ?? []).map { layout.specs[$0].name } }
+        let attention = ["transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.0.attn.out_proj.weight"]
+        XCTAssertEqual(names(FineTuneMode.attention.trainedParameters(layout)), attention)
+        XCTAssertEqual(names(FineTuneMode.lora.loraTargets(layout)), attention)
+        XCTAssertEqual(names(FineTuneMode.full.regularizedParameters(layout)),
+                       ["positional_embedding", "proj"] + attention
+                       + ["transformer.resblocks.0.mlp.c_fc.weight", "transformer.resblocks.0.mlp.c_proj.weight"])
+    }
 }

@@ -269,6 +269,37 @@ final class JobConfigTests: XCTestCase {
         XCTAssertEqual(try parse(job.canonicalYAML), job)
     }
 
+    func testCLIPImageTowerShape() throws {
+        let tower = "{arch: clip_vit, input: [3, 224, 224], patch: 32, width: 768, depth: 12, heads: 12, output_dim: 512"
+        let job = try parse(minimal(replacing: "{arch: mlp, input: [784], hidden: [64]}", with: tower + ", activation: quick_gelu}"))
+        guard case .clipViT(let shape) = job.model.architecture else { return XCTFail("expected clip_vit") }
+        XCTAssertEqual([shape.tower.patch, shape.tower.width, shape.tower.depth, shape.tower.heads, shape.tower.mlpRatio, shape.outputDim],
+                       [32, 768, 12, 12, 4, 512])
+        XCTAssertEqual(shape.activation, .quickGELU)
+        XCTAssertEqual(job.model.featureWidth, 512, "the heads read proj's output")
+        XCTAssertEqual(try parse(job.canonicalYAML), job)
+        let plain = try parse(minimal(replacing: "{arch: mlp, input: [784], hidden: [64]}", with: tower + "}"))
+        guard case .clipViT(let defaults) = plain.model.architecture else { return XCTFail("expected clip_vit") }
+        XCTAssertEqual(defaults.activation, .gelu, "open_clip's own default")
+
+        for (model, message) in [
+            ("{arch: clip_vit, input: [3, 32, 32], patch: 8, width: 64, depth: 2, heads: 2}", "model.output_dim: required"),
+            ("{arch: vit, input: [3, 32, 32], patch: 8, width: 64, depth: 2, heads: 2, output_dim: 8}",
+             "model.output_dim: only allowed with arch: clip_vit"),
+            ("{arch: vit, input: [3, 32, 32], patch: 8, width: 64, depth: 2, heads: 2, activation: gelu}",
+             "model.activation: only allowed with arch: mlp or clip_vit"),
+            ("{arch: clip_vit, input: [3, 32, 32], patch: 8, width: 64, depth: 2, heads: 2, output_dim: 8, activation: relu}",
+             "model.activation: expected one of gelu, quick_gelu"),
+            ("{arch: clip_vit, input: [32, 32], patch: 8, width: 64, depth: 2, heads: 2, output_dim: 8}",
+             "model.input: must be [channels, height, width] with arch: clip_vit"),
+            ("{arch: clip_vit, input: [3, 32, 32], patch: 8, width: 64, depth: 2, heads: 2, output_dim: 8, hidden: [4]}",
+             "model.hidden: only allowed with arch: mlp"),
+        ] {
+            let refused = refusal(minimal(replacing: "{arch: mlp, input: [784], hidden: [64]}", with: model))
+            XCTAssertTrue(refused.hasPrefix("job.yaml: " + message), refused)
+        }
+    }
+
     // MARK: - Paths
 
     func testRelativePathsResolveAgainstTheJobDirectory() throws {
@@ -338,7 +369,7 @@ final class JobConfigTests: XCTestCase {
         )
         XCTAssertEqual(
             refusal(minimal(replacing: "hidden: [64]", with: "hidden: [64], patch: 4")),
-            "job.yaml: model.patch: only allowed with arch: vit"
+            "job.yaml: model.patch: only allowed with arch: vit or clip_vit"
         )
         XCTAssertEqual(
             refusal(minimal(replacing: "finetune: {steps: 10}", with: "finetune: {steps: 10, optimizer: {name: sgd, lr: 1, eps: 1}}")),
@@ -423,7 +454,7 @@ final class JobConfigTests: XCTestCase {
             ("finetune: {steps: 10}", "finetune: {steps: 10, orthoreg: {lambda: -1}}",
              "job.yaml: finetune.orthoreg.lambda: must be >= 0"),
             ("finetune: {steps: 10}", "finetune: {steps: 10, mode: attention}",
-             "job.yaml: finetune.mode: attention needs arch: vit (an MLP has no attention)"),
+             "job.yaml: finetune.mode: attention needs arch: vit or clip_vit (an MLP has no attention)"),
             ("classes: 10", "classes: 1", "job.yaml: tasks[0].classes: must be >= 2"),
             ("hidden: [64]", "hidden: []", "job.yaml: model.hidden: must not be empty"),
             ("hidden: [64]", "hidden: [64, 0]", "job.yaml: model.hidden[1]: must be > 0"),

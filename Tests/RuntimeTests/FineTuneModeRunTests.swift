@@ -88,10 +88,17 @@ final class ViTModeRunTests: XCTestCase {
         workspace = try syntheticWorkspace("vit")
     }
 
-    private func run(_ output: String, mode: String, lambda: Double) throws -> RunReport {
+    /// timm's layout, and open_clip's (its first tensor names the flavor's state_dict order).
+    private static let models = [
+        (model: "{arch: vit, input: [1, 4, 4], patch: 2, width: 8, depth: 1, heads: 2}", first: "cls_token"),
+        (model: "{arch: clip_vit, input: [1, 4, 4], patch: 2, width: 8, depth: 1, heads: 2, output_dim: 6, activation: quick_gelu}",
+         first: "class_embedding"),
+    ]
+
+    private func run(_ output: String, model: String, mode: String, lambda: Double) throws -> RunReport {
         let text = workspace.jobText(output: output, orthoRegLambda: lambda) {
             $0.replacingOccurrences(of: "model: {arch: mlp, input: [16], hidden: [12, 8], activation: gelu}",
-                                    with: "model: {arch: vit, input: [1, 4, 4], patch: 2, width: 8, depth: 1, heads: 2}")
+                                    with: "model: \(model)")
                 .replacingOccurrences(of: "mode: full", with: mode == "lora" ? "mode: lora\n  lora: {rank: 2, alpha: 4}" : "mode: \(mode)")
         }
         return try workspace.run(workspace.plan(text), ranks: 2)
@@ -102,18 +109,24 @@ final class ViTModeRunTests: XCTestCase {
     }
 
     private static func isAttentionWeight(_ name: String) -> Bool {
-        name.hasSuffix(".attn.qkv.weight") || name.hasSuffix(".attn.proj.weight")
+        [".attn.qkv.weight", ".attn.proj.weight", ".attn.in_proj_weight", ".attn.out_proj.weight"].contains { name.hasSuffix($0) }
     }
 
     func testEveryModeWithAndWithoutOrthoReg() throws {
+        for (model, first) in Self.models {
+            try checkEveryMode(model: model, firstTensor: first)
+        }
+    }
+
+    private func checkEveryMode(model: String, firstTensor: String) throws {
         for mode in FineTuneMode.allCases {
             for lambda in [0.0, 5.0] {
-                let output = "\(mode.rawValue)-\(lambda)"
-                let report = try run(output, mode: mode.rawValue, lambda: lambda)
+                let output = "\(firstTensor)-\(mode.rawValue)-\(lambda)"
+                let report = try run(output, model: model, mode: mode.rawValue, lambda: lambda)
                 XCTAssertEqual(report.run.finetuneMode, mode.rawValue)
                 for task in taskNames {
                     let vector = try taskVector(output, task)
-                    XCTAssertEqual(vector.names.first, "cls_token", "timm order")
+                    XCTAssertEqual(vector.names.first, firstTensor, "the flavor's state_dict order")
                     for tensor in vector.tensors {
                         let moved = tensor.values.contains { $0 != 0 }
                         switch mode {
@@ -133,8 +146,8 @@ final class ViTModeRunTests: XCTestCase {
             }
             // With λ > 0, each trained 2-D weight's update is closer to orthogonal than without.
             for task in taskNames {
-                let off = try taskVector("\(mode.rawValue)-0.0", task)
-                let on = try taskVector("\(mode.rawValue)-5.0", task)
+                let off = try taskVector("\(firstTensor)-\(mode.rawValue)-0.0", task)
+                let on = try taskVector("\(firstTensor)-\(mode.rawValue)-5.0", task)
                 for tensor in on.tensors where tensor.shape.count == 2 {
                     let trained = mode == .full || mode == .linearized || Self.isAttentionWeight(tensor.name)
                     guard trained, let reference = off[tensor.name] else { continue }
