@@ -86,22 +86,24 @@ def main():
     parser.add_argument("--input", type=int, default=784)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--open-clip", help="time only open_clip's image tower of this model (e.g. ViT-B-32)")
+    parser.add_argument("--lambdas", default="0,1", help="OrthoReg λ values to time (default 0,1)")
     args = parser.parse_args()
+    lambdas = [float(v) for v in args.lambdas.split(",")]
     torch.set_num_threads(1)
     if args.open_clip:
-        for lam in (0.0, 1.0):
+        for lam in lambdas:
             backbone, width, input_dim = make_open_clip(args.open_clip)
             ms = step_ms(backbone, width, input_dim, args.classes, args.batch, args.steps, lam)
             print(f"torch open_clip {args.open_clip} batch {args.batch} adamw orthoreg={lam:g}: {ms:.3f} ms/step")
         return
     hidden = [int(h) for h in args.hidden.split(",")]
-    for lam in (0.0, 1.0):
+    for lam in lambdas:
         backbone, width = make_mlp(args.input, hidden)
         ms = step_ms(backbone, width, args.input, args.classes, args.batch, args.steps, lam)
         print(f"torch mlp {args.input}-{'-'.join(map(str, hidden))}-{args.classes} batch {args.batch} "
               f"adamw orthoreg={lam:g}: {ms:.3f} ms/step")
     try:
-        for lam in (0.0, 1.0):
+        for lam in lambdas:
             backbone, width = make_vit()
             ms = step_ms(backbone, width, 784, args.classes, args.batch, max(args.steps // 5, 10), lam)
             print(f"torch vit 28x28 p7 d64 depth4 batch {args.batch} adamw orthoreg={lam:g}: {ms:.3f} ms/step")
