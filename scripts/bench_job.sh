@@ -9,13 +9,18 @@
 #               four training sets; cached in the work folder, not timed)
 #   --arch vit: the ViT of models/vit-w64.safetensors (patch 7, width 64, depth 4), 300 steps
 #
-# Usage: scripts/bench_job.sh [--arch mlp|vit] [--steps N] [--ranks R] [--work DIR]
+#   --micro-batches M: finetune.micro_batches of the orthofuse job (default: the job default, 4,
+#               which lets spare ranks share a task; with no more ranks than tasks nothing is
+#               shared and 1 does the twin's full-batch work in one pass)
+#
+# Usage: scripts/bench_job.sh [--arch mlp|vit] [--steps N] [--ranks R] [--micro-batches M] [--work DIR]
 #        (PYTHON=... picks the interpreter with torch, safetensors and, for the ViT, timm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 arch=mlp
 steps=""
+micro=""
 ranks=$(nproc)
 work=/tmp/orthofuse-bench-job
 while [[ $# -gt 0 ]]; do
@@ -23,6 +28,7 @@ while [[ $# -gt 0 ]]; do
         --arch) arch="$2"; shift 2 ;;
         --steps) steps="$2"; shift 2 ;;
         --ranks) ranks="$2"; shift 2 ;;
+        --micro-batches) micro="$2"; shift 2 ;;
         --work) work="$2"; shift 2 ;;
         *) echo "bench_job.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -82,7 +88,8 @@ finetune:
   optimizer: {name: adamw, lr: $lr, weight_decay: 0.1}
   schedule: {warmup_steps: $warmup, decay: cosine}
   grad_clip: 1.0
-  orthoreg: {lambda: 1, form: frobenius}
+  orthoreg: {lambda: 1, form: frobenius}${micro:+
+  micro_batches: $micro}
 head: {steps: 300, batch_size: 256, optimizer: {name: adamw, lr: 1.0e-2, weight_decay: 0.0}}
 merge: {methods: [task_arithmetic], alpha: {from: 0.0, to: 1.0, count: 21}}
 evaluate: {disentanglement: false}
