@@ -142,6 +142,32 @@ def tower_jvp(model, x, tangent):
     return jvp
 
 
+def tower_activity(model, x, cfg):
+    """Guards against a degenerate fixture: attention neither uniform nor one-hot, activations fed
+    values of both signs, logits not saturated. Returns the largest attention weight."""
+    D, NH = cfg["dim"], cfg["heads"]
+    peaks, pre_activation, hooks = [], [], []
+    for blk in model.visual.transformer.resblocks:
+        def attention_of(mod, inp, out, attn=blk.attn):
+            a = out  # ln_1's output [B, T, D]
+            qkv = a @ attn.in_proj_weight.T + attn.in_proj_bias
+            q, k, _ = qkv.reshape(a.shape[0], a.shape[1], 3, NH, D // NH).permute(2, 0, 3, 1, 4)
+            peaks.append(torch.softmax(q @ k.transpose(-2, -1) / (D // NH) ** 0.5, dim=-1))
+        hooks.append(blk.ln_1.register_forward_hook(attention_of))
+        hooks.append(blk.mlp.c_fc.register_forward_hook(lambda m, i, o: pre_activation.append(o)))
+    with torch.no_grad():
+        logits = model.head(tower_features(model, x))
+    for h in hooks:
+        h.remove()
+    tokens = peaks[0].shape[-1]
+    for att in peaks:
+        assert 2.0 / tokens < att.max() < 0.99, f"degenerate attention, max weight {att.max():.3f}"
+    for z in pre_activation:
+        assert (z > 0).float().mean().item() > 0.1 and (z < 0).float().mean().item() > 0.1, "one-sided activation inputs"
+    assert logits.abs().max() < 20, "saturated logits"
+    return max(att.max().item() for att in peaks)
+
+
 def build_small(cfg):
     model, x, y, tangent, version = make_tower(cfg)
     tensors = ref.reference_tensors(model, x, y, cfg["label_smoothing"], features=tower_features, optimizers=("adamw",))
@@ -151,7 +177,8 @@ def build_small(cfg):
         tensors[f"tangent.{name}"] = t
     # The fixture's names are the tower's own (param.conv1.weight ...), as orthofuse's layout spells them.
     renamed = {k.replace(".visual.", "."): v for k, v in tensors.items()}
-    return ref.f32(renamed), {**cfg, "open_clip_version": version}, f"loss {tensors['loss'].item():.7f}"
+    peak = tower_activity(model, x, cfg)
+    return ref.f32(renamed), {**cfg, "open_clip_version": version}, f"loss {tensors['loss'].item():.7f}, max attention weight {peak:.3f}"
 
 
 def sample_indices(stream, count):
@@ -176,7 +203,8 @@ def build_b32(cfg):
         out[f"adamw2_delta.{name}"] = delta[picks]
         out[f"gradnorm.{name}"] = grad.norm().reshape(())
     out["grad.head.weight"] = full["grad.head.weight"]
-    return ref.f32(out), {**cfg, "open_clip_version": version}, f"loss {full['loss'].item():.7f}"
+    peak = tower_activity(model, x, cfg)
+    return ref.f32(out), {**cfg, "open_clip_version": version}, f"loss {full['loss'].item():.7f}, max attention weight {peak:.3f}"
 
 
 def config(name, **sizes):
