@@ -14,6 +14,9 @@ public enum TrainingBench {
         public var blasCore: String
         public var msPerStep: Double
         public var samplesPerSecond: Double
+        /// The process's peak resident memory after the runs (weights, gradients, moments, θ0,
+        /// activations, and the bench's batch·8 random samples), in MB.
+        public var peakResidentMegabytes: Double
 
         enum CodingKeys: String, CodingKey {
             case arch, shape, batch, orthoreg, threads
@@ -21,6 +24,7 @@ public enum TrainingBench {
             case blasCore = "blas_core"
             case msPerStep = "ms_per_step"
             case samplesPerSecond = "samples_per_second"
+            case peakResidentMegabytes = "peak_rss_mb"
         }
 
         /// One JSON line, the format scripts/bench.sh reads.
@@ -38,7 +42,8 @@ public enum TrainingBench {
                                                 orthoRegLambda: orthoRegLambda, microBatches: microBatches)
         return Result(arch: arch, shape: shape, batch: batch, microBatches: microBatches, orthoreg: orthoRegLambda,
                       threads: threads, blasCore: BLASRuntime.coreName, msPerStep: milliseconds,
-                      samplesPerSecond: Double(batch) * 1000 / milliseconds)
+                      samplesPerSecond: Double(batch) * 1000 / milliseconds,
+                      peakResidentMegabytes: Double(MergeBench.peakResidentBytes()) / 1e6)
     }
 
     /// The median over 3 timed runs (after a warm-up run) of time / steps of `backbone`'s full
