@@ -46,7 +46,7 @@ public enum MergeBench {
         for task in assignment.indices where assignment[task] == rank {
             own[task] = syntheticTaskVector(task: task, count: layout.totalCount, seed: seed)
         }
-        let residentBefore = peakResidentBytes()
+        let residentBefore = ProcessMemory.peakResidentBytes()
 
         try communicator.barrier()
         let started = Date()
@@ -71,7 +71,7 @@ public enum MergeBench {
         // Per-rank figures, each in its own slot, summed; the slowest rank's phases.
         var slots = [Double](repeating: 0, count: 2 * size)
         slots[rank] = Double(residentBefore)
-        slots[size + rank] = Double(peakResidentBytes())
+        slots[size + rank] = Double(ProcessMemory.peakResidentBytes())
         let resident = try communicator.allReduce(slots, .sum)
         let slowest = try communicator.allReduce(phases, .max)
         guard rank == 0 else { return }
@@ -125,15 +125,6 @@ public enum MergeBench {
         for (task, vector) in own { (gathered.pointer + starts[task]).update(from: vector.pointer, count: count) }
         try communicator.allGather(into: gathered.buffer, counts: counts)
         return assignment.indices.map { FloatBuffer(viewing: gathered, offset: starts[$0], count: count) }
-    }
-
-    /// VmHWM of /proc/self/status, the peak resident set of this process, in bytes.
-    static func peakResidentBytes() -> Int {
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-              let kilobytes = Int(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "")
-        else { return 0 }
-        return kilobytes * 1024
     }
 
     /// FNV-1a over Δ's bits: the two variants must print the same.

@@ -43,7 +43,7 @@ public enum TrainingBench {
         return Result(arch: arch, shape: shape, batch: batch, microBatches: microBatches, orthoreg: orthoRegLambda,
                       threads: threads, blasCore: BLASRuntime.coreName, msPerStep: milliseconds,
                       samplesPerSecond: Double(batch) * 1000 / milliseconds,
-                      peakResidentMegabytes: Double(MergeBench.peakResidentBytes()) / 1e6)
+                      peakResidentMegabytes: Double(ProcessMemory.peakResidentBytes()) / 1e6)
     }
 
     /// The median over 3 timed runs (after a warm-up run) of time / steps of `backbone`'s full

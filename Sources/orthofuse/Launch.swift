@@ -61,12 +61,9 @@ enum Launch {
             finish(communicator)
         } catch let preempted as TrainingPreempted {
             exitPreempted(preempted, rank: rank, console: console)
-        } catch is PeerFailure {
-            StopSignal.exitingWithError(code: 1)
-            finish(communicator)
-            Foundation.exit(1)
         } catch {
-            if rank == 0 { Console.error("\(error)") }
+            // A PeerFailure was reported where it happened; rank 0 prints any other error, once.
+            if rank == 0, !(error is PeerFailure) { Console.error("\(error)") }
             StopSignal.exitingWithError(code: 1)
             finish(communicator)
             Foundation.exit(1)

@@ -133,14 +133,41 @@ final class CLIPParityTests: XCTestCase {
         let optimizer = Optimizer(settings: settings, parameterCount: parameters.count)
         let headOptimizer = Optimizer(settings: settings, parameterCount: head.parameters.count)
         for _ in 0..<steps {
-            let pass = TorchParityTests.lossAndGradients(backbone: backbone, parameters: parameters, head: head,
-                                                         input: inputs.input, labels: inputs.labels,
-                                                         labelSmoothing: Float(c.label_smoothing))
+            let pass = lossAndGradients(backbone, parameters: parameters, head: head, inputs, c)
             optimizer.step(parameters: parameters.pointer, gradient: pass.gradient.pointer, rate: 1e-3, ranges: [0..<parameters.count])
             headOptimizer.step(parameters: head.parameters.pointer, gradient: pass.headGradient.pointer, rate: 1e-3,
                                ranges: [0..<head.parameters.count])
         }
         return parameters
+    }
+
+    /// The backbone + head + cross-entropy pass on the hashed batch.
+    private func lossAndGradients(_ backbone: ViTBackbone, parameters: FloatBuffer, head: ClassificationHead,
+                                  _ inputs: HashedInputs, _ c: Config) -> TorchParityTests.Pass {
+        TorchParityTests.lossAndGradients(backbone: backbone, parameters: parameters, head: head, input: inputs.input,
+                                          labels: inputs.labels, labelSmoothing: Float(c.label_smoothing))
+    }
+
+    /// Largest relative errors (max |diff| / max |expected|), each asserted against its limit and
+    /// collected for the printed summary.
+    private struct ErrorReport {
+        let model: String
+        private(set) var lines: [String] = []
+
+        init(_ model: String) { self.model = model }
+
+        mutating func check(_ quantity: String, _ actual: [Float], _ expected: [Float], limit: Double = 1e-5,
+                            file: StaticString = #filePath, line: UInt = #line) {
+            add(quantity, maxRelativeError(actual, expected), limit: limit, file: file, line: line)
+        }
+
+        mutating func add(_ quantity: String, _ error: Double, limit: Double,
+                          file: StaticString = #filePath, line: UInt = #line) {
+            XCTAssertLessThanOrEqual(error, limit, "\(model) \(quantity)", file: file, line: line)
+            lines.append(String(format: "%@ %.1e", quantity, error))
+        }
+
+        var summary: String { "parity \(model) (open_clip): max relative error " + lines.joined(separator: ", ") }
     }
 
     // MARK: The tests
@@ -166,19 +193,12 @@ final class CLIPParityTests: XCTestCase {
         XCTAssertEqual(inputs.head.parameters.array.map(\.bitPattern),
                        (try tensor(file, "param.head.weight") + tensor(file, "param.head.bias")).map(\.bitPattern))
 
-        let pass = TorchParityTests.lossAndGradients(backbone: backbone, parameters: inputs.parameters, head: inputs.head,
-                                                     input: inputs.input, labels: inputs.labels,
-                                                     labelSmoothing: Float(c.label_smoothing))
-        var report: [String] = []
-        func compare(_ quantity: String, _ actual: [Float], _ expected: [Float]) {
-            let error = maxRelativeError(actual, expected)
-            XCTAssertLessThanOrEqual(error, 1e-5, "clip_vit \(quantity): max |diff| / max |expected|")
-            report.append(String(format: "%@ %.1e", quantity, error))
-        }
-        compare("features", pass.features, try tensor(file, "features"))
-        compare("logits", pass.logits, try tensor(file, "logits"))
-        compare("loss", [Float(pass.loss)], try tensor(file, "loss"))
-        compare("input_grad", pass.inputGradient.array, try tensor(file, "input_grad"))
+        let pass = lossAndGradients(backbone, parameters: inputs.parameters, head: inputs.head, inputs, c)
+        var report = ErrorReport("clip_vit")
+        report.check("features", pass.features, try tensor(file, "features"))
+        report.check("logits", pass.logits, try tensor(file, "logits"))
+        report.check("loss", [Float(pass.loss)], try tensor(file, "loss"))
+        report.check("input_grad", pass.inputGradient.array, try tensor(file, "input_grad"))
         var worst = 0.0
         for (k, spec) in layout.specs.enumerated() {
             let actual = Array(pass.gradient.array[layout.range(at: k)])
@@ -186,8 +206,8 @@ final class CLIPParityTests: XCTestCase {
             XCTAssertLessThanOrEqual(error, 1e-5, "clip_vit grad.\(spec.name)")
             worst = max(worst, error)
         }
-        report.append(String(format: "gradients (worst tensor) %.1e", worst))
-        compare("jvp", jvp(backbone, inputs, batch: c.batch), try tensor(file, "jvp"))
+        report.add("gradients (worst tensor)", worst, limit: 1e-5)
+        report.check("jvp", jvp(backbone, inputs, batch: c.batch), try tensor(file, "jvp"))
         for (prefix, steps) in [("adamw", 1), ("adamw2", 2)] {
             let stepped = adamW(backbone, inputs, c, steps: steps)
             var worstStep = 0.0
@@ -204,10 +224,9 @@ final class CLIPParityTests: XCTestCase {
                 }
                 worstStep = max(worstStep, maxRelativeError(actual, expected))
             }
-            XCTAssertLessThanOrEqual(worstStep, 1e-5, "θ after \(steps) AdamW steps")
-            report.append(String(format: "%@ %.1e", prefix, worstStep))
+            report.add("θ after \(steps) AdamW steps", worstStep, limit: 1e-5)
         }
-        print("parity clip_vit (open_clip): max relative error " + report.joined(separator: ", "))
+        print(report.summary)
     }
 
     /// ViT-B/32's shapes (224², patch 32, width 768, depth 12, 12 heads, output 512, QuickGELU): the
@@ -221,21 +240,14 @@ final class CLIPParityTests: XCTestCase {
         XCTAssertEqual(layout.totalCount, 87_849_216, "ViT-B/32's image tower")
         let inputs = hashedInputs(layout, c)
         XCTAssertEqual(inputs.labels.map(Float.init), try tensor(file, "labels"))
-        let pass = TorchParityTests.lossAndGradients(backbone: backbone, parameters: inputs.parameters, head: inputs.head,
-                                                     input: inputs.input, labels: inputs.labels,
-                                                     labelSmoothing: Float(c.label_smoothing))
-        var report: [String] = []
-        func compare(_ quantity: String, _ actual: [Float], _ expected: [Float]) {
-            let error = maxRelativeError(actual, expected)
-            XCTAssertLessThanOrEqual(error, 1e-5, "clip_vit B/32 \(quantity): max |diff| / max |expected|")
-            report.append(String(format: "%@ %.1e", quantity, error))
-        }
-        compare("features", pass.features, try tensor(file, "features"))
-        compare("logits", pass.logits, try tensor(file, "logits"))
-        compare("loss", [Float(pass.loss)], try tensor(file, "loss"))
-        compare("grad.head.weight", Array(pass.headGradient.array.prefix(c.classes * c.output_dim)),
-                try tensor(file, "grad.head.weight"))
-        compare("jvp", jvp(backbone, inputs, batch: c.batch), try tensor(file, "jvp"))
+        let pass = lossAndGradients(backbone, parameters: inputs.parameters, head: inputs.head, inputs, c)
+        var report = ErrorReport("clip_vit ViT-B/32 shapes")
+        report.check("features", pass.features, try tensor(file, "features"))
+        report.check("logits", pass.logits, try tensor(file, "logits"))
+        report.check("loss", [Float(pass.loss)], try tensor(file, "loss"))
+        report.check("grad.head.weight", Array(pass.headGradient.array.prefix(c.classes * c.output_dim)),
+                     try tensor(file, "grad.head.weight"))
+        report.check("jvp", jvp(backbone, inputs, batch: c.batch), try tensor(file, "jvp"))
 
         let stepped = adamW(backbone, inputs, c, steps: 2)
         var worstNorm = 0.0, worstEntry = 0.0, worstStep = 0.0
@@ -259,12 +271,10 @@ final class CLIPParityTests: XCTestCase {
                 worstStep = max(worstStep, abs(step - Double(value)) / 2e-3)  // relative to two steps of lr
             }
         }
-        XCTAssertLessThanOrEqual(worstNorm, 1e-5, "gradient norms")
-        XCTAssertLessThanOrEqual(worstEntry, 1e-4, "sampled gradient entries / the tensor's gradient RMS")
-        XCTAssertLessThanOrEqual(worstStep, 1e-2, "two AdamW steps / 2·lr at the sampled entries")
-        report.append(String(format: "gradient norms %.1e, sampled gradients %.1e of RMS, AdamW steps %.1e of 2·lr",
-                             worstNorm, worstEntry, worstStep))
-        print("parity clip_vit ViT-B/32 shapes (open_clip): max relative error " + report.joined(separator: ", "))
+        report.add("gradient norms", worstNorm, limit: 1e-5)
+        report.add("sampled gradients (of the tensor's gradient RMS)", worstEntry, limit: 1e-4)
+        report.add("two AdamW steps at the sampled entries (of 2·lr)", worstStep, limit: 1e-2)
+        print(report.summary)
     }
 
     /// A whole CLIP state dict (visual.* beside the text tower, whose names overlap the image

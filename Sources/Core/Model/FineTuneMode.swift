@@ -12,14 +12,11 @@ public enum FineTuneMode: String, Sendable, Codable, CaseIterable {
     /// Tangent-space fine-tuning of f(x; θ0) + J(x; θ0)(θ − θ0), every parameter.
     case linearized
 
-    /// The attention projection weights' names end so in either ViT flavor (ViTTensorNames).
-    static let attentionWeightSuffixes = [".attn.qkv.weight", ".attn.proj.weight", ".attn.in_proj_weight", ".attn.out_proj.weight"]
-
     /// The attention projection weights of a transformer layout (empty for an MLP).
     public static func attentionWeights(_ layout: ParameterLayout) -> [Int] {
         layout.specs.indices.filter {
             let name = layout.specs[$0].name
-            return attentionWeightSuffixes.contains { name.hasSuffix($0) }
+            return ViTTensorNames.attentionWeightSuffixes.contains { name.hasSuffix($0) }
         }
     }
 

@@ -142,7 +142,7 @@ public struct ViTTensorNames: Sendable {
     /// open_clip's proj [D, E], applied after the final norm.
     public let projection: String?
     private let blockPrefix: String
-    private let isCLIP: Bool
+    private let parts: BlockParts
 
     /// The names of block i's tensors.
     public struct Block: Sendable {
@@ -150,33 +150,40 @@ public struct ViTTensorNames: Sendable {
         public let norm2Weight, norm2Bias, fc1Weight, fc1Bias, fc2Weight, fc2Bias: String
     }
 
+    /// One flavor's names inside a block: its modules (each with .weight and .bias) and the fused
+    /// qkv projection's two tensors.
+    private struct BlockParts {
+        let norm1, proj, norm2, fc1, fc2: String
+        let qkvWeight, qkvBias: String
+    }
+
+    private static let timmBlock = BlockParts(norm1: "norm1", proj: "attn.proj", norm2: "norm2", fc1: "mlp.fc1",
+                                              fc2: "mlp.fc2", qkvWeight: "attn.qkv.weight", qkvBias: "attn.qkv.bias")
+    private static let clipBlock = BlockParts(norm1: "ln_1", proj: "attn.out_proj", norm2: "ln_2", fc1: "mlp.c_fc",
+                                              fc2: "mlp.c_proj", qkvWeight: "attn.in_proj_weight", qkvBias: "attn.in_proj_bias")
+
+    /// How either flavor's attention projection weights end (`.attn.qkv.weight`, `.attn.out_proj.weight`, …):
+    /// what `attention` mode trains and LoRA adapts.
+    public static let attentionWeightSuffixes = [timmBlock, clipBlock].flatMap { ["." + $0.qkvWeight, "." + $0.proj + ".weight"] }
+
     init(_ flavor: ViTConfiguration.Flavor) {
-        isCLIP = flavor != .timm
-        if isCLIP {
+        if flavor != .timm {
             (classToken, positions, patchWeight, patchBias) = ("class_embedding", "positional_embedding", "conv1.weight", nil)
-            (preNorm, finalNorm, projection, blockPrefix) = ("ln_pre", "ln_post", "proj", "transformer.resblocks.")
+            (preNorm, finalNorm, projection, blockPrefix, parts) = ("ln_pre", "ln_post", "proj", "transformer.resblocks.", Self.clipBlock)
         } else {
             (classToken, positions, patchWeight, patchBias) = ("cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias")
-            (preNorm, finalNorm, projection, blockPrefix) = (nil, "norm", nil, "blocks.")
+            (preNorm, finalNorm, projection, blockPrefix, parts) = (nil, "norm", nil, "blocks.", Self.timmBlock)
         }
     }
 
     public func block(_ i: Int) -> Block {
-        let p = blockPrefix + "\(i)."
-        if isCLIP {
-            return Block(norm1Weight: p + "ln_1.weight", norm1Bias: p + "ln_1.bias",
-                         qkvWeight: p + "attn.in_proj_weight", qkvBias: p + "attn.in_proj_bias",
-                         projWeight: p + "attn.out_proj.weight", projBias: p + "attn.out_proj.bias",
-                         norm2Weight: p + "ln_2.weight", norm2Bias: p + "ln_2.bias",
-                         fc1Weight: p + "mlp.c_fc.weight", fc1Bias: p + "mlp.c_fc.bias",
-                         fc2Weight: p + "mlp.c_proj.weight", fc2Bias: p + "mlp.c_proj.bias")
-        }
-        return Block(norm1Weight: p + "norm1.weight", norm1Bias: p + "norm1.bias",
-                     qkvWeight: p + "attn.qkv.weight", qkvBias: p + "attn.qkv.bias",
-                     projWeight: p + "attn.proj.weight", projBias: p + "attn.proj.bias",
-                     norm2Weight: p + "norm2.weight", norm2Bias: p + "norm2.bias",
-                     fc1Weight: p + "mlp.fc1.weight", fc1Bias: p + "mlp.fc1.bias",
-                     fc2Weight: p + "mlp.fc2.weight", fc2Bias: p + "mlp.fc2.bias")
+        let p = blockPrefix + "\(i).", b = parts
+        return Block(norm1Weight: p + b.norm1 + ".weight", norm1Bias: p + b.norm1 + ".bias",
+                     qkvWeight: p + b.qkvWeight, qkvBias: p + b.qkvBias,
+                     projWeight: p + b.proj + ".weight", projBias: p + b.proj + ".bias",
+                     norm2Weight: p + b.norm2 + ".weight", norm2Bias: p + b.norm2 + ".bias",
+                     fc1Weight: p + b.fc1 + ".weight", fc1Bias: p + b.fc1 + ".bias",
+                     fc2Weight: p + b.fc2 + ".weight", fc2Bias: p + b.fc2 + ".bias")
     }
 }
 
