@@ -19,13 +19,14 @@ let package = Package(
         // System libraries, found with pkg-config.
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        .systemLibrary(name: "SystemZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // C shim exposing OpenMPI's handle macros (MPI_COMM_WORLD, MPI_FLOAT, ...) as functions.
         .target(name: "MPIShim", dependencies: ["CMPI"]),
         // Element-wise float kernels in C, one build per x86 vector width, chosen for the CPU at load time.
         .target(name: "Kernels"),
         // Numerics, models, training, merging, analyses and file formats: no YAML, no HTML, never MPI.
         .target(name: "Core", dependencies: [
-            "CBLAS", "Kernels",
+            "CBLAS", "Kernels", "SystemZlib",
             .product(name: "ZIPFoundation", package: "ZIPFoundation"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),

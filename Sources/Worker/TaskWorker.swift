@@ -94,12 +94,12 @@ public enum TaskDataLoader {
     /// Loads a task's train and test files, checks them against the model and the task, and
     /// holds out the validation split with the task's own random stream.
     public static func load(_ task: TaskPlan, inputShape: [Int], seed: UInt64) throws -> TaskData {
-        let train = try loadSplit(task.train, named: "train", of: task, inputShape: inputShape)
+        var train = try loadSplit(task.train, named: "train", of: task, inputShape: inputShape)
         let test = try loadSplit(task.test, named: "test", of: task, inputShape: inputShape)
-        let (trainPart, validation) = train.splitValidation(
+        let validation = train.holdOutValidation(
             fraction: task.validationFraction, maxValidation: task.validationMax,
             random: RandomStream(seed: seed, label: "validation-split/\(task.name)"))
-        return TaskData(train: trainPart, validation: validation, test: test)
+        return TaskData(train: train, validation: validation, test: test)
     }
 
     /// One split of a task, checked against the model's input and the task's classes (training

@@ -439,6 +439,50 @@ final class DatasetTests: XCTestCase {
         XCTAssertEqual(dataset.subset([]).count, 0)
     }
 
+    /// Entries in either order, stored (read in place from the file) or deflated, give the same
+    /// arrays; the stored payload is large enough to be read without a copy.
+    func testNpzEntriesInAnyOrderAndMethodReadTheSame() throws {
+        let samples = 40, features = 3
+        let values = (0..<(samples * features)).map { Float($0) * 0.25 - 7 }
+        let payload = values.withUnsafeBytes { Array($0) }
+        let x = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (\(samples), \(features)), }", payload: payload)
+        let y = npy("{'descr': '|u1', 'fortran_order': False, 'shape': (\(samples),), }", payload: (0..<samples).map { UInt8($0 % 10) })
+        for method in [CompressionMethod.none, .deflate] {
+            for (order, entries) in [("xy", [("x.npy", x), ("y.npy", y)]), ("yx", [("y.npy", y), ("x.npy", x)])] {
+                let url = try npz("\(order)-\(method.rawValue).npz", entries, method: method)
+                let data = try Dataset.loadNPZ(url)
+                XCTAssertEqual(data.inputs, values, "\(order), method \(method.rawValue)")
+                XCTAssertEqual(data.labels, (0..<samples).map { Int32($0 % 10) }, "\(order), method \(method.rawValue)")
+                XCTAssertEqual(data.sampleShape, [features])
+            }
+        }
+    }
+
+    /// The validation split is the sorted first ⌊fraction·N⌋ indices of the stream's permutation;
+    /// the training split keeps the rest, in order, with their labels.
+    func testHoldOutValidationSplitsByThePermutation() throws {
+        let count = 50, features = 4
+        let inputs = (0..<(count * features)).map { Float($0) }
+        var data = Dataset(inputs: inputs, labels: (0..<count).map { Int32($0) }, sampleShape: [features])
+        let random = RandomStream(seed: 7, label: "validation-split/test")
+        var stream = random
+        let expected = stream.permutation(count)[0..<10].sorted()
+        let validation = data.holdOutValidation(fraction: 0.2, maxValidation: 0, random: random)
+        XCTAssertEqual(validation.labels, expected.map { Int32($0) })
+        XCTAssertEqual(validation.inputs, expected.flatMap { i in (0..<features).map { Float(i * features + $0) } })
+        let kept = (0..<count).filter { !expected.contains($0) }
+        XCTAssertEqual(data.count, count - 10)
+        XCTAssertEqual(data.labels, kept.map { Int32($0) })
+        XCTAssertEqual(data.inputs, kept.flatMap { i in (0..<features).map { Float(i * features + $0) } })
+
+        var capped = Dataset(inputs: inputs, labels: (0..<count).map { Int32($0) }, sampleShape: [features])
+        XCTAssertEqual(capped.holdOutValidation(fraction: 0.5, maxValidation: 3, random: random).count, 3)
+        XCTAssertEqual(capped.count, count - 3)
+        var none = Dataset(inputs: inputs, labels: (0..<count).map { Int32($0) }, sampleShape: [features])
+        XCTAssertEqual(none.holdOutValidation(fraction: 0, maxValidation: 0, random: random).count, 0)
+        XCTAssertEqual(none.inputs, inputs)
+    }
+
     func testErrorsUseThePathAsWritten() throws {
         let relative = URL(fileURLWithPath: "no-such-directory/mnist/train.npz")
         assertFails("no-such-directory/mnist/train.npz", ["no such file"]) { try Dataset.loadNPZ(relative) }

@@ -42,7 +42,7 @@ final class TorchParityTests: XCTestCase {
         head.parameters.copy(from: try tensor(file, "param.head.weight") + tensor(file, "param.head.bias"))
         let input = try tensor(file, "input")
         let labels = try tensor(file, "labels").map { Int32($0) }
-        let batch = config.batch
+        XCTAssertEqual(labels.count, config.batch, "the fixture holds one label per sample of its batch")
 
         let pass = Self.lossAndGradients(backbone: backbone, parameters: parameters, head: head, input: input,
                                          labels: labels, labelSmoothing: Float(config.label_smoothing))

@@ -291,7 +291,8 @@ final class ViTGradientTests: XCTestCase {
                     ViTReference.attention(qd, batch: batch, tokens: tokens, heads: heads, headDim: headDim),
                     relative: 1e-4, absolute: 1e-5)
 
-        var dqkv = [Float](repeating: 0.5, count: qkv.count)
+        // Every entry is written (Q = T here), so nothing of what was there survives.
+        var dqkv = [Float](repeating: .nan, count: qkv.count)
         var scratch = [Float](repeating: .nan, count: tokens * tokens)
         Attention.backward(dqkv: &dqkv, dscores: &scratch, dout: c, probabilities: probabilities, qkv: qkv,
                            batch: batch, tokens: tokens, heads: heads, headDim: headDim)
@@ -303,7 +304,7 @@ final class ViTGradientTests: XCTestCase {
             let slice = numeric.indices.filter { ($0 % (3 * width)) / width == part }.map { numeric[$0] }
             assertSignificant("attention d\(name)", slice, absolute: 1e-4)
         }
-        checkTensor("attention dqkv", dqkv, numeric.map { $0 + 0.5 }, relative: 1e-3, absolute: 1e-4)
+        checkTensor("attention dqkv", dqkv, numeric, relative: 1e-3, absolute: 1e-4)
 
         let direction = gaussians(qkv.count, scale: 1, random: &random)
         var tangent = [Float](repeating: .nan, count: out.count)

@@ -40,9 +40,9 @@ public struct ChannelNormalization: Sendable, Equatable, CustomStringConvertible
 
 /// Samples with their integer class labels. Inputs are row-major, `count × featureCount`.
 public struct Dataset: Sendable, Equatable {
-    public let inputs: [Float]
-    public let labels: [Int32]
-    public let count: Int
+    public internal(set) var inputs: [Float]
+    public internal(set) var labels: [Int32]
+    public internal(set) var count: Int
     /// The shape of one sample, e.g. [28, 28]; `featureCount` is its element count.
     public let sampleShape: [Int]
     public let featureCount: Int
@@ -107,16 +107,18 @@ public struct Dataset: Sendable, Equatable {
 
     /// The samples at `indices`, in that order (repeats allowed).
     public func subset(_ indices: [Int]) -> Dataset {
-        var selectedInputs: [Float] = []
-        selectedInputs.reserveCapacity(indices.count * featureCount)
-        var selectedLabels: [Int32] = []
-        selectedLabels.reserveCapacity(indices.count)
-        for index in indices {
-            precondition(index >= 0 && index < count, "Dataset.subset: index \(index) out of range 0..<\(count)")
-            selectedInputs.append(contentsOf: inputs[(index * featureCount)..<((index + 1) * featureCount)])
-            selectedLabels.append(labels[index])
+        let featureCount = featureCount, count = count
+        let selectedInputs = inputs.withUnsafeBufferPointer { source in
+            [Float](unsafeUninitializedCapacity: indices.count * featureCount) { selected, initialized in
+                for (row, index) in indices.enumerated() {
+                    precondition(index >= 0 && index < count, "Dataset.subset: index \(index) out of range 0..<\(count)")
+                    (selected.baseAddress! + row * featureCount)
+                        .initialize(from: source.baseAddress! + index * featureCount, count: featureCount)
+                }
+                initialized = indices.count * featureCount
+            }
         }
-        return Dataset(inputs: selectedInputs, labels: selectedLabels, sampleShape: sampleShape)
+        return Dataset(inputs: selectedInputs, labels: indices.map { labels[$0] }, sampleShape: sampleShape)
     }
 
     public static func load(_ source: DatasetSource) throws -> Dataset {

@@ -56,10 +56,10 @@ enum RawDeflate {
         output.reserveCapacity(stopAfter ?? expectedCount)
         var overflowed = false
         var ranOut = false
-        let checksum: CRC32
         do {
-            checksum = try Data.decompress(
-                size: Int64(input.count), bufferSize: bufferSize, skipCRC32: false,
+            // The CRC is zlib's, over the whole output below: ZIPFoundation's own is bytewise.
+            _ = try Data.decompress(
+                size: Int64(input.count), bufferSize: bufferSize, skipCRC32: true,
                 provider: { position, size in
                     let start = Int(position)
                     if size == 0 { return Data() }
@@ -98,6 +98,7 @@ enum RawDeflate {
             throw Failure(message: "the data inflates to \(output.count) bytes, not the recorded \(expectedCount)",
                           isSizeMismatch: true)
         }
+        let checksum = Checksum.crc32(output)
         deliver(output)
         return checksum
     }
@@ -151,7 +152,7 @@ public enum Gzip {
             if hasHeaderCRC {
                 guard position + 2 <= trailerStart else { throw truncatedHeader }
                 let stored = UInt16(bytes[position]) | UInt16(bytes[position + 1]) << 8
-                let computed = UInt16(truncatingIfNeeded: bytes[0..<position].crc32(checksum: 0))
+                let computed = UInt16(truncatingIfNeeded: bytes.withUnsafeBytes { Checksum.crc32(UnsafeRawBufferPointer(rebasing: $0[0..<position])) })
                 guard stored == computed else { throw fail("gzip header CRC mismatch (file corrupt)") }
                 position += 2
             }

@@ -33,10 +33,24 @@ public enum NumpyArchive {
             }
             located.append((name, entry))
         }
+        // Each entry's local header, found once: each is searched for from where the previous one's
+        // data ended (then from the start), so that, in file order, no array's data is scanned
+        // for another's header.
+        var placed: [(name: String, entry: Entry, header: LocalHeader)] = []
+        try fileData.withUnsafeBytes { raw in
+            var searchFrom = 0
+            for (name, entry) in located {
+                guard let header = localHeader(of: entry, in: raw, from: searchFrom) ?? localHeader(of: entry, in: raw, from: 0) else {
+                    throw OrthofuseError("\(path): array '\(name)': zip local header for \(MessageText.quoted(entry.path)) not found (archive corrupt)")
+                }
+                placed.append((name, entry, header))
+                searchFrom = header.dataStart + Int(clamping: entry.compressedSize)
+            }
+        }
         var declared: [String: NumpyArray.Declared] = [:]
-        for (name, entry) in located {
+        for (name, entry, local) in placed {
             let source = "\(path): array '\(name)'"
-            let header = try fileData.withUnsafeBytes { raw in try declaredHeader(entry, in: raw, source: source) }
+            let header = try declaredHeader(entry, local, in: fileData, source: source)
             guard UInt64(header.fileSize) == entry.uncompressedSize else {
                 throw OrthofuseError("\(source): its header declares shape \(NumpyArray.describeShape(header.shape)) of \(header.descr) (\(header.fileSize) bytes with the header) but the zip entry holds \(entry.uncompressedSize) bytes (archive corrupt)")
             }
@@ -46,85 +60,78 @@ public enum NumpyArchive {
         let total = located.reduce(0) { $0 + Int($1.entry.uncompressedSize) }
         try MemoryBudget.check(total, for: "\(path): inflating \(names.joined(separator: " and "))")
         var arrays: [String: NumpyArray] = [:]
-        for (name, entry) in located {
+        for (name, entry, local) in placed {
             let source = "\(path): array '\(name)'"
-            let bytes = try fileData.withUnsafeBytes { raw in
-                try entryContents(entry, in: raw, source: source)
-            }
-            arrays[name] = try NumpyArray.parse(bytes, source: source)
+            arrays[name] = try NumpyArray.parse(entryContents(entry, local, in: fileData, source: source), source: source)
         }
         return arrays
     }
 
     /// The .npy header of `entry`, from the first bytes of its data only.
-    static func declaredHeader(_ entry: Entry, in raw: UnsafeRawBufferPointer, source: String) throws -> NumpyArray.Declared {
+    private static func declaredHeader(_ entry: Entry, _ local: LocalHeader, in file: Data, source: String) throws -> NumpyArray.Declared {
         // The preamble says how long the header is; 64 KiB covers every header NumPy writes by default.
-        var prefix = try entryContents(entry, in: raw, source: source, prefix: 1 << 16)
+        var prefix = try entryContents(entry, local, in: file, source: source, prefix: 1 << 16)
         if prefix.count >= 12, prefix.count == 1 << 16 {
             let declaredLength = Int(prefix[8]) | Int(prefix[9]) << 8 | (prefix[6] == 1 ? 0 : Int(prefix[10]) << 16 | Int(prefix[11]) << 24)
             if declaredLength + 12 > prefix.count, declaredLength <= NumpyArray.maximumHeaderLength {
-                prefix = try entryContents(entry, in: raw, source: source, prefix: declaredLength + 12)
+                prefix = try entryContents(entry, local, in: file, source: source, prefix: declaredLength + 12)
             }
         }
         return try NumpyArray.parseHeader(prefix, source: source)
     }
 
-    /// The uncompressed bytes of `entry`, located, inflated and CRC-checked here with explicit bounds
-    /// rather than through `Archive.extract`, whose Linux inflate loop never ends on a deflate stream
-    /// that runs past the end of the file.
+    /// The uncompressed bytes of `entry` (whose local header is `local`), inflated and CRC-checked
+    /// here with explicit bounds rather than through `Archive.extract`, whose Linux inflate loop
+    /// never ends on a deflate stream that runs past the end of the file. A stored entry is not
+    /// copied: the bytes returned are those of `file` (memory-mapped), kept alive with them.
     /// With `prefix`, only that many bytes from the start (neither CRC nor size is checked then).
-    static func entryContents(_ entry: Entry, in raw: UnsafeRawBufferPointer, source: String, prefix: Int? = nil) throws -> Data {
+    private static func entryContents(_ entry: Entry, _ local: LocalHeader, in file: Data, source: String,
+                                      prefix: Int? = nil) throws -> Data {
         func fail(_ problem: String) -> OrthofuseError { OrthofuseError("\(source): \(problem)") }
-        guard entry.compressedSize <= UInt64(raw.count) else {
+        guard entry.compressedSize <= UInt64(file.count) else {
             throw fail("zip entry claims \(entry.compressedSize) compressed bytes, more than the whole file (archive corrupt)")
         }
         guard entry.uncompressedSize <= UInt64(Int.max) else { throw fail("zip entry size is out of range (archive corrupt)") }
         let compressedSize = Int(entry.compressedSize)
         let uncompressedSize = Int(entry.uncompressedSize)
-        guard let header = localHeader(of: entry, in: raw) else {
-            throw fail("zip local header for \(MessageText.quoted(entry.path)) not found (archive corrupt)")
-        }
-        guard header.flags & 0x0001 == 0 else { throw fail("encrypted zip entries are not supported") }
-        guard header.dataStart <= raw.count, compressedSize <= raw.count - header.dataStart else {
+        guard local.flags & 0x0001 == 0 else { throw fail("encrypted zip entries are not supported") }
+        guard local.dataStart <= file.count, compressedSize <= file.count - local.dataStart else {
             throw fail("zip entry data is truncated (archive corrupt)")
         }
         // A prefix needs only about as many compressed bytes (deflate's stored blocks add 5 per 64 KiB).
         let taken = prefix.map { min(compressedSize, $0 + $0 / 16 + 4096) } ?? compressedSize
-        let compressed = Data(UnsafeRawBufferPointer(rebasing: raw[header.dataStart..<(header.dataStart + taken)]))
-        if let prefix {
-            switch header.method {
-            case CompressionMethod.none.rawValue: return compressed.prefix(prefix)
-            case CompressionMethod.deflate.rawValue:
-                do {
-                    return try RawDeflate.inflatePrefix(compressed, count: prefix)
-                } catch let failure as RawDeflate.Failure {
-                    throw fail("zip entry is damaged: \(failure.message) (archive corrupt)")
-                }
-            default: throw fail("unsupported zip compression method \(header.method) (only stored and deflate)")
-            }
-        }
-        let contents: Data
-        let checksum: CRC32
-        switch header.method {
+        let span = file.startIndex + local.dataStart ..< file.startIndex + local.dataStart + taken
+        switch local.method {
         case CompressionMethod.none.rawValue:
+            if let prefix { return Data(file[span].prefix(prefix)) }
             guard compressedSize == uncompressedSize else {
                 throw fail("stored zip entry has compressed size \(compressedSize) but size \(uncompressedSize) (archive corrupt)")
             }
-            contents = compressed
-            checksum = compressed.crc32(checksum: 0)
+            let contents = sharedBytes(of: file, in: span)
+            guard Checksum.crc32(contents) == entry.checksum else { throw fail("zip entry CRC32 mismatch (archive corrupt)") }
+            return contents
         case CompressionMethod.deflate.rawValue:
+            let compressed = Data(file[span])
             do {
-                (contents, checksum) = try RawDeflate.inflate(compressed, expectedCount: uncompressedSize)
+                if let prefix { return try RawDeflate.inflatePrefix(compressed, count: prefix) }
+                let (contents, checksum) = try RawDeflate.inflate(compressed, expectedCount: uncompressedSize)
+                guard checksum == entry.checksum else { throw fail("zip entry CRC32 mismatch (archive corrupt)") }
+                return contents
             } catch let failure as RawDeflate.Failure {
                 throw fail("zip entry is damaged: \(failure.message) (archive corrupt)")
             }
         default:
-            throw fail("unsupported zip compression method \(header.method) (only stored and deflate)")
+            throw fail("unsupported zip compression method \(local.method) (only stored and deflate)")
         }
-        guard checksum == entry.checksum else {
-            throw fail("zip entry CRC32 mismatch (archive corrupt)")
-        }
-        return contents
+    }
+
+    /// The bytes of `file` in `span` as a Data of their own (indices from 0) without a copy: it
+    /// points into `file`'s storage and holds `file` until it is released.
+    private static func sharedBytes(of file: Data, in span: Range<Int>) -> Data {
+        // Tiny buffers may be held inline, where a pointer does not outlive the access.
+        guard span.count > 64 else { return Data(file[span]) }
+        let start = file.withUnsafeBytes { UnsafeMutableRawPointer(mutating: $0.baseAddress! + (span.lowerBound - file.startIndex)) }
+        return Data(bytesNoCopy: start, count: span.count, deallocator: .custom { _, _ in withExtendedLifetime(file) {} })
     }
 
     private struct LocalHeader {
@@ -133,14 +140,15 @@ public enum NumpyArchive {
         let dataStart: Int
     }
 
-    /// Finds the local file header of `entry` by its signature and name. ZIPFoundation does not
-    /// publish the header offset, and the name, CRC and bounds checks make a false match harmless.
-    private static func localHeader(of entry: Entry, in raw: UnsafeRawBufferPointer) -> LocalHeader? {
+    /// Finds the local file header of `entry` by its signature and name, at `start` or after.
+    /// ZIPFoundation does not publish the header offset, and the name, CRC and bounds checks make
+    /// a false match harmless.
+    private static func localHeader(of entry: Entry, in raw: UnsafeRawBufferPointer, from start: Int) -> LocalHeader? {
         let name = Array(entry.path.utf8)
         let fixedSize = 30
         guard raw.count >= fixedSize + name.count else { return nil }
         let lastStart = raw.count - fixedSize - name.count
-        var searchStart = 0
+        var searchStart = start
         // memchr finds candidate 'P' bytes quickly, which matters for large archives in debug builds.
         while searchStart <= lastStart, let found = memchr(raw.baseAddress! + searchStart, 0x50, lastStart + 1 - searchStart) {
             let offset = raw.baseAddress!.distance(to: UnsafeRawPointer(found))

@@ -150,9 +150,11 @@ public enum Attention {
         }
     }
 
-    /// dqkv [B, T, 3·D] += the gradient of `forward` given dout [B, Q, D], through the saved
-    /// probabilities [B, NH, Q, T]; dscores [Q, T] is scratch (q's gradient reaches the first Q tokens).
-    /// dv += Pᵀ·dout; dP = dout·vᵀ; dS = P ⊙ (dP − rowsum(P ⊙ dP)); dq += dS·k/√hd; dk += dSᵀ·q/√hd.
+    /// dqkv [B, T, 3·D] = the gradient of `forward` given dout [B, Q, D], through the saved
+    /// probabilities [B, NH, Q, T]; dscores [Q, T] is scratch.
+    /// dv = Pᵀ·dout; dP = dout·vᵀ; dS = P ⊙ (dP − rowsum(P ⊙ dP)); dq = dS·k/√hd; dk = dSᵀ·q/√hd.
+    /// Written, not added (each head's block of dqkv is its own, so no zeroing pass is needed), except
+    /// q's gradient of the tokens past the first Q, which is left as it is: the caller zeroes it.
     public static func backward(
         dqkv: UnsafeMutablePointer<Float>, dscores: UnsafeMutablePointer<Float>,
         dout: UnsafePointer<Float>, probabilities: UnsafePointer<Float>, qkv: UnsafePointer<Float>,
@@ -171,14 +173,14 @@ public enum Attention {
                 sgemm(transposeA: false, transposeB: true, m: queries, n: tokens, k: headDim,
                       alpha: 1, a: g, lda: width, b: v, ldb: 3 * width, beta: 0, c: dscores, ldc: tokens)
                 sgemm(transposeA: true, transposeB: false, m: tokens, n: headDim, k: queries,
-                      alpha: 1, a: p, lda: tokens, b: g, ldb: width, beta: 1, c: dv, ldc: 3 * width)
+                      alpha: 1, a: p, lda: tokens, b: g, ldb: width, beta: 0, c: dv, ldc: 3 * width)
                 for row in 0..<queries {
                     softmaxDerivativeInPlace(dscores + row * tokens, probabilities: p + row * tokens, count: tokens)
                 }
                 sgemm(transposeA: false, transposeB: false, m: queries, n: headDim, k: tokens,
-                      alpha: scale, a: dscores, lda: tokens, b: k, ldb: 3 * width, beta: 1, c: dq, ldc: 3 * width)
+                      alpha: scale, a: dscores, lda: tokens, b: k, ldb: 3 * width, beta: 0, c: dq, ldc: 3 * width)
                 sgemm(transposeA: true, transposeB: false, m: tokens, n: headDim, k: queries,
-                      alpha: scale, a: dscores, lda: tokens, b: q, ldb: 3 * width, beta: 1, c: dk, ldc: 3 * width)
+                      alpha: scale, a: dscores, lda: tokens, b: q, ldb: 3 * width, beta: 0, c: dk, ldc: 3 * width)
             }
         }
     }

@@ -544,10 +544,14 @@ public final class ViTBackbone: Backbone {
         let a = blocks[l]
         let width = c.dim, rows = batch * c.tokenCount
         let blockInput = l == 0 ? UnsafePointer(tokens.pointer) : UnsafePointer(blocks[l - 1].output.pointer)
-        qkvGradient.pointer.update(repeating: 0, count: rows * 3 * width)
+        let queries = queries(inBlock: l)
+        if queries < c.tokenCount {
+            // Attention.backward writes q's gradient for the query rows only: the others are zero.
+            qkvGradient.pointer.update(repeating: 0, count: rows * 3 * width)
+        }
         Attention.backward(dqkv: qkvGradient.pointer, dscores: scoreGradient.pointer,
                            dout: attentionGradient.pointer, probabilities: a.probabilities.pointer, qkv: a.qkv.pointer,
-                           batch: batch, tokens: c.tokenCount, heads: c.heads, headDim: c.headDim, queries: queries(inBlock: l))
+                           batch: batch, tokens: c.tokenCount, heads: c.heads, headDim: c.headDim, queries: queries)
         Linear.backward(dinp: normGradient.pointer, dweight: g + o.qkvWeight, dbias: g + o.qkvBias,
                         dout: qkvGradient.pointer, inp: a.norm1.pointer, weight: p + o.qkvWeight,
                         rows: rows, inputs: width, outputs: 3 * width, accumulateInput: false)

@@ -75,6 +75,17 @@ public final class FloatBuffer: @unchecked Sendable {
         return memory.bindMemory(to: Float.self, capacity: max(count, 1))
     }
 
+    /// Asks for 2 MiB pages under the whole 2 MiB-aligned part of fresh, untouched memory of
+    /// `bytes` bytes at `start` (memory another allocator made, such as an array about to be
+    /// filled in one go); below `hugePageThreshold` it does nothing.
+    static func adviseHugePages(_ start: UnsafeMutableRawPointer, bytes: Int) {
+        guard bytes >= hugePageThreshold else { return }
+        let first = (Int(bitPattern: start) + hugePageSize - 1) / hugePageSize * hugePageSize
+        let end = (Int(bitPattern: start) + bytes) / hugePageSize * hugePageSize
+        guard end > first, let aligned = UnsafeMutableRawPointer(bitPattern: first) else { return }
+        _ = madvise(aligned, end - first, MADV_HUGEPAGE)
+    }
+
     public var buffer: UnsafeMutableBufferPointer<Float> {
         UnsafeMutableBufferPointer(start: pointer, count: count)
     }
