@@ -119,13 +119,6 @@ void of_multiply(float *restrict out, const float *restrict a, const float *rest
     for (ptrdiff_t i = 0; i < count; i++) out[i] = a[i] * b[i];
 }
 
-OF_VERSIONED
-void of_broadcast_rows(float *restrict out, const float *restrict row, ptrdiff_t rows, ptrdiff_t count) {
-    for (ptrdiff_t r = 0; r < rows; r++, out += count) {
-        for (ptrdiff_t i = 0; i < count; i++) out[i] = row[i];
-    }
-}
-
 // The flat element-wise operations. `y` and `x` may be the same buffer (y += y), so no restrict.
 OF_VERSIONED
 void of_add(float *y, const float *x, ptrdiff_t count) {

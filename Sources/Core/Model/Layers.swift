@@ -14,7 +14,7 @@ public enum Linear {
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, rows: Int, inputs: Int, outputs: Int
     ) {
         if let bias {
-            of_broadcast_rows(out, bias, rows, outputs)
+            for r in 0..<rows { (out + r * outputs).update(from: bias, count: outputs) }
         }
         sgemm(transposeA: false, transposeB: true, m: rows, n: outputs, k: inputs,
               alpha: 1, a: inp, lda: inputs, b: weight, ldb: inputs,

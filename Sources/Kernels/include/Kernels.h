@@ -20,9 +20,6 @@ void of_quick_gelu_forward_slope(float *out, float *slope, const float *inp, ptr
 /// out = a ⊙ b.
 void of_multiply(float *out, const float *a, const float *b, ptrdiff_t count);
 
-/// out[r, :] = row for each of `rows` rows of `count` values (a bias laid down before a GEMM adds to it).
-void of_broadcast_rows(float *out, const float *row, ptrdiff_t rows, ptrdiff_t count);
-
 /// y += x.
 void of_add(float *y, const float *x, ptrdiff_t count);
 
