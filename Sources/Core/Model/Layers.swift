@@ -8,17 +8,21 @@ import Foundation
 import Kernels
 
 public enum Linear {
-    /// out[B, O] = inp[B, I] · weight[O, I]ᵀ + bias[O]
+    /// out[B, O] = inp[B, I] · weight[O, I]ᵀ + bias[O]. Rows of `inp` lie `inputStride` floats
+    /// apart and rows of `out` `outputStride` apart (default: packed), so that a layer can read or
+    /// write a column block or every k-th row of a larger matrix in place.
     public static func forward(
         out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>,
-        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, rows: Int, inputs: Int, outputs: Int
+        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, rows: Int, inputs: Int, outputs: Int,
+        inputStride: Int? = nil, outputStride: Int? = nil
     ) {
+        let ldInput = inputStride ?? inputs, ldOutput = outputStride ?? outputs
         if let bias {
-            for r in 0..<rows { (out + r * outputs).update(from: bias, count: outputs) }
+            for r in 0..<rows { (out + r * ldOutput).update(from: bias, count: outputs) }
         }
         sgemm(transposeA: false, transposeB: true, m: rows, n: outputs, k: inputs,
-              alpha: 1, a: inp, lda: inputs, b: weight, ldb: inputs,
-              beta: bias == nil ? 0 : 1, c: out, ldc: outputs)
+              alpha: 1, a: inp, lda: ldInput, b: weight, ldb: inputs,
+              beta: bias == nil ? 0 : 1, c: out, ldc: ldOutput)
     }
 
     /// Tangent of the forward pass (JVP): ẏ = ẋ · Wᵀ + x · Ẇᵀ + ḃ, with ẋ nil when the input is
@@ -36,23 +40,27 @@ public enum Linear {
     }
 
     /// dinp[B, I] += dout[B, O] · weight[O, I];  dweight[O, I] += doutᵀ · inp;  dbias[O] += Σ_B dout.
-    /// With `accumulateInput` false, dinp is overwritten (no zeroing pass before).
+    /// With `accumulateInput` false, dinp is overwritten (no zeroing pass before). Rows of `inp`
+    /// and `dinp` lie `inputStride` floats apart, rows of `dout` `outputStride` (as in `forward`).
     public static func backward(
         dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?, dbias: UnsafeMutablePointer<Float>?,
         dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-        rows: Int, inputs: Int, outputs: Int, accumulateInput: Bool = true
+        rows: Int, inputs: Int, outputs: Int, accumulateInput: Bool = true,
+        inputStride: Int? = nil, outputStride: Int? = nil
     ) {
+        let ldInput = inputStride ?? inputs, ldOutput = outputStride ?? outputs
         if let dinp {
             sgemm(transposeA: false, transposeB: false, m: rows, n: inputs, k: outputs,
-                  alpha: 1, a: dout, lda: outputs, b: weight, ldb: inputs, beta: accumulateInput ? 1 : 0, c: dinp, ldc: inputs)
+                  alpha: 1, a: dout, lda: ldOutput, b: weight, ldb: inputs, beta: accumulateInput ? 1 : 0,
+                  c: dinp, ldc: ldInput)
         }
         if let dweight {
             sgemm(transposeA: true, transposeB: false, m: outputs, n: inputs, k: rows,
-                  alpha: 1, a: dout, lda: outputs, b: inp, ldb: inputs, beta: 1, c: dweight, ldc: inputs)
+                  alpha: 1, a: dout, lda: ldOutput, b: inp, ldb: ldInput, beta: 1, c: dweight, ldc: inputs)
         }
         if let dbias {
             for r in 0..<rows {
-                ElementWise.add(dbias, dout + r * outputs, count: outputs)
+                ElementWise.add(dbias, dout + r * ldOutput, count: outputs)
             }
         }
     }

@@ -414,8 +414,7 @@ public final class ViTBackbone: Backbone {
             LayerNorm.forward(out: a.norm1.pointer, mean: a.norm1Mean.pointer, rstd: a.norm1Rstd.pointer, inp: x,
                               weight: p + o.norm1Weight, bias: p + o.norm1Bias,
                               rows: rows, width: width, epsilon: c.layerNormEpsilon)
-            Linear.forward(out: a.qkv.pointer, inp: a.norm1.pointer, weight: p + o.qkvWeight, bias: p + o.qkvBias,
-                           rows: rows, inputs: width, outputs: 3 * width)
+            Self.qkvForward(a, o, parameters: p, batch: batch, queries: queries, tokens: tokenCount, width: width)
             Attention.forward(out: a.attention.pointer, probabilities: a.probabilities.pointer, qkv: a.qkv.pointer,
                               batch: batch, tokens: tokenCount, heads: c.heads, headDim: c.headDim, queries: queries)
             Linear.forward(out: a.afterAttention.pointer, inp: a.attention.pointer,
@@ -440,6 +439,52 @@ public final class ViTBackbone: Backbone {
         Self.project(projected.pointer, pooled.pointer, projection: p + projectionOffset, beta: 0,
                      batch: batch, width: width, outputs: c.featureCount)
         return UnsafePointer(projected.pointer)
+    }
+
+    /// qkv [B·T, 3·D] of one block from its norm1 output: keys and values of every token, queries
+    /// of the first `queries` tokens of each sample only (the last block's class rows: the other
+    /// rows' q is never read, so it is left as it is).
+    private static func qkvForward(_ a: BlockActivations, _ o: BlockOffsets, parameters p: UnsafePointer<Float>,
+                                   batch: Int, queries: Int, tokens: Int, width: Int) {
+        let rows = batch * tokens
+        guard queries < tokens else {
+            Linear.forward(out: a.qkv.pointer, inp: a.norm1.pointer, weight: p + o.qkvWeight, bias: p + o.qkvBias,
+                           rows: rows, inputs: width, outputs: 3 * width)
+            return
+        }
+        // qkv.weight is [3·D, D] (q, k, v stacked): rows D..<3D give k and v, written beside q.
+        Linear.forward(out: a.qkv.pointer + width, inp: a.norm1.pointer, weight: p + o.qkvWeight + width * width,
+                       bias: p + o.qkvBias + width, rows: rows, inputs: width, outputs: 2 * width, outputStride: 3 * width)
+        for q in 0..<queries {
+            Linear.forward(out: a.qkv.pointer + q * 3 * width, inp: a.norm1.pointer + q * width,
+                           weight: p + o.qkvWeight, bias: p + o.qkvBias, rows: batch, inputs: width, outputs: width,
+                           inputStride: tokens * width, outputStride: tokens * 3 * width)
+        }
+    }
+
+    /// The gradient through `qkvForward`: dqkv [B·T, 3·D] (q's part read at the query rows only)
+    /// into dnorm1 [B·T, D] (overwritten) and the qkv weight and bias gradients (added).
+    private static func qkvBackward(_ a: BlockActivations, _ o: BlockOffsets, dqkv: UnsafePointer<Float>,
+                                    dnorm1: UnsafeMutablePointer<Float>, parameters p: UnsafePointer<Float>,
+                                    parameterGradient g: UnsafeMutablePointer<Float>,
+                                    batch: Int, queries: Int, tokens: Int, width: Int) {
+        let rows = batch * tokens
+        guard queries < tokens else {
+            Linear.backward(dinp: dnorm1, dweight: g + o.qkvWeight, dbias: g + o.qkvBias,
+                            dout: dqkv, inp: a.norm1.pointer, weight: p + o.qkvWeight,
+                            rows: rows, inputs: width, outputs: 3 * width, accumulateInput: false)
+            return
+        }
+        let kv = width * width
+        Linear.backward(dinp: dnorm1, dweight: g + o.qkvWeight + kv, dbias: g + o.qkvBias + width,
+                        dout: dqkv + width, inp: a.norm1.pointer, weight: p + o.qkvWeight + kv,
+                        rows: rows, inputs: width, outputs: 2 * width, accumulateInput: false, outputStride: 3 * width)
+        for q in 0..<queries {
+            Linear.backward(dinp: dnorm1 + q * width, dweight: g + o.qkvWeight, dbias: g + o.qkvBias,
+                            dout: dqkv + q * 3 * width, inp: a.norm1.pointer + q * width, weight: p + o.qkvWeight,
+                            rows: batch, inputs: width, outputs: width, accumulateInput: true,
+                            inputStride: tokens * width, outputStride: tokens * 3 * width)
+        }
     }
 
     /// out[B, E] = beta·out + x[B, D] · projection[D, E] (open_clip's `x @ proj`: no transpose).
@@ -545,16 +590,12 @@ public final class ViTBackbone: Backbone {
         let width = c.dim, rows = batch * c.tokenCount
         let blockInput = l == 0 ? UnsafePointer(tokens.pointer) : UnsafePointer(blocks[l - 1].output.pointer)
         let queries = queries(inBlock: l)
-        if queries < c.tokenCount {
-            // Attention.backward writes q's gradient for the query rows only: the others are zero.
-            qkvGradient.pointer.update(repeating: 0, count: rows * 3 * width)
-        }
+        // Attention.backward writes q's gradient for the query rows only, and qkvBackward reads no other.
         Attention.backward(dqkv: qkvGradient.pointer, dscores: scoreGradient.pointer,
                            dout: attentionGradient.pointer, probabilities: a.probabilities.pointer, qkv: a.qkv.pointer,
                            batch: batch, tokens: c.tokenCount, heads: c.heads, headDim: c.headDim, queries: queries)
-        Linear.backward(dinp: normGradient.pointer, dweight: g + o.qkvWeight, dbias: g + o.qkvBias,
-                        dout: qkvGradient.pointer, inp: a.norm1.pointer, weight: p + o.qkvWeight,
-                        rows: rows, inputs: width, outputs: 3 * width, accumulateInput: false)
+        Self.qkvBackward(a, o, dqkv: qkvGradient.pointer, dnorm1: normGradient.pointer, parameters: p, parameterGradient: g,
+                         batch: batch, queries: queries, tokens: c.tokenCount, width: width)
         LayerNorm.backward(dinp: streamGradient.pointer, dweight: g + o.norm1Weight, dbias: g + o.norm1Bias,
                            dout: normGradient.pointer, inp: blockInput, weight: p + o.norm1Weight,
                            mean: a.norm1Mean.pointer, rstd: a.norm1Rstd.pointer, rows: rows, width: width)
