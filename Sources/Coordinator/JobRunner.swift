@@ -482,8 +482,14 @@ public final class JobRunner {
                 })
         }
 
-        // Validation accuracy of every (α, task) pair; every rank picks the same α.
-        let validationAll = try accuracies(alphas: grid, split: \.validation)
+        // Validation accuracy of every (α, task) pair, each task's grid by its owner in one pass
+        // (an MLP's first layer is computed twice, not once per α); every rank picks the same α.
+        let validationAll = try evaluator.runPerTask(taskCount: tasks.count, perTask: grid.count) { task in
+            let result = results[task]!
+            return Evaluation.accuraciesAlongLine(backbone: backbone, base: base, direction: mergedVector, alphas: grid,
+                                                  head: result.head, data: result.data.validation,
+                                                  linearizedAround: linearization)
+        }
         var curve: [RunReport.AlphaPoint] = []
         var bestIndex = 0
         var bestScore = -Double.infinity

@@ -28,7 +28,7 @@ public struct MLPConfiguration: Sendable, Equatable {
     }
 }
 
-public final class MLPBackbone: Backbone {
+public final class MLPBackbone: AffineInputBackbone {
     public let configuration: MLPConfiguration
     public let layout: ParameterLayout
     public let maxBatch: Int
@@ -60,19 +60,35 @@ public final class MLPBackbone: Backbone {
 
     public func forward(parameters: UnsafePointer<Float>, inputs: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
         precondition(batch <= maxBatch, "batch \(batch) exceeds the workspace (\(maxBatch))")
-        var layerInput = inputs
-        var fanIn = configuration.inputCount
-        for (i, width) in configuration.hidden.enumerated() {
-            let weight = parameters + layout.offsets[2 * i]
-            let bias = parameters + layout.offsets[2 * i + 1]
-            Linear.forward(out: preActivations[i].pointer, inp: layerInput, weight: weight, bias: bias,
-                           rows: batch, inputs: fanIn, outputs: width)
+        Linear.forward(out: preActivations[0].pointer, inp: inputs, weight: parameters + layout.offsets[0],
+                       bias: parameters + layout.offsets[1], rows: batch, inputs: configuration.inputCount,
+                       outputs: configuration.hidden[0])
+        return forwardAfterFirstLinear(parameters: parameters, batch: batch)
+    }
+
+    /// The activations from layer 0's pre-activation (in preActivations[0]) on.
+    private func forwardAfterFirstLinear(parameters: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+        let hidden = configuration.hidden
+        for (i, width) in hidden.enumerated() {
+            if i > 0 {
+                Linear.forward(out: preActivations[i].pointer, inp: activations[i - 1].pointer,
+                               weight: parameters + layout.offsets[2 * i], bias: parameters + layout.offsets[2 * i + 1],
+                               rows: batch, inputs: hidden[i - 1], outputs: width)
+            }
             configuration.activation.forward(out: activations[i].pointer, inp: preActivations[i].pointer,
                                              count: batch * width)
-            layerInput = UnsafePointer(activations[i].pointer)
-            fanIn = width
         }
-        return layerInput
+        return UnsafePointer(activations[hidden.count - 1].pointer)
+    }
+
+    public var firstLayer: (weight: Int, bias: Int, outputs: Int) {
+        (layout.offsets[0], layout.offsets[1], configuration.hidden[0])
+    }
+
+    public func forward(parameters: UnsafePointer<Float>, firstPreActivation: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+        precondition(batch <= maxBatch, "batch \(batch) exceeds the workspace (\(maxBatch))")
+        preActivations[0].pointer.update(from: firstPreActivation, count: batch * configuration.hidden[0])
+        return forwardAfterFirstLinear(parameters: parameters, batch: batch)
     }
 
     public func backward(

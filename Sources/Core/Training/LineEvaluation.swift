@@ -1,0 +1,78 @@
+// LineEvaluation: accuracies of the models θ0 + α·Δ for a grid of α on one dataset (the α search
+// of a merge), with the first layer's two products shared by every α when it is affine.
+//
+// The first Linear of an MLP maps x to W·x + b. Along the line θ0 + α·Δ its pre-activation is
+// (W0·x + b0) + α·(ΔW·x + Δb): two products for the whole grid instead of one per α, and for the
+// MLP 784-256-256 the first layer is three quarters of the forward pass. The sum is the same
+// model's pre-activation rounded in another order (a few ulps apart from multiplying by
+// W0 + α·ΔW), so an accuracy can differ only where two logits tie to within that rounding.
+
+/// A backbone whose first layer is W·x + b, with W [outputs, inputCount] and b [outputs] stored
+/// at `firstLayer` offsets of θ, followed by the rest of the network.
+public protocol AffineInputBackbone: Backbone {
+    var firstLayer: (weight: Int, bias: Int, outputs: Int) { get }
+    /// Features for `batch` rows whose first-layer pre-activation [batch, outputs] is given; the
+    /// layers after it use `parameters` (its first layer is not read).
+    func forward(parameters: UnsafePointer<Float>, firstPreActivation: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float>
+}
+
+extension Evaluation {
+    /// The most floats the shared pre-activations (two per sample and first-layer output) may take
+    /// before the grid falls back to one full pass per α.
+    static let lineScratchBudget = 64 << 20
+
+    /// Top-1 accuracy of θ(α) = base + α·direction on `data` for every α of `alphas`, in order; with
+    /// `linearizedAround` θ0 each model is the linearized f(x; θ0) + J(x; θ0)(θ(α) − θ0).
+    public static func accuraciesAlongLine(
+        backbone: any Backbone, base: FloatBuffer, direction: FloatBuffer, alphas: [Double],
+        head: ClassificationHead, data: Dataset, linearizedAround linearization: FloatBuffer? = nil
+    ) -> [Double] {
+        let model = FloatBuffer(count: base.count)
+        if linearization == nil, let affine = backbone as? AffineInputBackbone, data.count > 0,
+           2 * data.count * affine.firstLayer.outputs <= lineScratchBudget {
+            return accuraciesAlongLine(affine, base: base, direction: direction, alphas: alphas, head: head, data: data,
+                                       model: model)
+        }
+        return alphas.map { alpha in
+            TaskArithmetic.merge(base: base, taskVectorSum: direction, alpha: Float(alpha), into: model)
+            return accuracy(backbone: backbone, parameters: model, head: head, data: data, linearizedAround: linearization)
+        }
+    }
+
+    private static func accuraciesAlongLine(
+        _ backbone: any AffineInputBackbone, base: FloatBuffer, direction: FloatBuffer, alphas: [Double],
+        head: ClassificationHead, data: Dataset, model: FloatBuffer
+    ) -> [Double] {
+        let (weight, bias, width) = backbone.firstLayer
+        let inputs = data.featureCount
+        // u = W0·x + b0 and v = ΔW·x + Δb for every sample, [count, width] each.
+        let atBase = FloatBuffer(count: data.count * width), alongDirection = FloatBuffer(count: data.count * width)
+        data.inputs.withUnsafeBufferPointer { x in
+            for (out, parameters) in [(atBase, base), (alongDirection, direction)] {
+                Linear.forward(out: out.pointer, inp: x.baseAddress!, weight: parameters.pointer + weight,
+                               bias: parameters.pointer + bias, rows: data.count, inputs: inputs, outputs: width)
+            }
+        }
+        let chunk = backbone.maxBatch
+        let preActivation = FloatBuffer(count: chunk * width)
+        let logits = FloatBuffer(count: chunk * head.classes)
+        return alphas.map { alpha in
+            TaskArithmetic.merge(base: base, taskVectorSum: direction, alpha: Float(alpha), into: model)
+            var correct = 0
+            var start = 0
+            while start < data.count {
+                let rows = min(chunk, data.count - start), offset = start * width
+                preActivation.pointer.update(from: atBase.pointer + offset, count: rows * width)
+                ElementWise.axpy(preActivation.pointer, Float(alpha), alongDirection.pointer + offset, count: rows * width)
+                let features = backbone.forward(parameters: model.pointer, firstPreActivation: preActivation.pointer, batch: rows)
+                head.forward(logits: logits.pointer, features: features, batch: rows)
+                for row in 0..<rows
+                where Int32(CrossEntropy.argmax(logits.pointer, row: row, classes: head.classes)) == data.labels[start + row] {
+                    correct += 1
+                }
+                start += rows
+            }
+            return Double(correct) / Double(data.count)
+        }
+    }
+}
