@@ -9,9 +9,9 @@
 #               four training sets; cached in the work folder, not timed)
 #   --arch vit: the ViT of models/vit-w64.safetensors (patch 7, width 64, depth 4), 300 steps
 #
-#   --micro-batches M: finetune.micro_batches of the orthofuse job (default: the job default, 4,
-#               which lets spare ranks share a task; with no more ranks than tasks nothing is
-#               shared and 1 does the twin's full-batch work in one pass)
+#   --micro-batches M: finetune.micro_batches of the orthofuse job (default: the job default, 1
+#               for the MLP and 4 for the ViT, whose step is faster cut in four; with no more ranks
+#               than tasks nothing is shared, and 1 does the twin's full-batch work in one pass)
 #
 # Usage: scripts/bench_job.sh [--arch mlp|vit] [--steps N] [--ranks R] [--micro-batches M] [--work DIR]
 #        (PYTHON=... picks the interpreter with torch, safetensors and, for the ViT, timm)

@@ -93,7 +93,12 @@ public struct JobConfig: Sendable, Equatable, Codable {
             validationFraction >= 0 && validationFraction <= 0.5, .validationFraction, "must be in [0, 0.5]"
         )
         validationMax = try container.integer(.validationMax, in: 0...JobLimits.validationExamples, default: 5000)
-        finetune = try container.required(FineTuneConfig.self, .finetune)
+        var finetune = try container.required(FineTuneConfig.self, .finetune)
+        if try !container.nestedContainer(keyedBy: FineTuneConfig.CodingKeys.self, forKey: .finetune).contains(.microBatches) {
+            finetune.microBatches = FineTuneConfig.defaultMicroBatches(batchSize: finetune.batchSize,
+                                                                       architecture: model.architecture)
+        }
+        self.finetune = finetune
         if finetune.mode == .attention, case .mlp = model.architecture {
             throw container.invalid(
                 .finetune, [FineTuneConfig.CodingKeys.mode], "attention needs arch: vit or clip_vit (an MLP has no attention)"

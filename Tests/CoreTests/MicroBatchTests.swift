@@ -245,17 +245,32 @@ final class MicroBatchTests: XCTestCase {
                                        origin: "job.yaml", baseDirectory: directory)
         XCTAssertEqual(four.finetune.microBatches, 4)
         XCTAssertEqual(try JobConfig.parse(four.canonicalYAML, origin: "copy.yaml", baseDirectory: directory), four)
-        // The default: 4 when micro-batches keep at least 8 rows, else 1; written out in the canonical job.
+        // The default for an MLP: 1 (its step is slower cut up); written out in the canonical job.
         let byDefault = try JobConfig.parse(job.replacingOccurrences(of: ", micro_batches: 3", with: ""),
                                             origin: "job.yaml", baseDirectory: directory)
-        XCTAssertEqual(byDefault.finetune.microBatches, 4)
-        XCTAssertEqual(byDefault.configHash, four.configHash, "the default is the same job as saying 4")
-        let small = try JobConfig.parse(job.replacingOccurrences(of: "batch_size: 128, micro_batches: 3", with: "batch_size: 24"),
-                                        origin: "job.yaml", baseDirectory: directory)
-        XCTAssertEqual(small.finetune.microBatches, 1, "24 rows would make micro-batches of 6")
-        XCTAssertTrue(small.canonicalYAML.contains("micro_batches: 1\n"), small.canonicalYAML)
+        XCTAssertEqual(byDefault.finetune.microBatches, 1)
+        XCTAssertTrue(byDefault.canonicalYAML.contains("micro_batches: 1\n"), byDefault.canonicalYAML)
         let one = try JobConfig.parse(job.replacingOccurrences(of: "micro_batches: 3", with: "micro_batches: 1"),
                                       origin: "job.yaml", baseDirectory: directory)
+        XCTAssertEqual(byDefault.configHash, one.configHash, "the default is the same job as saying 1")
         XCTAssertNotEqual(one.configHash, four.configHash)
+    }
+
+    func testTransformerJobsCutTheBatchInFourByDefault() throws {
+        func parse(batch: Int, microBatches: String = "") throws -> JobConfig {
+            try JobConfig.parse("""
+                name: q
+                model: {arch: vit, input: [1, 8, 8], patch: 4, width: 8, depth: 1, heads: 2}
+                tasks:
+                  - {name: a, classes: 4, train: a.npz, test: b.npz}
+                finetune: {steps: 10, batch_size: \(batch)\(microBatches)}
+                output: out
+                """, origin: "job.yaml", baseDirectory: URL(fileURLWithPath: "/srv/jobs", isDirectory: true))
+        }
+        // 4 when micro-batches keep at least 8 rows, else 1; a value the job gives is kept.
+        XCTAssertEqual(try parse(batch: 128).finetune.microBatches, 4)
+        XCTAssertEqual(try parse(batch: 128).configHash, try parse(batch: 128, microBatches: ", micro_batches: 4").configHash)
+        XCTAssertEqual(try parse(batch: 24).finetune.microBatches, 1, "24 rows would make micro-batches of 6")
+        XCTAssertEqual(try parse(batch: 128, microBatches: ", micro_batches: 2").finetune.microBatches, 2)
     }
 }
