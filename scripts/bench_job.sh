@@ -3,7 +3,8 @@
 # time) beside its PyTorch twin (scripts/job_torch.py: the same pipeline, tasks one after another,
 # every core as a torch thread), in the same run on this machine. Four tasks (mnist,
 # fashion_mnist, animal_mnist, digits), linear-probe heads, OrthoReg λ 1 (Frobenius), task
-# arithmetic with α over 21 points chosen on validation. Prints both JSON lines and the ratio.
+# arithmetic with α over 21 points chosen on validation. The two pipelines take turns `--repeats`
+# times (default 3); prints every run's JSON line, then the median ratio and its range.
 #
 #   --arch mlp: MLP 784-256-256, 1,000 steps, θ0 pre-trained here once (300 steps on 5 % of the
 #               four training sets; cached in the work folder, not timed)
@@ -13,7 +14,7 @@
 #               for the MLP and 4 for the ViT, whose step is faster cut in four; with no more ranks
 #               than tasks nothing is shared, and 1 does the twin's full-batch work in one pass)
 #
-# Usage: scripts/bench_job.sh [--arch mlp|vit] [--steps N] [--ranks R] [--micro-batches M] [--work DIR]
+# Usage: scripts/bench_job.sh [--arch mlp|vit] [--steps N] [--ranks R] [--micro-batches M] [--repeats K] [--work DIR]
 #        (PYTHON=... picks the interpreter with torch, safetensors and, for the ViT, timm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,7 @@ arch=mlp
 steps=""
 micro=""
 ranks=$(nproc)
+repeats=3
 work=/tmp/orthofuse-bench-job
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -30,6 +32,7 @@ while [[ $# -gt 0 ]]; do
         --ranks) ranks="$2"; shift 2 ;;
         --micro-batches) micro="$2"; shift 2 ;;
         --work) work="$2"; shift 2 ;;
+        --repeats) repeats="$2"; shift 2 ;;
         *) echo "bench_job.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -94,11 +97,13 @@ head: {steps: 300, batch_size: 256, optimizer: {name: adamw, lr: 1.0e-2, weight_
 merge: {methods: [task_arithmetic], alpha: {from: 0.0, to: 1.0, count: 21}}
 evaluate: {disentanglement: false}
 EOF
-rm -rf "$work/$arch-run"
-started=$(date +%s.%N)
-cluster/launch.sh -np "$ranks" "$orthofuse" run "$job" -q >/dev/null
-finished=$(date +%s.%N)
-ours=$("$python" - "$work/$arch-run/report.json" "$started" "$finished" "$ranks" "$arch" "$steps" <<'EOF'
+run_ours() {
+    rm -rf "$work/$arch-run"
+    local started finished
+    started=$(date +%s.%N)
+    cluster/launch.sh -np "$ranks" "$orthofuse" run "$job" -q >/dev/null
+    finished=$(date +%s.%N)
+    "$python" - "$work/$arch-run/report.json" "$started" "$finished" "$ranks" "$arch" "$steps" <<'EOF'
 import json, sys
 report = json.load(open(sys.argv[1]))
 merge = report["merges"][0]
@@ -111,16 +116,31 @@ print(json.dumps({"pipeline": "orthofuse", "arch": sys.argv[5], "tasks": len(tas
                   "merged": round(merge["absolute_accuracy"], 4),
                   "phases": {p["phase"]: round(p["seconds"], 2) for p in report["run"].get("phases", [])}}))
 EOF
-)
-echo "$ours"
-theirs=$(cd scripts && "$python" job_torch.py "${torch_model[@]}" --base "$base" --data "$root/data" \
-    --tasks "$(IFS=,; echo "${tasks[*]}")" --steps "$steps" --lr "$lr" --warmup "$warmup" --threads "$ranks")
-echo "$theirs"
-"$python" - "$ours" "$theirs" <<'EOF'
-import json, sys
-ours, theirs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"whole {ours['arch']} job ({ours['tasks']} tasks, {ours['steps']} steps, OrthoReg 1): "
-      f"orthofuse {ours['seconds']:.1f} s on {ours['ranks']} ranks, torch {theirs['seconds']:.1f} s on "
-      f"{theirs['threads']} threads: torch/orthofuse {theirs['seconds'] / ours['seconds']:.2f}x; "
-      f"merged accuracy {ours['merged']:.4f} vs {theirs['merged']:.4f}")
+}
+run_theirs() {
+    (cd scripts && "$python" job_torch.py "${torch_model[@]}" --base "$base" --data "$root/data" \
+        --tasks "$(IFS=,; echo "${tasks[*]}")" --steps "$steps" --lr "$lr" --warmup "$warmup" --threads "$ranks")
+}
+
+# The two pipelines take turns, so that a slow spell of a shared machine falls on both.
+runs=""
+for ((repeat = 1; repeat <= repeats; repeat++)); do
+    ours=$(run_ours)
+    echo "$ours"
+    theirs=$(run_theirs)
+    echo "$theirs"
+    runs+="$ours"$'\n'"$theirs"$'\n'
+done
+"$python" - "$runs" <<'EOF'
+import json, statistics, sys
+runs = [json.loads(line) for line in sys.argv[1].splitlines() if line.strip()]
+ours = [r for r in runs if r["pipeline"] == "orthofuse"]
+theirs = [r for r in runs if r["pipeline"] == "torch"]
+ratios = [t["seconds"] / o["seconds"] for o, t in zip(ours, theirs)]
+mine, twin = ours[0], theirs[0]
+print(f"whole {mine['arch']} job ({mine['tasks']} tasks, {mine['steps']} steps, OrthoReg 1), median of {len(ratios)}: "
+      f"orthofuse {statistics.median(o['seconds'] for o in ours):.1f} s on {mine['ranks']} ranks, "
+      f"torch {statistics.median(t['seconds'] for t in theirs):.1f} s on {twin['threads']} threads: "
+      f"torch/orthofuse {statistics.median(ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f}); "
+      f"merged accuracy {mine['merged']:.4f} vs {twin['merged']:.4f}")
 EOF

@@ -4,7 +4,7 @@
 # (scripts/bench.sh), the whole MLP and ViT jobs against their PyTorch twin (scripts/bench_job.sh),
 # the task-vector exchange against a bare MPI_Allgather (orthofuse bench allgather), and merging
 # real checkpoints against mergekit (scripts/bench_checkpoint_merge.sh). Run it on an idle machine:
-# the parts take turns on every core. About 15 minutes on 2 cores.
+# the parts take turns on every core. About 25 minutes on 2 cores (each job pair three times).
 #
 # Usage: scripts/performance.sh [--skip-merge]
 #   PYTHON: the interpreter with torch, safetensors and timm (default python3)
