@@ -15,8 +15,11 @@
 # - root needs --allow-run-as-root; more ranks than cores need --oversubscribe;
 # - --bind-to none: otherwise OpenMPI pins every rank of a small machine to one core;
 # - pml ob1: MPI_Init about 3x faster here than the default (ucx probing);
-# - OpenBLAS: one thread per rank (ranks are the parallelism); the kernels for each node's CPU are
-#   chosen by orthofuse itself (Core/Numerics/BLASEnvironment.swift), so nodes may differ;
+# - OpenBLAS: one thread per rank (ranks are the parallelism); one kernel family for every rank,
+#   the one orthofuse chooses for this host's CPU (`orthofuse doctor --blas-env`), unless
+#   OPENBLAS_CORETYPE is set: GEMMs of two families round differently, so task vectors would
+#   depend on placement. A rank whose CPU cannot run it stops with one line saying what to set;
+#   a job whose ranks still differ (mpirun started another way) says so in its log;
 # - mpirun's help blocks are kept off the terminal: orthofuse's rank 0 prints the one line that says
 #   what happened (a job error, or "the job was stopped" when another rank died); when it could not
 #   (rank 0 itself was killed), this script prints the cause it read from mpirun's notice.
@@ -55,7 +58,11 @@ if [[ -z "${ORTHOFUSE_PROGRESS:-}" ]]; then
 fi
 
 exported=(-x OPENBLAS_NUM_THREADS -x OMPI_MCA_pml -x ORTHOFUSE_PROGRESS)
-# A core type the user set is passed on; otherwise each rank picks its own CPU's kernels.
+# The kernel family: the user's, else the one orthofuse picks for this host's CPU, for every rank.
+if [[ -z "${OPENBLAS_CORETYPE:-}" && "$(basename "$1")" == orthofuse && -x "$1" ]]; then
+    coretype=$("$1" doctor --blas-env 2>/dev/null | sed -n 's/^OPENBLAS_CORETYPE=//p' || true)
+    if [[ -n "$coretype" ]]; then export OPENBLAS_CORETYPE="$coretype"; fi
+fi
 if [[ -n "${OPENBLAS_CORETYPE:-}" ]]; then exported+=(-x OPENBLAS_CORETYPE); fi
 
 notice=$(mktemp) passed=$(mktemp)

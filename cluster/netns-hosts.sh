@@ -53,13 +53,20 @@ run() {
     trap 'rm -f "$hostfile"' RETURN
     for i in $(seq 1 "$count"); do echo "$subnet_prefix.$i slots=1" >> "$hostfile"; done
     export OPENBLAS_NUM_THREADS=1
+    local blas=(-x OPENBLAS_NUM_THREADS)
+    # One kernel family on every rank: orthofuse's choice for this CPU (the program is "$1").
+    if [[ -z "${OPENBLAS_CORETYPE:-}" && "$(basename "$1")" == orthofuse && -x "$1" ]]; then
+        OPENBLAS_CORETYPE=$("$1" doctor --blas-env | sed -n 's/^OPENBLAS_CORETYPE=//p')
+        export OPENBLAS_CORETYPE
+    fi
+    if [[ -n "${OPENBLAS_CORETYPE:-}" ]]; then blas+=(-x OPENBLAS_CORETYPE); fi
     mpirun --allow-run-as-root --bind-to none -np "$count" --hostfile "$hostfile" \
         --mca plm_rsh_agent "$PWD/cluster/netns-agent.sh" \
         --mca pml ob1 --mca btl self,tcp \
         --mca btl_tcp_if_include "$subnet_prefix.0/24" --mca oob_tcp_if_include "$subnet_prefix.0/24" \
         --mca mpi_yield_when_idle 1 \
         --mca oob_tcp_keepalive_time 2 --mca oob_tcp_keepalive_intvl 1 --mca oob_tcp_keepalive_probes 3 \
-        -x OPENBLAS_NUM_THREADS -x PATH \
+        "${blas[@]}" -x PATH \
         "$@"
 }
 

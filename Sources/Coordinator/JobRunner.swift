@@ -72,9 +72,13 @@ public final class JobRunner {
         let (keeper, lock) = try PhaseAgreement.run(communicator) { try isCoordinator ? openOutput() : (nil, nil) }
         defer { lock?.release() }
         clock.end("output")
+        let kernels = try BLASAgreement.gather(communicator)
         if isCoordinator {
+            let mixed = BLASAgreement.disagreement(kernels)
+            let everywhere = communicator.size > 1 && mixed == nil ? " on every rank" : ""
             console.info("job '\(plan.name)': \(plan.tasks.count) tasks on \(communicator.size) rank(s), "
-                + "model \(layout.totalCount) parameters, mode \(plan.mode.rawValue), OpenBLAS \(BLASRuntime.coreName)")
+                + "model \(layout.totalCount) parameters, mode \(plan.mode.rawValue), OpenBLAS \(BLASRuntime.coreName)\(everywhere)")
+            if let mixed { console.info("warning: \(mixed)") }
         }
 
         // 2. θ0

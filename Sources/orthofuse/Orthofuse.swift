@@ -128,7 +128,18 @@ struct Doctor: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check this installation: MPI collectives on every rank, OpenBLAS kernels and speed.")
 
+    @Flag(help: "Print only the OpenBLAS settings orthofuse runs with here (NAME=value lines, no MPI), for launchers to pass to every rank.")
+    var blasEnv = false
+
     func run() throws {
+        if blasEnv {
+            // After BLASEnvironment.ensureCoreType: the user's value, or the one chosen for this CPU.
+            if let core = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? BLASEnvironment.detectCoreType() {
+                print("OPENBLAS_CORETYPE=\(core)")
+            }
+            print("OPENBLAS_NUM_THREADS=1")
+            return
+        }
         let communicator = try Launch.makeCommunicator()
         defer { Launch.finish(communicator) }
         let lines = try CommunicatorSelfCheck.run(communicator)
