@@ -77,20 +77,28 @@ struct AnalysisStage {
         let grid = negation.alphaGrid
         let control = negation.control
         typealias Item = DistributedEvaluation.Item
-        // Model k·|grid| + a is θ0 − grid[a]·τ_targets[k]; items: (target, control) per model.
-        var items: [Item] = []
-        for k in negation.targets.indices {
-            for a in grid.indices {
-                items.append(Item(model: k * grid.count + a, task: negation.targets[k]))
-                items.append(Item(model: k * grid.count + a, task: control))
+        // Slot (k·|grid| + a)·2 + r: θ0 − grid[a]·τ_targets[k] on the target's (r = 0) or the control's
+        // (r = 1) validation split, each task's grids by its owner in one pass per grid (an MLP's
+        // first layer twice per grid, not once per α).
+        let slots = negation.targets.count * grid.count * 2
+        let taskCount = plan.tasks.count
+        let measured = try evaluator.runPerTask(taskCount: taskCount, perTask: slots) { task in
+            var values = [Double](repeating: 0, count: slots)
+            for (k, target) in negation.targets.enumerated() {
+                for role in [0, 1] where (role == 0 ? target : control) == task {
+                    let curve = Evaluation.accuraciesAlongLine(
+                        backbone: backbone, base: base, direction: taskVectors[target], alphas: grid.map { -$0 },
+                        head: heads[task], data: results[task]!.data.validation, linearizedAround: linearization)
+                    for a in grid.indices { values[(k * grid.count + a) * 2 + role] = curve[a] }
+                }
             }
+            return values
         }
-        let validation = try evaluator.run(items, parameterCount: base.count, build: { model, parameters in
-            WeightDisentanglement.combine(base: base, [(taskVectors[negation.targets[model / grid.count]],
-                                                        -grid[model % grid.count])], into: parameters)
-        }, measure: { index, parameters in
-            accuracy(parameters, task: items[index].task, split: .validation)
-        })
+        // Slot v of task t is measured[v·T + t]: the target's slots by the target, the control's by the control.
+        let validation = (0..<slots).map { slot in
+            let k = slot / 2 / grid.count
+            return measured[slot * taskCount + (slot % 2 == 0 ? negation.targets[k] : control)]
+        }
 
         let controlBase = entries[control].zeroShotValidationAccuracy
         var chosen: [(index: Int, constraintMet: Bool)] = []
