@@ -146,6 +146,23 @@ void of_scale(float *x, float a, ptrdiff_t count) {
     for (ptrdiff_t i = 0; i < count; i++) x[i] *= a;
 }
 
+/// c[j][i] = c[i][j] for i < j: the upper triangle of a row-major n × n matrix copied onto the
+/// lower, tile by tile, so that both the column reads and the row writes stay within a few cache
+/// lines (row by row, every read of a 256 × 256 matrix touched another line).
+void of_mirror_upper(float *c, ptrdiff_t n) {
+    enum { tile = 32 };
+    for (ptrdiff_t top = 0; top < n; top += tile) {
+        const ptrdiff_t bottom = top + tile < n ? top + tile : n;
+        for (ptrdiff_t left = 0; left <= top; left += tile) {
+            const ptrdiff_t right = left + tile < n ? left + tile : n;
+            for (ptrdiff_t row = top; row < bottom; row++) {
+                const ptrdiff_t end = right < row ? right : row;
+                for (ptrdiff_t column = left; column < end; column++) c[row * n + column] = c[column * n + row];
+            }
+        }
+    }
+}
+
 OF_VERSIONED
 void of_adamw(float *restrict parameters, const float *restrict gradient, float *restrict m, float *restrict v,
               ptrdiff_t count, float decay, float beta1, float beta2, float step_size, float correction2_root,

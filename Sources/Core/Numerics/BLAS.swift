@@ -1,5 +1,6 @@
 // BLAS: the GEMM entry point of orthofuse (OpenBLAS cblas_sgemm) and the BLAS runtime settings.
 import CBLAS
+import Kernels
 
 /// Row-major single-precision GEMM, C[m×n] = alpha · op(A) · op(B) + beta · C,
 /// with op(A) m×k and op(B) k×n. Leading dimensions are those of the stored (row-major) arrays.
@@ -31,11 +32,7 @@ public func ssyrkUpper(
 
 /// Copies the upper triangle of a row-major n×n matrix onto its lower triangle.
 public func mirrorUpperTriangle(_ c: UnsafeMutablePointer<Float>, n: Int) {
-    for row in 1..<max(n, 1) {
-        for column in 0..<row {
-            c[row * n + column] = c[column * n + row]
-        }
-    }
+    of_mirror_upper(c, n)
 }
 
 public enum BLASRuntime {

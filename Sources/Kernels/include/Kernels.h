@@ -31,6 +31,7 @@ void of_subtract(float *out, const float *a, const float *b, ptrdiff_t count);
 
 /// x *= a.
 void of_scale(float *x, float a, ptrdiff_t count);
+void of_mirror_upper(float *c, ptrdiff_t n);
 
 /// One AdamW update of `count` parameters (PyTorch's order of operations):
 /// p ← p·decay − stepSize·m / (√v / correction2Root + ε), with m and v updated from g first.
