@@ -235,19 +235,27 @@ final class GradientCheckTests: XCTestCase {
     }
 
     func testOrthoRegularizerAddsLambdaTimesGradientOnlyToItsMatrices() {
-        let layout = ParameterLayout([ParameterSpec(name: "w", shape: [4, 3]), ParameterSpec(name: "b", shape: [4])])
-        var random = RandomStream(seed: 3)
-        let base = FloatBuffer(randomValues(16, scale: 1, random: &random))
-        let parameters = FloatBuffer(randomValues(16, scale: 1, random: &random))
-        let gradient = FloatBuffer(count: 16)
-        let regularizer = OrthoRegularizer(settings: OrthoRegSettings(lambda: 2.5, form: .squared), layout: layout,
-                                           parameterIndices: [0])
-        let value = regularizer.apply(parameters: parameters.pointer, base: base.pointer, gradient: gradient.pointer)
-        let delta = (0..<12).map { Double(parameters[$0]) - Double(base[$0]) }
-        XCTAssertEqual(value, OrthoRegReference.value(delta, rows: 4, columns: 3, form: .squared), accuracy: 1e-3)
-        let numeric = numericGradient(delta) { 2.5 * OrthoRegReference.value($0, rows: 4, columns: 3, form: .squared) }
-        checkTensor("λ·∇R", Array(gradient.array[0..<12]), numeric, relative: 1e-3, absolute: 1e-4)
-        XCTAssertEqual(Array(gradient.array[12...]), [0, 0, 0, 0], "bias must not be regularised")
+        // Into a gradient that already holds the loss's (here 0.3 everywhere): every form, tall and wide.
+        for (rows, columns) in [(4, 3), (3, 4)] {
+            for form in OrthoRegForm.allCases {
+                let weights = rows * columns
+                let layout = ParameterLayout([ParameterSpec(name: "w", shape: [rows, columns]), ParameterSpec(name: "b", shape: [4])])
+                var random = RandomStream(seed: 3, label: form.rawValue)
+                let base = FloatBuffer(randomValues(weights + 4, scale: 1, random: &random))
+                let parameters = FloatBuffer(randomValues(weights + 4, scale: 1, random: &random))
+                let gradient = FloatBuffer([Float](repeating: 0.3, count: weights + 4))
+                let regularizer = OrthoRegularizer(settings: OrthoRegSettings(lambda: 2.5, form: form), layout: layout,
+                                                   parameterIndices: [0])
+                let value = regularizer.apply(parameters: parameters.pointer, base: base.pointer, gradient: gradient.pointer)
+                let delta = (0..<weights).map { Double(parameters[$0]) - Double(base[$0]) }
+                let expected = OrthoRegReference.value(delta, rows: rows, columns: columns, form: form)
+                XCTAssertEqual(value, expected, accuracy: 1e-4 * max(1, expected), "\(form) \(rows)x\(columns)")
+                let numeric = numericGradient(delta) { 2.5 * OrthoRegReference.value($0, rows: rows, columns: columns, form: form) }
+                checkTensor("λ·∇R \(form) \(rows)x\(columns)", gradient.array[0..<weights].map { $0 - 0.3 }, numeric,
+                            relative: 1e-3, absolute: 1e-4)
+                XCTAssertEqual(Array(gradient.array[weights...]), [0.3, 0.3, 0.3, 0.3], "bias must not be regularised")
+            }
+        }
     }
 
     func testCrossEntropyGradient() {

@@ -17,9 +17,8 @@ final class LoRAAdapters {
     let targets: [Target]
     let values: FloatBuffer
     let gradient: FloatBuffer
-    /// ΔW of the largest target, and OrthoReg's gradient w.r.t. it.
+    /// ΔW of the largest target (OrthoReg's gradient w.r.t. it is added into dW directly).
     let delta: FloatBuffer
-    let deltaGradient: FloatBuffer
     let gram: FloatBuffer
 
     init(layout: ParameterLayout, targets indices: [Int], rank: Int, alpha: Float, random: RandomStream) {
@@ -41,7 +40,6 @@ final class LoRAAdapters {
         let largest = targets.map { $0.rows * $0.columns }.max() ?? 0
         let largestGram = targets.map { min($0.rows, $0.columns) }.map { $0 * $0 }.max() ?? 0
         delta = FloatBuffer(count: largest)
-        deltaGradient = FloatBuffer(count: largest)
         gram = FloatBuffer(count: largestGram)
         var stream = random
         for target in targets {
@@ -79,8 +77,7 @@ final class LoRAAdapters {
                 computeDelta(target)
                 penalty += OrthoRegularizer.penaltyAndGradient(
                     delta: delta.pointer, rows: target.rows, columns: target.columns, form: orthoReg.form,
-                    gram: gram.pointer, gradientOut: deltaGradient.pointer)
-                ElementWise.axpy(dW, orthoReg.lambda, deltaGradient.pointer, count: target.rows * target.columns)
+                    gram: gram.pointer, gradientOut: dW, addingWithWeight: orthoReg.lambda)
             }
             // dA [rank, in] = scale · Bᵀ [rank, out] · dW [out, in]
             sgemm(transposeA: true, transposeB: false, m: rank, n: target.columns, k: target.rows, alpha: scale,

@@ -36,13 +36,12 @@ public struct OrthoRegSettings: Sendable, Equatable {
 }
 
 /// Applies the penalty to a set of matrices of a flat layout, with preallocated scratch
-/// (ΔW, G, and the gradient product) sized for the largest matrix.
+/// (ΔW and G) sized for the largest matrix.
 public final class OrthoRegularizer {
     public let settings: OrthoRegSettings
     private let matrices: [(offset: Int, rows: Int, columns: Int)]
     private let delta: FloatBuffer
     private let gram: FloatBuffer
-    private let product: FloatBuffer
 
     /// `parameterIndices`: the layout entries to regularise (each must be 2-D).
     public init(settings: OrthoRegSettings, layout: ParameterLayout, parameterIndices: [Int]) {
@@ -56,7 +55,6 @@ public final class OrthoRegularizer {
         let largestGram = matrices.map { min($0.rows, $0.columns) }.map { $0 * $0 }.max() ?? 0
         delta = FloatBuffer(count: largest)
         gram = FloatBuffer(count: largestGram)
-        product = FloatBuffer(count: largest)
     }
 
     /// Adds λ·∂R/∂W into `gradient` for every matrix; returns Σ R (without λ).
@@ -67,11 +65,9 @@ public final class OrthoRegularizer {
         for matrix in matrices {
             let count = matrix.rows * matrix.columns
             ElementWise.subtract(delta.pointer, parameters + matrix.offset, base + matrix.offset, count: count)
-            let value = Self.penaltyAndGradient(
+            total += Self.penaltyAndGradient(
                 delta: delta.pointer, rows: matrix.rows, columns: matrix.columns, form: settings.form,
-                gram: gram.pointer, gradientOut: product.pointer)
-            total += value
-            ElementWise.axpy(gradient + matrix.offset, settings.lambda, product.pointer, count: count)
+                gram: gram.pointer, gradientOut: gradient + matrix.offset, addingWithWeight: settings.lambda)
         }
         return total
     }
@@ -97,17 +93,23 @@ public final class OrthoRegularizer {
         }.reduce(0, +)
     }
 
-    /// R(ΔW) for one matrix and, when `gradientOut` is given, ∂R/∂ΔW [rows, columns] into it.
-    /// `gram` is scratch of at least k² floats.
+    /// R(ΔW) for one matrix and, when `gradientOut` is given, ∂R/∂ΔW [rows, columns] into it, or
+    /// with `weight` w, gradientOut += w·∂R/∂ΔW (the training step's λ, added by the GEMM itself:
+    /// no product buffer, no extra pass). `gram` is scratch of at least k² floats.
     public static func penaltyAndGradient(
         delta: UnsafePointer<Float>, rows m: Int, columns n: Int, form: OrthoRegForm,
-        gram: UnsafeMutablePointer<Float>, gradientOut: UnsafeMutablePointer<Float>?
+        gram: UnsafeMutablePointer<Float>, gradientOut: UnsafeMutablePointer<Float>?,
+        addingWithWeight weight: Float? = nil
     ) -> Double {
         if form == .l2 {
             // No Gram: R = ‖ΔW‖²_F, ∂R/∂ΔW = 2 ΔW.
             if let gradientOut {
-                gradientOut.update(from: delta, count: m * n)
-                ElementWise.scale(gradientOut, 2, count: m * n)
+                if let weight {
+                    ElementWise.axpy(gradientOut, 2 * weight, delta, count: m * n)
+                } else {
+                    gradientOut.update(from: delta, count: m * n)
+                    ElementWise.scale(gradientOut, 2, count: m * n)
+                }
             }
             return ElementWise.sumOfSquares(delta, count: m * n)
         }
@@ -131,12 +133,13 @@ public final class OrthoRegularizer {
         }
         // ∂R/∂ΔW = scale · ΔW D (tall) or scale · D ΔW (wide), D = G − I or G − diag G (symmetric).
         // For the off-diagonal form the diagonal of G enters R only through D, whose diagonal is 0.
+        let alpha = scale * (weight ?? 1), beta: Float = weight == nil ? 0 : 1
         if tall {
-            sgemm(transposeA: false, transposeB: false, m: m, n: n, k: n, alpha: scale,
-                  a: delta, lda: n, b: gram, ldb: n, beta: 0, c: gradientOut, ldc: n)
+            sgemm(transposeA: false, transposeB: false, m: m, n: n, k: n, alpha: alpha,
+                  a: delta, lda: n, b: gram, ldb: n, beta: beta, c: gradientOut, ldc: n)
         } else {
-            sgemm(transposeA: false, transposeB: false, m: m, n: n, k: m, alpha: scale,
-                  a: gram, lda: m, b: delta, ldb: n, beta: 0, c: gradientOut, ldc: n)
+            sgemm(transposeA: false, transposeB: false, m: m, n: n, k: m, alpha: alpha,
+                  a: gram, lda: m, b: delta, ldb: n, beta: beta, c: gradientOut, ldc: n)
         }
         return value
     }
