@@ -36,6 +36,14 @@ enum BLASAgreement {
             + "OPENBLAS_CORETYPE to a family every CPU runs (Haswell for AVX2 and AVX-512 alike) before cluster/launch.sh"
     }
 
+    /// report.json's `blas_core`: the family, or each family with its ranks when they differ.
+    static func summary(_ ranks: [Rank]) -> String {
+        let families = Dictionary(grouping: ranks.indices, by: { ranks[$0].core })
+        guard families.count > 1 else { return ranks.first?.core ?? BLASRuntime.coreName }
+        return families.sorted { $0.value[0] < $1.value[0] }
+            .map { "\($0.key) (rank \($0.value.map(String.init).joined(separator: ", ")))" }.joined(separator: ", ")
+    }
+
     private static func encode(_ text: String) -> [Float] {
         let bytes = Array(text.utf8.prefix(fieldBytes))
         return bytes.map(Float.init) + [Float](repeating: 0, count: fieldBytes - bytes.count)

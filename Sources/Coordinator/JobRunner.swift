@@ -115,12 +115,12 @@ public final class JobRunner {
         for (position, index) in succeeded.enumerated() { results[position] = outcome.results[index] }
         return try remaining.mergeAndReport(
             base: base, results: results, assignment: succeeded.map { outcome.owners[$0]! }, backbone: backbone,
-            failedTasks: failedTasks, started: started, clock: clock)
+            failedTasks: failedTasks, started: started, blasCores: BLASAgreement.summary(kernels), clock: clock)
     }
 
     /// Steps 5–8 for the tasks that succeeded (`results` and `assignment` indexed like `plan.tasks`).
     private func mergeAndReport(base: FloatBuffer, results: [Int: TrainedTask], assignment: [Int], backbone: any Backbone,
-                                failedTasks: [RunReport.FailedTask], started: Date,
+                                failedTasks: [RunReport.FailedTask], started: Date, blasCores: String,
                                 clock: RunReport.PhaseClock) throws -> RunReport? {
         let layout = plan.model.layout
         // 5. Gather task vectors (sharded: exchange their slices), heads and metrics.
@@ -176,7 +176,7 @@ public final class JobRunner {
 
         // 8. Report.
         let report = try writeReport(entries: gathered.entries, merges: merges, analyses: analyses,
-                                     failedTasks: failedTasks, started: started, phases: clock)
+                                     failedTasks: failedTasks, started: started, blasCores: blasCores, phases: clock)
         try communicator.barrier()
         return report
     }
@@ -251,14 +251,14 @@ public final class JobRunner {
 
     /// Step 8: rank 0 writes report.json and report.html and prints the table; nil elsewhere.
     private func writeReport(entries: [RunReport.TaskEntry], merges: [RunReport.MergeEntry], analyses: AnalysisResults,
-                             failedTasks: [RunReport.FailedTask], started: Date,
+                             failedTasks: [RunReport.FailedTask], started: Date, blasCores: String,
                              phases: RunReport.PhaseClock) throws -> RunReport? {
         var report: RunReport?
         if isCoordinator {
             let info = RunReport.RunInfo(
                 job: plan.name, seed: plan.seed, ranks: communicator.size, finetuneMode: plan.mode.rawValue,
                 orthoRegLambda: Double(plan.finetune.orthoReg.lambda), orthoRegForm: plan.finetune.orthoReg.form.rawValue,
-                blasCore: BLASRuntime.coreName, wallSeconds: Date().timeIntervalSince(started), version: Self.version,
+                blasCore: blasCores, wallSeconds: Date().timeIntervalSince(started), version: Self.version,
                 phases: phases.phases)
             var complete = RunReport(run: info, tasks: entries, merges: merges)
             complete.failedTasks = failedTasks.isEmpty ? nil : failedTasks

@@ -18,11 +18,13 @@ final class BLASAgreementTests: XCTestCase {
         XCTAssertTrue(message.hasPrefix("ranks run different OpenBLAS kernels: SkylakeX on rank(s) 0, 1 ("), message)
         XCTAssertTrue(message.contains("; Haswell on rank(s) 2 (node-2-"), message)
         XCTAssertTrue(message.contains("export OPENBLAS_CORETYPE"), message)
+        XCTAssertEqual(BLASAgreement.summary(gathered[0]), "SkylakeX (rank 0, 1), Haswell (rank 2)", "report.json's blas_core")
     }
 
     func testOneFamilyIsAgreement() {
         let ranks = (0..<4).map { BLASAgreement.Rank(host: "node\($0)", core: "SkylakeX") }
         XCTAssertNil(BLASAgreement.disagreement(ranks))
+        XCTAssertEqual(BLASAgreement.summary(ranks), "SkylakeX")
         XCTAssertNil(BLASAgreement.disagreement([]))
     }
 }
