@@ -133,10 +133,10 @@ struct Doctor: ParsableCommand {
 
     func run() throws {
         if blasEnv {
-            // After BLASEnvironment.ensureCoreType: the user's value, or the one chosen for this CPU.
-            if let core = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? BLASEnvironment.detectCoreType() {
-                print("OPENBLAS_CORETYPE=\(core)")
-            }
+            // The family OpenBLAS runs in this process, after BLASEnvironment.ensureCoreType: the
+            // user's choice or the one made for this CPU (a name OpenBLAS does not know ends as
+            // the family it picked itself).
+            print("OPENBLAS_CORETYPE=\(BLASRuntime.coreName)")
             print("OPENBLAS_NUM_THREADS=1")
             return
         }
