@@ -55,9 +55,9 @@ run() {
     export OPENBLAS_NUM_THREADS=1
     local blas=(-x OPENBLAS_NUM_THREADS)
     # One kernel family on every rank: orthofuse's choice for this CPU (the program is "$1").
-    if [[ -z "${OPENBLAS_CORETYPE:-}" && "$(basename "$1")" == orthofuse && -x "$1" ]]; then
-        OPENBLAS_CORETYPE=$("$1" doctor --blas-env | sed -n 's/^OPENBLAS_CORETYPE=//p')
-        export OPENBLAS_CORETYPE
+    if [[ -z "${OPENBLAS_CORETYPE:-}" && "$(basename "${1:-}")" == orthofuse && -x "$1" ]]; then
+        OPENBLAS_CORETYPE=$("$1" doctor --blas-env | sed -n 's/^OPENBLAS_CORETYPE=//p' || true)
+        if [[ -n "$OPENBLAS_CORETYPE" ]]; then export OPENBLAS_CORETYPE; else unset OPENBLAS_CORETYPE; fi
     fi
     if [[ -n "${OPENBLAS_CORETYPE:-}" ]]; then blas+=(-x OPENBLAS_CORETYPE); fi
     mpirun --allow-run-as-root --bind-to none -np "$count" --hostfile "$hostfile" \
