@@ -88,7 +88,8 @@ struct AnalysisStage {
                 for role in [0, 1] where (role == 0 ? target : control) == task {
                     let curve = Evaluation.accuraciesAlongLine(
                         backbone: backbone, base: base, direction: taskVectors[target], alphas: grid.map { -$0 },
-                        head: heads[task], data: results[task]!.data.validation, linearizedAround: linearization)
+                        head: heads[task], data: results[task]!.data.validation, linearizedAround: linearization,
+                        atBase: entries[task].zeroShotValidationAccuracy)
                     for a in grid.indices { values[(k * grid.count + a) * 2 + role] = curve[a] }
                 }
             }

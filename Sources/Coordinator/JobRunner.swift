@@ -492,7 +492,8 @@ public final class JobRunner {
             let result = results[task]!
             return Evaluation.accuraciesAlongLine(backbone: backbone, base: base, direction: mergedVector, alphas: grid,
                                                   head: result.head, data: result.data.validation,
-                                                  linearizedAround: linearization)
+                                                  linearizedAround: linearization,
+                                                  atBase: entries[task].zeroShotValidationAccuracy)
         }
         var curve: [RunReport.AlphaPoint] = []
         var bestIndex = 0

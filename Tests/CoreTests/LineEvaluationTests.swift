@@ -59,6 +59,26 @@ final class LineEvaluationTests: XCTestCase {
         XCTAssertGreaterThan(Set(separate).count, 3, "the direction must move the predictions for the check to bite")
     }
 
+    func testAlphaZeroTakesTheBasesKnownAccuracy() {
+        let count = configuration.layout.totalCount
+        let backbone = MLPBackbone(configuration, maxBatch: 32)
+        let base = buffer(gaussians(count, seed: 10, scale: 0.5))
+        let direction = buffer(gaussians(count, seed: 11, scale: 0.5))
+        let samples = data(count: 90)
+        let head = head()
+        let measured = Evaluation.accuraciesAlongLine(backbone: backbone, base: base, direction: direction, alphas: alphas,
+                                                      head: head, data: samples)
+        XCTAssertEqual(measured[0], Evaluation.accuracy(backbone: backbone, parameters: base, head: head, data: samples),
+                       "θ(0) is θ0 itself")
+        // A known value stands in for α = 0 only (a sentinel here, to see that it is used).
+        let known = Evaluation.accuraciesAlongLine(backbone: backbone, base: base, direction: direction, alphas: alphas,
+                                                   head: head, data: samples, atBase: 0.125)
+        XCTAssertEqual(known, [0.125] + measured.dropFirst())
+        XCTAssertEqual(Evaluation.accuraciesAlongLine(backbone: backbone, base: base, direction: direction, alphas: [0.5, 1],
+                                                      head: head, data: samples, atBase: 0.125),
+                       [measured[2], measured[4]], "a grid without 0 is all measured (α 0.5 and 1)")
+    }
+
     func testMLPForwardFromFirstPreActivationIsTheForwardPass() {
         let backbone = MLPBackbone(configuration, maxBatch: 8)
         let parameters = buffer(gaussians(configuration.layout.totalCount, seed: 7))

@@ -22,11 +22,20 @@ extension Evaluation {
     static let lineScratchBudget = 64 << 20
 
     /// Top-1 accuracy of θ(α) = base + α·direction on `data` for every α of `alphas`, in order; with
-    /// `linearizedAround` θ0 each model is the linearized f(x; θ0) + J(x; θ0)(θ(α) − θ0).
+    /// `linearizedAround` θ0 each model is the linearized f(x; θ0) + J(x; θ0)(θ(α) − θ0). `atBase`,
+    /// when given, is base's own accuracy on `data` (a task's zero-shot accuracy): θ(0) is base
+    /// exactly, so α = 0 takes it without a pass.
     public static func accuraciesAlongLine(
         backbone: any Backbone, base: FloatBuffer, direction: FloatBuffer, alphas: [Double],
-        head: ClassificationHead, data: Dataset, linearizedAround linearization: FloatBuffer? = nil
+        head: ClassificationHead, data: Dataset, linearizedAround linearization: FloatBuffer? = nil,
+        atBase: Double? = nil
     ) -> [Double] {
+        if let atBase, alphas.contains(0) {
+            let others = alphas.filter { $0 != 0 }
+            var measured = accuraciesAlongLine(backbone: backbone, base: base, direction: direction, alphas: others,
+                                               head: head, data: data, linearizedAround: linearization).makeIterator()
+            return alphas.map { $0 == 0 ? atBase : measured.next()! }
+        }
         let model = FloatBuffer(count: base.count)
         if linearization == nil, let affine = backbone as? AffineInputBackbone, data.count > 0,
            2 * data.count * affine.firstLayer.outputs <= lineScratchBudget {
