@@ -14,7 +14,9 @@
 #               for the MLP and 4 for the ViT, whose step is faster cut in four; with no more ranks
 #               than tasks nothing is shared, and 1 does the twin's full-batch work in one pass)
 #
-# Usage: scripts/bench_job.sh [--arch mlp|vit] [--steps N] [--ranks R] [--micro-batches M] [--repeats K] [--work DIR]
+#   --tasks LIST: comma-separated task folders under data/ (default the four above)
+#
+# Usage: scripts/bench_job.sh [--arch mlp|vit] [--steps N] [--tasks LIST] [--ranks R] [--micro-batches M] [--repeats K] [--work DIR]
 #        (PYTHON=... picks the interpreter with torch, safetensors and, for the ViT, timm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +26,7 @@ steps=""
 micro=""
 ranks=$(nproc)
 repeats=3
+task_list=mnist,fashion_mnist,animal_mnist,digits
 work=/tmp/orthofuse-bench-job
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -33,6 +36,7 @@ while [[ $# -gt 0 ]]; do
         --micro-batches) micro="$2"; shift 2 ;;
         --work) work="$2"; shift 2 ;;
         --repeats) repeats="$2"; shift 2 ;;
+        --tasks) task_list="$2"; shift 2 ;;
         *) echo "bench_job.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -44,7 +48,7 @@ fi
 swift build -c release --product orthofuse 2>&1 | grep -E "error" || true
 orthofuse="$root/.build/release/orthofuse"
 mkdir -p "$work"
-tasks=(mnist fashion_mnist animal_mnist digits)
+IFS=, read -r -a tasks <<< "$task_list"
 task_lines=""
 for task in "${tasks[@]}"; do
     task_lines+="  - {name: $task, classes: 10, train: $root/data/$task/train.npz, test: $root/data/$task/test.npz}"$'\n'
@@ -52,30 +56,32 @@ done
 
 case "$arch" in
     mlp)
-        steps=${steps:-1000}; lr=1.0e-3; warmup=100
+        steps=${steps:-1000}; lr=1.0e-3
         model="{arch: mlp, input: [784], hidden: [256, 256], activation: relu}"
         torch_model=(--arch mlp --input 784 --hidden 256,256)
-        base="$work/mlp-base.safetensors"
+        pretrain="$work/mlp-pretrain-${task_list//,/-}"   # θ0 pre-trained on these tasks, cached
+        base="$pretrain.safetensors"
         if [[ ! -f "$base" ]]; then
-            cat > "$work/mlp-pretrain.yaml" <<EOF
+            cat > "$pretrain.yaml" <<EOF
 name: bench-mlp-pretrain
-output: $work/mlp-pretrain
+output: $pretrain
 model: $model
 pretrain: {fraction: 0.05, steps: 300, batch_size: 128, optimizer: {name: adamw, lr: 1.0e-3, weight_decay: 0.1}}
 tasks:
 $task_lines
 finetune: {steps: 1, batch_size: 128}
 EOF
-            "$orthofuse" pretrain "$work/mlp-pretrain.yaml" --save "$base" -q >/dev/null
+            "$orthofuse" pretrain "$pretrain.yaml" --save "$base" -q >/dev/null
         fi ;;
     vit)
-        steps=${steps:-300}; lr=1.0e-4; warmup=30
+        steps=${steps:-300}; lr=1.0e-4
         model="{arch: vit, input: [1, 28, 28], patch: 7, width: 64, depth: 4, heads: 4, mlp_ratio: 4}"
         torch_model=(--arch vit --input 1,28,28 --patch 7 --width 64 --depth 4 --heads 4)
         base="$root/models/vit-w64.safetensors" ;;
     *) echo "bench_job.sh: --arch is mlp or vit" >&2; exit 2 ;;
 esac
 
+warmup=$(( steps / 10 > 1 ? steps / 10 : 1 ))   # 100 of the MLP's 1,000 steps, 30 of the ViT's 300
 job="$work/$arch-job.yaml"
 cat > "$job" <<EOF
 name: bench-$arch-job
