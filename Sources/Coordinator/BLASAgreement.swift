@@ -25,9 +25,9 @@ enum BLASAgreement {
     /// nil when every rank runs the same family; else one line naming each family with its ranks
     /// and the setting that makes them agree.
     static func disagreement(_ ranks: [Rank]) -> String? {
-        let families = Dictionary(grouping: ranks.indices, by: { ranks[$0].core })
-        guard families.count > 1 else { return nil }
-        let groups = families.sorted { $0.value[0] < $1.value[0] }.map { core, members in
+        let byFamily = families(ranks)
+        guard byFamily.count > 1 else { return nil }
+        let groups = byFamily.map { core, members in
             let hosts = Set(members.map { ranks[$0].host }).sorted().joined(separator: ", ")
             return "\(core) on rank(s) \(members.map(String.init).joined(separator: ", ")) (\(hosts))"
         }
@@ -38,10 +38,17 @@ enum BLASAgreement {
 
     /// report.json's `blas_core`: the family, or each family with its ranks when they differ.
     static func summary(_ ranks: [Rank]) -> String {
-        let families = Dictionary(grouping: ranks.indices, by: { ranks[$0].core })
-        guard families.count > 1 else { return ranks.first?.core ?? BLASRuntime.coreName }
-        return families.sorted { $0.value[0] < $1.value[0] }
-            .map { "\($0.key) (rank \($0.value.map(String.init).joined(separator: ", ")))" }.joined(separator: ", ")
+        let byFamily = families(ranks)
+        guard byFamily.count > 1 else { return ranks.first?.core ?? BLASRuntime.coreName }
+        return byFamily.map { "\($0.core) (rank \($0.ranks.map(String.init).joined(separator: ", ")))" }
+            .joined(separator: ", ")
+    }
+
+    /// Each family with the ranks that run it, in the order of their lowest rank.
+    private static func families(_ ranks: [Rank]) -> [(core: String, ranks: [Int])] {
+        Dictionary(grouping: ranks.indices, by: { ranks[$0].core })
+            .map { (core: $0.key, ranks: $0.value) }
+            .sorted { $0.ranks[0] < $1.ranks[0] }
     }
 
     private static func encode(_ text: String) -> [Float] {

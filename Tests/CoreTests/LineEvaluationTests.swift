@@ -33,50 +33,57 @@ final class LineEvaluationTests: XCTestCase {
         return head
     }
 
-    /// Per α: θ(α) built, then evaluated as any model is.
-    private func onePassPerAlpha(_ backbone: any Backbone, base: FloatBuffer, direction: FloatBuffer,
-                                 head: ClassificationHead, data: Dataset, linearizedAround: FloatBuffer? = nil) -> [Double] {
-        alphas.map { alpha in
-            let model = FloatBuffer(count: base.count)
-            TaskArithmetic.merge(base: base, taskVectorSum: direction, alpha: Float(alpha), into: model)
-            return Evaluation.accuracy(backbone: backbone, parameters: model, head: head, data: data,
-                                       linearizedAround: linearizedAround)
+    /// An MLP, θ0, a direction Δ and a head: the line θ0 + α·Δ the tests evaluate.
+    private struct Line {
+        let backbone: MLPBackbone
+        let base: FloatBuffer
+        let direction: FloatBuffer
+        let head: ClassificationHead
+
+        /// `accuraciesAlongLine` on this line.
+        func grid(_ alphas: [Double], _ data: Dataset, linearizedAround: FloatBuffer? = nil, atBase: Double? = nil) -> [Double] {
+            Evaluation.accuraciesAlongLine(backbone: backbone, base: base, direction: direction, alphas: alphas, head: head,
+                                           data: data, linearizedAround: linearizedAround, atBase: atBase)
+        }
+
+        /// Per α: θ(α) built, then evaluated as any model is.
+        func onePassPerAlpha(_ alphas: [Double], _ data: Dataset, linearizedAround: FloatBuffer? = nil) -> [Double] {
+            alphas.map { alpha in
+                let model = FloatBuffer(count: base.count)
+                TaskArithmetic.merge(base: base, taskVectorSum: direction, alpha: Float(alpha), into: model)
+                return Evaluation.accuracy(backbone: backbone, parameters: model, head: head, data: data,
+                                           linearizedAround: linearizedAround)
+            }
         }
     }
 
-    func testMLPGridMatchesOneEvaluationPerAlpha() {
+    private func line(maxBatch: Int, seed: UInt64) -> Line {
         let count = configuration.layout.totalCount
+        return Line(backbone: MLPBackbone(configuration, maxBatch: maxBatch),
+                    base: buffer(gaussians(count, seed: seed, scale: 0.5)),
+                    direction: buffer(gaussians(count, seed: seed + 1, scale: 0.5)), head: head())
+    }
+
+    func testMLPGridMatchesOneEvaluationPerAlpha() {
         // Rows not a multiple of the workspace, so the last chunk is partial.
-        let backbone = MLPBackbone(configuration, maxBatch: 32)
-        let base = buffer(gaussians(count, seed: 5, scale: 0.5))
-        let direction = buffer(gaussians(count, seed: 6, scale: 0.5))
+        let line = line(maxBatch: 32, seed: 5)
         let samples = data(count: 301)
-        let head = head()
-        let shared = Evaluation.accuraciesAlongLine(backbone: backbone, base: base, direction: direction, alphas: alphas,
-                                                    head: head, data: samples)
-        let separate = onePassPerAlpha(backbone, base: base, direction: direction, head: head, data: samples)
-        XCTAssertEqual(shared, separate)
+        let separate = line.onePassPerAlpha(alphas, samples)
+        XCTAssertEqual(line.grid(alphas, samples), separate)
         XCTAssertGreaterThan(Set(separate).count, 3, "the direction must move the predictions for the check to bite")
     }
 
     func testAlphaZeroTakesTheBasesKnownAccuracy() {
-        let count = configuration.layout.totalCount
-        let backbone = MLPBackbone(configuration, maxBatch: 32)
-        let base = buffer(gaussians(count, seed: 10, scale: 0.5))
-        let direction = buffer(gaussians(count, seed: 11, scale: 0.5))
+        let line = line(maxBatch: 32, seed: 10)
         let samples = data(count: 90)
-        let head = head()
-        let measured = Evaluation.accuraciesAlongLine(backbone: backbone, base: base, direction: direction, alphas: alphas,
-                                                      head: head, data: samples)
-        XCTAssertEqual(measured[0], Evaluation.accuracy(backbone: backbone, parameters: base, head: head, data: samples),
+        let measured = line.grid(alphas, samples)
+        XCTAssertEqual(measured[0], Evaluation.accuracy(backbone: line.backbone, parameters: line.base, head: line.head,
+                                                        data: samples),
                        "θ(0) is θ0 itself")
         // A known value stands in for α = 0 only (a sentinel here, to see that it is used).
-        let known = Evaluation.accuraciesAlongLine(backbone: backbone, base: base, direction: direction, alphas: alphas,
-                                                   head: head, data: samples, atBase: 0.125)
-        XCTAssertEqual(known, [0.125] + measured.dropFirst())
-        XCTAssertEqual(Evaluation.accuraciesAlongLine(backbone: backbone, base: base, direction: direction, alphas: [0.5, 1],
-                                                      head: head, data: samples, atBase: 0.125),
-                       [measured[2], measured[4]], "a grid without 0 is all measured (α 0.5 and 1)")
+        XCTAssertEqual(line.grid(alphas, samples, atBase: 0.125), [0.125] + measured.dropFirst())
+        XCTAssertEqual(line.grid([0.5, 1], samples, atBase: 0.125), [measured[2], measured[4]],
+                       "a grid without 0 is all measured (α 0.5 and 1)")
     }
 
     func testMLPForwardFromFirstPreActivationIsTheForwardPass() {
@@ -101,19 +108,11 @@ final class LineEvaluationTests: XCTestCase {
     }
 
     func testLinearizedAndEmptyFallBackToOnePassPerAlpha() {
-        let count = configuration.layout.totalCount
-        let backbone = MLPBackbone(configuration, maxBatch: 16)
-        let base = buffer(gaussians(count, seed: 8, scale: 0.5))
-        let direction = buffer(gaussians(count, seed: 9, scale: 0.5))
+        let line = line(maxBatch: 16, seed: 8)
         let samples = data(count: 50)
-        let head = head()
-        XCTAssertEqual(
-            Evaluation.accuraciesAlongLine(backbone: backbone, base: base, direction: direction, alphas: alphas,
-                                           head: head, data: samples, linearizedAround: base),
-            onePassPerAlpha(backbone, base: base, direction: direction, head: head, data: samples, linearizedAround: base))
+        XCTAssertEqual(line.grid(alphas, samples, linearizedAround: line.base),
+                       line.onePassPerAlpha(alphas, samples, linearizedAround: line.base))
         let empty = Dataset(inputs: [], labels: [], sampleShape: [configuration.inputCount])
-        XCTAssertEqual(Evaluation.accuraciesAlongLine(backbone: backbone, base: base, direction: direction, alphas: alphas,
-                                                      head: head, data: empty),
-                       alphas.map { _ in 0 })
+        XCTAssertEqual(line.grid(alphas, empty), alphas.map { _ in 0 })
     }
 }
