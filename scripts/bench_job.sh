@@ -11,8 +11,8 @@
 #   --arch vit: the ViT of models/vit-w64.safetensors (patch 7, width 64, depth 4), 300 steps
 #
 #   --micro-batches M: finetune.micro_batches of the orthofuse job (default: the job default, 1
-#               for the MLP and 4 for the ViT, whose step is faster cut in four; with no more ranks
-#               than tasks nothing is shared, and 1 does the twin's full-batch work in one pass)
+#               for the MLP and 4 for the ViT, which lets spare ranks share it; with no more ranks
+#               than tasks nothing is shared, and 1 sums each batch's gradient without micro-batch parts)
 #
 #   --tasks LIST: comma-separated task folders under data/ (default the four above)
 #

@@ -9,6 +9,8 @@ public enum TrainingBench {
         public var shape: String
         public var batch: Int
         public var microBatches: Int
+        /// Samples per cache block of the backbone (`Backbone.cacheBlock`).
+        public var cacheBlock: Int
         public var orthoreg: Double
         public var threads: Int
         public var blasCore: String
@@ -21,6 +23,7 @@ public enum TrainingBench {
         enum CodingKeys: String, CodingKey {
             case arch, shape, batch, orthoreg, threads
             case microBatches = "micro_batches"
+            case cacheBlock = "cache_block"
             case blasCore = "blas_core"
             case msPerStep = "ms_per_step"
             case samplesPerSecond = "samples_per_second"
@@ -40,7 +43,8 @@ public enum TrainingBench {
                                steps: Int, orthoRegLambda: Double, microBatches: Int, threads: Int) throws -> Result {
         let milliseconds = try stepMilliseconds(backbone: backbone, classes: classes, batch: batch, steps: steps,
                                                 orthoRegLambda: orthoRegLambda, microBatches: microBatches)
-        return Result(arch: arch, shape: shape, batch: batch, microBatches: microBatches, orthoreg: orthoRegLambda,
+        return Result(arch: arch, shape: shape, batch: batch, microBatches: microBatches,
+                      cacheBlock: backbone.cacheBlock, orthoreg: orthoRegLambda,
                       threads: threads, blasCore: BLASRuntime.coreName, msPerStep: milliseconds,
                       samplesPerSecond: Double(batch) * 1000 / milliseconds,
                       peakResidentMegabytes: Double(ProcessMemory.peakResidentBytes()) / 1e6)

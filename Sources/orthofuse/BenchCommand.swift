@@ -39,6 +39,8 @@ struct TrainBench: ParsableCommand {
     @Option(help: "OpenBLAS threads.") var threads = 1
     @Option(parsing: .unconditional, help: "OrthoReg λ (0: off).") var orthoreg = 0.0
     @Option(help: "Micro-batches per step (the batch is cut into this many).") var microBatches = 1
+    @Option(help: "vit, clip_vit: samples per cache block (0: the model's own; the batch size: the whole batch in one pass).")
+    var cacheBlock = 0
 
     func validate() throws {
         guard ["mlp", "vit", "clip_vit"].contains(arch) else { throw ValidationError("--arch: mlp, vit or clip_vit") }
@@ -49,6 +51,7 @@ struct TrainBench: ParsableCommand {
             throw ValidationError("--batch, --steps, --threads, --micro-batches must be positive (--batch a multiple of --micro-batches), --classes at least 2")
         }
         guard orthoreg >= 0, orthoreg.isFinite else { throw ValidationError("--orthoreg: a number ≥ 0") }
+        guard cacheBlock >= 0 else { throw ValidationError("--cache-block: 0 (the model's own) or a number of samples") }
     }
 
     /// clip_vit's activation: OpenAI's weights use QuickGELU.
@@ -76,7 +79,8 @@ struct TrainBench: ParsableCommand {
             backbone = ViTBackbone(ViTConfiguration(channels: dimensions[0], height: dimensions[1], width: dimensions[2],
                                                     patch: patch, dim: width, depth: depth, heads: heads,
                                                     flavor: isCLIP ? .openCLIP(outputDim: outputDim) : .timm,
-                                                    activation: isCLIP ? blockActivation : .gelu), maxBatch: batch)
+                                                    activation: isCLIP ? blockActivation : .gelu), maxBatch: batch,
+                                   cacheBlock: cacheBlock > 0 ? cacheBlock : nil)
             shape = "\(dimensions.map(String.init).joined(separator: "x")) p\(patch) d\(width) depth\(depth) h\(heads)"
                 + (isCLIP ? " e\(outputDim) \(blockActivation.rawValue)" : "")
         }

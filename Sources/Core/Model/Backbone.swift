@@ -12,6 +12,10 @@ public protocol Backbone: AnyObject {
     /// Width of the features handed to a task's classification head.
     var featureCount: Int { get }
     var maxBatch: Int { get }
+    /// The most samples a training step or an evaluation runs through the network at once when it
+    /// may choose (`cacheBlockSamples` of a ViT; the whole workspace for an MLP). Rows beyond it
+    /// go in further blocks whose parameter gradients add up.
+    var cacheBlock: Int { get }
 
     /// Runs the network on `batch` rows of `inputs` [batch, inputCount]; returns a pointer to the
     /// features [batch, featureCount], valid until the next call. Saves what backward needs.
@@ -33,4 +37,8 @@ public protocol Backbone: AnyObject {
 
     /// Seeded initialisation of all parameters.
     func initialize(_ parameters: FloatBuffer, random: inout RandomStream)
+}
+
+extension Backbone {
+    public var cacheBlock: Int { maxBatch }
 }

@@ -41,7 +41,7 @@ public enum Evaluation {
         return Double(correct) / Double(data.count)
     }
 
-    /// Runs the model over `data` in chunks of the backbone's workspace, handing each chunk's
+    /// Runs the model over `data` in chunks of the backbone's cache block, handing each chunk's
     /// features (start row, rows, pointer valid during the call) to `body`.
     private static func forEachChunk(
         backbone: any Backbone, parameters: FloatBuffer, data: Dataset, linearizedAround base: FloatBuffer?,
@@ -57,7 +57,7 @@ public enum Evaluation {
         data.inputs.withUnsafeBufferPointer { inputs in
             var start = 0
             while start < data.count {
-                let rows = min(backbone.maxBatch, data.count - start)
+                let rows = min(backbone.cacheBlock, data.count - start)
                 let chunk = inputs.baseAddress! + start * data.featureCount
                 if let base, let tangent, let featureTangent {
                     let primal = backbone.forwardWithTangent(parameters: base.pointer, tangent: tangent.pointer,

@@ -62,7 +62,7 @@ extension Evaluation {
                                bias: parameters.pointer + bias, rows: data.count, inputs: inputs, outputs: width)
             }
         }
-        let chunk = backbone.maxBatch
+        let chunk = backbone.cacheBlock
         let preActivation = FloatBuffer(count: chunk * width)
         let logits = FloatBuffer(count: chunk * head.classes)
         return alphas.map { alpha in

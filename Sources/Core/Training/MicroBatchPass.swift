@@ -11,14 +11,29 @@ struct MicroBatchPlan {
     let gradientWeights: [Float]
     let lossWeights: [Double]
 
+    /// The batch's rows.
+    let batch: Int
+
     init(batch: Int, microBatches: Int) {
-        let count = min(microBatches, batch)
-        rows = (0..<count).map { m in (m * batch / count)..<((m + 1) * batch / count) }
+        self.batch = batch
+        rows = Self.split(0..<batch, into: microBatches)
         gradientWeights = rows.map { Float($0.count) / Float(batch) }
         lossWeights = rows.map { Double($0.count) / Double(batch) }
     }
 
     var count: Int { rows.count }
+
+    /// `rows` cut into min(parts, rows.count) consecutive ranges, as evenly as they go.
+    static func split(_ rows: Range<Int>, into parts: Int) -> [Range<Int>] {
+        let total = rows.count, count = max(1, min(parts, total))
+        return (0..<count).map { p in (rows.lowerBound + p * total / count)..<(rows.lowerBound + (p + 1) * total / count) }
+    }
+
+    /// Micro-batch `m` in cache blocks of about `samples` rows (as many blocks as whole `samples`
+    /// fit, at least one): the backbone's activations of one block stay in cache.
+    func cacheBlocks(of m: Int, samples: Int) -> [Range<Int>] {
+        Self.split(rows[m], into: rows[m].count / max(1, samples))
+    }
 }
 
 /// One micro-batch's forward and backward with its own activation scratch. Nothing of another
@@ -62,10 +77,31 @@ final class MicroBatchPass {
     }
 
     /// Micro-batch `m` of the sampler's batch: its gradient (scaled by its share of the batch when
-    /// there are several) replaces `target` and `headTarget`; returns its mean loss.
+    /// there are several) replaces `target` and `headTarget`; returns its mean loss. It runs through
+    /// the network one cache block at a time (`Backbone.cacheBlock`), each block's gradients added
+    /// to the ones before; a block's bits depend only on its rows and the model, never on the rank.
     func compute(_ m: Int, parameters: FloatBuffer, base: FloatBuffer, into target: FloatBuffer,
                  head headTarget: FloatBuffer) -> Double {
-        let rows = plan.rows[m]
+        let micro = plan.rows[m]
+        let blocks = plan.cacheBlocks(of: m, samples: backbone.cacheBlock)
+        // Each block's mean gradient is scaled by its share of the batch (of the micro-batch when
+        // the batch is one micro-batch); a lone block of a lone micro-batch is not scaled at all.
+        let meanOver = plan.count > 1 ? plan.batch : micro.count
+        target.zero()
+        if trainsHead { headTarget.zero() }
+        var loss = 0.0
+        for rows in blocks {
+            let share = blocks.count > 1 || plan.count > 1 ? Float(rows.count) / Float(meanOver) : nil
+            let blockLoss = computeBlock(rows, gradientShare: share, parameters: parameters, base: base,
+                                         into: target, head: headTarget)
+            loss += blocks.count > 1 ? blockLoss * Double(rows.count) / Double(micro.count) : blockLoss
+        }
+        return loss
+    }
+
+    /// One block's forward and backward; its gradients are added into `target` and `headTarget`.
+    private func computeBlock(_ rows: Range<Int>, gradientShare: Float?, parameters: FloatBuffer, base: FloatBuffer,
+                              into target: FloatBuffer, head headTarget: FloatBuffer) -> Double {
         let count = rows.count
         let inputs = UnsafePointer(sampler.inputs.pointer + rows.lowerBound * sampler.data.featureCount)
         let featureOutput = forward(inputs: inputs, count: count, parameters: parameters, base: base)
@@ -75,17 +111,15 @@ final class MicroBatchPass {
                                          labels: $0.baseAddress! + rows.lowerBound, batch: count,
                                          classes: head.classes, labelSmoothing: labelSmoothing)
         }
-        if plan.count > 1 {
-            ElementWise.scale(logitGradient.pointer, plan.gradientWeights[m], count: count * head.classes)
+        if let gradientShare {
+            ElementWise.scale(logitGradient.pointer, gradientShare, count: count * head.classes)
         }
-        featureGradient.zero()
-        if trainsHead { headTarget.zero() }
+        featureGradient.pointer.update(repeating: 0, count: count * backbone.featureCount)
         head.backward(featureGradient: featureGradient.pointer,
                       parameterGradient: trainsHead ? headTarget.pointer : nil,
                       logitGradient: logitGradient.pointer, features: featureOutput, batch: count)
 
         // Backward: at θ, or at θ0 for the linearized model (its Jacobian is J(x; θ0)).
-        target.zero()
         backbone.backward(featureGradient: featureGradient.pointer,
                           parameters: linearized ? base.pointer : parameters.pointer,
                           inputs: inputs, batch: count, parameterGradient: target.pointer, inputGradient: nil)
