@@ -127,9 +127,12 @@ final class TaskScheduler {
                 own = nil
                 let name = plan.tasks[index].name
                 defer { console.progress?.remove(task: name) }
-                let attempt = try trainLocally(index) { progress in
+                // The queue is served between this rank's own steps and between the chunks of its
+                // evaluations and head fitting, so a worker that finishes meanwhile is not kept waiting.
+                let serve = { do { try queue.service() } catch { throw TrainingInterrupted(underlying: error) } }
+                let attempt = try trainLocally(index, betweenChunks: serve) { progress in
                     self.show(progress, of: name, on: 0)
-                    do { try queue.service() } catch { throw TrainingInterrupted(underlying: error) }
+                    try serve()
                 }
                 if case let .failure(failure) = attempt {
                     queue.failed(index, on: rank, reason: failure.reason)
@@ -156,10 +159,12 @@ final class TaskScheduler {
 
     /// Trains task `index` on this rank alone and records it; a task error is returned as the
     /// task's failure reason, a coordinator stop is rethrown.
-    private func trainLocally(_ index: Int, onStep: @escaping (TrainingProgress) throws -> Void)
+    private func trainLocally(_ index: Int, betweenChunks: @escaping BetweenChunks = {},
+                              onStep: @escaping (TrainingProgress) throws -> Void)
         throws -> Result<TrainedTask, TaskFailure> {
         do {
-            let result = try worker.run(plan.tasks[index], finished: finished[index], onStep: onStep)
+            let result = try worker.run(plan.tasks[index], finished: finished[index], onStep: onStep,
+                                        betweenChunks: betweenChunks)
             let summary = try saveOutputs(of: result, index: index)
             try manifest?.record(plan.tasks[index], result: summary, rank: rank)
             return .success(result)

@@ -183,22 +183,28 @@ public final class TaskWorker {
         }
     }
 
-    /// Trains `task` on this rank alone: `prepare`, then `finish`.
+    /// Trains `task` on this rank alone: `prepare`, then `finish`. `betweenChunks` runs between
+    /// the chunks of its evaluations and head fitting, as `onStep` between its steps.
     public func run(_ task: TaskPlan, finished: FinishedTask? = nil,
-                    onStep: (TrainingProgress) throws -> Void = { _ in }) throws -> TrainedTask {
-        try finish(prepare(task, finished: finished), finished: finished, onStep: onStep)
+                    onStep: (TrainingProgress) throws -> Void = { _ in },
+                    betweenChunks: BetweenChunks = {}) throws -> TrainedTask {
+        try finish(prepare(task, finished: finished, betweenChunks: betweenChunks), finished: finished,
+                   onStep: onStep, betweenChunks: betweenChunks)
     }
 
     /// Loads the task's splits and makes its frozen head (fitted on θ0 features, read from the
     /// task's head file, or read back for a finished task), then measures θ0 with it.
-    public func prepare(_ task: TaskPlan, finished: FinishedTask? = nil) throws -> PreparedTask {
+    public func prepare(_ task: TaskPlan, finished: FinishedTask? = nil,
+                        betweenChunks: BetweenChunks = {}) throws -> PreparedTask {
         let started = Date()
         let data = try TaskDataLoader.load(task, inputShape: backbone.inputShape, seed: seed)
         console.info("\(task.name): \(data.train.count) train / \(data.validation.count) validation / \(data.test.count) test samples")
 
-        let (head, madeHow) = try makeHead(task, train: data.train, finished: finished)
-        let zeroShotTest = Evaluation.accuracy(backbone: backbone, parameters: base, head: head, data: data.test)
-        let zeroShotValidation = Evaluation.accuracy(backbone: backbone, parameters: base, head: head, data: data.validation)
+        let (head, madeHow) = try makeHead(task, train: data.train, finished: finished, betweenChunks: betweenChunks)
+        let zeroShotTest = try Evaluation.accuracy(backbone: backbone, parameters: base, head: head, data: data.test,
+                                                   betweenChunks: betweenChunks)
+        let zeroShotValidation = try Evaluation.accuracy(backbone: backbone, parameters: base, head: head,
+                                                         data: data.validation, betweenChunks: betweenChunks)
         console.info("\(task.name): head \(madeHow), zero-shot test accuracy \(percent(zeroShotTest))")
         return PreparedTask(task: task, data: data, head: head, zeroShotTest: zeroShotTest,
                             zeroShotValidation: zeroShotValidation, started: started)
@@ -206,7 +212,8 @@ public final class TaskWorker {
 
     /// The task's frozen head and how it was made: read back from a finished task, read from the
     /// task's head file, or fitted on θ0 features of `train` (a probe or prototypes).
-    private func makeHead(_ task: TaskPlan, train: Dataset, finished: FinishedTask?) throws -> (ClassificationHead, String) {
+    private func makeHead(_ task: TaskPlan, train: Dataset, finished: FinishedTask?,
+                          betweenChunks: BetweenChunks) throws -> (ClassificationHead, String) {
         if let finished {
             let head = ClassificationHead(classes: task.classes, featureCount: backbone.featureCount,
                                           normalizesFeatures: task.headFile != nil || probe.prototypes != nil)
@@ -222,11 +229,13 @@ public final class TaskWorker {
         let head = probe.makeHead(classes: task.classes, featureCount: backbone.featureCount)
         if let prototypes = probe.prototypes {
             try PrototypeHead.fit(head: head, backbone: backbone, parameters: base, data: train, settings: prototypes,
-                                  random: RandomStream(seed: seed, label: "prototypes/\(task.name)"), task: task.name)
+                                  random: RandomStream(seed: seed, label: "prototypes/\(task.name)"), task: task.name,
+                                  betweenChunks: betweenChunks)
         } else {
-            LinearProbe.fit(head: head, backbone: backbone, parameters: base, data: train, steps: probe.steps,
-                            batchSize: probe.batchSize, optimizer: probe.optimizer,
-                            random: RandomStream(seed: seed, label: "probe/\(task.name)"))
+            try LinearProbe.fit(head: head, backbone: backbone, parameters: base, data: train, steps: probe.steps,
+                                batchSize: probe.batchSize, optimizer: probe.optimizer,
+                                random: RandomStream(seed: seed, label: "probe/\(task.name)"),
+                                betweenChunks: betweenChunks)
         }
         return (head, "fitted on θ0")
     }
@@ -235,7 +244,8 @@ public final class TaskWorker {
     /// members all call this with the same task), or reads a finished task's vector back; then
     /// evaluates the fine-tuned model. `onStep` runs after every step (a throw ends the task).
     public func finish(_ prepared: PreparedTask, group: (any MicroBatchGroup)? = nil, finished: FinishedTask? = nil,
-                       onStep: (TrainingProgress) throws -> Void = { _ in }) throws -> TrainedTask {
+                       onStep: (TrainingProgress) throws -> Void = { _ in },
+                       betweenChunks: BetweenChunks = {}) throws -> TrainedTask {
         let task = prepared.task
         let head = prepared.head
         let data = prepared.data
@@ -261,10 +271,12 @@ public final class TaskWorker {
         }
         // A linearized model is evaluated as f(x; θ0) + J(x; θ0)(θ − θ0), the model it trained.
         let linearization = finetune.parametrization == .linearized ? base : nil
-        let finetunedTest = Evaluation.accuracy(backbone: backbone, parameters: parameters, head: head, data: data.test,
-                                                linearizedAround: linearization)
-        let finetunedValidation = Evaluation.accuracy(backbone: backbone, parameters: parameters, head: head,
-                                                      data: data.validation, linearizedAround: linearization)
+        let finetunedTest = try Evaluation.accuracy(backbone: backbone, parameters: parameters, head: head,
+                                                    data: data.test, linearizedAround: linearization,
+                                                    betweenChunks: betweenChunks)
+        let finetunedValidation = try Evaluation.accuracy(backbone: backbone, parameters: parameters, head: head,
+                                                          data: data.validation, linearizedAround: linearization,
+                                                          betweenChunks: betweenChunks)
         let norm = ElementWise.sumOfSquares(taskVector.pointer, count: taskVector.count).squareRoot()
         let penalty = OrthoRegularizer(settings: OrthoRegSettings(lambda: 1, form: finetune.orthoReg.form),
                                        layout: backbone.layout, parameterIndices: regularizedForReport)

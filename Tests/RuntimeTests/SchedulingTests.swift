@@ -39,6 +39,30 @@ final class SchedulingTests: XCTestCase {
         try assertSameTaskVectors(workspace, "np3", "np1")
     }
 
+    /// Rank 0 serves the queue between the chunks of its own task's head fitting and evaluations
+    /// (not only between its steps): the worker calls the hook after every chunk, and a throw
+    /// from it (the coordinator stopping) ends the task.
+    func testTheWorkerCallsBetweenChunksInEveryEvaluationAndStopsOnAThrow() throws {
+        let workspace = try workspace(tasks: 1)
+        let plan = try workspace.plan(workspace.jobText(output: "hook"))
+        func worker() -> TaskWorker {
+            TaskWorker(backbone: plan.model.makeBackbone(maxBatch: plan.finetune.batchSize),
+                       base: FloatBuffer(count: plan.model.layout.totalCount), seed: plan.seed,
+                       finetune: plan.finetune, probe: plan.probe, console: Console(level: .quiet))
+        }
+        var calls = 0
+        let trained = try worker().run(plan.tasks[0], betweenChunks: { calls += 1 })
+        let chunk = plan.model.makeBackbone(maxBatch: plan.finetune.batchSize).cacheBlock
+        func chunks(_ data: Dataset) -> Int { (data.count + chunk - 1) / chunk }
+        // Probe features of the training split, then θ0 and the fine-tuned model on test and validation.
+        XCTAssertEqual(calls, chunks(trained.data.train) + 2 * (chunks(trained.data.test) + chunks(trained.data.validation)))
+
+        struct Stop: Error {}
+        XCTAssertThrowsError(try worker().run(plan.tasks[0], betweenChunks: { throw Stop() })) { error in
+            XCTAssertTrue(error is Stop, "\(error)")
+        }
+    }
+
     func testTasksWithTheirOwnStepsRunLongestFirst() throws {
         let workspace = try workspace(tasks: 3)
         func text(_ output: String) -> String {

@@ -1,14 +1,20 @@
 // Evaluation: features, predictions and accuracy of a backbone and head over a dataset, in chunks.
 import Foundation
 
+/// Called between the chunks of an evaluation: rank 0 serves its workers' messages there while it
+/// evaluates a task of its own (a throw ends the evaluation).
+public typealias BetweenChunks = () throws -> Void
+
 public enum Evaluation {
-    /// Backbone features of every sample [count, featureCount], in chunks of the workspace size.
+    /// Backbone features of every sample [count, featureCount], in chunks of the cache block.
     /// With `linearizedAround` θ0 the model is the linearized f(x; θ0) + J(x; θ0)(θ − θ0).
     public static func features(backbone: any Backbone, parameters: FloatBuffer, data: Dataset,
-                                linearizedAround base: FloatBuffer? = nil) -> [Float] {
+                                linearizedAround base: FloatBuffer? = nil,
+                                betweenChunks: BetweenChunks) rethrows -> [Float] {
         let width = backbone.featureCount
         var result = [Float](repeating: 0, count: data.count * width)
-        forEachChunk(backbone: backbone, parameters: parameters, data: data, linearizedAround: base) { start, rows, features in
+        try forEachChunk(backbone: backbone, parameters: parameters, data: data, linearizedAround: base,
+                         betweenChunks: betweenChunks) { start, rows, features in
             result.withUnsafeMutableBufferPointer {
                 ($0.baseAddress! + start * width).update(from: features, count: rows * width)
             }
@@ -18,10 +24,12 @@ public enum Evaluation {
 
     /// Predicted class of every sample.
     public static func predictions(backbone: any Backbone, parameters: FloatBuffer, head: ClassificationHead,
-                                   data: Dataset, linearizedAround base: FloatBuffer? = nil) -> [Int32] {
+                                   data: Dataset, linearizedAround base: FloatBuffer? = nil,
+                                   betweenChunks: BetweenChunks) rethrows -> [Int32] {
         var result = [Int32](repeating: 0, count: data.count)
         let logits = FloatBuffer(count: backbone.maxBatch * head.classes)
-        forEachChunk(backbone: backbone, parameters: parameters, data: data, linearizedAround: base) { start, rows, features in
+        try forEachChunk(backbone: backbone, parameters: parameters, data: data, linearizedAround: base,
+                         betweenChunks: betweenChunks) { start, rows, features in
             head.forward(logits: logits.pointer, features: features, batch: rows)
             for row in 0..<rows {
                 result[start + row] = Int32(CrossEntropy.argmax(logits.pointer, row: row, classes: head.classes))
@@ -32,21 +40,42 @@ public enum Evaluation {
 
     /// Top-1 accuracy in [0, 1] (0 for an empty dataset).
     public static func accuracy(backbone: any Backbone, parameters: FloatBuffer, head: ClassificationHead,
-                                data: Dataset, linearizedAround base: FloatBuffer? = nil) -> Double {
+                                data: Dataset, linearizedAround base: FloatBuffer? = nil,
+                                betweenChunks: BetweenChunks) rethrows -> Double {
         guard data.count > 0 else { return 0 }
-        let predicted = predictions(backbone: backbone, parameters: parameters, head: head, data: data,
-                                    linearizedAround: base)
+        let predicted = try predictions(backbone: backbone, parameters: parameters, head: head, data: data,
+                                        linearizedAround: base, betweenChunks: betweenChunks)
         var correct = 0
         for i in 0..<data.count where predicted[i] == data.labels[i] { correct += 1 }
         return Double(correct) / Double(data.count)
     }
 
+    // The same with nothing to do between chunks (a rethrows function's default closure would
+    // make every call a `try`).
+
+    public static func features(backbone: any Backbone, parameters: FloatBuffer, data: Dataset,
+                                linearizedAround base: FloatBuffer? = nil) -> [Float] {
+        features(backbone: backbone, parameters: parameters, data: data, linearizedAround: base, betweenChunks: {})
+    }
+
+    public static func predictions(backbone: any Backbone, parameters: FloatBuffer, head: ClassificationHead,
+                                   data: Dataset, linearizedAround base: FloatBuffer? = nil) -> [Int32] {
+        predictions(backbone: backbone, parameters: parameters, head: head, data: data, linearizedAround: base,
+                    betweenChunks: {})
+    }
+
+    public static func accuracy(backbone: any Backbone, parameters: FloatBuffer, head: ClassificationHead,
+                                data: Dataset, linearizedAround base: FloatBuffer? = nil) -> Double {
+        accuracy(backbone: backbone, parameters: parameters, head: head, data: data, linearizedAround: base,
+                 betweenChunks: {})
+    }
+
     /// Runs the model over `data` in chunks of the backbone's cache block, handing each chunk's
-    /// features (start row, rows, pointer valid during the call) to `body`.
+    /// features (start row, rows, pointer valid during the call) to `body`; `betweenChunks` after each.
     private static func forEachChunk(
         backbone: any Backbone, parameters: FloatBuffer, data: Dataset, linearizedAround base: FloatBuffer?,
-        _ body: (Int, Int, UnsafePointer<Float>) -> Void
-    ) {
+        betweenChunks: BetweenChunks, _ body: (Int, Int, UnsafePointer<Float>) -> Void
+    ) rethrows {
         let width = backbone.featureCount
         var tangent: FloatBuffer?
         var featureTangent: FloatBuffer?
@@ -54,7 +83,7 @@ public enum Evaluation {
             tangent = TaskVector.difference(finetuned: parameters, base: base)
             featureTangent = FloatBuffer(count: backbone.maxBatch * width)
         }
-        data.inputs.withUnsafeBufferPointer { inputs in
+        try data.inputs.withUnsafeBufferPointer { inputs in
             var start = 0
             while start < data.count {
                 let rows = min(backbone.cacheBlock, data.count - start)
@@ -69,6 +98,7 @@ public enum Evaluation {
                     body(start, rows, backbone.forward(parameters: parameters.pointer, inputs: chunk, batch: rows))
                 }
                 start += rows
+                try betweenChunks()
             }
         }
     }

@@ -6,9 +6,11 @@ public enum LinearProbe {
     /// Features are computed once; only the head's parameters change.
     public static func fit(
         head: ClassificationHead, backbone: any Backbone, parameters: FloatBuffer, data: Dataset,
-        steps: Int, batchSize: Int, optimizer settings: OptimizerSettings, random: RandomStream
-    ) {
-        let features = Evaluation.features(backbone: backbone, parameters: parameters, data: data)
+        steps: Int, batchSize: Int, optimizer settings: OptimizerSettings, random: RandomStream,
+        betweenChunks: BetweenChunks
+    ) rethrows {
+        let features = try Evaluation.features(backbone: backbone, parameters: parameters, data: data,
+                                               betweenChunks: betweenChunks)
         let featureData = Dataset(inputs: features, labels: data.labels, sampleShape: [backbone.featureCount])
         let sampler = MinibatchSampler(data: featureData, batchSize: batchSize, random: random)
         let batch = sampler.batchSize
@@ -32,4 +34,13 @@ public enum LinearProbe {
     }
 }
 
-/// k-shot class prototypes and the cosine temperature of a prototype head.
+extension LinearProbe {
+    /// `fit` with nothing to do between the feature chunks.
+    public static func fit(
+        head: ClassificationHead, backbone: any Backbone, parameters: FloatBuffer, data: Dataset,
+        steps: Int, batchSize: Int, optimizer settings: OptimizerSettings, random: RandomStream
+    ) {
+        fit(head: head, backbone: backbone, parameters: parameters, data: data, steps: steps, batchSize: batchSize,
+            optimizer: settings, random: random, betweenChunks: {})
+    }
+}

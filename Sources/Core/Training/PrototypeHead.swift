@@ -16,7 +16,8 @@ public enum PrototypeHead {
     /// temperature × the unit mean of the unit θ0 features of the first `shots` examples of class c
     /// in a seeded shuffle of `data`; the bias is 0. Every class needs at least one example.
     public static func fit(head: ClassificationHead, backbone: any Backbone, parameters: FloatBuffer, data: Dataset,
-                           settings: PrototypeSettings, random: RandomStream, task: String) throws {
+                           settings: PrototypeSettings, random: RandomStream, task: String,
+                           betweenChunks: BetweenChunks = {}) throws {
         precondition(head.normalizesFeatures, "a prototype head reads normalised features")
         var random = random
         var chosen: [[Int]] = Array(repeating: [], count: head.classes)
@@ -28,7 +29,8 @@ public enum PrototypeHead {
             throw OrthofuseError("task '\(task)': no training example of class \(missing) for its prototype head")
         }
         let indices = chosen.flatMap { $0 }
-        let features = Evaluation.features(backbone: backbone, parameters: parameters, data: data.subset(indices))
+        let features = try Evaluation.features(backbone: backbone, parameters: parameters, data: data.subset(indices),
+                                               betweenChunks: betweenChunks)
         let width = head.featureCount
         var sums = [Double](repeating: 0, count: head.classes * width)
         for (row, index) in indices.enumerated() {
