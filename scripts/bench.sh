@@ -4,8 +4,10 @@
 # OrthoReg, one thread each, batch 128. Needs a CPU torch for the comparison (pip install
 # torch==2.13.0+cpu; timm for the ViT); prints the ratios.
 #
-# The ViT is also timed with 4 micro-batches of 32 (a job's default, `finetune.micro_batches`: the
-# same step, its gradient summed over the four), against the same PyTorch step.
+# The ViT runs its step in cache blocks of 8 samples (the model's own, `Backbone.cacheBlock`); it is
+# also timed with 4 micro-batches of 32 (a job's default, `finetune.micro_batches`: the same step,
+# its gradient summed over the four), and in one pass over the whole batch (`--cache-block` the
+# batch size, as PyTorch computes it), each against the same PyTorch step.
 #
 # The two tools take turns `--repeats` times (orthofuse's four settings, then PyTorch's, and
 # again), so that a slow spell of a shared machine falls on both; each line gives the median of
@@ -38,6 +40,7 @@ for ((repeat = 1; repeat <= repeats; repeat++)); do
     for lambda in 0 1; do ours+="$(bench --arch mlp --steps "$steps" --orthoreg "$lambda")"$'\n'; done
     for lambda in 0 1; do ours+="$(bench --arch vit --steps "$vit_steps" --orthoreg "$lambda")"$'\n'; done
     for lambda in 0 1; do ours+="$(bench --arch vit --steps "$vit_steps" --orthoreg "$lambda" --micro-batches 4)"$'\n'; done
+    for lambda in 0 1; do ours+="$(bench --arch vit --steps "$vit_steps" --orthoreg "$lambda" --cache-block "$batch")"$'\n'; done
     if $has_torch; then theirs+="$(cd scripts && "$python" bench_torch.py --steps "$steps" --batch "$batch")"$'\n'; fi
 done
 printf '%s' "$ours"
@@ -55,12 +58,14 @@ for line in sys.argv[1].splitlines():
     if match: torch.setdefault((match[1], float(match[2])), []).append(float(match[3]))
 for line in sys.stdin:
     ours = json.loads(line)
-    mine.setdefault((ours["arch"], float(ours["orthoreg"]), ours["micro_batches"]), []).append(ours["ms_per_step"])
-for (arch, lam, micro), times in mine.items():
+    whole = ours["arch"] != "mlp" and ours["cache_block"] >= ours["batch"]
+    mine.setdefault((ours["arch"], float(ours["orthoreg"]), ours["micro_batches"], whole), []).append(ours["ms_per_step"])
+for (arch, lam, micro, whole), times in mine.items():
     key = (arch, lam)
     if key not in torch: continue
     ratios = [t / m for m, t in zip(times, torch[key])]
-    label = f"{arch} orthoreg={lam:g}" + (f" ({micro} micro-batches)" if micro > 1 else "")
+    label = (f"{arch} orthoreg={lam:g}" + (f" ({micro} micro-batches)" if micro > 1 else "")
+             + (" (one pass over the whole batch)" if whole else ""))
     print(f"{label}: orthofuse {statistics.median(times):.2f} ms, torch {statistics.median(torch[key]):.2f} ms "
           f"(medians of {len(ratios)}): torch/orthofuse {statistics.median(ratios):.2f}x, range {min(ratios):.2f}-{max(ratios):.2f} "
           f"(>1: orthofuse is faster)")
