@@ -28,10 +28,11 @@
 //              the gathered task vectors (deterministic: same inputs, same seed, same kernels;
 //              sharded: each rank merges its slice and the slices are gathered, bitwise the
 //              same Δ; a phase agreement reports a failure); then for each α of that entry's grid it
-//              builds θ0 + α·Δ and evaluates the tasks it owns on their validation splits;
-//              allReduce of the accuracies; every rank picks the same α (max mean normalised
-//              validation accuracy, the smallest α on ties); the owners evaluate the test splits
-//              at that α; allReduce again. Rank 0 writes merged/<label>.safetensors.
+//              builds θ0 + α·Δ and counts right predictions in its share of every task's
+//              validation rows (SharedSplit.swift: whole chunks spread evenly over the ranks);
+//              allReduce of the counts; every rank picks the same α (max mean normalised
+//              validation accuracy, the smallest α on ties); the test rows likewise at that α.
+//              Rank 0 writes merged/<label>.safetensors.
 //  7b. Analyse. Rank 0 analyses the task vectors (cosine, sign conflicts, Gram deviation,
 //              spectra; sharded: gathered one tensor at a time). Negation (`evaluate.negation`) and the disentanglement error ξ
 //              (`evaluate.disentanglement`) are lists of (model, task) evaluations: each task's
@@ -235,6 +236,13 @@ public final class JobRunner {
     private func mergeAll(_ gathered: Gathered, base: FloatBuffer, results: [Int: TrainedTask], assignment: [Int],
                           backbone: any Backbone) throws -> [RunReport.MergeEntry] {
         let layout = plan.model.layout
+        // Every task's validation and test rows spread evenly over the ranks, for every merge.
+        func shared(_ split: KeyPath<TaskData, Dataset>, sizes: [Int]) throws -> SharedSplit {
+            try SharedSplit(sizes: sizes, owners: assignment, chunk: backbone.cacheBlock, featureCount: backbone.inputCount,
+                            communicator: communicator) { results[$0]?.data[keyPath: split] }
+        }
+        let splits = (validation: try shared(\.validation, sizes: gathered.entries.map(\.validationSamples)),
+                      test: try shared(\.test, sizes: gathered.entries.map(\.testSamples)))
         var merges: [RunReport.MergeEntry] = []
         for merge in plan.merges {
             let mergedVector = try PhaseAgreement.run(communicator) {
@@ -243,8 +251,8 @@ public final class JobRunner {
                 }
                 return try TaskVectorMerger.mergedTaskVector(gathered.taskVectors, layout: layout, settings: merge.settings)
             }
-            merges.append(try mergeAndEvaluate(merge, base: base, mergedVector: mergedVector, results: results,
-                                               assignment: assignment, entries: gathered.entries, backbone: backbone))
+            merges.append(try mergeAndEvaluate(merge, base: base, mergedVector: mergedVector, heads: gathered.heads,
+                                               splits: splits, entries: gathered.entries, backbone: backbone))
         }
         return merges
     }
@@ -463,37 +471,41 @@ public final class JobRunner {
 
     /// Chooses α for θ0 + α·Δ on validation, evaluates the test splits there, writes the merged model.
     private func mergeAndEvaluate(
-        _ merge: MergePlan, base: FloatBuffer, mergedVector: FloatBuffer, results: [Int: TrainedTask],
-        assignment: [Int], entries: [RunReport.TaskEntry], backbone: any Backbone
+        _ merge: MergePlan, base: FloatBuffer, mergedVector: FloatBuffer, heads: [ClassificationHead],
+        splits: (validation: SharedSplit, test: SharedSplit), entries: [RunReport.TaskEntry], backbone: any Backbone
     ) throws -> RunReport.MergeEntry {
         let tasks = plan.tasks
         // Linearized task vectors merge in tangent space: f(x; θ0) + J(x; θ0)·αΔ.
         let linearization = plan.finetune.parametrization == .linearized ? base : nil
         let grid = merge.alphaGrid
-        let evaluator = DistributedEvaluation(communicator: communicator, assignment: assignment)
-        /// Accuracy of θ0 + α·Δ (model = the index of α in `alphas`) on each task's `split`, by its owner.
-        func accuracies(alphas: [Double], split: KeyPath<TaskData, Dataset>) throws -> [Double] {
-            let items = alphas.indices.flatMap { a in tasks.indices.map { DistributedEvaluation.Item(model: a, task: $0) } }
-            return try evaluator.run(
-                items, parameterCount: base.count,
-                build: { a, merged in
-                    TaskArithmetic.merge(base: base, taskVectorSum: mergedVector, alpha: Float(alphas[a]), into: merged)
-                },
-                measure: { index, merged in
-                    let result = results[items[index].task]!
-                    return Evaluation.accuracy(backbone: backbone, parameters: merged, head: result.head,
-                                               data: result.data[keyPath: split], linearizedAround: linearization)
-                })
+        /// Accuracy of θ0 + α·Δ on every task's split, value-major (entry a·T + t): each rank counts
+        /// the right predictions in its share of the rows (an MLP's first layer computed twice, not
+        /// once per α), an allReduce sums the counts; every rank then holds the same accuracies.
+        func accuracies(alphas: [Double], on split: SharedSplit) throws -> [Double] {
+            let counts: [Double] = try PhaseAgreement.run(communicator) {
+                var counts = [Double](repeating: 0, count: alphas.count * tasks.count)
+                for t in tasks.indices {
+                    for piece in split.pieces[t] {
+                        let correct = Evaluation.correctAlongLine(
+                            backbone: backbone, base: base, direction: mergedVector, alphas: alphas, head: heads[t],
+                            data: piece.data, rows: piece.rows, linearizedAround: linearization)
+                        for (a, count) in correct.enumerated() { counts[a * tasks.count + t] += Double(count) }
+                    }
+                }
+                return counts
+            }
+            return try communicator.allReduce(counts, .sum).enumerated().map { index, correct in
+                let size = split.sizes[index % tasks.count]
+                return size > 0 ? correct / Double(size) : 0
+            }
         }
 
-        // Validation accuracy of every (α, task) pair, each task's grid by its owner in one pass
-        // (an MLP's first layer is computed twice, not once per α); every rank picks the same α.
-        let validationAll = try evaluator.runPerTask(taskCount: tasks.count, perTask: grid.count) { task in
-            let result = results[task]!
-            return Evaluation.accuraciesAlongLine(backbone: backbone, base: base, direction: mergedVector, alphas: grid,
-                                                  head: result.head, data: result.data.validation,
-                                                  linearizedAround: linearization,
-                                                  atBase: entries[task].zeroShotValidationAccuracy)
+        // Validation accuracy of every (α, task) pair; α = 0 is θ0, whose accuracy each task's
+        // zero-shot evaluation measured. Every rank picks the same α.
+        let measuredAlphas = grid.filter { $0 != 0 }
+        var measured = try accuracies(alphas: measuredAlphas, on: splits.validation).makeIterator()
+        let validationAll = grid.flatMap { alpha in
+            tasks.indices.map { alpha == 0 ? entries[$0].zeroShotValidationAccuracy : measured.next()! }
         }
         var curve: [RunReport.AlphaPoint] = []
         var bestIndex = 0
@@ -518,7 +530,7 @@ public final class JobRunner {
         let alpha = grid[bestIndex]
 
         // Test accuracy at the chosen α.
-        let test = try accuracies(alphas: [alpha], split: \.test)
+        let test = try accuracies(alphas: [alpha], on: splits.test)
         let merged = FloatBuffer(count: base.count)
         TaskArithmetic.merge(base: base, taskVectorSum: mergedVector, alpha: Float(alpha), into: merged)
         let perTask = tasks.indices.map { index in

@@ -50,6 +50,21 @@ public enum Evaluation {
         return Double(correct) / Double(data.count)
     }
 
+    /// Samples among `rows` of `data` whose predicted class is their label.
+    static func correctCount(backbone: any Backbone, parameters: FloatBuffer, head: ClassificationHead, data: Dataset,
+                             rows: Range<Int>, linearizedAround base: FloatBuffer?, logits: FloatBuffer) -> Int {
+        var correct = 0
+        forEachChunk(backbone: backbone, parameters: parameters, data: data, rows: rows, linearizedAround: base,
+                     betweenChunks: {}) { start, count, features in
+            head.forward(logits: logits.pointer, features: features, batch: count)
+            for row in 0..<count
+            where Int32(CrossEntropy.argmax(logits.pointer, row: row, classes: head.classes)) == data.labels[start + row] {
+                correct += 1
+            }
+        }
+        return correct
+    }
+
     // The same with nothing to do between chunks (a rethrows function's default closure would
     // make every call a `try`).
 
@@ -72,10 +87,14 @@ public enum Evaluation {
 
     /// Runs the model over `data` in chunks of the backbone's cache block, handing each chunk's
     /// features (start row, rows, pointer valid during the call) to `body`; `betweenChunks` after each.
-    private static func forEachChunk(
-        backbone: any Backbone, parameters: FloatBuffer, data: Dataset, linearizedAround base: FloatBuffer?,
-        betweenChunks: BetweenChunks, _ body: (Int, Int, UnsafePointer<Float>) -> Void
+    /// `rows` (default all) are run from their first in chunks: a chunk's rows, and so its bits, are
+    /// the same wherever a split's rows are cut as long as the cuts fall on multiples of the block.
+    static func forEachChunk(
+        backbone: any Backbone, parameters: FloatBuffer, data: Dataset, rows range: Range<Int>? = nil,
+        linearizedAround base: FloatBuffer?, betweenChunks: BetweenChunks, _ body: (Int, Int, UnsafePointer<Float>) -> Void
     ) rethrows {
+        let range = range ?? 0..<data.count
+        precondition(range.lowerBound >= 0 && range.upperBound <= data.count, "rows \(range) of \(data.count) samples")
         let width = backbone.featureCount
         var tangent: FloatBuffer?
         var featureTangent: FloatBuffer?
@@ -84,9 +103,9 @@ public enum Evaluation {
             featureTangent = FloatBuffer(count: backbone.maxBatch * width)
         }
         try data.inputs.withUnsafeBufferPointer { inputs in
-            var start = 0
-            while start < data.count {
-                let rows = min(backbone.cacheBlock, data.count - start)
+            var start = range.lowerBound
+            while start < range.upperBound {
+                let rows = min(backbone.cacheBlock, range.upperBound - start)
                 let chunk = inputs.baseAddress! + start * data.featureCount
                 if let base, let tangent, let featureTangent {
                     let primal = backbone.forwardWithTangent(parameters: base.pointer, tangent: tangent.pointer,

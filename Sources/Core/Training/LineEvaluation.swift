@@ -36,52 +36,71 @@ extension Evaluation {
                                                head: head, data: data, linearizedAround: linearization).makeIterator()
             return alphas.map { $0 == 0 ? atBase : measured.next()! }
         }
+        guard data.count > 0 else { return alphas.map { _ in 0 } }
+        return correctAlongLine(backbone: backbone, base: base, direction: direction, alphas: alphas, head: head,
+                                data: data, rows: 0..<data.count, linearizedAround: linearization)
+            .map { Double($0) / Double(data.count) }
+    }
+
+    /// How many of the samples `rows` of `data` θ(α) classifies right, for every α of `alphas`.
+    /// The rows run in chunks of the backbone's cache block from `rows.lowerBound`, so counts over
+    /// row ranges cut at multiples of the block add up, bit for bit, to the count over all of them.
+    public static func correctAlongLine(
+        backbone: any Backbone, base: FloatBuffer, direction: FloatBuffer, alphas: [Double],
+        head: ClassificationHead, data: Dataset, rows: Range<Int>, linearizedAround linearization: FloatBuffer? = nil
+    ) -> [Int] {
         let model = FloatBuffer(count: base.count)
-        if linearization == nil, let affine = backbone as? AffineInputBackbone, data.count > 0,
-           2 * data.count * affine.firstLayer.outputs <= lineScratchBudget {
-            return accuraciesAlongLine(affine, base: base, direction: direction, alphas: alphas, head: head, data: data,
-                                       model: model)
+        let logits = FloatBuffer(count: backbone.maxBatch * head.classes)
+        if linearization == nil, let affine = backbone as? AffineInputBackbone, !rows.isEmpty,
+           2 * rows.count * affine.firstLayer.outputs <= lineScratchBudget {
+            return correctAlongLine(affine, base: base, direction: direction, alphas: alphas, head: head, data: data,
+                                    rows: rows, model: model, logits: logits)
         }
         return alphas.map { alpha in
             TaskArithmetic.merge(base: base, taskVectorSum: direction, alpha: Float(alpha), into: model)
-            return accuracy(backbone: backbone, parameters: model, head: head, data: data, linearizedAround: linearization)
+            return correctCount(backbone: backbone, parameters: model, head: head, data: data, rows: rows,
+                                linearizedAround: linearization, logits: logits)
         }
     }
 
-    private static func accuraciesAlongLine(
+    private static func correctAlongLine(
         _ backbone: any AffineInputBackbone, base: FloatBuffer, direction: FloatBuffer, alphas: [Double],
-        head: ClassificationHead, data: Dataset, model: FloatBuffer
-    ) -> [Double] {
+        head: ClassificationHead, data: Dataset, rows: Range<Int>, model: FloatBuffer, logits: FloatBuffer
+    ) -> [Int] {
         let (weight, bias, width) = backbone.firstLayer
         let inputs = data.featureCount
-        // u = W0·x + b0 and v = ΔW·x + Δb for every sample, [count, width] each.
-        let atBase = FloatBuffer(count: data.count * width), alongDirection = FloatBuffer(count: data.count * width)
+        let chunk = backbone.cacheBlock
+        /// The chunks of `rows`: (first row, rows, offset of the chunk's pre-activations).
+        let chunks = stride(from: rows.lowerBound, to: rows.upperBound, by: chunk).map { start in
+            (start, min(chunk, rows.upperBound - start), (start - rows.lowerBound) * width)
+        }
+        // u = W0·x + b0 and v = ΔW·x + Δb for every sample, [rows, width] each, one chunk per GEMM
+        // (as the chunk's own forward pass would compute them).
+        let atBase = FloatBuffer(count: rows.count * width), alongDirection = FloatBuffer(count: rows.count * width)
         data.inputs.withUnsafeBufferPointer { x in
-            for (out, parameters) in [(atBase, base), (alongDirection, direction)] {
-                Linear.forward(out: out.pointer, inp: x.baseAddress!, weight: parameters.pointer + weight,
-                               bias: parameters.pointer + bias, rows: data.count, inputs: inputs, outputs: width)
+            for (start, count, offset) in chunks {
+                for (out, parameters) in [(atBase, base), (alongDirection, direction)] {
+                    Linear.forward(out: out.pointer + offset, inp: x.baseAddress! + start * inputs,
+                                   weight: parameters.pointer + weight, bias: parameters.pointer + bias,
+                                   rows: count, inputs: inputs, outputs: width)
+                }
             }
         }
-        let chunk = backbone.cacheBlock
         let preActivation = FloatBuffer(count: chunk * width)
-        let logits = FloatBuffer(count: chunk * head.classes)
         return alphas.map { alpha in
             TaskArithmetic.merge(base: base, taskVectorSum: direction, alpha: Float(alpha), into: model)
             var correct = 0
-            var start = 0
-            while start < data.count {
-                let rows = min(chunk, data.count - start), offset = start * width
-                preActivation.pointer.update(from: atBase.pointer + offset, count: rows * width)
-                ElementWise.axpy(preActivation.pointer, Float(alpha), alongDirection.pointer + offset, count: rows * width)
-                let features = backbone.forward(parameters: model.pointer, firstPreActivation: preActivation.pointer, batch: rows)
-                head.forward(logits: logits.pointer, features: features, batch: rows)
-                for row in 0..<rows
+            for (start, count, offset) in chunks {
+                preActivation.pointer.update(from: atBase.pointer + offset, count: count * width)
+                ElementWise.axpy(preActivation.pointer, Float(alpha), alongDirection.pointer + offset, count: count * width)
+                let features = backbone.forward(parameters: model.pointer, firstPreActivation: preActivation.pointer, batch: count)
+                head.forward(logits: logits.pointer, features: features, batch: count)
+                for row in 0..<count
                 where Int32(CrossEntropy.argmax(logits.pointer, row: row, classes: head.classes)) == data.labels[start + row] {
                     correct += 1
                 }
-                start += rows
             }
-            return Double(correct) / Double(data.count)
+            return correct
         }
     }
 }
