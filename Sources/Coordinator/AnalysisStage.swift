@@ -31,7 +31,9 @@ struct AnalysisStage {
     /// This rank's tasks (their data), by task index.
     let results: [Int: TrainedTask]
     let entries: [RunReport.TaskEntry]
-    /// This rank's backbone (its workspace); evaluation runs in chunks of its batch.
+    /// Every task's validation and test rows, shared out over the ranks (the negation grids).
+    let splits: SharedSplits
+    /// This rank's backbone (its workspace); evaluation runs in chunks of its cache block.
     let backbone: any Backbone
 
     private var isCoordinator: Bool { communicator.rank == 0 }
@@ -78,38 +80,33 @@ struct AnalysisStage {
         let control = negation.control
         typealias Item = DistributedEvaluation.Item
         // Slot (k·|grid| + a)·2 + r: θ0 − grid[a]·τ_targets[k] on the target's (r = 0) or the control's
-        // (r = 1) validation split, each task's grids by its owner in one pass per grid (an MLP's
-        // first layer twice per grid, not once per α).
-        let slots = negation.targets.count * grid.count * 2
-        let taskCount = plan.tasks.count
-        let measured = try evaluator.runPerTask(taskCount: taskCount, perTask: slots) { task in
-            var values = [Double](repeating: 0, count: slots)
-            for (k, target) in negation.targets.enumerated() {
-                for role in [0, 1] where (role == 0 ? target : control) == task {
-                    let curve = Evaluation.accuraciesAlongLine(
-                        backbone: backbone, base: base, direction: taskVectors[target], alphas: grid.map { -$0 },
-                        head: heads[task], data: results[task]!.data.validation, linearizedAround: linearization,
-                        atBase: entries[task].zeroShotValidationAccuracy)
-                    for a in grid.indices { values[(k * grid.count + a) * 2 + role] = curve[a] }
+        // (r = 1) validation split, from every rank's share of its rows. α = 0 is θ0: each task's
+        // zero-shot validation accuracy.
+        let measuredAlphas = grid.filter { $0 != 0 }
+        let lines = negation.targets.flatMap { target in
+            [target, control].map { SharedSplit.Line(task: $0, direction: taskVectors[target], alphas: measuredAlphas.map { -$0 }) }
+        }
+        let curves = try splits.validation.accuracies(lines, base: base, heads: heads, backbone: backbone,
+                                                      linearizedAround: linearization, communicator: communicator)
+        let validation = negation.targets.indices.flatMap { k in
+            grid.flatMap { alpha -> [Double] in
+                (0..<2).map { role in
+                    let line = 2 * k + role
+                    guard alpha != 0 else { return entries[lines[line].task].zeroShotValidationAccuracy }
+                    return curves[line][measuredAlphas.firstIndex(of: alpha)!]
                 }
             }
-            return values
-        }
-        // Slot v of task t is measured[v·T + t]: the target's slots by the target, the control's by the control.
-        let validation = (0..<slots).map { slot in
-            let k = slot / 2 / grid.count
-            return measured[slot * taskCount + (slot % 2 == 0 ? negation.targets[k] : control)]
         }
 
         let controlBase = entries[control].zeroShotValidationAccuracy
         var chosen: [(index: Int, constraintMet: Bool)] = []
-        var curves: [[NegationReport.Point]] = []
+        var points: [[NegationReport.Point]] = []
         for k in negation.targets.indices {
             let targetCurve = grid.indices.map { validation[2 * (k * grid.count + $0)] }
             let controlCurve = grid.indices.map { validation[2 * (k * grid.count + $0) + 1] }
             chosen.append(NegationRule.choose(targetAccuracy: targetCurve, controlAccuracy: controlCurve,
                                               controlBaseAccuracy: controlBase, threshold: negation.threshold))
-            curves.append(grid.indices.map {
+            points.append(grid.indices.map {
                 NegationReport.Point(alpha: grid[$0], targetValidationAccuracy: targetCurve[$0],
                                      controlValidationAccuracy: controlCurve[$0])
             })
@@ -134,7 +131,7 @@ struct AnalysisStage {
                     target: names[target], alpha: grid[chosen[k].index], targetAccuracy: test[2 * k],
                     controlAccuracy: test[2 * k + 1], targetBaseAccuracy: entries[target].zeroShotAccuracy,
                     controlBaseAccuracy: entries[control].zeroShotAccuracy, constraintMet: chosen[k].constraintMet,
-                    curve: curves[k])
+                    curve: points[k])
             })
         if isCoordinator {
             for result in report.results {

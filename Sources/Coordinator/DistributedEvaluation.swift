@@ -35,19 +35,4 @@ struct DistributedEvaluation {
         }
         return try communicator.allReduce(values, .sum)
     }
-
-    /// `perTask` values of every task, measured by its owner (`measure(task)` returns them in
-    /// order), laid out value-major: entry v·T + t is value v of task t, the same on every rank.
-    func runPerTask(taskCount: Int, perTask: Int, measure: (Int) throws -> [Double]) throws -> [Double] {
-        let values: [Double] = try PhaseAgreement.run(communicator) {
-            var values = [Double](repeating: 0, count: perTask * taskCount)
-            for task in 0..<taskCount where assignment[task] == communicator.rank {
-                let measured = try measure(task)
-                precondition(measured.count == perTask, "task \(task) gave \(measured.count) of \(perTask) values")
-                for (v, value) in measured.enumerated() { values[v * taskCount + task] = value }
-            }
-            return values
-        }
-        return try communicator.allReduce(values, .sum)
-    }
 }

@@ -36,7 +36,8 @@
 //  7b. Analyse. Rank 0 analyses the task vectors (cosine, sign conflicts, Gram deviation,
 //              spectra; sharded: gathered one tensor at a time). Negation (`evaluate.negation`) and the disentanglement error ξ
 //              (`evaluate.disentanglement`) are lists of (model, task) evaluations: each task's
-//              owner measures its items, an allReduce sums them (AnalysisStage.swift).
+//              owner measures its items, an allReduce sums them; negation's α grids run on the
+//              shared validation rows of step 7 instead (AnalysisStage.swift).
 //  8. Report.  Rank 0 writes report.json and report.html and prints the table; a final barrier
 //              keeps every rank alive until the outputs exist.
 import Core
@@ -146,8 +147,11 @@ public final class JobRunner {
         }
         clock.end("save")
 
-        // 7. Merge and evaluate.
-        let merges = try mergeAll(gathered, base: base, results: results, assignment: assignment, backbone: backbone)
+        // 7. Merge and evaluate: every task's validation and test rows spread evenly over the
+        // ranks, for every merge and for negation.
+        let splits = try SharedSplits(results: results, entries: gathered.entries, assignment: assignment,
+                                      backbone: backbone, communicator: communicator)
+        let merges = try mergeAll(gathered, base: base, splits: splits, backbone: backbone)
         clock.end("merge and α search")
 
         // 7b. Analyse the task vectors; negation and disentanglement error (AnalysisStage.swift).
@@ -170,7 +174,7 @@ public final class JobRunner {
             analyses = try AnalysisStage(
             plan: plan, communicator: communicator, console: console, assignment: assignment, base: base,
             taskVectors: gathered.taskVectors, heads: gathered.heads, results: results, entries: gathered.entries,
-            backbone: backbone).run()
+            splits: splits, backbone: backbone).run()
         }
 
         clock.end("analyses")
@@ -233,16 +237,9 @@ public final class JobRunner {
 
     /// Step 7: each merge entry's Δ (held only while its α grid is evaluated), its α chosen on
     /// validation and its test accuracies.
-    private func mergeAll(_ gathered: Gathered, base: FloatBuffer, results: [Int: TrainedTask], assignment: [Int],
+    private func mergeAll(_ gathered: Gathered, base: FloatBuffer, splits: SharedSplits,
                           backbone: any Backbone) throws -> [RunReport.MergeEntry] {
         let layout = plan.model.layout
-        // Every task's validation and test rows spread evenly over the ranks, for every merge.
-        func shared(_ split: KeyPath<TaskData, Dataset>, sizes: [Int]) throws -> SharedSplit {
-            try SharedSplit(sizes: sizes, owners: assignment, chunk: backbone.cacheBlock, featureCount: backbone.inputCount,
-                            communicator: communicator) { results[$0]?.data[keyPath: split] }
-        }
-        let splits = (validation: try shared(\.validation, sizes: gathered.entries.map(\.validationSamples)),
-                      test: try shared(\.test, sizes: gathered.entries.map(\.testSamples)))
         var merges: [RunReport.MergeEntry] = []
         for merge in plan.merges {
             let mergedVector = try PhaseAgreement.run(communicator) {
@@ -472,38 +469,24 @@ public final class JobRunner {
     /// Chooses α for θ0 + α·Δ on validation, evaluates the test splits there, writes the merged model.
     private func mergeAndEvaluate(
         _ merge: MergePlan, base: FloatBuffer, mergedVector: FloatBuffer, heads: [ClassificationHead],
-        splits: (validation: SharedSplit, test: SharedSplit), entries: [RunReport.TaskEntry], backbone: any Backbone
+        splits: SharedSplits, entries: [RunReport.TaskEntry], backbone: any Backbone
     ) throws -> RunReport.MergeEntry {
         let tasks = plan.tasks
         // Linearized task vectors merge in tangent space: f(x; θ0) + J(x; θ0)·αΔ.
         let linearization = plan.finetune.parametrization == .linearized ? base : nil
         let grid = merge.alphaGrid
-        /// Accuracy of θ0 + α·Δ on every task's split, value-major (entry a·T + t): each rank counts
-        /// the right predictions in its share of the rows (an MLP's first layer computed twice, not
-        /// once per α), an allReduce sums the counts; every rank then holds the same accuracies.
+        /// Accuracy of θ0 + α·Δ on every task's split, value-major (entry a·T + t), from every
+        /// rank's share of the rows.
         func accuracies(alphas: [Double], on split: SharedSplit) throws -> [Double] {
-            let counts: [Double] = try PhaseAgreement.run(communicator) {
-                var counts = [Double](repeating: 0, count: alphas.count * tasks.count)
-                for t in tasks.indices {
-                    for piece in split.pieces[t] {
-                        let correct = Evaluation.correctAlongLine(
-                            backbone: backbone, base: base, direction: mergedVector, alphas: alphas, head: heads[t],
-                            data: piece.data, rows: piece.rows, linearizedAround: linearization)
-                        for (a, count) in correct.enumerated() { counts[a * tasks.count + t] += Double(count) }
-                    }
-                }
-                return counts
-            }
-            return try communicator.allReduce(counts, .sum).enumerated().map { index, correct in
-                let size = split.sizes[index % tasks.count]
-                return size > 0 ? correct / Double(size) : 0
-            }
+            let lines = tasks.indices.map { SharedSplit.Line(task: $0, direction: mergedVector, alphas: alphas) }
+            let perTask = try split.accuracies(lines, base: base, heads: heads, backbone: backbone,
+                                               linearizedAround: linearization, communicator: communicator)
+            return alphas.indices.flatMap { a in tasks.indices.map { perTask[$0][a] } }
         }
 
         // Validation accuracy of every (α, task) pair; α = 0 is θ0, whose accuracy each task's
         // zero-shot evaluation measured. Every rank picks the same α.
-        let measuredAlphas = grid.filter { $0 != 0 }
-        var measured = try accuracies(alphas: measuredAlphas, on: splits.validation).makeIterator()
+        var measured = try accuracies(alphas: grid.filter { $0 != 0 }, on: splits.validation).makeIterator()
         let validationAll = grid.flatMap { alpha in
             tasks.indices.map { alpha == 0 ? entries[$0].zeroShotValidationAccuracy : measured.next()! }
         }

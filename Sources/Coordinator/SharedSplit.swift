@@ -8,7 +8,25 @@
 // the same first row), so the counts of right predictions, summed over ranks, are the same
 // integers for any number of ranks, and the accuracies the same bits.
 import Core
+import Reporting
 import Transport
+import Worker
+
+/// The validation and test splits of a run's tasks, shared out once for every merge and for negation.
+struct SharedSplits {
+    let validation: SharedSplit
+    let test: SharedSplit
+
+    init(results: [Int: TrainedTask], entries: [RunReport.TaskEntry], assignment: [Int], backbone: any Backbone,
+         communicator: any Communicator) throws {
+        func shared(_ split: KeyPath<TaskData, Dataset>, sizes: [Int]) throws -> SharedSplit {
+            try SharedSplit(sizes: sizes, owners: assignment, chunk: backbone.cacheBlock, featureCount: backbone.inputCount,
+                            communicator: communicator) { results[$0]?.data[keyPath: split] }
+        }
+        validation = try shared(\.validation, sizes: entries.map(\.validationSamples))
+        test = try shared(\.test, sizes: entries.map(\.testSamples))
+    }
+}
 
 struct SharedSplit {
     /// Rows of a task's split that this rank evaluates: `rows` of `data`.
@@ -97,5 +115,37 @@ struct SharedSplit {
         }
         self.pieces = pieces
         self.sizes = sizes
+    }
+
+    /// One line of models to measure on one task's split: base + α·direction for every α.
+    struct Line {
+        let task: Int
+        let direction: FloatBuffer
+        let alphas: [Double]
+    }
+
+    /// Each line's accuracies, α by α: every rank counts the right predictions in its share of the
+    /// line's task (`Evaluation.correctAlongLine`: an MLP's first layer twice, not once per α), an
+    /// allReduce sums the counts, and every rank holds the same accuracies.
+    func accuracies(_ lines: [Line], base: FloatBuffer, heads: [ClassificationHead], backbone: any Backbone,
+                    linearizedAround linearization: FloatBuffer?, communicator: any Communicator) throws -> [[Double]] {
+        let counts: [Double] = try PhaseAgreement.run(communicator) {
+            lines.flatMap { line in
+                var counts = [Double](repeating: 0, count: line.alphas.count)
+                for piece in pieces[line.task] {
+                    let correct = Evaluation.correctAlongLine(
+                        backbone: backbone, base: base, direction: line.direction, alphas: line.alphas,
+                        head: heads[line.task], data: piece.data, rows: piece.rows, linearizedAround: linearization)
+                    for (a, count) in correct.enumerated() { counts[a] += Double(count) }
+                }
+                return counts
+            }
+        }
+        var summed = try communicator.allReduce(counts, .sum)[...]
+        return lines.map { line in
+            let size = Double(sizes[line.task])
+            defer { summed = summed.dropFirst(line.alphas.count) }
+            return summed.prefix(line.alphas.count).map { size > 0 ? $0 / size : 0 }
+        }
     }
 }
