@@ -476,17 +476,19 @@ public final class JobRunner {
         let linearization = plan.finetune.parametrization == .linearized ? base : nil
         let grid = merge.alphaGrid
         /// Accuracy of θ0 + α·Δ on every task's split, value-major (entry a·T + t), from every
-        /// rank's share of the rows.
-        func accuracies(alphas: [Double], on split: SharedSplit) throws -> [Double] {
+        /// rank's share of the rows; `sharingFirstLayer` as in `Evaluation.correctAlongLine`.
+        func accuracies(alphas: [Double], on split: SharedSplit, sharingFirstLayer: Bool) throws -> [Double] {
             let lines = tasks.indices.map { SharedSplit.Line(task: $0, direction: mergedVector, alphas: alphas) }
             let perTask = try split.accuracies(lines, base: base, heads: heads, backbone: backbone,
-                                               linearizedAround: linearization, communicator: communicator)
+                                               linearizedAround: linearization, sharingFirstLayer: sharingFirstLayer,
+                                               communicator: communicator)
             return alphas.indices.flatMap { a in tasks.indices.map { perTask[$0][a] } }
         }
 
         // Validation accuracy of every (α, task) pair; α = 0 is θ0, whose accuracy each task's
         // zero-shot evaluation measured. Every rank picks the same α.
-        var measured = try accuracies(alphas: grid.filter { $0 != 0 }, on: splits.validation).makeIterator()
+        var measured = try accuracies(alphas: grid.filter { $0 != 0 }, on: splits.validation,
+                                      sharingFirstLayer: true).makeIterator()
         let validationAll = grid.flatMap { alpha in
             tasks.indices.map { alpha == 0 ? entries[$0].zeroShotValidationAccuracy : measured.next()! }
         }
@@ -512,8 +514,8 @@ public final class JobRunner {
         }
         let alpha = grid[bestIndex]
 
-        // Test accuracy at the chosen α.
-        let test = try accuracies(alphas: [alpha], on: splits.test)
+        // Test accuracy at the chosen α, of the merged model as it is (as its file evaluates).
+        let test = try accuracies(alphas: [alpha], on: splits.test, sharingFirstLayer: false)
         let merged = FloatBuffer(count: base.count)
         TaskArithmetic.merge(base: base, taskVectorSum: mergedVector, alpha: Float(alpha), into: merged)
         let perTask = tasks.indices.map { index in

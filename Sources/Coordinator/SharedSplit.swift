@@ -125,17 +125,19 @@ struct SharedSplit {
     }
 
     /// Each line's accuracies, α by α: every rank counts the right predictions in its share of the
-    /// line's task (`Evaluation.correctAlongLine`: an MLP's first layer twice, not once per α), an
-    /// allReduce sums the counts, and every rank holds the same accuracies.
+    /// line's task (`Evaluation.correctAlongLine`: with `sharingFirstLayer`, an MLP's first layer
+    /// twice, not once per α), an allReduce sums the counts, and every rank holds the same accuracies.
     func accuracies(_ lines: [Line], base: FloatBuffer, heads: [ClassificationHead], backbone: any Backbone,
-                    linearizedAround linearization: FloatBuffer?, communicator: any Communicator) throws -> [[Double]] {
+                    linearizedAround linearization: FloatBuffer?, sharingFirstLayer: Bool = true,
+                    communicator: any Communicator) throws -> [[Double]] {
         let counts: [Double] = try PhaseAgreement.run(communicator) {
             lines.flatMap { line in
                 var counts = [Double](repeating: 0, count: line.alphas.count)
                 for piece in pieces[line.task] {
                     let correct = Evaluation.correctAlongLine(
                         backbone: backbone, base: base, direction: line.direction, alphas: line.alphas,
-                        head: heads[line.task], data: piece.data, rows: piece.rows, linearizedAround: linearization)
+                        head: heads[line.task], data: piece.data, rows: piece.rows, linearizedAround: linearization,
+                        sharingFirstLayer: sharingFirstLayer)
                     for (a, count) in correct.enumerated() { counts[a] += Double(count) }
                 }
                 return counts

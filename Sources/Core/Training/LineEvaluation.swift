@@ -45,13 +45,16 @@ extension Evaluation {
     /// How many of the samples `rows` of `data` θ(α) classifies right, for every α of `alphas`.
     /// The rows run in chunks of the backbone's cache block from `rows.lowerBound`, so counts over
     /// row ranges cut at multiples of the block add up, bit for bit, to the count over all of them.
+    /// `sharingFirstLayer` false runs each θ(α) as it is, bitwise the forward pass of that model
+    /// (the test accuracy of a merged model, which `orthofuse eval` of its file reproduces).
     public static func correctAlongLine(
         backbone: any Backbone, base: FloatBuffer, direction: FloatBuffer, alphas: [Double],
-        head: ClassificationHead, data: Dataset, rows: Range<Int>, linearizedAround linearization: FloatBuffer? = nil
+        head: ClassificationHead, data: Dataset, rows: Range<Int>, linearizedAround linearization: FloatBuffer? = nil,
+        sharingFirstLayer: Bool = true
     ) -> [Int] {
         let model = FloatBuffer(count: base.count)
         let logits = FloatBuffer(count: backbone.maxBatch * head.classes)
-        if linearization == nil, let affine = backbone as? AffineInputBackbone, !rows.isEmpty,
+        if sharingFirstLayer, linearization == nil, let affine = backbone as? AffineInputBackbone, !rows.isEmpty,
            2 * rows.count * affine.firstLayer.outputs <= lineScratchBudget {
             return correctAlongLine(affine, base: base, direction: direction, alphas: alphas, head: head, data: data,
                                     rows: rows, model: model, logits: logits)
