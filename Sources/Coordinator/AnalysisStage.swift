@@ -82,20 +82,16 @@ struct AnalysisStage {
         // Slot (k·|grid| + a)·2 + r: θ0 − grid[a]·τ_targets[k] on the target's (r = 0) or the control's
         // (r = 1) validation split, from every rank's share of its rows. α = 0 is θ0: each task's
         // zero-shot validation accuracy.
-        let measuredAlphas = grid.filter { $0 != 0 }
         let lines = negation.targets.flatMap { target in
-            [target, control].map { SharedSplit.Line(task: $0, direction: taskVectors[target], alphas: measuredAlphas.map { -$0 }) }
+            [target, control].map {
+                SharedSplit.Line(task: $0, direction: taskVectors[target], alphas: grid.map { -$0 },
+                                 atBase: entries[$0].zeroShotValidationAccuracy)
+            }
         }
         let curves = try splits.validation.accuracies(lines, base: base, heads: heads, backbone: backbone,
                                                       linearizedAround: linearization, communicator: communicator)
         let validation = negation.targets.indices.flatMap { k in
-            grid.flatMap { alpha -> [Double] in
-                (0..<2).map { role in
-                    let line = 2 * k + role
-                    guard alpha != 0 else { return entries[lines[line].task].zeroShotValidationAccuracy }
-                    return curves[line][measuredAlphas.firstIndex(of: alpha)!]
-                }
-            }
+            grid.indices.flatMap { a in [curves[2 * k][a], curves[2 * k + 1][a]] }
         }
 
         let controlBase = entries[control].zeroShotValidationAccuracy

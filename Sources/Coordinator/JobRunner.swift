@@ -476,22 +476,22 @@ public final class JobRunner {
         let linearization = plan.finetune.parametrization == .linearized ? base : nil
         let grid = merge.alphaGrid
         /// Accuracy of θ0 + α·Δ on every task's split, value-major (entry a·T + t), from every
-        /// rank's share of the rows; `sharingFirstLayer` as in `Evaluation.correctAlongLine`.
-        func accuracies(alphas: [Double], on split: SharedSplit, sharingFirstLayer: Bool) throws -> [Double] {
-            let lines = tasks.indices.map { SharedSplit.Line(task: $0, direction: mergedVector, alphas: alphas) }
+        /// rank's share of the rows; `atBase` the tasks' accuracies at α = 0, when known, and
+        /// `sharingFirstLayer` as in `Evaluation.correctAlongLine`.
+        func accuracies(alphas: [Double], on split: SharedSplit, atBase: [Double]?, sharingFirstLayer: Bool) throws -> [Double] {
+            let lines = tasks.indices.map {
+                SharedSplit.Line(task: $0, direction: mergedVector, alphas: alphas, atBase: atBase?[$0])
+            }
             let perTask = try split.accuracies(lines, base: base, heads: heads, backbone: backbone,
                                                linearizedAround: linearization, sharingFirstLayer: sharingFirstLayer,
                                                communicator: communicator)
             return alphas.indices.flatMap { a in tasks.indices.map { perTask[$0][a] } }
         }
 
-        // Validation accuracy of every (α, task) pair; α = 0 is θ0, whose accuracy each task's
-        // zero-shot evaluation measured. Every rank picks the same α.
-        var measured = try accuracies(alphas: grid.filter { $0 != 0 }, on: splits.validation,
-                                      sharingFirstLayer: true).makeIterator()
-        let validationAll = grid.flatMap { alpha in
-            tasks.indices.map { alpha == 0 ? entries[$0].zeroShotValidationAccuracy : measured.next()! }
-        }
+        // Validation accuracy of every (α, task) pair (α = 0 is θ0, whose accuracy each task's
+        // zero-shot evaluation measured); every rank picks the same α.
+        let validationAll = try accuracies(alphas: grid, on: splits.validation,
+                                           atBase: entries.map(\.zeroShotValidationAccuracy), sharingFirstLayer: true)
         var curve: [RunReport.AlphaPoint] = []
         var bestIndex = 0
         var bestScore = -Double.infinity
@@ -515,7 +515,7 @@ public final class JobRunner {
         let alpha = grid[bestIndex]
 
         // Test accuracy at the chosen α, of the merged model as it is (as its file evaluates).
-        let test = try accuracies(alphas: [alpha], on: splits.test, sharingFirstLayer: false)
+        let test = try accuracies(alphas: [alpha], on: splits.test, atBase: nil, sharingFirstLayer: false)
         let merged = FloatBuffer(count: base.count)
         TaskArithmetic.merge(base: base, taskVectorSum: mergedVector, alpha: Float(alpha), into: merged)
         let perTask = tasks.indices.map { index in

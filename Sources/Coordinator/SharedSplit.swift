@@ -83,11 +83,16 @@ struct SharedSplit {
         let me = communicator.rank, ranks = communicator.size
         let holders = Self.holders(sizes: sizes, owners: owners, chunk: chunk, ranks: ranks)
         let runs = sizes.indices.map { Self.runs(holders[$0], size: sizes[$0], chunk: chunk) }
+        let own: [Dataset?] = sizes.indices.map { t in
+            guard owners[t] == me else { return nil }
+            guard let data = owned(t) else { preconditionFailure("rank \(me) owns task \(t) but holds no split of it") }
+            return data
+        }
         // What this rank sends: to each holder of a run of its tasks, the run's inputs then its
         // labels, in task and run order.
         var blocks = [[Float]](repeating: [], count: ranks)
-        for t in sizes.indices where owners[t] == me {
-            guard let data = owned(t) else { throw OrthofuseError("rank \(me) owns task \(t) but holds no split of it") }
+        for t in sizes.indices {
+            guard let data = own[t] else { continue }
             for run in runs[t] where run.holder != me {
                 blocks[run.holder] += data.inputs[(run.rows.lowerBound * featureCount)..<(run.rows.upperBound * featureCount)]
                 blocks[run.holder] += data.labels[run.rows].map(Float.init)
@@ -99,8 +104,7 @@ struct SharedSplit {
         for t in sizes.indices {
             var mine: [Piece] = []
             for run in runs[t] where run.holder == me {
-                if owners[t] == me {
-                    guard let data = owned(t) else { throw OrthofuseError("rank \(me) owns task \(t) but holds no split of it") }
+                if let data = own[t] {
                     mine.append(Piece(data: data, rows: run.rows))
                     continue
                 }
@@ -117,11 +121,17 @@ struct SharedSplit {
         self.sizes = sizes
     }
 
-    /// One line of models to measure on one task's split: base + α·direction for every α.
+    /// One line of models to measure on one task's split: base + α·direction for every α. With
+    /// `atBase` (base's own accuracy there, e.g. the task's zero-shot accuracy), α = 0 takes it
+    /// without a pass: θ0 + 0·Δ is θ0.
     struct Line {
         let task: Int
         let direction: FloatBuffer
         let alphas: [Double]
+        var atBase: Double? = nil
+
+        /// The α this line evaluates.
+        var measured: [Double] { atBase == nil ? alphas : alphas.filter { $0 != 0 } }
     }
 
     /// Each line's accuracies, α by α: every rank counts the right predictions in its share of the
@@ -132,10 +142,10 @@ struct SharedSplit {
                     communicator: any Communicator) throws -> [[Double]] {
         let counts: [Double] = try PhaseAgreement.run(communicator) {
             lines.flatMap { line in
-                var counts = [Double](repeating: 0, count: line.alphas.count)
+                var counts = [Double](repeating: 0, count: line.measured.count)
                 for piece in pieces[line.task] {
                     let correct = Evaluation.correctAlongLine(
-                        backbone: backbone, base: base, direction: line.direction, alphas: line.alphas,
+                        backbone: backbone, base: base, direction: line.direction, alphas: line.measured,
                         head: heads[line.task], data: piece.data, rows: piece.rows, linearizedAround: linearization,
                         sharingFirstLayer: sharingFirstLayer)
                     for (a, count) in correct.enumerated() { counts[a] += Double(count) }
@@ -143,11 +153,14 @@ struct SharedSplit {
                 return counts
             }
         }
-        var summed = try communicator.allReduce(counts, .sum)[...]
+        var summed = try communicator.allReduce(counts, .sum).makeIterator()
         return lines.map { line in
             let size = Double(sizes[line.task])
-            defer { summed = summed.dropFirst(line.alphas.count) }
-            return summed.prefix(line.alphas.count).map { size > 0 ? $0 / size : 0 }
+            return line.alphas.map { alpha in
+                if let atBase = line.atBase, alpha == 0 { return atBase }
+                let correct = summed.next()!
+                return size > 0 ? correct / size : 0
+            }
         }
     }
 }

@@ -43,24 +43,34 @@ public enum Evaluation {
                                 data: Dataset, linearizedAround base: FloatBuffer? = nil,
                                 betweenChunks: BetweenChunks) rethrows -> Double {
         guard data.count > 0 else { return 0 }
-        let predicted = try predictions(backbone: backbone, parameters: parameters, head: head, data: data,
-                                        linearizedAround: base, betweenChunks: betweenChunks)
-        var correct = 0
-        for i in 0..<data.count where predicted[i] == data.labels[i] { correct += 1 }
+        let correct = try correctCount(backbone: backbone, parameters: parameters, head: head, data: data,
+                                       rows: 0..<data.count, linearizedAround: base,
+                                       logits: FloatBuffer(count: backbone.maxBatch * head.classes),
+                                       betweenChunks: betweenChunks)
         return Double(correct) / Double(data.count)
     }
 
     /// Samples among `rows` of `data` whose predicted class is their label.
     static func correctCount(backbone: any Backbone, parameters: FloatBuffer, head: ClassificationHead, data: Dataset,
-                             rows: Range<Int>, linearizedAround base: FloatBuffer?, logits: FloatBuffer) -> Int {
+                             rows: Range<Int>, linearizedAround base: FloatBuffer?, logits: FloatBuffer,
+                             betweenChunks: BetweenChunks) rethrows -> Int {
         var correct = 0
-        forEachChunk(backbone: backbone, parameters: parameters, data: data, rows: rows, linearizedAround: base,
-                     betweenChunks: {}) { start, count, features in
-            head.forward(logits: logits.pointer, features: features, batch: count)
-            for row in 0..<count
-            where Int32(CrossEntropy.argmax(logits.pointer, row: row, classes: head.classes)) == data.labels[start + row] {
-                correct += 1
-            }
+        try forEachChunk(backbone: backbone, parameters: parameters, data: data, rows: rows, linearizedAround: base,
+                         betweenChunks: betweenChunks) { start, count, features in
+            correct += correctInChunk(head: head, features: features, labels: data.labels, start: start, count: count,
+                                      logits: logits)
+        }
+        return correct
+    }
+
+    /// The chunk's samples (`count` rows from row `start`, their `features`) that `head` classifies as labelled.
+    static func correctInChunk(head: ClassificationHead, features: UnsafePointer<Float>, labels: [Int32], start: Int,
+                               count: Int, logits: FloatBuffer) -> Int {
+        head.forward(logits: logits.pointer, features: features, batch: count)
+        var correct = 0
+        for row in 0..<count
+        where Int32(CrossEntropy.argmax(logits.pointer, row: row, classes: head.classes)) == labels[start + row] {
+            correct += 1
         }
         return correct
     }

@@ -62,7 +62,7 @@ extension Evaluation {
         return alphas.map { alpha in
             TaskArithmetic.merge(base: base, taskVectorSum: direction, alpha: Float(alpha), into: model)
             return correctCount(backbone: backbone, parameters: model, head: head, data: data, rows: rows,
-                                linearizedAround: linearization, logits: logits)
+                                linearizedAround: linearization, logits: logits, betweenChunks: {})
         }
     }
 
@@ -97,11 +97,8 @@ extension Evaluation {
                 preActivation.pointer.update(from: atBase.pointer + offset, count: count * width)
                 ElementWise.axpy(preActivation.pointer, Float(alpha), alongDirection.pointer + offset, count: count * width)
                 let features = backbone.forward(parameters: model.pointer, firstPreActivation: preActivation.pointer, batch: count)
-                head.forward(logits: logits.pointer, features: features, batch: count)
-                for row in 0..<count
-                where Int32(CrossEntropy.argmax(logits.pointer, row: row, classes: head.classes)) == data.labels[start + row] {
-                    correct += 1
-                }
+                correct += correctInChunk(head: head, features: features, labels: data.labels, start: start, count: count,
+                                          logits: logits)
             }
             return correct
         }
